@@ -1,0 +1,46 @@
+# The commands a user and CI run. `make demo` and `make test` install first if needed.
+PYTHON ?= python3.11
+VENV := .venv
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export PREFECT_LOGGING_TO_API_ENABLED := false
+
+.PHONY: install demo test test-spark lint format bench clean
+
+install: $(VENV)/.installed
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --all-groups
+	touch $@
+
+demo: install
+	$(VENV)/bin/redflags demo --out demo
+
+test: install
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+
+test-spark: install
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --all-groups --extra spark
+	$(VENV)/bin/python -m pytest -m spark
+
+lint: install
+	$(VENV)/bin/ruff check pipelines tests
+	$(VENV)/bin/ruff format --check pipelines tests
+
+format: install
+	$(VENV)/bin/ruff format pipelines tests
+	$(VENV)/bin/ruff check --fix pipelines tests
+
+bench: install
+	$(VENV)/bin/python -m pipelines.bench
+
+clean:
+	rm -rf demo .prefect .pytest_cache

@@ -1,0 +1,183 @@
+"""Every study parameter in one typed, frozen object (PROTOCOL.md names and defaults).
+
+Load with `load_settings(path)` from a TOML file whose keys are the protocol's parameter
+names; unknown keys and impossible values raise `SettingsError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A study configuration that cannot be run."""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    # Cohort (PROTOCOL.md section 3)
+    study_start_date: dt.date = dt.date(2015, 1, 1)
+    data_extract_date: dt.date | None = None  # None: the latest date in the export
+    washout_days: int = 365
+    lookback_days: int = 365
+    min_age: int = 18
+    sexes: tuple[str, ...] = ("F", "M")
+    allow_repeat_episodes: bool = False
+    horizon_days: int = 365
+    # Red flags (section 5)
+    landmark_days: int = 42
+    persistence_days: int = 42
+    early_repeat_days: int = 28  # "a repeat visit in the first 4 weeks does not count"
+    flag_lookback_days: int = 365
+    weight_loss_fraction: float = 0.05
+    weight_baseline_days: int = 365
+    alp_upper_limit: float = 147.0
+    # Analyses (section 6)
+    cumulative_incidence_days: tuple[int, ...] = (30, 90, 180, 365)
+    decision_thresholds: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 21))
+    cv_folds: int = 5
+    random_seed: int = 20261123
+    confidence_level: float = 0.95
+    # Disclosure control (section 7)
+    min_cell: int = 11
+    # Which sensitivity analyses to run (section 6.4); empty to skip them
+    sensitivity_analyses: tuple[str, ...] = field(
+        default=("landmark_0", "persistence_28", "washout_180")
+    )
+
+    def __post_init__(self) -> None:
+        problems = list(_validate(self))
+        if problems:
+            raise SettingsError("invalid study settings: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> StudySettings:
+        """A copy with some parameters changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Parameters as JSON-friendly values, for run records."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dt.date):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    def sql_parameters(self) -> dict[str, Any]:
+        """Scalar parameters SQL models may bind by name ($name)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not isinstance(getattr(self, f.name), tuple)
+        }
+
+
+def _validate(s: StudySettings) -> list[str]:
+    problems = []
+    for name in (
+        "washout_days", "lookback_days", "horizon_days", "landmark_days",
+        "persistence_days", "early_repeat_days", "flag_lookback_days", "weight_baseline_days",
+        "min_age",
+    ):
+        if getattr(s, name) < 0:
+            problems.append(f"{name} must not be negative (got {getattr(s, name)})")
+    if s.landmark_days > s.horizon_days:
+        problems.append(
+            f"landmark_days ({s.landmark_days}) must not be longer than horizon_days ({s.horizon_days})"
+        )
+    if s.early_repeat_days > s.persistence_days:
+        problems.append(
+            f"early_repeat_days ({s.early_repeat_days}) must not exceed persistence_days ({s.persistence_days})"
+        )
+    if not 0 < s.weight_loss_fraction < 1:
+        problems.append(f"weight_loss_fraction must be between 0 and 1 (got {s.weight_loss_fraction})")
+    if s.alp_upper_limit <= 0:
+        problems.append(f"alp_upper_limit must be positive (got {s.alp_upper_limit})")
+    if s.min_cell < 1:
+        problems.append(f"min_cell must be at least 1 (got {s.min_cell})")
+    if not s.sexes or any(x not in ("F", "M") for x in s.sexes):
+        problems.append(f"sexes must be a non-empty list of 'F' and/or 'M' (got {list(s.sexes)})")
+    if not 0 < s.confidence_level < 1:
+        problems.append(f"confidence_level must be between 0 and 1 (got {s.confidence_level})")
+    if s.cv_folds < 2:
+        problems.append(f"cv_folds must be at least 2 (got {s.cv_folds})")
+    if any(not 0 < t < 1 for t in s.decision_thresholds):
+        problems.append("decision_thresholds must lie strictly between 0 and 1")
+    if s.data_extract_date is not None and s.data_extract_date < s.study_start_date:
+        problems.append("data_extract_date is before study_start_date")
+    known = {"landmark_0", "persistence_28", "washout_180"}
+    unknown = [a for a in s.sensitivity_analyses if a not in known]
+    if unknown:
+        problems.append(f"unknown sensitivity analyses {unknown}; known: {sorted(known)}")
+    return problems
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if name in ("study_start_date", "data_extract_date"):
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: not a date (YYYY-MM-DD): {value!r}") from exc
+        raise SettingsError(f"{name}: expected a date, got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SettingsError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{name}: expected a whole number, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list):
+            raise SettingsError(f"{name}: expected a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def settings_from_mapping(values: dict[str, Any], base: StudySettings | None = None) -> StudySettings:
+    """Settings from a mapping of protocol parameter names; unknown names are an error."""
+    base = base or StudySettings()
+    fields = {f.name: f for f in dataclasses.fields(StudySettings)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise SettingsError(
+            f"unknown parameter(s) {', '.join(unknown)}; known parameters: {', '.join(sorted(fields))}"
+        )
+    changes = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items()}
+    return dataclasses.replace(base, **changes)
+
+
+def load_settings(path: str | Path | None) -> StudySettings:
+    """Protocol defaults, overridden by a TOML file (top level or a [study] table)."""
+    if path is None:
+        return StudySettings()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    if "study" in data and isinstance(data["study"], dict) and len(data) == 1:
+        data = data["study"]
+    try:
+        return settings_from_mapping(data)
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from exc

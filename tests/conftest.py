@@ -1,0 +1,41 @@
+"""Shared fixtures: paths to the real Synthea exports, a Prefect test harness, a fresh warehouse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+if not SHARED.exists():  # CI clones next to shared/; a developer checkout may sit elsewhere
+    SHARED = Path(os.environ.get("REDFLAGS_SHARED", "/work/shared"))
+REAL_EXPORTS = sorted(p for p in (SHARED / "synthea").iterdir() if p.is_dir())
+
+os.environ.setdefault("PREFECT_HOME", str(REPO / ".prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+@pytest.fixture(scope="session")
+def real_exports() -> list[Path]:
+    """The three real Synthea exports in ../shared/synthea (2.x-3.3+ eras)."""
+    assert len(REAL_EXPORTS) == 3, f"expected 3 real exports under {SHARED / 'synthea'}"
+    return REAL_EXPORTS
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for flow tests (started once per test process)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def warehouse(tmp_path) -> Path:
+    """Path of a new, empty DuckDB warehouse file."""
+    return tmp_path / "warehouse.duckdb"
