@@ -155,3 +155,10 @@ TABLES: dict[str, Table] = {
 REQUIRED_TABLES = tuple(name for name, t in TABLES.items() if t.required)
 OPTIONAL_TABLES = tuple(name for name, t in TABLES.items() if not t.required)
 LINEAGE_COLUMNS = (Column("source_file", "VARCHAR", ()), Column("source_line", "BIGINT", ()))
+
+
+def create_table_sql(table: str, qualified_name: str | None = None) -> str:
+    """`CREATE TABLE` statement for a canonical raw table (lineage columns included)."""
+    t = TABLES[table]
+    cols = ", ".join(f"{c.name} {c.type}" for c in (*t.columns, *LINEAGE_COLUMNS))
+    return f"CREATE TABLE {qualified_name or 'raw.' + table} ({cols})"
