@@ -12,13 +12,22 @@ from pipelines import __version__
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("pipelines.cli_study", "generate a synthetic export, run the whole study, write the report"),
-    "generate": ("pipelines.generator.cli", "write a synthetic Synthea-layout export with planted truth"),
+    "demo": (
+        "pipelines.cli_study",
+        "generate a synthetic export, run the whole study, write the report",
+    ),
+    "generate": (
+        "pipelines.generator.cli",
+        "write a synthetic Synthea-layout export with planted truth",
+    ),
     "ingest": ("pipelines.ingest", "load a Synthea export into the DuckDB warehouse"),
     "run": ("pipelines.cli_study", "run the whole study flow on an export"),
     "report": ("pipelines.report", "write the HTML report from the release tables"),
     "export": ("pipelines.export", "write the release tables as Parquet for BI tools"),
-    "serve": ("pipelines.cli_study", "serve the study flow on a cron schedule (Prefect deployment)"),
+    "serve": (
+        "pipelines.cli_study",
+        "serve the study flow on a cron schedule (Prefect deployment)",
+    ),
 }
 
 

@@ -83,8 +83,14 @@ class StudySettings:
 def _validate(s: StudySettings) -> list[str]:
     problems = []
     for name in (
-        "washout_days", "lookback_days", "horizon_days", "landmark_days",
-        "persistence_days", "early_repeat_days", "flag_lookback_days", "weight_baseline_days",
+        "washout_days",
+        "lookback_days",
+        "horizon_days",
+        "landmark_days",
+        "persistence_days",
+        "early_repeat_days",
+        "flag_lookback_days",
+        "weight_baseline_days",
         "min_age",
     ):
         if getattr(s, name) < 0:
@@ -98,7 +104,9 @@ def _validate(s: StudySettings) -> list[str]:
             f"early_repeat_days ({s.early_repeat_days}) must not exceed persistence_days ({s.persistence_days})"
         )
     if not 0 < s.weight_loss_fraction < 1:
-        problems.append(f"weight_loss_fraction must be between 0 and 1 (got {s.weight_loss_fraction})")
+        problems.append(
+            f"weight_loss_fraction must be between 0 and 1 (got {s.weight_loss_fraction})"
+        )
     if s.alp_upper_limit <= 0:
         problems.append(f"alp_upper_limit must be positive (got {s.alp_upper_limit})")
     if s.min_cell < 1:
@@ -151,7 +159,9 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return value
 
 
-def settings_from_mapping(values: dict[str, Any], base: StudySettings | None = None) -> StudySettings:
+def settings_from_mapping(
+    values: dict[str, Any], base: StudySettings | None = None
+) -> StudySettings:
     """Settings from a mapping of protocol parameter names; unknown names are an error."""
     base = base or StudySettings()
     fields = {f.name: f for f in dataclasses.fields(StudySettings)}

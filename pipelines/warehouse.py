@@ -11,7 +11,9 @@ import duckdb
 SCHEMAS = ("raw", "meta", "staging", "intermediate", "mart", "release")
 
 
-def connect(warehouse: str | Path, *, read_only: bool = False, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    warehouse: str | Path, *, read_only: bool = False, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the warehouse file, with the project's schemas present."""
     path = Path(warehouse)
     if not read_only:
@@ -28,7 +30,9 @@ def connect(warehouse: str | Path, *, read_only: bool = False, memory_limit: str
 
 
 @contextmanager
-def open_warehouse(warehouse: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_warehouse(
+    warehouse: str | Path, *, read_only: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """Context-managed connection that is always closed."""
     con = connect(warehouse, read_only=read_only)
     try:

@@ -1,0 +1,412 @@
+"""The whole study as plain functions: the Prefect flow in flows.py only wires these.
+
+A run builds everything apart, in `build_*` schemas, and publishes `mart` and `release`
+in one transaction at the end, so a run that fails or is killed leaves the previous
+outputs readable and intact. One run at a time per warehouse (a lock file beside it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from pipelines import __version__
+from pipelines.errors import UserFacingError
+from pipelines.settings import StudySettings
+from pipelines.warehouse import connect
+
+log = logging.getLogger("redflags")
+
+BUILD_SUFFIX = "__build"
+PUBLISHED_SCHEMAS = ("mart", "release")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# How each sensitivity analysis (PROTOCOL.md section 6.4) changes the settings.
+SENSITIVITY_VARIANTS: dict[str, dict[str, int]] = {
+    "landmark_0": {"landmark_days": 0},
+    "persistence_28": {"persistence_days": 28},
+    "washout_180": {"washout_days": 180},
+}
+
+
+class RunLockedError(UserFacingError):
+    """Another run holds the warehouse."""
+
+
+@dataclass
+class StageTiming:
+    stage: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    warehouse: Path
+    status: str = "running"
+    stages: list[StageTiming] = field(default_factory=list)
+    row_counts: dict[str, int] = field(default_factory=dict)
+    report: Path | None = None
+    error: str | None = None
+
+
+def new_run_id() -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def warehouse_lock(warehouse: Path, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold `<warehouse>.lock`; wait up to `wait_seconds`, then stop with a clear message."""
+    lock_path = Path(str(warehouse) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise RunLockedError(
+                        f"another run is using {warehouse} ({holder}); wait for it to finish "
+                        f"or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            f"pid {os.getpid()} since {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
+        )
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_for_run(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse for writing, turning DuckDB's lock error into a clear message."""
+    try:
+        return connect(warehouse)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise RunLockedError(
+                f"{warehouse} is open in another process (a run, a notebook or a dashboard); "
+                "close it and try again"
+            ) from exc
+        raise
+
+
+def code_version() -> str:
+    """Package version, git commit when available, and a hash of the SQL and value sets."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "sql").rglob("*.sql")) + sorted(
+        (REPO_ROOT / "pipelines" / "valuesets").glob("*.csv")
+    ):
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    commit = ""
+    with suppress(OSError):
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    parts = [f"redflags {__version__}"]
+    if commit:
+        parts.append(f"git {commit}")
+    parts.append(f"sql+valuesets sha256:{digest.hexdigest()[:12]}")
+    return "; ".join(parts)
+
+
+RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS meta.runs (
+    run_id VARCHAR PRIMARY KEY,
+    flow_run_id VARCHAR,
+    started_at TIMESTAMP,
+    ended_at TIMESTAMP,
+    status VARCHAR,
+    error VARCHAR,
+    source VARCHAR,
+    parameters JSON,
+    value_set_hashes JSON,
+    input_manifest JSON,
+    code_version VARCHAR,
+    output_row_counts JSON,
+    stage_seconds JSON
+)
+"""
+
+
+def record_run_start(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    settings: StudySettings,
+    source: Path,
+    flow_run_id: str | None,
+) -> None:
+    con.execute(RUNS_DDL)
+    # A run that was killed never wrote its end: say so rather than leave it "running".
+    con.execute(
+        "UPDATE meta.runs SET status = 'abandoned', ended_at = NULL WHERE status = 'running'"
+    )
+    con.execute(
+        "INSERT INTO meta.runs (run_id, flow_run_id, started_at, status, source, parameters, code_version)"
+        " VALUES (?, ?, ?, 'running', ?, ?, ?)",
+        [
+            run_id,
+            flow_run_id,
+            dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            str(source),
+            json.dumps(settings.as_dict()),
+            code_version(),
+        ],
+    )
+
+
+def record_run_end(con: duckdb.DuckDBPyConnection, result: RunResult) -> None:
+    manifest = (
+        con.execute(
+            "SELECT coalesce(json_group_array(json_object('file', file_path, 'sha256', sha256, "
+            "'size_bytes', size_bytes, 'rows', row_count)), '[]') FROM meta.ingest_manifest"
+        ).fetchone()[0]
+        if _exists(con, "meta", "ingest_manifest")
+        else "[]"
+    )
+    hashes = "{}"
+    if _exists(con, "meta", "value_sets"):
+        from pipelines.valuesets import value_set_hashes
+
+        hashes = json.dumps(value_set_hashes())
+    con.execute(
+        "UPDATE meta.runs SET ended_at = ?, status = ?, error = ?, input_manifest = ?, "
+        "value_set_hashes = ?, output_row_counts = ?, stage_seconds = ? WHERE run_id = ?",
+        [
+            dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            result.status,
+            result.error,
+            manifest,
+            hashes,
+            json.dumps(result.row_counts),
+            json.dumps({s.stage: round(s.seconds, 3) for s in result.stages}),
+            result.run_id,
+        ],
+    )
+
+
+def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def tables_in(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name",
+            [schema],
+        ).fetchall()
+    ]
+
+
+def drop_schema(con: duckdb.DuckDBPyConnection, schema: str) -> None:
+    con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def publish(
+    con: duckdb.DuckDBPyConnection, run_id: str, schemas: tuple[str, ...] = PUBLISHED_SCHEMAS
+) -> dict[str, int]:
+    """Replace each published schema's tables by the build's, in one transaction.
+
+    Every published row carries `run_id`. Either all of the run's outputs become visible or
+    none do; tables the new run no longer makes are dropped in the same transaction.
+    """
+    counts: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for schema in schemas:
+            build = schema + BUILD_SUFFIX
+            new_tables = tables_in(con, build)
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            for old in tables_in(con, schema):
+                if old not in new_tables:
+                    con.execute(f'DROP TABLE "{schema}"."{old}"')
+            for table in new_tables:
+                columns = [
+                    r[0]
+                    for r in con.execute(
+                        "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+                        [build, table],
+                    ).fetchall()
+                ]
+                select = f'SELECT * FROM "{build}"."{table}"'
+                if "run_id" not in columns:
+                    select = f'SELECT *, $run_id::VARCHAR AS run_id FROM "{build}"."{table}"'
+                    con.execute(
+                        f'CREATE OR REPLACE TABLE "{schema}"."{table}" AS {select}',
+                        {"run_id": run_id},
+                    )
+                else:
+                    con.execute(f'CREATE OR REPLACE TABLE "{schema}"."{table}" AS {select}')
+                counts[f"{schema}.{table}"] = con.execute(
+                    f'SELECT count(*) FROM "{schema}"."{table}"'
+                ).fetchone()[0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return counts
+
+
+@contextmanager
+def stage(result: RunResult, name: str, say: Callable[[str], None]) -> Iterator[StageTiming]:
+    """Time a stage and print one progress line for it."""
+    timing = StageTiming(name, 0.0)
+    say(f"[{name}] started")
+    start = time.perf_counter()
+    try:
+        yield timing
+    finally:
+        timing.seconds = time.perf_counter() - start
+        result.stages.append(timing)
+        extra = f" ({timing.detail})" if timing.detail else ""
+        say(f"[{name}] done in {timing.seconds:.1f}s{extra}")
+
+
+# ---------------------------------------------------------------------------
+# Steps: each opens its own connection (tasks take paths and plain values).
+
+
+def step_ingest(
+    source: Path, warehouse: Path, say: Callable[[str], None] = print
+) -> dict[str, int]:
+    """Load new or changed export files into raw.* (incremental, atomic)."""
+    from pipelines.ingest import ingest_export
+
+    summary = ingest_export(Path(source), Path(warehouse), log=say)
+    return summary.counts() if hasattr(summary, "counts") else {}
+
+
+def step_input_contracts(warehouse: Path) -> str:
+    """Run the raw-table contracts; raises ContractError with a summary when one fails."""
+    from pipelines.contracts import validate_raw
+
+    return str(validate_raw(Path(warehouse)))
+
+
+def step_models(
+    warehouse: Path, settings: StudySettings, suffix: str = BUILD_SUFFIX
+) -> dict[str, int]:
+    """Build every SQL model into the build schemas."""
+    from pipelines.models import build_models
+
+    with _connection(warehouse) as con:
+        for schema in ("staging", "intermediate", "mart"):
+            drop_schema(con, schema + suffix)
+        built = build_models(con, settings, schema_suffix=suffix)
+        return {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in built}
+
+
+def step_statistics(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
+    from pipelines.analysis import run_statistics
+
+    with _connection(warehouse) as con:
+        return run_statistics(con, settings, run_id, schema="mart" + BUILD_SUFFIX)
+
+
+def step_sensitivity(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
+    """Rebuild the study under each sensitivity variant and tabulate it beside the primary."""
+    from pipelines.analysis import sensitivity_rows, write_sensitivity_table
+
+    frames = []
+    with _connection(warehouse) as con:
+        frames.append(sensitivity_rows(con, settings, "primary", schema="mart" + BUILD_SUFFIX))
+    for name in settings.sensitivity_analyses:
+        variant = settings.replace(**SENSITIVITY_VARIANTS[name])
+        suffix = f"__sens_{name}"
+        step_models(warehouse, variant, suffix=suffix)
+        with _connection(warehouse) as con:
+            frames.append(sensitivity_rows(con, variant, name, schema="mart" + suffix))
+            for schema in ("staging", "intermediate", "mart"):
+                drop_schema(con, schema + suffix)
+    with _connection(warehouse) as con:
+        n = write_sensitivity_table(con, frames, run_id, schema="mart" + BUILD_SUFFIX)
+    return {"mart.sensitivity_analyses": int(n)}
+
+
+def step_output_contracts(warehouse: Path) -> str:
+    from pipelines.contracts import validate_outputs
+
+    return str(validate_outputs(Path(warehouse), schema="mart" + BUILD_SUFFIX))
+
+
+def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
+    from pipelines.analysis import build_release
+
+    with _connection(warehouse) as con:
+        drop_schema(con, "release" + BUILD_SUFFIX)
+        result = build_release(
+            con,
+            settings,
+            run_id,
+            source_schema="mart" + BUILD_SUFFIX,
+            target_schema="release" + BUILD_SUFFIX,
+        )
+        return dict(result or {})
+
+
+def step_publish(warehouse: Path, run_id: str) -> dict[str, int]:
+    with _connection(warehouse) as con:
+        return publish(con, run_id)
+
+
+def step_report(warehouse: Path, out: Path, run_id: str) -> Path:
+    from pipelines.report import write_report
+
+    return write_report(Path(warehouse), Path(out), run_id=run_id)
+
+
+def step_begin(
+    warehouse: Path, settings: StudySettings, source: Path, run_id: str, flow_run_id: str | None
+) -> None:
+    with _connection(warehouse) as con:
+        record_run_start(con, run_id, settings, source, flow_run_id)
+
+
+def step_end(warehouse: Path, result: RunResult) -> None:
+    with _connection(warehouse) as con:
+        record_run_end(con, result)
+
+
+@contextmanager
+def _connection(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = open_for_run(Path(warehouse))
+    try:
+        yield con
+    finally:
+        con.close()
