@@ -1,0 +1,126 @@
+"""`redflags run`, `redflags demo` and `redflags serve`: the study flow from the command line.
+
+Heavy imports (Prefect, the pipeline) happen inside the run functions so `redflags --help`
+stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_DEMO_PATIENTS = 5000
+DEFAULT_DEMO_SEED = 42
+
+
+def _add_study_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="TOML file of study parameters (protocol names; see study.example.toml)"
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another run holds the warehouse, wait this long before giving up (default: 0)",
+    )
+
+
+def configure_run_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", type=Path, required=True, help="folder of the Synthea CSV export")
+    parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB file to build (created if absent)")
+    parser.add_argument("--report", type=Path, help="also write the HTML report here")
+    _add_study_options(parser)
+
+
+def configure_demo_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--patients", type=int, default=DEFAULT_DEMO_PATIENTS, help=f"patients to generate (default {DEFAULT_DEMO_PATIENTS})"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="generator seed")
+    parser.add_argument("--out", type=Path, default=Path("demo"), help="folder for everything (default ./demo)")
+    _add_study_options(parser)
+
+
+def configure_serve_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", type=Path, required=True, help="folder the nightly export lands in")
+    parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB file to keep up to date")
+    parser.add_argument("--cron", default="0 2 * * *", help='cron schedule (default "0 2 * * *": 02:00 daily)')
+    parser.add_argument("--timezone", default="UTC", help="time zone of the cron schedule (default UTC)")
+    parser.add_argument("--name", default="redflags-nightly", help="deployment name")
+    parser.add_argument("--report", type=Path, help="also write the HTML report here on every run")
+    _add_study_options(parser)
+
+
+def _settings(args: argparse.Namespace):
+    from pipelines.settings import load_settings
+
+    return load_settings(args.config)
+
+
+def run_run_cli(args: argparse.Namespace) -> int:
+    from pipelines.flows import study_flow
+
+    result = study_flow(
+        source=str(args.source),
+        warehouse=str(args.warehouse),
+        config=str(args.config) if args.config else None,
+        report=str(args.report) if args.report else None,
+        wait_seconds=args.wait,
+    )
+    _print_result(result)
+    return 0
+
+
+def run_demo_cli(args: argparse.Namespace) -> int:
+    from pipelines.flows import study_flow
+    from pipelines.generator import generate
+
+    _settings(args)  # fail fast on a bad config, before generating anything
+    out: Path = args.out
+    export = out / "export"
+    print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
+    generate(export, patients=args.patients, seed=args.seed)
+    result = study_flow(
+        source=str(export),
+        warehouse=str(out / "warehouse.duckdb"),
+        config=str(args.config) if args.config else None,
+        report=str(out / "report.html"),
+        parquet_dir=str(out / "release"),
+        wait_seconds=args.wait,
+    )
+    _print_result(result)
+    print(
+        "\nWhere to look:\n"
+        f"  report      {out / 'report.html'}\n"
+        f"  warehouse   {out / 'warehouse.duckdb'}  (schemas mart, release, meta)\n"
+        f"  parquet     {out / 'release'}/  (release tables for BI tools)\n"
+        f"  export      {export}/  (the generated Synthea CSVs; truth.json holds the planted truth)\n"
+        f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} jupyter notebook notebooks/"
+    )
+    return 0
+
+
+def run_serve_cli(args: argparse.Namespace) -> int:
+    from pipelines.flows import serve_study
+
+    _settings(args)
+    serve_study(
+        source=str(args.source),
+        warehouse=str(args.warehouse),
+        cron=args.cron,
+        timezone=args.timezone,
+        name=args.name,
+        config=str(args.config) if args.config else None,
+        report=str(args.report) if args.report else None,
+    )
+    return 0
+
+
+def _print_result(result) -> None:
+    print(f"\nRun {result.run_id}: {result.status}")
+    width = max((len(s.stage) for s in result.stages), default=10)
+    for s in result.stages:
+        print(f"  {s.stage:<{width}}  {s.seconds:7.1f}s  {s.detail}")
+    if result.report:
+        print(f"Report: {result.report}")
