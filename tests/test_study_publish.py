@@ -64,9 +64,12 @@ def test_publish_is_all_or_nothing_when_a_copy_fails(warehouse, monkeypatch):
 
 
 def test_second_run_on_same_warehouse_stops_with_clear_message(warehouse):
-    with warehouse_lock(warehouse), pytest.raises(RunLockedError, match="another run is using"):
-        with warehouse_lock(warehouse):
-            pass
+    with (
+        warehouse_lock(warehouse),
+        pytest.raises(RunLockedError, match="another run is using"),
+        warehouse_lock(warehouse),
+    ):
+        pass
 
 
 def test_second_run_waits_when_asked(warehouse):
