@@ -1,0 +1,888 @@
+"""Load a Synthea CSV export (any version 2.x-4.x) into the warehouse's `raw.<table>` tables.
+
+Two phases, both in DuckDB SQL (no table ever passes through pandas or Python rows):
+
+1. landing (schema `landing`, internal): every new or changed export file is parsed once
+   with `read_csv` and explicit column types into its own table `landing.<table>__<id>`;
+   lines DuckDB cannot parse go to `landing.rejects`. Files whose path and sha256 are
+   unchanged are not read again; tables of vanished files are dropped.
+2. update (one transaction, so a failure leaves the previous raw/meta tables intact):
+   raw.patients is rebuilt when its files changed (duplicates are judged across files);
+   in every other raw table the rows of vanished or changed files leave, the rows of new or
+   changed files enter after the row checks (missing required value, unknown patient),
+   and when raw.patients changed, records of patients that left move to the quarantine
+   while records that were waiting for patients that arrived enter raw. `meta.quarantine`,
+   `meta.ingest_manifest` and `meta.source_tables` change with them.
+
+So a growing export ingested run by run ends with the same tables as one ingest of the
+final export, without rewriting the big tables at each run. See docs/ingest.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import re
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from pipelines import schema
+from pipelines import warehouse as wh
+from pipelines.errors import IngestError
+
+# Bump when the way files are parsed into landing tables changes: every file is then re-read.
+LANDING_FORMAT = "1"
+_FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?$", re.I)
+_DATE_TYPES = ("DATE", "TIMESTAMP")
+# DuckDB reject error_type -> quarantine reason
+_REJECT_REASONS = {
+    "CAST": "unparseable_value",
+    "MISSING COLUMNS": "wrong_field_count",
+    "TOO MANY COLUMNS": "wrong_field_count",
+    "INVALID ENCODING": "invalid_encoding",
+    "UNQUOTED VALUE": "malformed_quotes",
+    "LINE SIZE OVER MAXIMUM": "line_too_long",
+}
+# Beyond this many rejected lines in one file, line numbers of the good rows use an ASOF
+# join (correct but about 6x slower than the CASE expression used below it).
+_MAX_CASE_OFFSETS = 200
+
+Log = Callable[[str], object]
+
+
+# ---------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One CSV file of a canonical table in the export."""
+
+    path: Path
+    relative: str  # path relative to the export folder, POSIX style
+    table: str
+    part: int  # 0 for `name.csv`, n for `name-n.csv`
+    compressed: bool
+    header: tuple[str, ...]
+    positions: tuple[int | None, ...]  # header position of each canonical column, or None
+
+
+@dataclass
+class Export:
+    """What an export folder holds, before anything is loaded."""
+
+    files: list[SourceFile]
+    ignored: list[str]
+    empty_optional: dict[str, list[str]]  # table -> 0-byte files treated as absent
+    notes: list[str] = field(default_factory=list)
+
+    def tables_present(self) -> set[str]:
+        return {f.table for f in self.files}
+
+
+def discover_export(source: Path) -> Export:
+    """Classify the export's files and check every canonical file's header.
+
+    Raises IngestError for a missing or empty required file and for a missing required
+    column, before anything is written."""
+    source = Path(source)
+    if not source.is_dir():
+        raise IngestError(f"export folder not found: {source}")
+    files, ignored, empty = [], [], {}
+    for path in sorted(source.iterdir()):
+        match = _FILE_NAME.match(path.name) if path.is_file() else None
+        table = match["stem"].lower() if match else None
+        if table not in schema.TABLES:
+            ignored.append(path.name + ("/" if path.is_dir() else ""))
+            continue
+        header = read_header(path)
+        if not header:
+            if schema.TABLES[table].required:
+                raise IngestError(f"{path.name}: file is empty; {table} is a required table")
+            empty.setdefault(table, []).append(path.name)
+            continue
+        part, compressed = int(match["part"] or 0), bool(match["gz"])
+        positions = map_header(table, header, path.name)
+        files.append(SourceFile(path, path.name, table, part, compressed, header, positions))
+    missing = [t for t in schema.REQUIRED_TABLES if t not in {f.table for f in files}]
+    if missing:
+        raise IngestError(
+            f"{source}: required file(s) missing: {', '.join(t + '.csv' for t in missing)} "
+            f"(found: {', '.join(p.name for p in sorted(source.iterdir())) or 'nothing'})"
+        )
+    files.sort(key=lambda f: (f.table, f.part, f.relative))
+    _check_no_duplicate_parts(files)
+    notes = [
+        f"{name}: empty file, {table} treated as absent unless another part has rows"
+        for table, names in empty.items()
+        for name in names
+    ]
+    return Export(files, ignored, empty, notes)
+
+
+def _check_no_duplicate_parts(files: list[SourceFile]) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for f in files:
+        other = seen.setdefault((f.table, f.part), f.relative)
+        if other != f.relative:
+            raise IngestError(
+                f"{other} and {f.relative} hold the same part of {f.table}; keep only one of them"
+            )
+
+
+def read_header(path: Path) -> tuple[str, ...]:
+    """Column names on the first line of a CSV or CSV.GZ file (empty for an empty file)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            first = handle.readline(1 << 20)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IngestError(f"{path.name}: cannot be read: {exc}") from exc
+    text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    if not text.strip():
+        return ()
+    return tuple(name.strip() for name in next(csv.reader([text])))
+
+
+def map_header(table: str, header: tuple[str, ...], file_name: str) -> tuple[int | None, ...]:
+    """Header position of each canonical column (case-insensitive, first alias that matches)."""
+    lowered = [name.lower() for name in header]
+    positions = []
+    for column in schema.TABLES[table].columns:
+        found = [lowered.index(s.lower()) for s in column.sources if s.lower() in lowered]
+        if not found and column.required:
+            raise IngestError(
+                f"{file_name}: required column {column.name} missing (expected a header named "
+                f"{' or '.join(column.sources)}; found: {', '.join(header)})"
+            )
+        positions.append(found[0] if found else None)
+    return tuple(positions)
+
+
+def fingerprint(source_file: SourceFile) -> str:
+    """Identifies how a file is parsed: a change of schema.py or of the parser re-reads it."""
+    text = repr((LANDING_FORMAT, schema.TABLES[source_file.table], source_file.positions))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- file digests
+
+
+@dataclass(frozen=True)
+class Digest:
+    size_bytes: int
+    sha256: str
+    newlines: int | None  # None for gzip files (counted only when the file is loaded)
+    ends_with_newline: bool | None
+
+
+def file_digest(path: Path) -> Digest:
+    """sha256 of the file's bytes; for plain CSV also its newline count, in the same pass."""
+    sha, newlines, last = hashlib.sha256(), 0, b""
+    plain = not path.name.lower().endswith(".gz")
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            sha.update(chunk)
+            if plain:
+                newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if not plain:
+        return Digest(path.stat().st_size, sha.hexdigest(), None, None)
+    return Digest(path.stat().st_size, sha.hexdigest(), newlines, last == b"\n")
+
+
+def _text_line_stats(path: Path) -> tuple[int, bool]:
+    """Newline count and whether the (decompressed) text ends with a newline."""
+    newlines, last = 0, b""
+    with gzip.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return newlines, last == b"\n"
+
+
+def digest_files(files: list[SourceFile]) -> dict[str, Digest]:
+    """Digests of all files, a few at a time (hashlib releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        digests = pool.map(file_digest, [f.path for f in files])
+        return {f.relative: d for f, d in zip(files, digests, strict=True)}
+
+
+# ---------------------------------------------------------------- warehouse tables
+
+_META_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta.ingest_manifest (table_name VARCHAR, file_path VARCHAR,"
+    " size_bytes BIGINT, sha256 VARCHAR, row_count BIGINT, rows_quarantined BIGINT,"
+    " loaded_at TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS meta.quarantine (table_name VARCHAR, source_file VARCHAR,"
+    " source_line BIGINT, column_name VARCHAR, reason VARCHAR, raw_line VARCHAR)",
+    "CREATE TABLE IF NOT EXISTS meta.source_tables (table_name VARCHAR, is_required BOOLEAN,"
+    " is_present BOOLEAN, n_files INTEGER, n_rows BIGINT, note VARCHAR)",
+)
+_LANDING_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS landing",
+    "CREATE TABLE IF NOT EXISTS landing.files (file_path VARCHAR, table_name VARCHAR,"
+    " part INTEGER, size_bytes BIGINT, sha256 VARCHAR, fingerprint VARCHAR,"
+    " landing_table VARCHAR, rows_parsed BIGINT, lines_rejected BIGINT,"
+    " physical_lines BIGINT, line_numbers_exact BOOLEAN, loaded_at TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS landing.rejects (table_name VARCHAR, file_path VARCHAR,"
+    " line BIGINT, extra_lines BIGINT, column_name VARCHAR, reason VARCHAR, raw_line VARCHAR)",
+)
+
+
+def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for statement in (*_LANDING_DDL, *_META_DDL):
+        con.execute(statement)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _landing_table(relative: str) -> str:
+    stem = _FILE_NAME.match(relative)["stem"].lower()
+    return f"{stem}__{hashlib.sha256(relative.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class _Transaction:
+    """BEGIN ... COMMIT, or ROLLBACK on any exception."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self.con.execute("BEGIN TRANSACTION")
+        return self.con
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+# ---------------------------------------------------------------- phase 1: landing
+
+
+def _read_csv_sql(f: SourceFile) -> str:
+    """SELECT of the canonical columns from the file, typed explicitly (no sniffing)."""
+    columns = schema.TABLES[f.table].columns
+    types = ["VARCHAR"] * len(f.header)
+    for column, pos in zip(columns, f.positions, strict=True):
+        if pos is not None:
+            types[pos] = column.type
+    struct = ", ".join(f"'c{i}': '{t}'" for i, t in enumerate(types))
+    select = ", ".join(
+        f"c{pos} AS {c.name}" if pos is not None else f"CAST(NULL AS {c.type}) AS {c.name}"
+        for c, pos in zip(columns, f.positions, strict=True)
+    )
+    return (
+        f"SELECT {select}, $relative AS source_file FROM read_csv($path, header = true,"
+        " auto_detect = false, delim = ',', quote = '\"', escape = '\"', encoding = 'utf-8',"
+        f" columns = {{{struct}}}, store_rejects = true,"
+        " rejects_table = 'ingest_reject_errors', rejects_scan = 'ingest_reject_scans')"
+    )
+
+
+def _rejects_sql(f: SourceFile) -> str:
+    """INSERT of the file's rejected lines (one row per line and problem) into landing.rejects."""
+    columns = schema.TABLES[f.table].columns
+    mapped = [(c, pos) for c, pos in zip(columns, f.positions, strict=True) if pos is not None]
+    name = " ".join(f"WHEN 'c{pos}' THEN '{c.name}'" for c, pos in mapped)
+    dates = ", ".join(f"'c{pos}'" for c, pos in mapped if c.type in _DATE_TYPES) or "NULL"
+    reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _REJECT_REASONS.items())
+    return f"""
+        INSERT INTO landing.rejects
+        WITH errors AS (
+            SELECT line, error_type::VARCHAR AS error_type, column_name AS read_column,
+                   trim(csv_line, chr(13) || chr(10)) AS text
+            FROM temp.ingest_reject_errors
+        ), classified AS (
+            SELECT line,
+                   length(text) - length(replace(text, chr(10), '')) AS extra_lines,
+                   CASE WHEN error_type IN ('MISSING COLUMNS', 'TOO MANY COLUMNS') THEN NULL
+                        ELSE CASE read_column {name} END END AS column_name,
+                   CASE WHEN error_type = 'CAST' AND read_column IN ({dates}) THEN 'unparseable_date'
+                        ELSE coalesce(CASE error_type {reasons} END, 'malformed_csv') END AS reason,
+                   text
+            FROM errors
+        )
+        SELECT DISTINCT $table, $relative, line, extra_lines, column_name,
+               CASE WHEN NOT $ends_with_newline AND line + extra_lines = $last_line
+                    THEN 'truncated_last_line' ELSE reason END,
+               text
+        FROM classified"""
+
+
+def load_file(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> tuple[int, int]:
+    """Parse one file into its landing table, in one transaction. Returns (rows, bad lines)."""
+    if digest.newlines is None:
+        try:
+            newlines, ends_with_newline = _text_line_stats(f.path)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestError(f"{f.relative}: cannot be decompressed: {exc}") from exc
+    else:
+        newlines, ends_with_newline = digest.newlines, bool(digest.ends_with_newline)
+    physical_lines = newlines + (0 if ends_with_newline else 1)
+    table = _quote(_landing_table(f.relative))
+    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_errors")
+    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_scans")
+    try:
+        with _Transaction(con):
+            con.execute(f"DROP TABLE IF EXISTS landing.{table}")
+            read = _read_csv_sql(f)
+            con.execute(f"CREATE TABLE landing.{table} AS {read}", _params(f, path=True))
+            con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
+            con.execute(
+                _rejects_sql(f),
+                _params(
+                    f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines
+                ),
+            )
+            rows, bad, consumed = _landing_counts(con, f, table)
+            exact = 1 + rows + consumed == physical_lines
+            con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
+            con.execute(
+                "INSERT INTO landing.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [f.relative, f.table, f.part, digest.size_bytes, digest.sha256, fingerprint(f),
+                 _landing_table(f.relative), rows, bad, physical_lines, exact, _utc_now()],
+            )  # fmt: skip
+    except duckdb.Error as exc:
+        raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+    return rows, bad
+
+
+def _params(f: SourceFile, *, path: bool = False, table: bool = False, **extra) -> dict:
+    params = {"relative": f.relative, **extra}
+    if path:
+        params["path"] = str(f.path)
+    if table:
+        params["table"] = f.table
+    return params
+
+
+def _landing_counts(con: duckdb.DuckDBPyConnection, f: SourceFile, table: str) -> tuple:
+    rows = con.execute(f"SELECT count(*) FROM landing.{table}").fetchone()[0]
+    bad, consumed = con.execute(
+        "SELECT count(*), coalesce(sum(1 + extra), 0) FROM (SELECT line, max(extra_lines) AS extra"
+        " FROM landing.rejects WHERE file_path = ? GROUP BY line)",
+        [f.relative],
+    ).fetchone()
+    return rows, bad, consumed
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def drop_file(con: duckdb.DuckDBPyConnection, relative: str) -> None:
+    """Forget a file that vanished from the export (its rows leave raw in phase 2)."""
+    with _Transaction(con):
+        con.execute(f"DROP TABLE IF EXISTS landing.{_quote(_landing_table(relative))}")
+        con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [relative])
+        con.execute("DELETE FROM landing.files WHERE file_path = ?", [relative])
+
+
+@dataclass
+class _LandingChanges:
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def sync_landing(con: duckdb.DuckDBPyConnection, export: Export, log: Log) -> _LandingChanges:
+    """Parse new and changed files, forget vanished ones; unchanged files are not read again."""
+    known = {
+        path: (sha, fp)
+        for path, sha, fp in con.execute(
+            "SELECT file_path, sha256, fingerprint FROM landing.files"
+        ).fetchall()
+    }
+    changes = _LandingChanges()
+    digests = digest_files(export.files)
+    for f in export.files:
+        digest = digests[f.relative]
+        if known.get(f.relative) == (digest.sha256, fingerprint(f)):
+            changes.skipped.append(f.relative)
+            continue
+        started = time.perf_counter()
+        rows, bad = load_file(con, f, digest)
+        log(f"{f.relative}: {rows} rows parsed, {bad} lines rejected ({_seconds(started)})")
+        changes.loaded.append(f.relative)
+    for relative in sorted(set(known) - {f.relative for f in export.files}):
+        drop_file(con, relative)
+        log(f"{relative}: no longer in the export; its rows are removed")
+        changes.removed.append(relative)
+    return changes
+
+
+def _seconds(started: float) -> str:
+    return f"{time.perf_counter() - started:.1f} s"
+
+
+# ---------------------------------------------------------------- phase 2: update raw
+
+
+def _line_number_sql(offsets: list[tuple[int, int]]) -> str:
+    """source_line of a parsed row from its landing rowid: rowid + 2 (header, 1-based) plus the
+    lines rejected before it. `offsets` are (rows accepted before a rejected line, lines
+    rejected up to and including it), in order."""
+    if not offsets:
+        return "l.rowid + 2"
+    if len(offsets) > _MAX_CASE_OFFSETS:
+        return "l.rowid + 2 + coalesce(o.lines_skipped, 0)"
+    whens = " ".join(f"WHEN l.rowid >= {int(a)} THEN {int(n)}" for a, n in reversed(offsets))
+    return f"l.rowid + 2 + CASE {whens} ELSE 0 END"
+
+
+_OFFSETS_SQL = """
+    WITH per_line AS (
+        SELECT line, max(extra_lines) + 1 AS consumed FROM landing.rejects
+        WHERE file_path = $file GROUP BY line
+    ), running AS (
+        SELECT line, consumed, sum(consumed) OVER (ORDER BY line) AS through FROM per_line
+    )
+    SELECT line - 2 - (through - consumed) AS accepted_before, max(through) AS lines_skipped
+    FROM running GROUP BY ALL ORDER BY accepted_before"""
+
+
+def _parsed_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> str:
+    """UNION ALL of some landing tables of `table`, with source_line and file order (file_rank)."""
+    ordered = con.execute(
+        "SELECT file_path, landing_table FROM landing.files WHERE table_name = ?"
+        " ORDER BY part, file_path",
+        [table],
+    ).fetchall()
+    columns = ", ".join(f"l.{c.name}" for c in schema.TABLES[table].columns)
+    selects = []
+    for rank, (relative, landing_table) in enumerate(ordered):
+        if relative not in files:
+            continue
+        offsets = con.execute(_OFFSETS_SQL, {"file": relative}).fetchall()
+        source = f"landing.{_quote(landing_table)} l"
+        if len(offsets) > _MAX_CASE_OFFSETS:
+            offsets_table = f"offsets_{table}_{rank}"
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {offsets_table} AS {_OFFSETS_SQL}",
+                {"file": relative},
+            )
+            source += f" ASOF LEFT JOIN {offsets_table} o ON l.rowid >= o.accepted_before"
+        line = _line_number_sql(offsets)
+        selects.append(
+            f"SELECT {columns}, l.source_file, {line} AS source_line, {rank} AS file_rank"
+            f" FROM {source}"
+        )
+    return "\nUNION ALL\n".join(selects)
+
+
+def _problem_checks(table: str) -> list[tuple[str, str, str]]:
+    """(condition, reason, column) in priority order; a row gets the first that holds."""
+    t = schema.TABLES[table]
+    checks = []
+    for c in t.columns:
+        if c.required:
+            blank = f" OR trim({c.name}) = ''" if c.type == "VARCHAR" else ""
+            checks.append((f"{c.name} IS NULL{blank}", "missing_value", c.name))
+    if table == "patients":
+        # keep the first copy of a patient id (file order, then line); later copies are bad
+        incomplete = " OR ".join(f"({cond})" for cond, _, _ in checks)
+        duplicate = (
+            f"row_number() OVER (PARTITION BY patient_id, ({incomplete})"
+            " ORDER BY file_rank, source_line) > 1"
+        )
+        checks.append((duplicate, "duplicate_patient_id", "patient_id"))
+    else:
+        column = t.patient_column
+        checks.append(
+            (f"{column} NOT IN (SELECT patient_id FROM raw.patients)", "unknown_patient", column)
+        )
+    return checks
+
+
+def _checked_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> str:
+    """The parsed rows of `files` with the first problem each has (NULL when none)."""
+    checks = _problem_checks(table)
+    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
+    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
+    return (
+        f"WITH parsed AS ({_parsed_rows_sql(con, table, files)})\n"
+        f"SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column FROM parsed"
+    )
+
+
+def _as_text(table: str) -> str:
+    """raw_line of a row that parsed but failed a check: its loaded fields, comma-separated
+    (the original line's other columns are never loaded)."""
+    columns = [c.name for c in schema.TABLES[table].columns]
+    return " || ',' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in columns)
+
+
+@dataclass
+class TableChanges:
+    """What raw.<table> must give up and take in to match its landing tables."""
+
+    stale: list[str]  # files whose rows leave raw (vanished, or changed since raw was built)
+    fresh: list[str]  # files whose rows enter raw (new, or changed)
+    recreate: bool  # raw table missing or of an older shape: rebuilt from every landing table
+
+    def __bool__(self) -> bool:
+        return bool(self.stale or self.fresh or self.recreate)
+
+
+def plan_changes(con: duckdb.DuckDBPyConnection) -> dict[str, TableChanges]:
+    """Compare the landing files with the manifest raw was built from, table by table."""
+    state = "SELECT table_name, file_path, sha256, loaded_at FROM {}"
+    landing = {(t, p): v for t, p, *v in con.execute(state.format("landing.files")).fetchall()}
+    built = {(t, p): v for t, p, *v in con.execute(state.format("meta.ingest_manifest")).fetchall()}
+    plan = {}
+    for table in schema.TABLES:
+        recreate = not _raw_table_is_current(con, table)
+        stale = [
+            p
+            for (t, p), v in built.items()
+            if t == table and (recreate or landing.get((t, p)) != v)
+        ]
+        fresh = [
+            p
+            for (t, p), v in landing.items()
+            if t == table and (recreate or built.get((t, p)) != v)
+        ]
+        plan[table] = TableChanges(sorted(stale), sorted(fresh), recreate)
+    return plan
+
+
+def _raw_table_is_current(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    expected = [(c.name, c.type) for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS)]
+    actual = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'raw' AND table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return actual == expected
+
+
+def update_patients(con: duckdb.DuckDBPyConnection, changes: TableChanges) -> bool:
+    """Rebuild raw.patients from all its files (duplicates are judged across files); keep the
+    patient ids that arrived (temp.patients_added) and left (temp.patients_removed)."""
+    if not changes:
+        return False
+    con.execute("CREATE OR REPLACE TEMP TABLE patients_before (patient_id VARCHAR)")
+    if _has_patient_ids(con):
+        con.execute("INSERT INTO patients_before SELECT patient_id FROM raw.patients")
+    everything = TableChanges(changes.stale, _landing_files(con, "patients"), recreate=True)
+    _apply_file_changes(con, "patients", everything)
+    for name, left, right in (
+        ("added", "raw.patients", "patients_before"),
+        ("removed", "patients_before", "raw.patients"),
+    ):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE patients_{name} AS"
+            f" SELECT patient_id FROM {left} EXCEPT SELECT patient_id FROM {right}"
+        )
+    _write_manifest(con, "patients")
+    return True
+
+
+def _patient_ids_changed(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(
+        con.execute(
+            "SELECT (SELECT count(*) FROM patients_added) + (SELECT count(*) FROM patients_removed)"
+        ).fetchone()[0]
+    )
+
+
+def _has_patient_ids(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'raw'"
+            " AND table_name = 'patients' AND column_name = 'patient_id'"
+        ).fetchone()[0]
+    )
+
+
+def _landing_files(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT file_path FROM landing.files WHERE table_name = ? ORDER BY part, file_path",
+            [table],
+        ).fetchall()
+    ]
+
+
+def update_table(
+    con: duckdb.DuckDBPyConnection, table: str, changes: TableChanges, patient_ids_changed: bool
+) -> bool:
+    """Bring raw.<table> and its quarantine rows up to date: rows of stale files leave, rows of
+    fresh files enter, and if raw.patients changed, records of patients that left move to the
+    quarantine while records waiting for patients that arrived enter raw."""
+    if not (changes or patient_ids_changed):
+        return False
+    _apply_file_changes(con, table, changes)
+    if patient_ids_changed and not changes.recreate:
+        kept = [f for f in _landing_files(con, table) if f not in changes.fresh]
+        _recheck_patients(con, table, kept)
+    _write_manifest(con, table)
+    return True
+
+
+def _apply_file_changes(con: duckdb.DuckDBPyConnection, table: str, changes: TableChanges) -> None:
+    if changes.recreate:
+        con.execute(f"DROP TABLE IF EXISTS raw.{table}")
+        con.execute(schema.create_table_sql(table))
+        con.execute("DELETE FROM meta.quarantine WHERE table_name = ?", [table])
+    elif changes.stale:
+        stale = {"files": changes.stale}
+        con.execute(f"DELETE FROM raw.{table} WHERE source_file IN (SELECT unnest($files))", stale)
+        con.execute(
+            "DELETE FROM meta.quarantine WHERE table_name = $table"
+            " AND source_file IN (SELECT unnest($files))",
+            {"table": table, **stale},
+        )
+    if changes.fresh:
+        _insert_checked_rows(con, table, changes.fresh)
+
+
+def _insert_checked_rows(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> None:
+    """Good rows of `files` into raw, their rejected lines and failed rows into the quarantine."""
+    columns = ", ".join(c.name for c in schema.TABLES[table].columns)
+    checked = _checked_rows_sql(con, table, files)
+    con.execute(
+        f"INSERT INTO raw.{table} SELECT {columns}, source_file, source_line"
+        f" FROM ({checked}) WHERE problem IS NULL"
+    )
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT table_name, file_path, line, column_name, reason,"
+        " raw_line FROM landing.rejects WHERE file_path IN (SELECT unnest($files))",
+        {"files": files},
+    )
+    con.execute(
+        f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
+        f" problem, {_as_text(table)} FROM ({checked}) WHERE problem IS NOT NULL",
+        {"table": table},
+    )
+
+
+def _recheck_patients(con: duckdb.DuckDBPyConnection, table: str, kept: list[str]) -> None:
+    """Re-run the unknown-patient check on rows of unchanged files, for the ids that changed."""
+    patient = schema.TABLES[table].patient_column
+    columns = ", ".join(c.name for c in schema.TABLES[table].columns)
+    if con.execute("SELECT count(*) FROM patients_removed").fetchone()[0]:
+        orphans = f"FROM raw.{table} WHERE {patient} IN (SELECT patient_id FROM patients_removed)"
+        con.execute(
+            f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, '{patient}',"
+            f" 'unknown_patient', {_as_text(table)} {orphans}",
+            {"table": table},
+        )
+        con.execute(f"DELETE {orphans}")
+    if kept and con.execute("SELECT count(*) FROM patients_added").fetchone()[0]:
+        checked = _checked_rows_sql(con, table, kept)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE revived AS SELECT * FROM ({checked})"
+            f" WHERE problem IS NULL AND {patient} IN (SELECT patient_id FROM patients_added)"
+        )
+        con.execute(
+            f"INSERT INTO raw.{table} SELECT {columns}, source_file, source_line FROM revived"
+        )
+        con.execute(
+            "DELETE FROM meta.quarantine q USING revived r WHERE q.table_name = $table"
+            " AND q.reason = 'unknown_patient' AND q.source_file = r.source_file"
+            " AND q.source_line = r.source_line",
+            {"table": table},
+        )
+
+
+def _write_manifest(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    con.execute("DELETE FROM meta.ingest_manifest WHERE table_name = ?", [table])
+    con.execute(
+        f"""
+        INSERT INTO meta.ingest_manifest
+        SELECT f.table_name, f.file_path, f.size_bytes, f.sha256, coalesce(r.n, 0),
+               coalesce(q.n, 0), f.loaded_at
+        FROM landing.files f
+        LEFT JOIN (SELECT source_file, count(*) AS n FROM raw.{table} GROUP BY ALL) r
+            ON r.source_file = f.file_path
+        LEFT JOIN (SELECT source_file, count(DISTINCT source_line) AS n FROM meta.quarantine
+                   WHERE table_name = $table GROUP BY ALL) q
+            ON q.source_file = f.file_path
+        WHERE f.table_name = $table
+        ORDER BY f.part, f.file_path""",
+        {"table": table},
+    )
+
+
+def update_raw(con: duckdb.DuckDBPyConnection, log: Log) -> list[str]:
+    """Update every raw table that needs it (call inside a transaction); returns their names."""
+    plan = plan_changes(con)
+    updated = []
+    ids_changed = False
+    for table in schema.TABLES:  # patients first: the other tables are checked against it
+        started = time.perf_counter()
+        if table == "patients":
+            changed = update_patients(con, plan[table])
+            ids_changed = changed and _patient_ids_changed(con)
+        else:
+            changed = update_table(con, table, plan[table], ids_changed)
+        if changed:
+            updated.append(table)
+            log(f"raw.{table} updated ({_seconds(started)})")
+    return updated
+
+
+def write_source_tables(con: duckdb.DuckDBPyConnection, export: Export) -> None:
+    """One row per canonical table: required, present, files, rows, and a note."""
+    con.execute("DELETE FROM meta.source_tables")
+    for name, t in schema.TABLES.items():
+        files = [f for f in export.files if f.table == name]
+        n_rows = con.execute(f"SELECT count(*) FROM raw.{name}").fetchone()[0]
+        con.execute(
+            "INSERT INTO meta.source_tables VALUES (?, ?, ?, ?, ?, ?)",
+            [name, t.required, bool(files), len(files), n_rows, _table_note(export, name)],
+        )
+
+
+def _table_note(export: Export, table: str) -> str:
+    notes = []
+    if table in export.empty_optional:
+        notes.append(f"empty file(s) treated as absent: {', '.join(export.empty_optional[table])}")
+    if table not in export.tables_present():
+        notes.append("absent from the export: features that need it are not ascertainable")
+    return "; ".join(notes)
+
+
+# ---------------------------------------------------------------- summary
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did: counts only, never row contents."""
+
+    source: str
+    warehouse: str
+    table_rows: dict[str, int]
+    quarantined: dict[str, dict[str, int]]  # table -> reason -> rows
+    files_loaded: list[str]
+    files_skipped: list[str]
+    files_removed: list[str]
+    tables_updated: list[str]
+    absent_tables: list[str]
+    ignored_files: list[str]
+    notes: list[str]
+    seconds: float = 0.0
+    contracts: str = ""  # one-line result of the input contracts, filled by the flow
+
+    @property
+    def total_quarantined(self) -> int:
+        return sum(sum(r.values()) for r in self.quarantined.values())
+
+    def counts(self) -> dict[str, int]:
+        """Rows in each raw table."""
+        return dict(self.table_rows)
+
+    def format(self) -> str:
+        """Readable multi-line summary for the terminal and the run log."""
+        lines = [
+            f"ingest {self.source} -> {self.warehouse} ({self.seconds:.1f} s)",
+            f"files: {len(self.files_loaded)} loaded, {len(self.files_skipped)} unchanged"
+            f" (not re-read), {len(self.files_removed)} removed",
+            f"{'table':<16}{'rows':>12}{'quarantined':>13}",
+        ]
+        for table, rows in self.table_rows.items():
+            bad = sum(self.quarantined.get(table, {}).values())
+            absent = "  (absent)" if table in self.absent_tables else ""
+            lines.append(f"{table:<16}{rows:>12}{bad:>13}{absent}")
+        for table, reasons in self.quarantined.items():
+            detail = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+            lines.append(f"quarantined in {table}: {detail} (see meta.quarantine)")
+        if self.absent_tables:
+            lines.append(
+                f"absent optional tables: {', '.join(self.absent_tables)}"
+                " (features that need them are reported as not ascertainable)"
+            )
+        if self.ignored_files:
+            lines.append(f"ignored (not used by the study): {', '.join(self.ignored_files)}")
+        lines += [f"note: {note}" for note in self.notes]
+        if self.contracts:
+            lines.append(self.contracts)
+        return "\n".join(lines)
+
+
+def _quarantine_counts(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
+    rows = con.execute(
+        "SELECT table_name, reason, count(DISTINCT (source_file, source_line)) FROM meta.quarantine"
+        " GROUP BY ALL ORDER BY table_name, reason"
+    ).fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    for table, reason, n in rows:
+        counts.setdefault(table, {})[reason] = n
+    return {t: counts[t] for t in schema.TABLES if t in counts}
+
+
+def _file_notes(con: duckdb.DuckDBPyConnection) -> list[str]:
+    notes = []
+    for relative, parsed, rejected, exact in con.execute(
+        "SELECT file_path, rows_parsed, lines_rejected, line_numbers_exact FROM landing.files"
+        " ORDER BY file_path"
+    ).fetchall():
+        if not exact:
+            notes.append(
+                f"{relative}: blank or multi-line records; line numbers of its rows may be"
+                " approximate"
+            )
+        if rejected > parsed:
+            notes.append(f"{relative}: most lines could not be parsed; check the export format")
+    return notes
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def ingest_export(source: Path, warehouse: Path, *, log: Log = print) -> IngestSummary:
+    """Load (or incrementally update) raw.* from the export folder; see the module docstring."""
+    started = time.perf_counter()
+    export = discover_export(Path(source))
+    if export.ignored:
+        log(f"ignored (not used by the study): {', '.join(export.ignored)}")
+    with wh.open_warehouse(warehouse) as con:
+        _ensure_tables(con)
+        changes = sync_landing(con, export, log)
+        with _Transaction(con):
+            updated = update_raw(con, log)
+            write_source_tables(con, export)
+        table_rows = dict(
+            con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall()
+        )
+        summary = IngestSummary(
+            source=str(source),
+            warehouse=str(warehouse),
+            table_rows={t: table_rows[t] for t in schema.TABLES},
+            quarantined=_quarantine_counts(con),
+            files_loaded=changes.loaded,
+            files_skipped=changes.skipped,
+            files_removed=changes.removed,
+            tables_updated=updated,
+            absent_tables=[t for t in schema.OPTIONAL_TABLES if t not in export.tables_present()],
+            ignored_files=export.ignored,
+            notes=export.notes + _file_notes(con),
+        )
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def configure_cli(parser) -> None:
+    parser.add_argument("--source", required=True, help="folder of the Synthea CSV export")
+    parser.add_argument(
+        "--warehouse", required=True, help="DuckDB warehouse file (created if needed)"
+    )
+
+
+def run_cli(args) -> int:
+    from pipelines.flows import ingest_flow  # Prefect and GX load only when the command runs
+
+    summary = ingest_flow(source=str(args.source), warehouse=str(args.warehouse))
+    print(summary.format())
+    return 0

@@ -1,0 +1,534 @@
+"""Ingest: every Synthea layout loads into raw.*, bad rows are quarantined with their line,
+reruns are idempotent and incremental, and a failed run leaves the previous tables."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines import ingest, schema
+from pipelines.errors import IngestError
+from pipelines.ingest import ingest_export
+
+CANONICAL_FILES = [f"{t}.csv" for t in schema.TABLES]
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def run(source: Path, warehouse: Path) -> ingest.IngestSummary:
+    return ingest_export(source, warehouse, log=quiet)
+
+
+def copy_export(real: Path, target: Path) -> Path:
+    shutil.copytree(real, target)
+    return target
+
+
+def rows(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def sorted_rows(warehouse: Path, sql: str) -> list[tuple]:
+    return sorted(rows(warehouse, sql), key=repr)
+
+
+def data_lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) - 1
+
+
+def snapshot(warehouse: Path) -> dict[str, list[tuple]]:
+    """Every raw table and the quarantine, sorted (row order is not part of the contract)."""
+    tables = [f"raw.{t}" for t in schema.TABLES] + ["meta.quarantine", "meta.source_tables"]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+
+
+def manifest(warehouse: Path, *, with_time: bool = False) -> list[tuple]:
+    cols = "table_name, file_path, size_bytes, sha256, row_count, rows_quarantined"
+    cols += ", loaded_at" if with_time else ""
+    return rows(warehouse, f"SELECT {cols} FROM meta.ingest_manifest ORDER BY file_path")
+
+
+def edit_line(path: Path, line: int, edit) -> None:
+    """Replace physical line `line` (1-based) of a CSV by edit(old_line_bytes)."""
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = edit(lines[line - 1])
+    path.write_bytes(b"\n".join(lines))
+
+
+def set_field(index: int, value: bytes):
+    def edit(line: bytes) -> bytes:
+        fields = line.split(b",")
+        fields[index] = value
+        return b",".join(fields)
+
+    return edit
+
+
+def quarantine(warehouse: Path, table: str) -> list[tuple]:
+    return rows(
+        warehouse,
+        "SELECT source_file, source_line, column_name, reason FROM meta.quarantine"
+        " WHERE table_name = ? ORDER BY source_line, reason",
+        [table],
+    )
+
+
+@pytest.fixture(scope="module")
+def ohdsi(real_exports) -> Path:
+    return next(p for p in real_exports if p.name.startswith("OHDSI"))
+
+
+# ---------------------------------------------------------------- real exports
+
+
+def test_each_real_export_loads_every_row(real_exports, tmp_path):
+    for export in real_exports:
+        warehouse = tmp_path / f"{export.name}.duckdb"
+        summary = run(export, warehouse)
+        for table in schema.TABLES:
+            expected = data_lines(export / f"{table}.csv")
+            assert summary.table_rows[table] == expected, (export.name, table)
+            assert rows(warehouse, f"SELECT count(*) FROM raw.{table}") == [(expected,)]
+        assert summary.quarantined == {}
+        assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+        assert summary.absent_tables == []
+        assert "claims.csv" in summary.ignored_files
+        assert len(manifest(warehouse)) == len(schema.TABLES)
+
+
+def test_real_export_columns_are_canonical_and_identifiers_stay_out(real_exports, tmp_path):
+    evinett = next(p for p in real_exports if p.name.startswith("Evinett"))
+    warehouse = tmp_path / "w.duckdb"
+    run(evinett, warehouse)
+    columns = rows(
+        warehouse,
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'raw' ORDER BY table_name, ordinal_position",
+    )
+    expected = sorted(
+        (t.name, c.name, c.type)
+        for t in schema.TABLES.values()
+        for c in (*t.columns, *schema.LINEAGE_COLUMNS)
+    )
+    assert sorted(columns) == expected
+    names = {c for _, c, _ in columns}
+    assert not names & {"ssn", "first", "last", "address", "drivers", "passport", "lat", "lon"}
+    assert rows(warehouse, "SELECT DISTINCT code_system FROM raw.conditions") == [
+        ("http://snomed.info/sct",)
+    ]  # kept as exported; the SQL layer normalises code systems
+
+
+def test_missing_system_column_is_null_and_first_rows_have_line_2(ohdsi, tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    run(ohdsi, warehouse)
+    assert rows(warehouse, "SELECT count(*) FROM raw.conditions WHERE code_system IS NOT NULL") == [
+        (0,)
+    ]
+    first = (ohdsi / "conditions.csv").read_text().splitlines()[1].split(",")
+    assert rows(
+        warehouse,
+        "SELECT CAST(start_date AS VARCHAR), patient_id, code FROM raw.conditions"
+        " WHERE source_line = 2",
+    ) == [(first[0], first[2], first[4])]
+
+
+# ---------------------------------------------------------------- malformed rows
+
+
+@pytest.fixture(scope="module")
+def malformed(ohdsi, tmp_path_factory) -> tuple[Path, Path, ingest.IngestSummary]:
+    """The OHDSI export with one problem planted per case, ingested once."""
+    export = copy_export(ohdsi, tmp_path_factory.mktemp("malformed") / "export")
+    edit_line(export / "conditions.csv", 5, set_field(0, b"2023-02-30"))  # no such date
+    edit_line(export / "conditions.csv", 7, set_field(2, b""))  # missing patient id
+    edit_line(export / "conditions.csv", 9, set_field(2, b"no-such-patient"))
+    edit_line(export / "encounters.csv", 4, lambda line: line + b",surplus")
+    edit_line(export / "encounters.csv", 6, lambda line: b",".join(line.split(b",")[:5]))
+    edit_line(export / "medications.csv", 3, set_field(2, b"caf\xe9-patient"))  # Latin-1 byte
+    edit_line(export / "medications.csv", 5, set_field(3, b"pay\xe9r"))  # column not loaded
+    observations = export / "observations.csv"
+    observations.write_bytes(observations.read_bytes().rstrip(b"\n")[:-60])  # cut mid-line
+    patients = export / "patients.csv"
+    patients.write_bytes(patients.read_bytes() + patients.read_bytes().split(b"\n")[1] + b"\n")
+    warehouse = tmp_path_factory.mktemp("malformed") / "w.duckdb"
+    return export, warehouse, run(export, warehouse)
+
+
+def test_bad_values_are_quarantined_with_line_and_reason(malformed):
+    _, warehouse, _ = malformed
+    assert quarantine(warehouse, "conditions") == [
+        ("conditions.csv", 5, "start_date", "unparseable_date"),
+        ("conditions.csv", 7, "patient_id", "missing_value"),
+        ("conditions.csv", 9, "patient_id", "unknown_patient"),
+    ]
+
+
+def test_wrong_field_counts_and_bad_bytes_are_quarantined(malformed):
+    _, warehouse, _ = malformed
+    assert quarantine(warehouse, "encounters") == [
+        ("encounters.csv", 4, None, "wrong_field_count"),
+        ("encounters.csv", 6, None, "wrong_field_count"),
+    ]
+    # a non-UTF-8 byte in a loaded column quarantines the line; in a column that is never
+    # loaded (PAYER) it is harmless and the row loads
+    assert quarantine(warehouse, "medications") == [
+        ("medications.csv", 3, "patient_id", "invalid_encoding")
+    ]
+
+
+def test_truncated_last_line_and_duplicate_patient(malformed, ohdsi):
+    _, warehouse, _ = malformed
+    last = data_lines(ohdsi / "observations.csv") + 1
+    assert quarantine(warehouse, "observations") == [
+        ("observations.csv", last, None, "truncated_last_line")
+    ]
+    duplicate_line = data_lines(ohdsi / "patients.csv") + 2
+    assert quarantine(warehouse, "patients") == [
+        ("patients.csv", duplicate_line, "patient_id", "duplicate_patient_id")
+    ]
+
+
+def test_no_good_row_is_lost(malformed, ohdsi):
+    export, warehouse, summary = malformed
+    bad = {"conditions": 3, "encounters": 2, "medications": 1, "observations": 1}
+    for table in schema.TABLES:
+        expected = data_lines(ohdsi / f"{table}.csv") - bad.get(table, 0)
+        assert summary.table_rows[table] == expected, table
+    assert summary.quarantined["conditions"] == {
+        "missing_value": 1,
+        "unknown_patient": 1,
+        "unparseable_date": 1,
+    }
+    per_file = {r[1]: (r[4], r[5]) for r in manifest(warehouse)}
+    assert per_file["conditions.csv"] == (data_lines(ohdsi / "conditions.csv") - 3, 3)
+    assert per_file["patients.csv"] == (data_lines(ohdsi / "patients.csv"), 1)
+
+
+def test_every_loaded_row_points_at_its_line(malformed):
+    export, warehouse, _ = malformed
+    for table in ("conditions", "encounters", "medications", "patients"):
+        lines = (export / f"{table}.csv").read_bytes().decode("utf-8", "replace").split("\n")
+        loaded = rows(warehouse, f"SELECT patient_id, source_file, source_line FROM raw.{table}")
+        for patient_id, source_file, source_line in loaded:
+            assert source_file == f"{table}.csv"
+            assert patient_id in lines[source_line - 1].split(","), (table, source_line)
+
+
+def test_line_numbers_agree_when_many_lines_are_rejected(malformed, tmp_path, monkeypatch):
+    export, warehouse, _ = malformed
+    monkeypatch.setattr(ingest, "_MAX_CASE_OFFSETS", 0)  # use the ASOF join path
+    other = tmp_path / "asof.duckdb"
+    run(export, other)
+    assert snapshot(other) == snapshot(warehouse)
+
+
+def test_summary_shows_counts_not_row_contents(malformed):
+    _, warehouse, summary = malformed
+    text = summary.format()
+    assert "unparseable_date 1" in text and "truncated_last_line 1" in text
+    patient_ids = [r[0] for r in rows(warehouse, "SELECT patient_id FROM raw.patients")]
+    assert not any(p in text for p in [*patient_ids, "no-such-patient", "2023-02-30"])
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine WHERE raw_line IS NULL") == [(0,)]
+
+
+# ---------------------------------------------------------------- files and layouts
+
+
+def test_missing_required_file_is_an_error(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    (export / "conditions.csv").unlink()
+    with pytest.raises(IngestError, match=r"required file\(s\) missing: conditions\.csv"):
+        run(export, tmp_path / "w.duckdb")
+
+
+def test_missing_required_column_names_file_column_and_header(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    edit_line(export / "encounters.csv", 1, lambda h: h.replace(b",PATIENT,", b",PERSON,"))
+    with pytest.raises(IngestError) as error:
+        run(export, tmp_path / "w.duckdb")
+    message = str(error.value)
+    assert "encounters.csv" in message and "patient_id" in message and "PATIENT" in message
+    assert "found: Id,START,STOP,PERSON" in message.replace(", ", ",")
+
+
+def test_empty_required_file_is_an_error(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    (export / "patients.csv").write_bytes(b"")
+    with pytest.raises(IngestError, match="patients.csv: file is empty"):
+        run(export, tmp_path / "w.duckdb")
+
+
+def test_absent_empty_and_header_only_optional_tables(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    (export / "imaging_studies.csv").unlink()
+    (export / "observations.csv").write_bytes(b"")
+    procedures = export / "procedures.csv"
+    procedures.write_bytes(procedures.read_bytes().split(b"\n")[0] + b"\n")
+    warehouse = tmp_path / "w.duckdb"
+    summary = run(export, warehouse)
+    assert summary.absent_tables == ["observations", "imaging_studies"]
+    assert "observations.csv: empty file" in " ".join(summary.notes)
+    present = dict(rows(warehouse, "SELECT table_name, is_present FROM meta.source_tables"))
+    assert present["imaging_studies"] is False and present["observations"] is False
+    assert present["procedures"] is True
+    for table in ("imaging_studies", "observations", "procedures"):
+        assert rows(warehouse, f"SELECT count(*) FROM raw.{table}") == [(0,)]
+    note = rows(
+        warehouse, "SELECT note FROM meta.source_tables WHERE table_name = 'imaging_studies'"
+    )
+    assert "not ascertainable" in note[0][0]
+
+
+def test_other_files_are_ignored_with_a_note(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    (export / "truth.json").write_text("{}")
+    (export / "conditions-copy.csv").write_text("x\n")
+    summary = run(export, tmp_path / "w.duckdb")
+    assert {"truth.json", "conditions-copy.csv", "allergies.csv"} <= set(summary.ignored_files)
+    assert "ignored (not used by the study)" in summary.format()
+
+
+def _rewrite_csv(path: Path, transform) -> None:
+    lines = path.read_text().splitlines()
+    rows_ = [line.split(",") for line in lines]
+    path.write_text("\n".join(",".join(r) for r in transform(rows_)) + "\n")
+
+
+def test_other_layouts_load_the_same_rows(ohdsi, tmp_path):
+    """Synthea 2.x procedures (DATE only), upper/lower-case headers, reordered and extra columns."""
+    export = copy_export(ohdsi, tmp_path / "export")
+
+    def date_only(rs):  # START -> DATE, drop STOP
+        rs[0][0] = "DATE"
+        return [r[:1] + r[2:] for r in rs]
+
+    def reorder(rs):
+        return [[r[3], "extra", *r[:3], *r[4:]] for r in rs]
+
+    _rewrite_csv(export / "procedures.csv", date_only)
+    _rewrite_csv(export / "conditions.csv", reorder)
+    edit_line(export / "patients.csv", 1, lambda h: h.replace(b"Id,", b"ID,"))
+    edit_line(export / "encounters.csv", 1, lambda h: h.lower())
+    warehouse, baseline = tmp_path / "w.duckdb", tmp_path / "baseline.duckdb"
+    run(export, warehouse)
+    run(ohdsi, baseline)
+    same = "SELECT * EXCLUDE (stop_at) FROM raw.procedures"
+    assert sorted_rows(warehouse, same) == sorted_rows(baseline, same)
+    assert rows(warehouse, "SELECT count(*) FROM raw.procedures WHERE stop_at IS NOT NULL") == [
+        (0,)
+    ]
+    for table in ("patients", "encounters", "conditions"):
+        sql = f"SELECT * FROM raw.{table}"
+        assert sorted_rows(warehouse, sql) == sorted_rows(baseline, sql), table
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+
+
+def test_split_and_gzip_files(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    lines = (export / "conditions.csv").read_bytes().split(b"\n")
+    header, body = lines[0], [line for line in lines[1:] if line]
+    (export / "conditions.csv").unlink()
+    (export / "conditions-1.csv").write_bytes(b"\n".join([header, *body[:200]]) + b"\n")
+    with gzip.open(export / "conditions-2.csv.gz", "wb") as out:
+        out.write(b"\n".join([header, *body[200:]]) + b"\n")
+    observations = export / "observations.csv"
+    with gzip.open(export / "observations.csv.gz", "wb") as out:
+        out.write(observations.read_bytes())
+    observations.unlink()
+    warehouse, baseline = tmp_path / "w.duckdb", tmp_path / "baseline.duckdb"
+    summary = run(export, warehouse)
+    run(ohdsi, baseline)
+    for table in ("conditions", "observations"):
+        sql = f"SELECT * EXCLUDE (source_file, source_line) FROM raw.{table}"
+        assert sorted_rows(warehouse, sql) == sorted_rows(baseline, sql), table
+    assert rows(
+        warehouse,
+        "SELECT source_file, min(source_line), max(source_line) FROM raw.conditions GROUP BY ALL"
+        " ORDER BY 1",
+    ) == [("conditions-1.csv", 2, 201), ("conditions-2.csv.gz", 2, len(body) - 199)]
+    assert summary.quarantined == {}
+
+
+def test_two_copies_of_one_part_are_an_error(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    with gzip.open(export / "conditions.csv.gz", "wb") as out:
+        out.write((export / "conditions.csv").read_bytes())
+    with pytest.raises(IngestError, match="hold the same part of conditions"):
+        run(export, tmp_path / "w.duckdb")
+
+
+# ---------------------------------------------------------------- reruns
+
+
+def test_ingesting_twice_changes_nothing(ohdsi, tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    run(ohdsi, warehouse)
+    before, files = snapshot(warehouse), manifest(warehouse, with_time=True)
+    again = run(ohdsi, warehouse)
+    assert again.files_loaded == [] and len(again.files_skipped) == len(schema.TABLES)
+    assert again.tables_updated == []
+    assert snapshot(warehouse) == before
+    assert manifest(warehouse, with_time=True) == files
+
+
+def test_changed_new_and_vanished_files(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    warehouse = tmp_path / "w.duckdb"
+    run(export, warehouse)
+    n = data_lines(export / "conditions.csv")
+    conditions = export / "conditions.csv"
+    conditions.write_bytes(
+        conditions.read_bytes() + conditions.read_bytes().split(b"\n")[1] + b"\n"
+    )
+    summary = run(export, warehouse)
+    assert summary.files_loaded == ["conditions.csv"]
+    assert summary.tables_updated == ["conditions"]
+    assert summary.table_rows["conditions"] == n + 1
+
+    header = conditions.read_bytes().split(b"\n")[0]
+    (export / "conditions-2.csv").write_bytes(
+        header + b"\n" + conditions.read_bytes().split(b"\n")[2] + b"\n"
+    )
+    summary = run(export, warehouse)
+    assert summary.files_loaded == ["conditions-2.csv"]
+    assert summary.table_rows["conditions"] == n + 2
+
+    (export / "conditions-2.csv").unlink()
+    summary = run(export, warehouse)
+    assert summary.files_removed == ["conditions-2.csv"] and summary.files_loaded == []
+    assert summary.table_rows["conditions"] == n + 1
+    assert [r[1] for r in manifest(warehouse) if r[0] == "conditions"] == ["conditions.csv"]
+
+
+def test_growing_export_ends_like_one_ingest_of_the_final_export(ohdsi, tmp_path):
+    """Patients arrive in two parts: records of not-yet-known patients wait in quarantine."""
+    final = copy_export(ohdsi, tmp_path / "final")
+    lines = (final / "patients.csv").read_bytes().split(b"\n")
+    header, body = lines[0], [line for line in lines[1:] if line]
+    (final / "patients.csv").unlink()
+    (final / "patients-1.csv").write_bytes(b"\n".join([header, *body[:10]]) + b"\n")
+    (final / "patients-2.csv").write_bytes(b"\n".join([header, *body[10:]]) + b"\n")
+
+    growing = tmp_path / "growing"
+    growing.mkdir()
+    for name in ("patients-1.csv", "encounters.csv", "conditions.csv"):
+        shutil.copy(final / name, growing / name)
+    warehouse = tmp_path / "w.duckdb"
+    first = run(growing, warehouse)
+    assert first.quarantined["conditions"]["unknown_patient"] > 0
+    for name in sorted(p.name for p in final.iterdir()):
+        shutil.copy(final / name, growing / name)
+    second = run(growing, warehouse)
+    assert "encounters.csv" in second.files_skipped
+
+    single = tmp_path / "single.duckdb"
+    run(final, single)
+    assert snapshot(warehouse) == snapshot(single)
+    assert manifest(warehouse) == manifest(single)
+
+
+def test_failed_ingest_leaves_previous_tables(ohdsi, tmp_path, monkeypatch):
+    export = copy_export(ohdsi, tmp_path / "export")
+    warehouse = tmp_path / "w.duckdb"
+    run(export, warehouse)
+    before, files = snapshot(warehouse), manifest(warehouse, with_time=True)
+
+    # 1. an error found before loading
+    edit_line(export / "conditions.csv", 1, lambda h: h.replace(b"CODE,", b"KODE,"))
+    with pytest.raises(IngestError, match="conditions.csv: required column code"):
+        run(export, warehouse)
+    assert snapshot(warehouse) == before
+
+    # 2. an exception in the middle of the rebuild, after patients were rebuilt
+    shutil.copy(ohdsi / "conditions.csv", export / "conditions.csv")
+    patients = export / "patients.csv"
+    patients.write_bytes(b"\n".join(patients.read_bytes().split(b"\n")[:-3]) + b"\n")
+    real_update = ingest.update_table
+
+    def failing_update(con, table, *args):
+        if table == "conditions":
+            raise RuntimeError("disk full")
+        return real_update(con, table, *args)
+
+    monkeypatch.setattr(ingest, "update_table", failing_update)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(export, warehouse)
+    assert snapshot(warehouse) == before
+    assert manifest(warehouse, with_time=True) == files
+
+    # 3. the next successful run catches up as if the failed one never happened
+    monkeypatch.setattr(ingest, "update_table", real_update)
+    run(export, warehouse)
+    fresh = tmp_path / "fresh.duckdb"
+    run(export, fresh)
+    assert snapshot(warehouse) == snapshot(fresh)
+    assert snapshot(warehouse) != before
+
+
+def test_ingest_module_imports_neither_prefect_nor_gx():
+    code = (
+        "import sys, pipelines.ingest; "
+        "assert not {'prefect', 'great_expectations'} & set(sys.modules), 'heavy import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.mark.parametrize(
+    ("layout", "split", "gzip_files"), [("3.3", 1, False), ("3.0", 3, False), ("2.x", 2, True)]
+)
+def test_every_generator_layout_ingests_cleanly(layout, split, gzip_files, tmp_path):
+    from pipelines.generator import generate
+
+    result = generate(
+        tmp_path / "export", patients=40, seed=11, layout=layout, split=split, gzip=gzip_files
+    )
+    summary = run(tmp_path / "export", tmp_path / "w.duckdb")
+    assert summary.quarantined == {}
+    assert summary.table_rows == {t: result.rows[t] for t in schema.TABLES}
+    assert len(summary.files_loaded) == len(schema.TABLES) * split
+    assert set(summary.ignored_files) == {"truth.json", "truth_episodes.csv"}
+
+
+def test_a_corrupt_gzip_file_is_an_error_that_names_it(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    data = gzip.compress((export / "medications.csv").read_bytes())
+    (export / "medications.csv").unlink()
+    (export / "medications.csv.gz").write_bytes(data[: len(data) // 2])  # cut short
+    warehouse = tmp_path / "w.duckdb"
+    with pytest.raises(IngestError, match=r"medications\.csv\.gz: cannot be"):
+        run(export, warehouse)
+
+
+def test_crlf_and_byte_order_mark(ohdsi, tmp_path):
+    export = copy_export(ohdsi, tmp_path / "export")
+    conditions = export / "conditions.csv"
+    conditions.write_bytes(b"\xef\xbb\xbf" + conditions.read_bytes().replace(b"\n", b"\r\n"))
+    warehouse, baseline = tmp_path / "w.duckdb", tmp_path / "baseline.duckdb"
+    run(export, warehouse)
+    run(ohdsi, baseline)
+    assert snapshot(warehouse)["raw.conditions"] == snapshot(baseline)["raw.conditions"]
+
+
+def test_a_new_schema_or_parser_version_reloads(ohdsi, tmp_path, monkeypatch):
+    warehouse = tmp_path / "w.duckdb"
+    run(ohdsi, warehouse)
+    before = snapshot(warehouse)
+    with duckdb.connect(str(warehouse)) as con:  # a raw table of an older shape
+        con.execute("ALTER TABLE raw.conditions DROP COLUMN description")
+    summary = run(ohdsi, warehouse)
+    assert summary.files_loaded == [] and summary.tables_updated == ["conditions"]
+    assert snapshot(warehouse) == before
+    monkeypatch.setattr(ingest, "LANDING_FORMAT", "test")
+    summary = run(ohdsi, warehouse)
+    assert len(summary.files_loaded) == len(schema.TABLES)
+    assert snapshot(warehouse) == before
