@@ -1,0 +1,128 @@
+"""Versioned value sets (one CSV per value set in this folder) and their loader.
+
+Each `<value_set>.csv` has the columns concept, code_system, code, match, description:
+`code_system` is a canonical name from `pipelines.codesystems`, `match` is `exact` or
+`prefix` (a prefix row matches every code that starts with it, e.g. ICD-10-CM C50).
+`versions.csv` gives each value set's version and date. Sources and verification
+status of every code: docs/value-sets.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pipelines import codesystems
+
+FOLDER = Path(__file__).resolve().parent
+VERSIONS_FILE = FOLDER / "versions.csv"
+COLUMNS = ("concept", "code_system", "code", "match", "description")
+MATCH_KINDS = ("exact", "prefix")
+
+
+class ValueSetError(ValueError):
+    """A value-set file that cannot be used (bad column, unknown code system, duplicate)."""
+
+
+@dataclass(frozen=True)
+class ValueSetRow:
+    value_set: str
+    version: str
+    concept: str
+    code_system: str
+    code: str  # normalized (codesystems.normalize_code)
+    code_as_listed: str
+    match: str
+    description: str
+
+
+def value_set_files() -> list[Path]:
+    """Every value-set CSV, sorted by name (versions.csv excluded)."""
+    return sorted(p for p in FOLDER.glob("*.csv") if p != VERSIONS_FILE)
+
+
+def _versions() -> dict[str, str]:
+    with VERSIONS_FILE.open(newline="", encoding="utf-8") as f:
+        return {r["value_set"]: f"{r['version']} ({r['updated']})" for r in csv.DictReader(f)}
+
+
+def _rows(path: Path, version: str) -> list[ValueSetRow]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueSetError(f"{path.name}: columns must be {', '.join(COLUMNS)}")
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            system = codesystems.canonical_system(r["code_system"])
+            if system is None or system != r["code_system"]:
+                raise ValueSetError(
+                    f"{path.name}:{line}: code_system must be a canonical name, got {r['code_system']!r}"
+                )
+            if r["match"] not in MATCH_KINDS:
+                raise ValueSetError(
+                    f"{path.name}:{line}: match must be exact or prefix, got {r['match']!r}"
+                )
+            code = codesystems.normalize_code(r["code"])
+            rows.append(
+                ValueSetRow(
+                    path.stem,
+                    version,
+                    r["concept"],
+                    system,
+                    code,
+                    r["code"],
+                    r["match"],
+                    r["description"],
+                )
+            )
+    return rows
+
+
+def read_value_sets() -> list[ValueSetRow]:
+    """All value-set rows, validated; duplicates (concept, system, code) are an error."""
+    versions = _versions()
+    rows: list[ValueSetRow] = []
+    for path in value_set_files():
+        if path.stem not in versions:
+            raise ValueSetError(f"{path.name}: no version in {VERSIONS_FILE.name}")
+        rows.extend(_rows(path, versions[path.stem]))
+    seen: set[tuple[str, str, str]] = set()
+    for r in rows:
+        key = (r.concept, r.code_system, r.code)
+        if key in seen:
+            raise ValueSetError(
+                f"{r.value_set}.csv: duplicate code {r.code_system} {r.code_as_listed} in {r.concept}"
+            )
+        seen.add(key)
+    prefixes = [r for r in rows if r.match == "prefix"]
+    for r in rows:
+        for p in prefixes:
+            same = (p.concept, p.code_system) == (r.concept, r.code_system) and p is not r
+            if same and r.code.startswith(p.code):
+                # a record would match twice and be counted twice
+                raise ValueSetError(
+                    f"{r.value_set}.csv: {r.code_as_listed} is already covered by prefix {p.code_as_listed}"
+                )
+    return rows
+
+
+def value_set_hashes() -> dict[str, str]:
+    """sha256 of each value-set file (and of versions.csv), for run records."""
+    files = [*value_set_files(), VERSIONS_FILE]
+    return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
+    """Write `meta.value_sets` and the code-system tables; returns the number of codes."""
+    frame = pd.DataFrame([r.__dict__ for r in read_value_sets()])
+    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+    con.register("_value_sets", frame)
+    con.execute("CREATE OR REPLACE TABLE meta.value_sets AS SELECT * FROM _value_sets")
+    con.unregister("_value_sets")
+    codesystems.load_code_systems(con)
+    return len(frame)

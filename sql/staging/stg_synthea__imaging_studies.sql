@@ -1,0 +1,11 @@
+-- purpose: imaging studies with body site and procedure (SNOMED) and modality (DICOM) codes in compare form
+-- grain: one row per imaging study record (Synthea writes one row per instance; duplicates are harmless downstream)
+-- parameters: none
+select
+    patient_id,
+    studied_at,
+    cast(studied_at as date) as study_date,
+    upper(replace(trim(body_site_code), '.', '')) as body_site_code,
+    upper(trim(modality_code)) as modality_code,
+    upper(replace(trim(procedure_code), '.', '')) as procedure_code
+from raw.imaging_studies

@@ -1,0 +1,133 @@
+"""Value sets and code systems: files valid, loaded, hashed; spellings and code forms canonical."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from pipelines import codesystems, valuesets
+from pipelines.valuesets import ValueSetError, load_value_sets, read_value_sets, value_set_hashes
+
+CONCEPTS = {
+    "back_pain",
+    "bone_metastasis",
+    "bone_metastasis_supporting",
+    "night_pain",
+    "weight_loss_coded",
+    "body_weight",
+    "neuro_symptoms",
+    "spinal_tenderness",
+    "breast_cancer",
+    "non_opioid_analgesic",
+    "opioid",
+    "alkaline_phosphatase",
+    "spine_imaging_xray",
+    "spine_imaging_ct",
+    "spine_imaging_mri",
+    "spine_imaging_bone_scan",
+    "spine_body_site",
+}
+
+
+def codes(concept: str) -> set[str]:
+    return {r.code for r in read_value_sets() if r.concept == concept}
+
+
+def test_every_study_concept_has_a_value_set_and_every_row_is_valid():
+    rows = read_value_sets()
+    assert {r.concept for r in rows} == CONCEPTS
+    assert all(r.match in ("exact", "prefix") and r.description for r in rows)
+
+
+def test_the_protocol_codes_are_in_their_value_sets():
+    assert {"94222008", "94602001", "C7951", "C7952"} == codes("bone_metastasis")
+    assert {"254837009", "C50", "Z853"} <= codes("breast_cancer")
+    assert {"279039007", "161891005", "278860009", "M545"} <= codes("back_pain")
+    assert {"856987", "1049625"} <= codes("opioid") and {"206905", "209387", "313782"} <= codes(
+        "non_opioid_analgesic"
+    )
+    assert codes("body_weight") == {"29463-7"} and codes("alkaline_phosphatase") == {"6768-6"}
+    assert codes("spinal_tenderness") == {"298695003"}
+
+
+def test_family_history_codes_are_in_no_value_set():
+    everything = {r.code for r in read_value_sets()}
+    assert "429740004" not in everything and "Z803" not in everything
+
+
+def test_prefix_matching_is_explicit():
+    prefixes = {(r.concept, r.code) for r in read_value_sets() if r.match == "prefix"}
+    assert ("breast_cancer", "C50") in prefixes and ("back_pain", "M545") in prefixes
+
+
+def test_the_value_sets_load_into_the_warehouse_with_the_code_system_tables():
+    con = duckdb.connect()
+    n = load_value_sets(con)
+    assert (
+        n
+        == con.execute("select count(*) from meta.value_sets").fetchone()[0]
+        == len(read_value_sets())
+    )
+    assert con.execute(
+        "select code_system from meta.code_system_aliases where alias = 'SNOMED-CT'"
+    ).fetchone() == ("SNOMED",)
+    assert con.execute(
+        "select code_system from meta.code_system_defaults where table_name = 'medications'"
+    ).fetchone() == ("RXNORM",)
+
+
+def test_value_set_hashes_cover_every_file():
+    hashes = value_set_hashes()
+    assert set(hashes) == {p.stem for p in valuesets.value_set_files()} | {"versions"}
+    assert all(len(h) == 64 for h in hashes.values())
+
+
+def test_a_bad_value_set_file_is_rejected(tmp_path, monkeypatch):
+    (tmp_path / "versions.csv").write_text("value_set,version,updated\nbad,1,2026-01-01\n")
+    monkeypatch.setattr(valuesets, "FOLDER", tmp_path)
+    monkeypatch.setattr(valuesets, "VERSIONS_FILE", tmp_path / "versions.csv")
+    bad = tmp_path / "bad.csv"
+    header = "concept,code_system,code,match,description\n"
+    for body, message in (
+        ("x,SNOMED-CT,1,exact,d\n", "canonical name"),
+        ("x,SNOMED,1,fuzzy,d\n", "exact or prefix"),
+        ("x,SNOMED,1,exact,d\nx,SNOMED,1,exact,d\n", "duplicate"),
+        ("x,ICD10CM,C50,prefix,d\nx,ICD10CM,C50.9,exact,d\n", "already covered"),
+    ):
+        bad.write_text(header + body)
+        with pytest.raises(ValueSetError, match=message):
+            read_value_sets()
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("SNOMED-CT", "SNOMED"),
+        ("http://snomed.info/sct", "SNOMED"),
+        ("snomed", "SNOMED"),
+        ("ICD-10-CM", "ICD10CM"),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "ICD10CM"),
+        ("http://loinc.org", "LOINC"),
+        ("LOINC", "LOINC"),
+        ("http://www.nlm.nih.gov/research/umls/rxnorm", "RXNORM"),
+        ("RxNorm", "RXNORM"),
+        ("DCM", "DICOM"),
+        (" SNOMED-CT ", "SNOMED"),
+        ("", None),
+        (None, None),
+        ("http://example.org", None),
+    ],
+)
+def test_every_spelling_of_a_code_system_has_one_canonical_name(spelling, canonical):
+    assert codesystems.canonical_system(spelling) == canonical
+
+
+def test_codes_compare_without_dots_and_case():
+    assert codesystems.normalize_code(" c79.51 ") == "C7951"
+    assert codesystems.normalize_code("29463-7") == "29463-7"
+    assert codesystems.DEFAULT_SYSTEM["observations"] == "LOINC"
+    assert (
+        codesystems.DEFAULT_SYSTEM["conditions"]
+        == codesystems.DEFAULT_SYSTEM["procedures"]
+        == "SNOMED"
+    )
