@@ -1,0 +1,421 @@
+"""Small-cell suppression with complementary suppression (PROTOCOL.md section 7).
+
+A table is described by a `TableSpec`: which columns are counts, which columns are built on
+which counts, which cells are linked by additive relations (`Group`: parts add up to a
+total), and which at-risk columns cut a curve. `suppress` then
+
+1. suppresses (NULL) every count in 1..min_cell-1 (zero is allowed);
+2. treats an at-risk count below min_cell as cutting the curve: the count is suppressed
+   (a zero at-risk is not sensitive but still ends the curve) and so are the curve's values;
+3. suppresses further cells until no sensitive cell can be recovered exactly from the
+   released cells through the linear relations: first the quick rule (a relation with
+   exactly one unknown member reveals it), then an exact check (a cell is recoverable
+   when no vector of the null space of the relations restricted to the unknown cells
+   moves it). The complementary cell is the smallest released member of a relation that
+   reveals a sensitive cell;
+4. sets to NULL every derived column of a row whose source counts are suppressed or
+   sensitive (a rate or CI built on a suppressed count), and drops cut curve rows.
+
+Virtual cells are quantities that are never released but can be derived (a complement such
+as male = all - female, or a non-event count n - n_events); they are sensitive like any count
+(|value| in 1..min_cell-1; differences between analyses may be negative).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+Cell = tuple[Hashable, str]  # (row position or virtual label, column)
+
+
+@dataclass(frozen=True)
+class Group:
+    """sum(parts) == total; a total of None is public (known from elsewhere)."""
+
+    parts: tuple[Cell, ...]
+    total: Cell | None = None
+
+    @property
+    def members(self) -> tuple[Cell, ...]:
+        return self.parts if self.total is None else (*self.parts, self.total)
+
+
+@dataclass(frozen=True)
+class Linkage:
+    """Relations between cells, virtual cells, and aliases (a cell that repeats another)."""
+
+    groups: tuple[Group, ...] = ()
+    virtual: Mapping[Cell, float] = field(default_factory=dict)
+    aliases: Mapping[Cell, Cell] = field(default_factory=dict)
+
+    def __add__(self, other: Linkage) -> Linkage:
+        return Linkage(
+            self.groups + other.groups,
+            {**self.virtual, **other.virtual},
+            {**self.aliases, **other.aliases},
+        )
+
+
+def no_linkage(frame: pd.DataFrame) -> Linkage:
+    return Linkage()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    counts: tuple[str, ...]
+    derived: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    linkage: Callable[[pd.DataFrame], Linkage] = no_linkage
+    curve: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    drop_cut_rows: bool = False
+
+
+def is_small(value: float, min_cell: int) -> bool:
+    """A count that must not be released: 1..min_cell-1 in absolute value."""
+    return bool(np.isfinite(value)) and 1 <= abs(value) < min_cell
+
+
+# ---- building linkages -------------------------------------------------------------------
+
+
+def row_sums(frame: pd.DataFrame, parts: Iterable[str], total: str | None = None) -> Linkage:
+    """Within each row, the part columns add up to the total column (None: a public total)."""
+    parts = tuple(parts)
+    groups = tuple(
+        Group(tuple((i, c) for c in parts), None if total is None else (i, total))
+        for i in range(len(frame))
+    )
+    return Linkage(groups)
+
+
+def _row_keys(frame: pd.DataFrame, keys: list[str]) -> list[tuple]:
+    return list(zip(*(frame[k].tolist() for k in keys), strict=True)) if keys else [()] * len(frame)
+
+
+def partition(
+    frame: pd.DataFrame,
+    total_rows: pd.Series,
+    part_rows: pd.Series,
+    keys: Iterable[str],
+    columns: Iterable[str],
+) -> Linkage:
+    """Part rows add up to the total row with the same keys; a nonzero remainder is virtual."""
+    row_keys = _row_keys(frame, list(keys))
+    is_total, is_part = total_rows.to_numpy(dtype=bool), part_rows.to_numpy(dtype=bool)
+    parts_by_key: dict[tuple, list[int]] = {}
+    for i in np.flatnonzero(is_part):
+        parts_by_key.setdefault(row_keys[i], []).append(int(i))
+    groups: list[Group] = []
+    virtual: dict[Cell, float] = {}
+    for col in columns:
+        values = frame[col].to_numpy(dtype=float, na_value=np.nan)
+        for t in np.flatnonzero(is_total):
+            members = parts_by_key.get(row_keys[t], [])
+            if not members:
+                continue
+            total_cell = (int(t), col)
+            parts: tuple[Cell, ...] = tuple((p, col) for p in members)
+            remainder = values[t] - values[members].sum()
+            if not np.isfinite(remainder):
+                continue
+            if remainder != 0:
+                rest = (("remainder", total_cell, tuple(members)), col)
+                virtual[rest] = float(remainder)
+                parts = (*parts, rest)
+            groups.append(Group(parts, total_cell))
+    return Linkage(tuple(groups), virtual)
+
+
+def row_complement(frame: pd.DataFrame, total: str, part: str, name: str) -> Linkage:
+    """Within each row, the virtual cell `name` = total - part (e.g. non-events = n - n_events)."""
+    groups, virtual = [], {}
+    for i in range(len(frame)):
+        value = float(frame[total].iloc[i]) - float(frame[part].iloc[i])
+        if np.isfinite(value):
+            virtual[(i, name)] = value
+            groups.append(Group(((i, part), (i, name)), (i, total)))
+    return Linkage(tuple(groups), virtual)
+
+
+def sequence_differences(frame: pd.DataFrame, order: str, remaining: str, excluded: str) -> Linkage:
+    """Attrition: remaining at step k plus excluded at step k equals remaining at step k-1."""
+    ordered = frame[order].to_numpy().argsort(kind="stable")
+    groups = tuple(
+        Group(((cur, remaining), (cur, excluded)), (prev, remaining))
+        for prev, cur in zip(ordered[:-1], ordered[1:], strict=True)
+    )
+    return Linkage(groups)
+
+
+def identical_rows(frame: pd.DataFrame, keys: Iterable[str], columns: Iterable[str]) -> Linkage:
+    """Rows with the same keys repeat the same counts (long formats): aliases of the first row."""
+    columns = list(columns)
+    positions = pd.Series(range(len(frame)), index=frame.index)
+    aliases: dict[Cell, Cell] = {}
+    for _, block in positions.groupby([frame[k] for k in keys], dropna=False, sort=False):
+        first, *rest = block.tolist()
+        aliases.update({(p, c): (first, c) for p in rest for c in columns})
+    return Linkage(aliases=aliases)
+
+
+def public_totals(frame: pd.DataFrame, keys: Iterable[str], columns: Iterable[str]) -> Linkage:
+    """Rows with the same keys add up to a total that is public (e.g. calibration bins to n)."""
+    positions = pd.Series(range(len(frame)), index=frame.index)
+    groups = []
+    for _, block in positions.groupby([frame[k] for k in keys], dropna=False, sort=False):
+        groups.extend(Group(tuple((p, c) for p in block.tolist())) for c in columns)
+    return Linkage(tuple(groups))
+
+
+# ---- the suppression engine --------------------------------------------------------------
+
+
+def _cell_values(frame: pd.DataFrame, spec: TableSpec, linkage: Linkage) -> dict[Cell, float]:
+    """Values of the virtual cells and of the released count cells that are not aliases."""
+    values: dict[Cell, float] = dict(linkage.virtual)
+    for col in spec.counts:
+        for i, v in enumerate(frame[col].to_numpy(dtype=float, na_value=np.nan)):
+            if (i, col) not in linkage.aliases:
+                values[(i, col)] = v
+    return values
+
+
+def _canonical_groups(linkage: Linkage, values: Mapping[Cell, float]) -> list[Group]:
+    """Relations over canonical cells (aliases replaced), without duplicates or unknown values."""
+
+    def canon(c: Cell) -> Cell:
+        return linkage.aliases.get(c, c)
+
+    groups = {
+        Group(tuple(canon(m) for m in g.parts), None if g.total is None else canon(g.total))
+        for g in linkage.groups
+    }
+    usable = (g for g in groups if all(m in values and np.isfinite(values[m]) for m in g.members))
+    return sorted(usable, key=repr)
+
+
+@dataclass
+class _State:
+    """The suppression problem of one table, updated as complements are chosen."""
+
+    values: dict[Cell, float]
+    groups: list[Group]
+    virtual: set[Cell]
+    sensitive: set[Cell]
+    suppressed: set[Cell]
+    by_cell: dict[Cell, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for k, g in enumerate(self.groups):
+            for m in g.members:
+                self.by_cell.setdefault(m, []).append(k)
+
+    def unknown(self, cell: Cell) -> bool:
+        return cell in self.suppressed or cell in self.virtual
+
+    def complement(self, members: Iterable[Cell]) -> Cell | None:
+        """The smallest nonzero released cell still shown (a zero only if nothing else)."""
+        candidates = sorted({m for m in members if not self.unknown(m)}, key=repr)
+        if not candidates:
+            return None
+        return min(candidates, key=lambda m: (self.values[m] == 0, abs(self.values[m])))
+
+    def neighbours(self, cell: Cell) -> list[Cell]:
+        """Members of the relations nearest to `cell` that are still shown.
+
+        Relations that involve the cell come first; when every member of those is already
+        unknown, the search moves out through the unknown members.
+        """
+        frontier, seen = {cell}, {cell}
+        while frontier:
+            touched = {k for c in frontier for k in self.by_cell.get(c, ())}
+            members = {m for k in touched for m in self.groups[k].members}
+            shown = [m for m in members if not self.unknown(m)]
+            if shown:
+                return shown
+            frontier = members - seen
+            seen |= frontier
+        return []
+
+
+def _propagate(state: _State, group_ids: Iterable[int]) -> None:
+    """Quick rule: a relation with exactly one unknown member reveals it; hide one more."""
+    queue = deque(group_ids)
+    while queue:
+        members = state.groups[queue.popleft()].members
+        hidden = [m for m in members if state.unknown(m)]
+        if len(hidden) != 1 or hidden[0] not in state.sensitive:
+            continue
+        extra = state.complement(members)
+        if extra is not None:
+            state.suppressed.add(extra)
+            queue.extend(state.by_cell.get(extra, []))
+
+
+def _components(state: _State) -> list[tuple[list[Group], list[Cell]]]:
+    """Connected components of the relations over the unknown cells."""
+    cells = sorted((c for c in state.values if state.unknown(c)), key=repr)
+    parent: dict[Cell, Cell] = {c: c for c in cells}
+
+    def find(c: Cell) -> Cell:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for g in state.groups:
+        hidden = [m for m in g.members if m in parent]
+        for other in hidden[1:]:
+            parent[find(other)] = find(hidden[0])
+    by_root: dict[Cell, tuple[list[Group], list[Cell]]] = {}
+    for c in cells:
+        by_root.setdefault(find(c), ([], []))[1].append(c)
+    for g in state.groups:
+        hidden = [m for m in g.members if m in parent]
+        if hidden:
+            by_root[find(hidden[0])][0].append(g)
+    return list(by_root.values())
+
+
+def _reduced_row_echelon(matrix: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
+    """Reduced row echelon form by Gauss-Jordan elimination with partial pivoting.
+
+    Plain numpy on small 0/+-1 matrices: no LAPACK call, whose thread start-up costs far
+    more than the arithmetic here.
+    """
+    reduced = matrix.astype(float).copy()
+    row = 0
+    for col in range(reduced.shape[1]):
+        if row == reduced.shape[0]:
+            break
+        pivot = row + int(np.argmax(np.abs(reduced[row:, col])))
+        if abs(reduced[pivot, col]) <= tolerance:
+            continue
+        reduced[[row, pivot]] = reduced[[pivot, row]]
+        reduced[row] /= reduced[row, col]
+        others = np.abs(reduced[:, col]) > tolerance
+        others[row] = False
+        reduced[others] -= np.outer(reduced[others, col], reduced[row])
+        row += 1
+    reduced[np.abs(reduced) <= tolerance] = 0.0
+    return reduced[:row]
+
+
+def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
+    """Unknown cells whose value the relations determine exactly from the shown cells.
+
+    Relations restricted to the unknown cells form a matrix A (known cells move to the
+    right-hand side). Cell j is determined exactly when the unit vector e_j lies in A's row
+    space, that is when a row of A's reduced row echelon form is e_j.
+    """
+    index = {c: j for j, c in enumerate(cells)}
+    matrix = np.zeros((len(groups), len(cells)))
+    for r, g in enumerate(groups):
+        for m in g.parts:
+            if m in index:
+                matrix[r, index[m]] += 1.0
+        if g.total is not None and g.total in index:
+            matrix[r, index[g.total]] -= 1.0
+    reduced = _reduced_row_echelon(matrix)
+    single = reduced[(reduced != 0).sum(axis=1) == 1]
+    determined = set(np.flatnonzero(single.any(axis=0)).tolist())
+    return [c for c, j in index.items() if j in determined]
+
+
+def suppressed_cells(
+    frame: pd.DataFrame, spec: TableSpec, min_cell: int
+) -> tuple[set[Cell], set[Cell]]:
+    """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression."""
+    linkage = spec.linkage(frame)
+    values = _cell_values(frame, spec, linkage)
+    sensitive = {c for c, v in values.items() if is_small(v, min_cell)}
+    virtual = set(linkage.virtual)
+    state = _State(
+        values=values,
+        groups=_canonical_groups(linkage, values),
+        virtual=virtual,
+        sensitive=sensitive,
+        suppressed={c for c in sensitive if c not in virtual},
+    )
+    _propagate(state, range(len(state.groups)))
+    safe: set[tuple[Cell, ...]] = set()  # components already checked and found safe
+    while True:
+        added = []
+        for groups, cells in _components(state):
+            key = tuple(cells)
+            if not groups or key in safe or not sensitive.intersection(cells):
+                continue
+            exposed = [c for c in recoverable(groups, cells) if c in sensitive]
+            if not exposed:
+                safe.add(key)
+                continue
+            extra = next((e for c in exposed if (e := state.complement(state.neighbours(c)))), None)
+            if extra is not None:
+                state.suppressed.add(extra)
+                added.append(extra)
+        if not added:
+            _release_derivable(state)
+            return _expand(state.suppressed, linkage.aliases), _expand(sensitive, linkage.aliases)
+        _propagate(state, [k for c in added for k in state.by_cell.get(c, [])])
+
+
+def _release_derivable(state: _State) -> None:
+    """Show again the complementary cells that the released cells determine anyway.
+
+    Their value is already known to an outsider, so showing it adds no information (the
+    set of recoverable cells is closed), and no suppressed cell is left recoverable.
+    """
+    for groups, cells in _components(state):
+        if groups:
+            state.suppressed -= {c for c in recoverable(groups, cells) if c not in state.sensitive}
+
+
+def _expand(cells: set[Cell], aliases: Mapping[Cell, Cell]) -> set[Cell]:
+    return cells | {alias for alias, canonical in aliases.items() if canonical in cells}
+
+
+def curve_cut(frame: pd.DataFrame, spec: TableSpec, min_cell: int) -> dict[str, np.ndarray]:
+    """Per at-risk column: rows where fewer than min_cell remain at risk (zero included)."""
+    return {col: frame[col].to_numpy(dtype=float, na_value=np.nan) < min_cell for col in spec.curve}
+
+
+def _masked(values: pd.Series, mask: np.ndarray, dtype: str) -> pd.api.extensions.ExtensionArray:
+    """The column with masked entries NULL, as a nullable Int64 or Float64 array."""
+    numbers = values.to_numpy(dtype=float, na_value=np.nan).copy()
+    numbers[mask] = np.nan
+    if dtype == "Int64":
+        numbers = np.round(numbers)
+    return pd.array(numbers, dtype=dtype)
+
+
+def suppress(frame: pd.DataFrame, spec: TableSpec, min_cell: int) -> pd.DataFrame:
+    """The releasable copy of an aggregate table: suppressed counts and derived values NULL."""
+    frame = frame.reset_index(drop=True)
+    suppressed, sensitive = suppressed_cells(frame, spec, min_cell)
+    hidden = suppressed | sensitive
+
+    def mask(columns: Iterable[str], cells: set[Cell]) -> np.ndarray:
+        hits = np.zeros(len(frame), dtype=bool)
+        for i, col in cells:
+            if col in columns and isinstance(i, int | np.integer):
+                hits[i] = True
+        return hits
+
+    out = frame.copy()
+    for col in spec.counts:
+        out[col] = _masked(frame[col], mask({col}, suppressed), "Int64")
+    for col, sources in spec.derived.items():
+        out[col] = _masked(frame[col], mask(set(sources), hidden), "Float64")
+    cut_rows = np.zeros(len(out), dtype=bool)
+    for at_risk_col, cut in curve_cut(frame, spec, min_cell).items():
+        cut = cut | mask({at_risk_col}, suppressed)
+        cut_rows |= cut
+        for col in spec.curve[at_risk_col]:
+            out[col] = _masked(out[col], cut, "Float64")
+    if spec.drop_cut_rows:
+        out = out[~cut_rows].reset_index(drop=True)
+    return out

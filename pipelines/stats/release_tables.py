@@ -1,0 +1,237 @@
+"""Disclosure specifications of every table that may reach the `release` schema.
+
+Each spec names the count columns, the columns built on them, and the relations an
+outsider could use to recover a suppressed count: 2x2 margins (treated as public),
+subgroups nested in `all` (female and breast_cancer_history; the complement is virtual),
+strata adding up to the overall row, attrition steps, and sensitivity analyses differing
+from the primary analysis. Row-level tables have no spec and never reach `release`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipelines.stats.accuracy import MEASURES
+from pipelines.stats.disclosure import (
+    Linkage,
+    TableSpec,
+    identical_rows,
+    partition,
+    public_totals,
+    row_complement,
+    row_sums,
+    sequence_differences,
+)
+
+NESTED_SUBGROUPS = ("female", "breast_cancer_history")
+CELLS = ("tp", "fp", "fn", "tn")
+NON_EVENTS = "n_non_events"  # virtual: n - n_events
+
+
+def margins_public(frame: pd.DataFrame) -> Linkage:
+    """A 2x2 table whose margins (cases, non-cases, test positives, negatives) are public."""
+    return (
+        row_sums(frame, ["tp", "fn"])
+        + row_sums(frame, ["fp", "tn"])
+        + row_sums(frame, ["tp", "fp"])
+        + row_sums(frame, ["fn", "tn"])
+    )
+
+
+def nested_subgroups(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> Linkage:
+    """Each nested subgroup plus its virtual complement adds up to the `all` row."""
+    linkage = Linkage()
+    for child in NESTED_SUBGROUPS:
+        linkage += partition(
+            frame, frame["subgroup"] == "all", frame["subgroup"] == child, keys, columns
+        )
+    return linkage
+
+
+def _flag_accuracy(frame: pd.DataFrame) -> Linkage:
+    return margins_public(frame) + nested_subgroups(frame, ["rule"], list(CELLS))
+
+
+def _roc_points(frame: pd.DataFrame) -> Linkage:
+    return margins_public(frame) + nested_subgroups(frame, ["threshold"], list(CELLS))
+
+
+def _performance(keys: list[str]):
+    def linkage(frame: pd.DataFrame) -> Linkage:
+        return row_complement(frame, "n", "n_events", NON_EVENTS) + nested_subgroups(
+            frame, keys, ["n", "n_events"]
+        )
+
+    return linkage
+
+
+def _calibration(frame: pd.DataFrame) -> Linkage:
+    return row_complement(frame, "n", "n_events", NON_EVENTS) + public_totals(
+        frame, ["subgroup"], ["n", "n_events"]
+    )
+
+
+def _decision_curve(frame: pd.DataFrame) -> Linkage:
+    return (
+        row_complement(frame, "n", "n_events", NON_EVENTS)
+        + identical_rows(frame, ["subgroup"], ["n", "n_events"])
+        + nested_subgroups(frame, ["threshold"], ["tp", "fp"])
+    )
+
+
+def _strata(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> Linkage:
+    overall = frame["stratum_variable"] == "overall"
+    linkage = Linkage()
+    for variable in ("red_flag_count", "breast_cancer_history"):
+        linkage += partition(frame, overall, frame["stratum_variable"] == variable, keys, columns)
+    return linkage
+
+
+def _time_to_diagnosis(days: tuple[int, ...]):
+    def linkage(frame: pd.DataFrame) -> Linkage:
+        counts = ["n_episodes", "n_diagnosed", "n_died", "n_censored"]
+        return row_sums(frame, ["n_diagnosed", "n_died", "n_censored"], "n_episodes") + _strata(
+            frame, [], counts + [f"at_risk_{d}" for d in days]
+        )
+
+    return linkage
+
+
+def _cumulative_incidence(frame: pd.DataFrame) -> Linkage:
+    return _strata(frame, ["day"], ["at_risk"])
+
+
+def _diagnostic_pathway(frame: pd.DataFrame) -> Linkage:
+    measure, category = frame["measure"], frame["category"]
+    linkage = Linkage()
+    for m in ("days_onset_to_first_imaging", "first_modality"):
+        linkage += partition(
+            frame,
+            (measure == m) & (category == "all"),
+            (measure == m) & (category != "all"),
+            [],
+            ["n"],
+        )
+    imaged_before_diagnosis = (measure == "days_imaging_to_diagnosis") & (category == "all")
+    no_imaging = (measure == "first_modality") & (category == "none")
+    return linkage + partition(
+        frame,
+        (measure == "first_modality") & (category == "all"),
+        imaged_before_diagnosis | no_imaging,
+        [],
+        ["n"],
+    )
+
+
+def _attrition(frame: pd.DataFrame) -> Linkage:
+    return sequence_differences(frame, "step_order", "n_remaining", "n_excluded")
+
+
+def _sensitivity_analyses(frame: pd.DataFrame) -> Linkage:
+    """Long format: counts repeat across measures; AUROC rows have no 2x2 (NULL cells)."""
+    counts = ["n_episodes", "n_events", *CELLS]
+    first = ~frame.duplicated(["analysis", "subgroup", "rule"])  # the other rows are aliases
+    linkage = Linkage()
+    for child in NESTED_SUBGROUPS:
+        linkage += partition(
+            frame,
+            first & (frame["subgroup"] == "all"),
+            first & (frame["subgroup"] == child),
+            ["analysis", "rule"],
+            counts,
+        )
+    return (
+        linkage
+        + row_complement(frame, "n_episodes", "n_events", NON_EVENTS)
+        + margins_public(frame)
+        + identical_rows(frame, ["analysis", "subgroup", "rule"], counts)
+        + partition(
+            frame,
+            first & (frame["analysis"] != "primary"),
+            first & (frame["analysis"] == "primary"),
+            ["subgroup", "rule"],
+            counts,
+        )
+    )
+
+
+def _with_bounds(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c for m in names for c in (m, f"{m}_lower", f"{m}_upper"))
+
+
+def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, TableSpec]:
+    """Disclosure spec per releasable table name."""
+    days = cumulative_incidence_days
+    cell_sources = CELLS
+    auroc = _with_bounds(("auroc",))
+    model_values = (*auroc, "calibration_intercept", "calibration_slope", "brier_score")
+    return {
+        "time_to_diagnosis": TableSpec(
+            counts=(
+                "n_episodes",
+                "n_diagnosed",
+                "n_died",
+                "n_censored",
+                *(f"at_risk_{d}" for d in days),
+            ),
+            derived={
+                **{c: ("n_diagnosed",) for c in ("median_days", "q1_days", "q3_days")},
+                **{c: ("n_diagnosed",) for c in _with_bounds(tuple(f"cif_{d}" for d in days))},
+            },
+            linkage=_time_to_diagnosis(days),
+            curve={f"at_risk_{d}": _with_bounds((f"cif_{d}",)) for d in days},
+        ),
+        "cumulative_incidence": TableSpec(
+            counts=("at_risk",),
+            linkage=_cumulative_incidence,
+            curve={"at_risk": ("estimate", "lower", "upper")},
+            drop_cut_rows=True,
+        ),
+        "diagnostic_pathway": TableSpec(
+            counts=("n",),
+            derived={c: ("n",) for c in ("median_days", "q1_days", "q3_days")},
+            linkage=_diagnostic_pathway,
+        ),
+        "flag_accuracy": TableSpec(
+            counts=CELLS,
+            derived={c: cell_sources for c in _with_bounds(MEASURES)},
+            linkage=_flag_accuracy,
+        ),
+        "roc_points": TableSpec(
+            counts=CELLS,
+            derived={"sensitivity": cell_sources, "false_positive_rate": cell_sources},
+            linkage=_roc_points,
+        ),
+        "score_performance": TableSpec(
+            counts=("n", "n_events"),
+            derived={c: ("n_events", NON_EVENTS) for c in auroc},
+            linkage=_performance(["score"]),
+        ),
+        "model_performance": TableSpec(
+            counts=("n", "n_events"),
+            derived={c: ("n_events", NON_EVENTS) for c in model_values},
+            linkage=_performance([]),
+        ),
+        "calibration": TableSpec(
+            counts=("n", "n_events"),
+            derived={"mean_predicted": ("n",), "observed_rate": ("n_events", NON_EVENTS)},
+            linkage=_calibration,
+        ),
+        "decision_curve": TableSpec(
+            counts=("n", "n_events", "tp", "fp"),
+            derived={
+                "net_benefit_model": ("tp", "fp", "n"),
+                "net_benefit_treat_all": ("n_events", NON_EVENTS),
+            },
+            linkage=_decision_curve,
+        ),
+        "sensitivity_analyses": TableSpec(
+            counts=("n_episodes", "n_events", *CELLS),
+            derived={
+                c: ("n_episodes", "n_events", NON_EVENTS, *CELLS)
+                for c in ("estimate", "lower", "upper")
+            },
+            linkage=_sensitivity_analyses,
+        ),
+        "attrition": TableSpec(counts=("n_remaining", "n_excluded"), linkage=_attrition),
+    }

@@ -1,0 +1,331 @@
+"""run_statistics, sensitivity rows and the release, end to end on simulated episode marts."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import analysis
+from pipelines.settings import StudySettings
+from pipelines.stats import accuracy, roc, survival
+from pipelines.stats.release_tables import release_specs
+
+SETTINGS = StudySettings()
+SEED_FLAGS = [f"flag_{f}" for f in analysis.SEED_FLAGS]
+
+# docs/architecture.md: the contract columns of every analysis table (extra columns allowed)
+MEASURE_COLUMNS = [c for m in accuracy.MEASURES for c in (m, f"{m}_lower", f"{m}_upper")]
+CIF_COLUMNS = [
+    c
+    for d in (30, 90, 180, 365)
+    for c in (f"cif_{d}", f"cif_{d}_lower", f"cif_{d}_upper", f"at_risk_{d}")
+]
+CONTRACT = {
+    "time_to_diagnosis": ["stratum_variable", "stratum", "n_episodes", "n_diagnosed", "n_died",
+                          "n_censored", "median_days", "q1_days", "q3_days", *CIF_COLUMNS],
+    "cumulative_incidence": ["stratum_variable", "stratum", "day", "estimate", "lower", "upper", "at_risk"],
+    "diagnostic_pathway": ["measure", "category", "n", "median_days", "q1_days", "q3_days"],
+    "flag_accuracy": ["subgroup", "rule", "tp", "fp", "fn", "tn", *MEASURE_COLUMNS],
+    "roc_points": ["subgroup", "threshold", "tp", "fp", "fn", "tn", "sensitivity", "false_positive_rate"],
+    "score_performance": ["subgroup", "score", "n", "n_events", "auroc", "auroc_lower", "auroc_upper"],
+    "model_performance": ["subgroup", "n", "n_events", "cv_folds", "auroc", "auroc_lower", "auroc_upper",
+                          "calibration_intercept", "calibration_slope", "brier_score"],
+    "calibration": ["subgroup", "bin", "n", "mean_predicted", "observed_rate"],
+    "decision_curve": ["subgroup", "threshold", "net_benefit_model", "net_benefit_treat_all",
+                       "net_benefit_treat_none"],
+}  # fmt: skip
+SENSITIVITY_CONTRACT = ["analysis", "subgroup", "rule", "measure", "estimate", "lower", "upper",
+                        "n_episodes", "n_events"]  # fmt: skip
+
+
+def simulate_marts(
+    seed: int, n: int = 1500, *, outcome_risk: float = 0.02, signal: float = 0.4
+) -> dict[str, pd.DataFrame]:
+    """mart.cohort, mart.red_flags, mart.episode_pathway with the architecture.md columns."""
+    rng = np.random.default_rng(seed)
+    index_date = pd.Timestamp("2018-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D")
+    history = rng.random(n) < 0.1
+    risk = np.clip(outcome_risk * (1 + 9 * history), 0, 1)
+    has_outcome = rng.random(n) < risk
+    t_outcome = np.ceil(rng.lognormal(np.log(90), 0.6, n))
+    t_death = np.where(rng.random(n) < 0.03, rng.integers(0, 365, n), 10_000)
+    t_censor = np.where(rng.random(n) < 0.2, rng.integers(0, 365, n), 365)
+    t_outcome = np.where(has_outcome & (t_outcome <= 365), t_outcome, 10_000)
+    end = np.minimum.reduce([t_outcome, t_death, t_censor])
+    reason = np.select(
+        [end == t_outcome, end == t_death, end == 365],
+        ["bone_metastasis", "death", "horizon"],
+        "end_of_observation",
+    )
+    diagnosed = reason == "bone_metastasis"
+    in_landmark = end > SETTINGS.landmark_days
+    reference = pd.array(np.where(reason == "end_of_observation", None, diagnosed), dtype="boolean")
+    reference[~in_landmark] = pd.NA
+    days = pd.to_timedelta(end, unit="D")
+    cohort = pd.DataFrame({
+        "patient_id": [f"p{i:05d}" for i in range(n)], "index_date": index_date,
+        "age_at_index": rng.integers(18, 95, n), "sex": np.where(rng.random(n) < 0.6, "F", "M"),
+        "has_breast_cancer_history": history,
+        "observation_end_date": index_date + days, "follow_up_end_date": index_date + days,
+        "end_reason": reason,
+        "outcome_date": pd.Series(index_date + days).where(diagnosed),
+        "days_to_outcome": pd.array(np.where(diagnosed, end, None), dtype="Int64"),
+        "is_in_landmark_population": in_landmark, "reference_standard": reference,
+        "death_date": pd.Series(index_date + days).where(reason == "death"),
+        "days_to_follow_up_end": end,
+    })  # fmt: skip
+    flags = pd.DataFrame({"patient_id": cohort["patient_id"], "index_date": index_date})
+    for name in analysis.FLAG_COLUMNS:
+        flags[name] = rng.random(n) < 0.15 + signal * diagnosed
+    flags["flag_breast_cancer_history"] = history
+    flags["flag_elevated_alp"] = pd.array([pd.NA] * n, dtype="boolean")  # not ascertainable
+    flags["red_flag_count"] = flags[SEED_FLAGS].sum(axis=1).astype(int)
+    flags["not_ascertainable_flags"] = "elevated_alp"
+    imaging = index_date + pd.to_timedelta(rng.integers(0, 200, n), unit="D")
+    imaged = rng.random(n) < 0.3 + 0.6 * diagnosed
+    pathway = pd.DataFrame({
+        "patient_id": cohort["patient_id"], "index_date": index_date,
+        "first_spine_imaging_date": pd.Series(imaging).where(imaged & (imaging <= index_date + days)),
+        "first_spine_imaging_modality": np.where(imaged, rng.choice(["xray", "ct", "mri", "bone_scan"], n), None),
+        "is_imaging_ascertainable": True,
+    })  # fmt: skip
+    pathway.loc[pathway["first_spine_imaging_date"].isna(), "first_spine_imaging_modality"] = None
+    attrition = pd.DataFrame({
+        "step_order": [1, 2, 3], "step": ["patients_in_export", "incident_episode", "in_landmark"],
+        "n_remaining": [n + 200, n, int(in_landmark.sum())],
+        "n_excluded": [0, 200, n - int(in_landmark.sum())],
+    })  # fmt: skip
+    return {
+        "cohort": cohort,
+        "red_flags": flags,
+        "episode_pathway": pathway,
+        "attrition": attrition,
+    }
+
+
+def warehouse(marts: dict[str, pd.DataFrame], schema: str = "mart") -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"create schema {schema}")
+    for name, frame in marts.items():
+        con.register("frame", frame)
+        con.execute(f"create table {schema}.{name} as select * from frame")
+        con.unregister("frame")
+    return con
+
+
+@pytest.fixture(scope="module")
+def built():
+    marts = simulate_marts(1)
+    con = warehouse(marts)
+    counts = analysis.run_statistics(con, SETTINGS, "run-1")
+    yield con, marts, counts
+    con.close()
+
+
+def read(con, table: str, schema: str = "mart") -> pd.DataFrame:
+    return con.execute(f"select * from {schema}.{table}").df()
+
+
+def landmark(marts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    episodes = marts["cohort"].merge(marts["red_flags"], on=["patient_id", "index_date"])
+    keep = episodes["is_in_landmark_population"] & episodes["reference_standard"].notna()
+    return episodes[keep.to_numpy(bool)]
+
+
+def test_every_table_has_the_contract_columns_and_the_run_id(built):
+    con, _, counts = built
+    assert set(counts) == set(CONTRACT)
+    for table, columns in CONTRACT.items():
+        frame = read(con, table)
+        assert len(frame) == counts[table] > 0
+        assert set(columns) <= set(frame.columns), (table, set(columns) - set(frame.columns))
+        assert (frame["run_id"] == "run-1").all()
+
+
+def test_flag_accuracy_equals_the_functions_on_the_episodes(built):
+    con, marts, _ = built
+    population = landmark(marts)
+    table = accuracy.two_by_two(
+        population["flag_breast_cancer_history"], population["reference_standard"]
+    )
+    expected = accuracy.accuracy_row(table, SETTINGS.confidence_level)
+    row = read(con, "flag_accuracy").query(
+        "subgroup == 'all' and rule == 'flag_breast_cancer_history'"
+    )
+    for key, value in expected.items():
+        assert row[key].iloc[0] == pytest.approx(value, nan_ok=True), key
+    female = population[population["sex"] == "F"]
+    any_flag = read(con, "flag_accuracy").query("subgroup == 'female' and rule == 'any_seed_flag'")
+    cells = accuracy.two_by_two(female["red_flag_count"] >= 1, female["reference_standard"])
+    assert any_flag[["tp", "fp", "fn", "tn"]].iloc[0].tolist() == [
+        cells.tp,
+        cells.fp,
+        cells.fn,
+        cells.tn,
+    ]
+    alp = read(con, "flag_accuracy").query("rule == 'flag_elevated_alp'")
+    assert alp["note"].str.contains("not ascertainable").all() and alp["sensitivity"].isna().all()
+
+
+def test_time_to_diagnosis_equals_the_functions_on_the_episodes(built):
+    con, marts, _ = built
+    cohort = marts["cohort"]
+    event = np.select(
+        [cohort["end_reason"] == "bone_metastasis", cohort["end_reason"] == "death"], [1, 2], 0
+    )
+    days = np.array([30, 90, 180, 365])
+    expected = survival.cumulative_incidence_at(cohort["days_to_follow_up_end"], event, days)
+    row = read(con, "time_to_diagnosis").query("stratum_variable == 'overall'").iloc[0]
+    for d, est in zip(days, expected.itertuples(), strict=True):
+        assert row[f"cif_{d}"] == pytest.approx(est.estimate)
+        assert row[f"cif_{d}_lower"] == pytest.approx(est.lower)
+        assert row[f"at_risk_{d}"] == est.at_risk
+    assert row["n_diagnosed"] == (event == 1).sum() and row["n_died"] == (event == 2).sum()
+    q1, median, q3 = survival.quartiles(cohort["days_to_outcome"].dropna().astype(float))
+    assert (row["q1_days"], row["median_days"], row["q3_days"]) == pytest.approx((q1, median, q3))
+    strata = read(con, "time_to_diagnosis").set_index(["stratum_variable", "stratum"])["n_episodes"]
+    assert strata["red_flag_count"].sum() == strata[("overall", "all")] == len(cohort)
+    assert strata["breast_cancer_history"].sum() == len(cohort)
+    curve = read(con, "cumulative_incidence").query("stratum_variable == 'overall' and day == 90")
+    assert curve["estimate"].iloc[0] == pytest.approx(row["cif_90"])
+
+
+def test_score_and_model_rows(built):
+    con, marts, _ = built
+    population = landmark(marts)
+    y = population["reference_standard"].astype(bool).to_numpy()
+    expected = roc.delong_auroc(y, population["red_flag_count"].to_numpy(float))
+    score = read(con, "score_performance").query("subgroup == 'all'").iloc[0]
+    assert score["auroc"] == pytest.approx(expected.auroc)
+    assert (score["auroc_lower"], score["auroc_upper"]) == pytest.approx(
+        (expected.lower, expected.upper)
+    )
+    assert score["auroc_lower"] > 0.5  # planted signal
+    points = read(con, "roc_points").query("subgroup == 'all' and threshold == 2").iloc[0]
+    two = (
+        read(con, "flag_accuracy")
+        .query("subgroup == 'all' and rule == 'two_or_more_seed_flags'")
+        .iloc[0]
+    )
+    assert points[["tp", "fp", "fn", "tn"]].tolist() == two[["tp", "fp", "fn", "tn"]].tolist()
+    model = read(con, "model_performance").query("subgroup == 'all'").iloc[0]
+    assert model["n"] == len(population) and model["n_events"] == y.sum()
+    assert "elevated_alp" not in model["features"] and model["auroc_lower"] > 0.5
+    calibration = read(con, "calibration").query("subgroup == 'all'")
+    assert calibration["n"].sum() == len(population)
+    curve = read(con, "decision_curve").query("subgroup == 'all'")
+    prevalence = y.mean()
+    pt = curve["threshold"].to_numpy()
+    np.testing.assert_allclose(
+        curve["net_benefit_treat_all"], prevalence - (1 - prevalence) * pt / (1 - pt)
+    )
+
+
+def test_diagnostic_pathway_counts(built):
+    con, marts, _ = built
+    pathway = read(con, "diagnostic_pathway").set_index(["measure", "category"])["n"]
+    imaged = marts["episode_pathway"]["first_spine_imaging_date"].notna().sum()
+    assert pathway[("days_onset_to_first_imaging", "all")] == imaged
+    first = pathway["first_modality"]
+    assert (
+        first.drop("all").sum()
+        == first["all"]
+        == (marts["cohort"]["end_reason"] == "bone_metastasis").sum()
+    )
+
+
+def test_no_events_like_real_synthea_claims_no_signal():
+    marts = simulate_marts(2, n=600, outcome_risk=0.0)
+    con = warehouse(marts)
+    counts = analysis.run_statistics(con, SETTINGS, "run-0")
+    assert counts["time_to_diagnosis"] == 6
+    score = read(con, "score_performance")
+    model = read(con, "model_performance")
+    assert score["auroc"].isna().all() and model["auroc"].isna().all()
+    assert (model["note"] == "no events").all() and score["note"].str.contains("no events").all()
+    accuracy_rows = read(con, "flag_accuracy")
+    assert accuracy_rows["sensitivity"].isna().all() and accuracy_rows["lr_positive"].isna().all()
+    ttd = read(con, "time_to_diagnosis")
+    assert (ttd["n_diagnosed"] == 0).all() and (ttd["cif_365"] == 0).all()
+    assert read(con, "calibration").empty
+    assert read(con, "decision_curve")["net_benefit_model"].isna().all()
+    analysis.build_release(con, SETTINGS, "run-0")
+    assert read(con, "score_performance", "release")["auroc"].isna().all()
+
+
+def test_sensitivity_rows_from_other_schemas(built):
+    con, marts, _ = built
+    con.execute("create schema if not exists mart__sens_landmark_0")
+    variant = marts["red_flags"].assign(
+        flag_persistent_pain=pd.array([pd.NA] * len(marts["red_flags"]), dtype="boolean")
+    )
+    for name, frame in {**marts, "red_flags": variant}.items():
+        con.register("frame", frame)
+        con.execute(f"create or replace table mart__sens_landmark_0.{name} as select * from frame")
+        con.unregister("frame")
+    frames = [
+        analysis.sensitivity_rows(con, SETTINGS, "primary", "mart"),
+        analysis.sensitivity_rows(
+            con, SETTINGS.replace(landmark_days=0), "landmark_0", "mart__sens_landmark_0"
+        ),
+    ]
+    n = analysis.write_sensitivity_table(con, frames, "run-1")
+    table = read(con, "sensitivity_analyses")
+    assert len(table) == n and (table["run_id"] == "run-1").all()
+    assert set(SENSITIVITY_CONTRACT) <= set(table.columns)
+    assert set(table["analysis"]) == {"primary", "landmark_0"}
+    primary = table.query(
+        "analysis == 'primary' and subgroup == 'all' and rule == 'flag_night_pain' and measure == 'sensitivity'"
+    ).iloc[0]
+    direct = (
+        read(con, "flag_accuracy").query("subgroup == 'all' and rule == 'flag_night_pain'").iloc[0]
+    )
+    assert primary["estimate"] == pytest.approx(direct["sensitivity"])
+    assert primary["n_events"] == direct["tp"] + direct["fn"]
+    persistence = table.query("analysis == 'landmark_0' and rule == 'flag_persistent_pain'")
+    assert persistence["estimate"].isna().all()
+    aurocs = table.query("measure == 'auroc' and subgroup == 'all'")
+    assert set(aurocs["rule"]) == {"red_flag_count", "model"}
+
+
+def test_release_holds_only_safe_aggregates(built):
+    con, _, _ = built
+    written = analysis.build_release(con, SETTINGS, "run-1")
+    assert set(written) >= set(CONTRACT) | {"attrition"}
+    released = {
+        r[0]
+        for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'release'"
+        ).fetchall()
+    }
+    assert not released & {"cohort", "red_flags", "red_flag_evidence", "episode_pathway"}
+    specs = release_specs(SETTINGS.cumulative_incidence_days)
+    for table in released:
+        frame = read(con, table, "release")
+        assert (frame["run_id"] == "run-1").all()
+        assert list(frame.columns) == list(
+            read(con, table).drop(columns="run_id", errors="ignore").columns
+        ) + ["run_id"]
+        for col in specs[table].counts:
+            values = frame[col].dropna()
+            assert not ((values >= 1) & (values < SETTINGS.min_cell)).any(), (table, col)
+    curve = read(con, "cumulative_incidence", "release")
+    assert (curve["at_risk"] >= SETTINGS.min_cell).all()
+
+
+def test_schema_names_are_checked():
+    with pytest.raises(ValueError, match="schema"):
+        analysis.load_episodes(duckdb.connect(), "mart; drop table x")
+
+
+def test_nan_rows_do_not_crash_a_tiny_cohort():
+    marts = simulate_marts(3, n=8)
+    con = warehouse(marts)
+    counts = analysis.run_statistics(con, SETTINGS, "tiny")
+    assert counts["model_performance"] == 3
+    assert all(isinstance(v, int) for v in counts.values())
+    assert not math.isnan(read(con, "time_to_diagnosis")["n_episodes"].iloc[0])

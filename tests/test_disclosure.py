@@ -1,0 +1,350 @@
+"""Disclosure control: no small count released, none recoverable from what is released."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+
+from pipelines.stats.accuracy import MEASURES
+from pipelines.stats.disclosure import TableSpec, row_sums, suppress
+from pipelines.stats.release_tables import release_specs
+
+MIN_CELL = 11
+SPECS = release_specs((30, 90, 180, 365))
+CELLS = ["tp", "fp", "fn", "tn"]
+DERIVED_ACCURACY = [c for m in MEASURES for c in (m, f"{m}_lower", f"{m}_upper")]
+
+count = st.one_of(st.integers(0, 4), st.integers(0, 14), st.integers(11, 300))
+
+
+def small(value) -> bool:
+    return not pd.isna(value) and 1 <= abs(value) < MIN_CELL
+
+
+def assert_no_small_counts(frame: pd.DataFrame, columns: list[str]) -> None:
+    for col in columns:
+        assert not frame[col].map(small).any(), (col, frame[col].tolist())
+
+
+def exactly_recoverable(
+    equations: list[tuple[dict[str, float], float]], unknown: list[str], targets: list[str]
+) -> list[str]:
+    """Targets whose value is pinned to within less than 1 by the equations and >= 0 bounds.
+
+    Independent of the engine: a linear programme per target (min and max), with every
+    unknown a nonnegative count, as an outsider holding the released tables would solve it.
+    """
+    index = {v: j for j, v in enumerate(unknown)}
+    a_eq = np.zeros((len(equations), len(unknown)))
+    b_eq = np.zeros(len(equations))
+    for r, (coefficients, rhs) in enumerate(equations):
+        for var, coef in coefficients.items():
+            a_eq[r, index[var]] += coef
+        b_eq[r] = rhs
+    pinned = []
+    for target in targets:
+        c = np.zeros(len(unknown))
+        c[index[target]] = 1
+        low = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        high = linprog(-c, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        assert low.status == 0 and high.status in (0, 3)  # 3: unbounded above, not pinned
+        if high.status == 0 and -high.fun - low.fun < 0.5:
+            pinned.append(target)
+    return pinned
+
+
+class Equations:
+    """Linear facts an outsider knows: released cells are numbers, suppressed ones unknowns."""
+
+    def __init__(self) -> None:
+        self.equations: list[tuple[dict[str, float], float]] = []
+        self.unknown: set[str] = set()
+
+    def term(self, name: str, released, coef: float, terms: dict, rhs: float) -> float:
+        if pd.isna(released):
+            self.unknown.add(name)
+            terms[name] = terms.get(name, 0) + coef
+            return rhs
+        return rhs - coef * float(released)
+
+    def add(self, items: list[tuple[str, object, float]], rhs: float = 0.0) -> None:
+        """sum(coef * value) == rhs over (name, released value or NA, coef)."""
+        terms: dict[str, float] = {}
+        for name, released, coef in items:
+            rhs = self.term(name, released, coef, terms, rhs)
+        if terms:
+            self.equations.append((terms, rhs))
+
+    def pinned(self, targets: list[str]) -> list[str]:
+        targets = [t for t in targets if t in self.unknown]
+        if not targets:
+            return []
+        return exactly_recoverable(self.equations, sorted(self.unknown), targets)
+
+
+# ---- 2x2 tables by subgroup (flag_accuracy) ------------------------------------------------
+
+STRATA = ("female_history", "female_no_history", "male_history", "male_no_history")
+SUBGROUP_STRATA = {
+    "all": STRATA,
+    "female": STRATA[:2],
+    "breast_cancer_history": (STRATA[0], STRATA[2]),
+}
+
+
+@st.composite
+def accuracy_tables(draw) -> tuple[pd.DataFrame, dict]:
+    """Two rules, cells per disjoint stratum, subgroups as sums: nested like the real data."""
+    truth = {(rule, s, c): draw(count) for rule in ("r1", "r2") for s in STRATA for c in CELLS}
+    rows = []
+    for rule in ("r1", "r2"):
+        for sub, members in SUBGROUP_STRATA.items():
+            row = {"subgroup": sub, "rule": rule}
+            row |= {c: sum(truth[(rule, s, c)] for s in members) for c in CELLS}
+            row |= {d: 0.5 for d in DERIVED_ACCURACY}
+            rows.append(row)
+    return pd.DataFrame(rows), truth
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(accuracy_tables())
+def test_flag_accuracy_release_is_safe(data):
+    frame, truth = data
+    out = suppress(frame, SPECS["flag_accuracy"], MIN_CELL)
+    assert_no_small_counts(out, CELLS)
+    # rates built on a suppressed count are NULL
+    for _, row in out.iterrows():
+        if row[CELLS].isna().any():
+            assert row[DERIVED_ACCURACY].isna().all()
+    # the margins are public: a margin with exactly one suppressed cell reveals it
+    for _, row in out.iterrows():
+        for pair in (("tp", "fn"), ("fp", "tn"), ("tp", "fp"), ("fn", "tn")):
+            assert row[list(pair)].isna().sum() != 1, (row.to_dict(), pair)
+    # a released subgroup and its released parent must not reveal a small complement
+    by = out.set_index(["rule", "subgroup"])
+    for rule in ("r1", "r2"):
+        for child in ("female", "breast_cancer_history"):
+            for c in CELLS:
+                parent, part = by.loc[(rule, "all"), c], by.loc[(rule, child), c]
+                if not (pd.isna(parent) or pd.isna(part)):
+                    assert not small(parent - part)
+    # and an outsider solving every relation at once pins down no small count
+    facts = Equations()
+    originals = frame.set_index(["rule", "subgroup"])
+    for rule in ("r1", "r2"):
+        strata_vars = {s: {c: f"{rule}:{s}:{c}" for c in CELLS} for s in STRATA}
+        for s in STRATA:
+            for c in CELLS:
+                facts.unknown.add(strata_vars[s][c])
+        for sub, members in SUBGROUP_STRATA.items():
+            released = by.loc[(rule, sub)]
+            true_row = originals.loc[(rule, sub)]
+            for c in CELLS:
+                items = [(strata_vars[s][c], pd.NA, 1.0) for s in members]
+                facts.add([*items, (f"{rule}:{sub}:{c}", released[c], -1.0)])
+            for a, b in (("tp", "fn"), ("fp", "tn"), ("tp", "fp"), ("fn", "tn")):
+                margin = float(true_row[a] + true_row[b])
+                if small(margin):
+                    continue  # a margin of 1..min_cell-1 is itself never released anywhere
+                facts.add(
+                    [
+                        (f"{rule}:{sub}:{a}", released[a], 1.0),
+                        (f"{rule}:{sub}:{b}", released[b], 1.0),
+                    ],
+                    margin,
+                )
+    sensitive_released = [
+        f"{rule}:{sub}:{c}"
+        for (rule, sub), row in originals.iterrows()
+        for c in CELLS
+        if small(row[c])
+    ]
+    # the complements (male, no history) are sums of strata: check the small ones too
+    complements = []
+    for rule in ("r1", "r2"):
+        for c in CELLS:
+            for members in ((STRATA[2], STRATA[3]), (STRATA[1], STRATA[3])):
+                if small(sum(truth[(rule, s, c)] for s in members)):
+                    name = f"{rule}:complement:{'+'.join(members)}:{c}"
+                    facts.add(
+                        [(name, pd.NA, 1.0)] + [(f"{rule}:{s}:{c}", pd.NA, -1.0) for s in members]
+                    )
+                    complements.append(name)
+    assert facts.pinned(sensitive_released + complements) == []
+
+
+def test_one_small_cell_with_public_margins_hides_the_whole_table():
+    frame = pd.DataFrame([{"subgroup": "all", "rule": "r", "tp": 4, "fp": 39, "fn": 9, "tn": 1897}])
+    frame = frame.assign(**{d: 1.0 for d in DERIVED_ACCURACY})
+    out = suppress(frame, SPECS["flag_accuracy"], MIN_CELL)
+    assert out[CELLS].isna().all(axis=None)
+    assert out[DERIVED_ACCURACY].isna().all(axis=None)
+
+
+def test_zero_is_allowed_and_large_counts_are_kept():
+    frame = pd.DataFrame([{"subgroup": "all", "rule": "r", "tp": 0, "fp": 39, "fn": 0, "tn": 1897}])
+    frame = frame.assign(**{d: 1.0 for d in DERIVED_ACCURACY})
+    out = suppress(frame, SPECS["flag_accuracy"], MIN_CELL)
+    assert out[CELLS].iloc[0].tolist() == [0, 39, 0, 1897]
+    assert out["sensitivity"].iloc[0] == 1.0
+
+
+def test_primary_suppression_without_relations():
+    spec = TableSpec(counts=("n",), derived={"rate": ("n",)})
+    frame = pd.DataFrame({"n": [0, 1, 10, 11, 500], "rate": [0.1] * 5})
+    out = suppress(frame, spec, MIN_CELL)
+    assert out["n"].tolist() == [0, pd.NA, pd.NA, 11, 500]
+    assert out["rate"].isna().tolist() == [False, True, True, False, False]
+
+
+def test_a_row_total_with_one_small_part_hides_a_second_part():
+    spec = TableSpec(
+        counts=("a", "b", "c", "total"), linkage=lambda f: row_sums(f, ["a", "b", "c"], "total")
+    )
+    frame = pd.DataFrame({"a": [3], "b": [40], "c": [500], "total": [543]})
+    out = suppress(frame, spec, MIN_CELL).iloc[0]
+    assert pd.isna(out["a"]) and pd.isna(out["b"])  # the smallest nonzero other part
+    assert out["c"] == 500 and out["total"] == 543
+
+
+# ---- time to diagnosis by stratum -----------------------------------------------------------
+
+TTD_COUNTS = ["n_diagnosed", "n_died", "n_censored"]
+AT_RISK = [f"at_risk_{d}" for d in (30, 90, 180, 365)]
+
+
+@st.composite
+def time_to_diagnosis_tables(draw) -> pd.DataFrame:
+    """Cross-classified by red_flag_count (0/1/2+) x history (yes/no), summed as in the data."""
+    cells = {
+        (r, h): {c: draw(count) for c in [*TTD_COUNTS, *AT_RISK]}
+        for r in ("0", "1", "2+")
+        for h in ("yes", "no")
+    }
+
+    def row(var: str, stratum: str, keys: list) -> dict:
+        out = {"stratum_variable": var, "stratum": stratum}
+        for c in [*TTD_COUNTS, *AT_RISK]:
+            out[c] = sum(cells[k][c] for k in keys)
+        out["n_episodes"] = sum(out[c] for c in TTD_COUNTS)
+        out |= {"median_days": 90.0, "q1_days": 60.0, "q3_days": 120.0}
+        for d in (30, 90, 180, 365):
+            out |= {f"cif_{d}": 0.1, f"cif_{d}_lower": 0.05, f"cif_{d}_upper": 0.2}
+        return out
+
+    rows = [row("overall", "all", list(cells))]
+    rows += [row("red_flag_count", r, [(r, h) for h in ("yes", "no")]) for r in ("0", "1", "2+")]
+    rows += [
+        row("breast_cancer_history", h, [(r, h) for r in ("0", "1", "2+")]) for h in ("yes", "no")
+    ]
+    return pd.DataFrame(rows)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(time_to_diagnosis_tables())
+def test_time_to_diagnosis_release_is_safe(frame):
+    out = suppress(frame, SPECS["time_to_diagnosis"], MIN_CELL)
+    counts = ["n_episodes", *TTD_COUNTS, *AT_RISK]
+    assert_no_small_counts(out, counts)
+    facts = Equations()
+    names = {(i, c): f"{i}:{c}" for i in range(len(out)) for c in counts}
+    for i, row in out.iterrows():
+        group = [(names[(i, c)], row[c], 1.0) for c in TTD_COUNTS]
+        facts.add([*group, (names[(i, "n_episodes")], row["n_episodes"], -1.0)])
+        # brief's check: a relation with exactly one suppressed member reveals it
+        members = [row[c] for c in [*TTD_COUNTS, "n_episodes"]]
+        assert sum(pd.isna(m) for m in members) != 1
+    for var in ("red_flag_count", "breast_cancer_history"):
+        parts = out.index[out["stratum_variable"] == var]
+        for c in counts:
+            members = [out.loc[0, c], *out.loc[parts, c]]
+            assert sum(pd.isna(m) for m in members) != 1, (var, c)
+            facts.add(
+                [(names[(0, c)], out.loc[0, c], -1.0)]
+                + [(names[(p, c)], out.loc[p, c], 1.0) for p in parts]
+            )
+    sensitive = [names[(i, c)] for i, row in frame.iterrows() for c in counts if small(row[c])]
+    assert facts.pinned(sensitive) == []
+    # estimates are cut where fewer than min_cell are at risk, zero included
+    for d in (30, 90, 180, 365):
+        cut = frame[f"at_risk_{d}"] < MIN_CELL
+        assert out.loc[cut, f"cif_{d}"].isna().all()
+        assert out.loc[frame["n_diagnosed"].map(small), f"cif_{d}"].isna().all()
+    assert out.loc[frame[f"at_risk_{d}"] == 0, f"at_risk_{d}"].eq(0).all()
+
+
+def test_cumulative_incidence_curve_is_cut_where_at_risk_falls_below_min_cell():
+    days = np.arange(0, 5)
+    at_risk = {"all": [40, 30, 22, 19, 8], "yes": [20, 15, 11, 7, 4], "no": [20, 15, 11, 12, 4]}
+    rows = [
+        {"stratum_variable": "overall" if s == "all" else "breast_cancer_history", "stratum": s,
+         "day": d, "estimate": 0.01 * d, "lower": 0.0, "upper": 0.1, "at_risk": at_risk[s][d]}
+        for s in at_risk for d in days
+    ]  # fmt: skip
+    out = suppress(pd.DataFrame(rows), SPECS["cumulative_incidence"], MIN_CELL)
+    assert (out["at_risk"] >= MIN_CELL).all()
+    assert out.query("stratum == 'yes'")["day"].tolist() == [0, 1, 2]
+    # on day 3, 'all' (19) and 'no' (12) together would reveal 'yes' (7): one of them goes
+    shown_day_3 = set(out.query("day == 3")["stratum"])
+    assert "yes" not in shown_day_3 and len(shown_day_3) == 1
+
+
+# ---- attrition -------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 12), st.integers(11, 2000)), min_size=1, max_size=6))
+def test_attrition_release_is_safe(exclusions):
+    remaining = [20000]
+    for e in exclusions:
+        remaining.append(remaining[-1] - e)
+    frame = pd.DataFrame({
+        "step_order": range(1, len(remaining) + 1),
+        "step": [f"s{i}" for i in range(len(remaining))],
+        "n_remaining": remaining, "n_excluded": [None, *exclusions],
+    })  # fmt: skip
+    out = suppress(frame, SPECS["attrition"], MIN_CELL)
+    assert_no_small_counts(out, ["n_remaining", "n_excluded"])
+    facts = Equations()
+    for k in range(1, len(out)):
+        members = [
+            out.loc[k, "n_remaining"],
+            out.loc[k, "n_excluded"],
+            out.loc[k - 1, "n_remaining"],
+        ]
+        assert sum(pd.isna(m) for m in members) != 1
+        facts.add([
+            (f"r{k}", out.loc[k, "n_remaining"], 1.0), (f"e{k}", out.loc[k, "n_excluded"], 1.0),
+            (f"r{k - 1}", out.loc[k - 1, "n_remaining"], -1.0),
+        ])  # fmt: skip
+    sensitive = [f"e{k}" for k in range(1, len(frame)) if small(frame.loc[k, "n_excluded"])]
+    assert facts.pinned(sensitive) == []
+
+
+def test_attrition_consecutive_steps_do_not_reveal_a_small_exclusion():
+    frame = pd.DataFrame({
+        "step_order": [1, 2, 3], "step": ["a", "b", "c"],
+        "n_remaining": [5000, 4995, 3000], "n_excluded": [None, 5, 1995],
+    })  # fmt: skip
+    out = suppress(frame, SPECS["attrition"], MIN_CELL)
+    assert pd.isna(out.loc[1, "n_excluded"])
+    # 4995 = 3000 + 1995 and 5000 - 4995 = 5: one more count of that chain must go
+    assert out[["n_remaining"]].iloc[:2].isna().sum().item() == 1
+
+
+# ---- performance tables ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "events", "hidden"), [(500, 5, True), (500, 495, True), (500, 60, False)]
+)
+def test_auroc_is_hidden_when_events_or_non_events_are_few(n, events, hidden):
+    frame = pd.DataFrame([{"subgroup": "all", "score": "red_flag_count", "n": n, "n_events": events,
+                           "auroc": 0.6, "auroc_lower": 0.5, "auroc_upper": 0.7, "note": ""}])  # fmt: skip
+    out = suppress(frame, SPECS["score_performance"], MIN_CELL)
+    assert out["auroc"].isna().iloc[0] == hidden
+    assert out["n_events"].isna().iloc[0] == hidden  # n - n_events would reveal non-events
