@@ -1,0 +1,70 @@
+"""`redflags export`: every release table as Parquet, plus a manifest, for BI tools.
+
+Only `release.*` is exported (aggregate, disclosure-controlled); the warehouse is opened
+read-only. The manifest (`manifest.json`) lists each table with its row count and columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB warehouse file")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the Parquet files")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    written = export_release(args.warehouse, args.out)
+    print(f"Wrote {len(written) - 1} release tables and {MANIFEST} to {args.out}")
+    return 0
+
+
+def export_release(warehouse: Path, out_dir: Path) -> list[Path]:
+    """Write `<table>.parquet` for every release table and `manifest.json`; return the paths."""
+    from pipelines.errors import UserFacingError
+    from pipelines.study import tables_in
+    from pipelines.warehouse import open_warehouse
+
+    warehouse, out_dir = Path(warehouse), Path(out_dir)
+    if not warehouse.exists():
+        raise UserFacingError(f"warehouse not found: {warehouse}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, manifest = [], []
+    with open_warehouse(warehouse, read_only=True) as con:
+        tables = tables_in(con, "release")
+        if not tables:
+            raise UserFacingError(f"{warehouse} has no release tables: run the study first")
+        for table in tables:
+            path = out_dir / f"{table}.parquet"
+            con.execute(
+                f"COPY (SELECT * FROM release.\"{table}\") TO '{_sql_string(path)}' (FORMAT parquet)"
+            )
+            written.append(path)
+            manifest.append(_describe(con, table, path))
+    manifest_path = out_dir / MANIFEST
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return [*written, manifest_path]
+
+
+def _describe(con, table: str, path: Path) -> dict:
+    columns = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns()"
+        " WHERE schema_name = 'release' AND table_name = ? ORDER BY column_index",
+        [table],
+    ).fetchall()
+    rows = con.execute(f'SELECT count(*) FROM release."{table}"').fetchone()[0]
+    return {
+        "table": table,
+        "file": path.name,
+        "rows": int(rows),
+        "columns": [{"name": n, "type": t} for n, t in columns],
+    }
+
+
+def _sql_string(path: Path) -> str:
+    return str(path).replace("'", "''")

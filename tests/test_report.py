@@ -1,0 +1,279 @@
+"""The HTML report: self-contained, readable in a real browser, built from release + meta only."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import duckdb
+import pytest
+from report_fixtures import study_warehouse
+
+from pipelines.errors import UserFacingError
+from pipelines.report import write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+FIGURES_WITH_EVENTS = 5  # cumulative incidence, forest, ROC, calibration, decision curve
+
+
+class Page(HTMLParser):
+    """What the tests look at in the report: images, tables, headers, every URL."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.images: list[str] = []
+        self.svgs = 0
+        self.tables = 0
+        self.headers: list[str] = []
+        self.urls: list[str] = []
+        self.notices: list[str] = []
+        self._in: list[str] = []
+        self.feed(html)
+        self.text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+        self.urls += re.findall(r"url\(([^)]*)\)|@import\s+([^;]+)", html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self._in.append(f"{tag}.{attrs.get('class', '')}")
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        self.svgs += tag == "svg"
+        self.tables += tag == "table"
+        for name in ("src", "href", "action", "srcset", "poster", "data"):
+            if attrs.get(name) and not attrs[name].startswith("data:"):
+                self.urls.append(attrs[name])
+
+    def handle_endtag(self, tag):
+        if self._in:
+            self._in.pop()
+
+    def handle_data(self, data):
+        if not self._in:
+            return
+        if self._in[-1].startswith("th."):
+            self.headers.append(data.strip())
+        if self._in[-1] == "p.notice":
+            self.notices.append(" ".join(data.split()))
+
+    @property
+    def embedded_figures(self) -> int:
+        return sum(src.startswith("data:image/png;base64,") for src in self.images) + self.svgs
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium, installed with apt-get when absent; failing to install fails the test."""
+    if not CHROMIUM.exists():
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, env=env, timeout=1200
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                pytest.fail(f"could not run {' '.join(command)} to install chromium: {exc}")
+            if done.returncode != 0:
+                pytest.fail(
+                    f"installing Debian chromium failed: {' '.join(command)} exited "
+                    f"{done.returncode}:\n{done.stderr[-3000:]}"
+                )
+    if not CHROMIUM.exists():
+        pytest.fail(f"apt-get install chromium succeeded but {CHROMIUM} does not exist")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def with_events(tmp_path_factory) -> Path:
+    """Generated export, real pipeline: release as the protocol suppresses it."""
+    return study_warehouse("generated", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def unsuppressed(tmp_path_factory) -> Path:
+    """The same run, release rebuilt with min_cell = 1: every figure has data."""
+    return study_warehouse("unsuppressed", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def no_events(tmp_path_factory) -> Path:
+    """A real Synthea sample export: no bone metastasis anywhere."""
+    return study_warehouse("synthea", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def report(with_events, tmp_path_factory) -> Path:
+    return write_report(with_events, tmp_path_factory.mktemp("report") / "report.html")
+
+
+@pytest.fixture(scope="module")
+def no_events_report(no_events, tmp_path_factory) -> Path:
+    return write_report(no_events, tmp_path_factory.mktemp("report") / "report.html")
+
+
+def screenshot(chromium: Path, html: Path, out: Path, tmp_path: Path) -> Path:
+    profile = tmp_path / "chromium-profile"
+    command = [
+        str(chromium),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={profile}",
+        f"--screenshot={out}",
+        "--window-size=1280,4000",
+        html.resolve().as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and out.exists(), f"chromium failed:\n{done.stderr[-3000:]}"
+    return out
+
+
+def assert_not_blank(png: Path) -> None:
+    from PIL import Image, ImageStat
+
+    image = Image.open(png).convert("L")
+    assert image.size == (1280, 4000)
+    stat = ImageStat.Stat(image)
+    assert stat.var[0] > 200, f"screenshot looks blank (pixel variance {stat.var[0]:.0f})"
+    dark = sum(image.histogram()[:128]) / (image.size[0] * image.size[1])
+    assert dark > 0.01, f"screenshot has almost no text or lines ({dark:.2%} dark pixels)"
+
+
+@pytest.mark.browser
+def test_report_renders_in_chromium(chromium, report, tmp_path):
+    assert_not_blank(screenshot(chromium, report, tmp_path / "report.png", tmp_path))
+
+
+@pytest.mark.browser
+def test_no_events_report_renders_in_chromium(chromium, no_events_report, tmp_path):
+    assert_not_blank(screenshot(chromium, no_events_report, tmp_path / "report.png", tmp_path))
+
+
+def test_report_embeds_every_figure_and_table(unsuppressed, tmp_path):
+    page = Page(write_report(unsuppressed, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert page.embedded_figures == FIGURES_WITH_EVENTS
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    for header in (
+        "Number at risk",  # under the cumulative incidence curves
+        "Stratum",  # time-to-diagnosis table
+        "Metastasis",  # STARD 2x2 tables
+        "No metastasis",
+        "LR+",
+        "AUROC (95% CI)",
+        "Rule: measure (95% CI)",  # sensitivity analyses
+        "SHA-256",  # input files
+        "Value set",
+        "Parameter",
+    ):
+        assert header in page.headers, f"no table header {header!r}"
+    assert page.tables >= 11 + 6  # one 2x2 per rule (subgroup all) plus the other tables
+    assert "Flag present" in page.text and "Flag absent" in page.text
+
+
+def test_report_is_self_contained(report, no_events_report):
+    for path in (report, no_events_report):
+        html = path.read_text(encoding="utf-8")
+        page = Page(html)
+        assert page.urls == [], f"external references: {page.urls}"
+        assert not re.search(r"<(script|link|iframe|object|embed)\b", html, re.I)
+
+
+def test_report_shows_provenance(report, with_events):
+    text = Page(report.read_text(encoding="utf-8")).text
+    with duckdb.connect(str(with_events), read_only=True) as con:
+        run = con.execute(
+            "SELECT run_id, started_at, code_version, parameters, input_manifest,"
+            " value_set_hashes FROM meta.runs"
+        ).fetchone()
+    run_id, started_at, code_version, parameters, manifest, value_sets = run
+    assert run_id in text and code_version in text
+    assert str(started_at)[:19] in text
+    for name in json.loads(parameters):
+        assert name in text, f"parameter {name} not shown"
+    first_file = json.loads(manifest)[0]
+    assert first_file["file"] in text and first_file["sha256"] in text
+    value_set, digest = next(iter(json.loads(value_sets).items()))
+    assert value_set in text and digest in text
+
+
+def test_suppressed_counts_are_marked_not_shown(report, with_events):
+    """A NULL count in release reads 'suppressed' in the flow diagram, never a number."""
+    with duckdb.connect(str(with_events), read_only=True) as con:
+        remaining, excluded = con.execute(
+            "SELECT count(*) FILTER (n_remaining IS NULL),"
+            " count(*) FILTER (n_excluded IS NULL AND step_order > 1) FROM release.attrition"
+        ).fetchone()
+    assert remaining + excluded, "the generated cohort should have suppressed attrition counts"
+    html = report.read_text(encoding="utf-8")
+    assert html.count("n = suppressed") == remaining
+    assert html.count("Excluded: <strong>suppressed</strong>") == excluded
+    assert "min_cell = 11" in Page(html).text
+
+
+def test_no_events_says_so_instead_of_drawing(no_events_report):
+    page = Page(no_events_report.read_text(encoding="utf-8"))
+    assert page.embedded_figures == 0, "a figure was drawn although there are no events"
+    notices = " ".join(page.notices)
+    assert notices.count("No events") >= 2  # cumulative incidence and likelihood ratios
+    assert "ROC curve and AUROC not estimable (no events)" in notices
+    assert "model was not fitted" in notices
+    assert "not estimable (no events)" in page.text  # headline AUROC
+    assert "Metastasis" in page.headers  # the 2x2 counts are still shown
+
+
+def test_report_reads_only_release_and_meta(report, with_events, tmp_path):
+    """With every other schema gone (mart, raw, the build schemas...), the report is unchanged."""
+    copy = tmp_path / "release-only.duckdb"
+    shutil.copy(with_events, copy)
+    with duckdb.connect(str(copy)) as con:
+        schemas = con.execute(
+            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
+            " AND schema_name NOT IN ('release', 'meta', 'main')"
+        ).fetchall()
+        assert ("mart",) in schemas
+        for (schema,) in schemas:
+            con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    stripped = write_report(copy, tmp_path / "stripped.html").read_text(encoding="utf-8")
+    generated = re.compile(r"generated \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+    original = report.read_text(encoding="utf-8")
+    assert generated.sub("", stripped) == generated.sub("", original)
+
+
+def test_report_without_run_record_still_builds(unsuppressed, tmp_path):
+    copy = tmp_path / "no-runs.duckdb"
+    shutil.copy(unsuppressed, copy)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("DROP TABLE meta.runs")
+    page = Page(write_report(copy, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert any("No run record" in n for n in page.notices)
+    assert page.embedded_figures == FIGURES_WITH_EVENTS
+
+
+def test_unknown_run_and_missing_warehouse_are_user_errors(with_events, tmp_path):
+    with pytest.raises(UserFacingError, match="no release tables"):
+        write_report(with_events, tmp_path / "r.html", run_id="not-a-run")
+    with pytest.raises(UserFacingError, match="not found"):
+        write_report(tmp_path / "absent.duckdb", tmp_path / "r.html")
+    assert not (tmp_path / "absent.duckdb").exists()
+
+
+def test_report_command(with_events, tmp_path, capsys):
+    from pipelines.cli import main
+
+    out = tmp_path / "cli" / "report.html"
+    assert main(["report", "--warehouse", str(with_events), "--out", str(out)]) == 0
+    assert out.exists() and str(out) in capsys.readouterr().out
+    assert main(["report", "--warehouse", str(tmp_path / "none.duckdb"), "--out", str(out)]) == 2
