@@ -197,7 +197,7 @@ def _stage_release(spec: dict) -> Callable[[], dict]:
         if importlib.util.find_spec("pipelines.contracts") and hasattr(
             importlib.import_module("pipelines.contracts"), "validate_outputs"
         ):
-            out["output_contracts"] = study.step_output_contracts(wh)
+            out["output_contracts"] = study.step_output_contracts(wh, _settings())
         out["release"] = _jsonable(study.step_release(wh, _settings(), spec["run_id"]))
         out["publish"] = study.step_publish(wh, spec["run_id"])
         return out

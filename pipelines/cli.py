@@ -49,12 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# Loggers whose INFO lines a user wants: our own and Prefect's flow/run messages. Others
+# (httpx requests to the local Prefect API, Great Expectations internals, task states)
+# show only with --verbose.
+USER_LOGGERS = ("pipelines", "redflags", "prefect", "prefect.flow_runs")
+QUIET_LOGGERS = ("prefect.task_runs",)
+
+
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        for name in USER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     module = importlib.import_module(args._module)
     run = getattr(module, f"run_{args.command}_cli", None) or module.run_cli
     try:
@@ -71,5 +87,31 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def console_main() -> None:
+    """The `redflags` console script: main(), then exit without interpreter teardown.
+
+    DuckDB 2.0's nanobind bindings report "leaked instances" on stderr at interpreter
+    teardown (dozens of lines after every command, harmless). The exit handler below is
+    registered first, so it runs after every other one (Prefect stops its temporary server
+    in its own), then flushes and ends the process with main()'s code."""
+    import atexit
+    import os
+
+    code = {"rc": 1}
+
+    def _exit() -> None:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code["rc"])
+
+    atexit.register(_exit)
+    try:
+        code["rc"] = main()
+    except SystemExit as exc:  # argparse --help / usage errors
+        code["rc"] = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    sys.exit(code["rc"])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -15,7 +15,9 @@ DEFAULT_DEMO_SEED = 42
 
 def _add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, help="TOML file of study parameters (protocol names; see study.example.toml)"
+        "--config",
+        type=Path,
+        help="TOML file of study parameters (protocol names; see study.example.toml)",
     )
     parser.add_argument(
         "--wait",
@@ -27,26 +29,43 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_run_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", type=Path, required=True, help="folder of the Synthea CSV export")
-    parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB file to build (created if absent)")
+    parser.add_argument(
+        "--source", type=Path, required=True, help="folder of the Synthea CSV export"
+    )
+    parser.add_argument(
+        "--warehouse", type=Path, required=True, help="DuckDB file to build (created if absent)"
+    )
     parser.add_argument("--report", type=Path, help="also write the HTML report here")
     _add_study_options(parser)
 
 
 def configure_demo_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--patients", type=int, default=DEFAULT_DEMO_PATIENTS, help=f"patients to generate (default {DEFAULT_DEMO_PATIENTS})"
+        "--patients",
+        type=int,
+        default=DEFAULT_DEMO_PATIENTS,
+        help=f"patients to generate (default {DEFAULT_DEMO_PATIENTS})",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="generator seed")
-    parser.add_argument("--out", type=Path, default=Path("demo"), help="folder for everything (default ./demo)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo"), help="folder for everything (default ./demo)"
+    )
     _add_study_options(parser)
 
 
 def configure_serve_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", type=Path, required=True, help="folder the nightly export lands in")
-    parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB file to keep up to date")
-    parser.add_argument("--cron", default="0 2 * * *", help='cron schedule (default "0 2 * * *": 02:00 daily)')
-    parser.add_argument("--timezone", default="UTC", help="time zone of the cron schedule (default UTC)")
+    parser.add_argument(
+        "--source", type=Path, required=True, help="folder the nightly export lands in"
+    )
+    parser.add_argument(
+        "--warehouse", type=Path, required=True, help="DuckDB file to keep up to date"
+    )
+    parser.add_argument(
+        "--cron", default="0 2 * * *", help='cron schedule (default "0 2 * * *": 02:00 daily)'
+    )
+    parser.add_argument(
+        "--timezone", default="UTC", help="time zone of the cron schedule (default UTC)"
+    )
     parser.add_argument("--name", default="redflags-nightly", help="deployment name")
     parser.add_argument("--report", type=Path, help="also write the HTML report here on every run")
     _add_study_options(parser)

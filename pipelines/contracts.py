@@ -31,9 +31,11 @@ import duckdb
 
 from pipelines import warehouse as wh
 from pipelines.errors import ContractError
+from pipelines.settings import StudySettings
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_SUITES = REPO / "data_contracts" / "raw"
+MART_SUITES = REPO / "data_contracts" / "mart"
 # result_format: counts of unexpected rows, never their values
 _RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
 
@@ -99,11 +101,17 @@ def _import_gx() -> Any:
     return great_expectations
 
 
-def load_suite(path: Path) -> Any:
-    """The ExpectationSuite in a JSON file; an error if GX skipped any expectation in it."""
+def load_suite(path: Path, substitutions: dict[str, str] | None = None) -> Any:
+    """The ExpectationSuite in a JSON file; an error if GX skipped any expectation in it.
+
+    `${name}` in the file is replaced by `substitutions[name]` (schema names and study
+    parameters inside SQL expectations, where GX's own $PARAMETER cannot reach)."""
     gx = _import_gx()
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        for name, value in (substitutions or {}).items():
+            text = text.replace("${" + name + "}", value)
+        data = json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:
         raise ContractError(f"{path}: not a readable suite: {exc}") from exc
     suite = gx.ExpectationSuite(**data)
@@ -121,13 +129,17 @@ def validate_tables(
     suite_dir: Path,
     *,
     parameters: dict[str, Any] | None = None,
+    substitutions: dict[str, str] | None = None,
     raise_on_failure: bool = True,
 ) -> ValidationReport:
     """Validate `<schema>.<table>` against every `<suite_dir>/<table>.json`.
 
     A connection is used through cursors of its own, so only committed data is validated."""
     started = time.perf_counter()
-    suites = {path.stem: load_suite(path) for path in sorted(Path(suite_dir).glob("*.json"))}
+    suites = {
+        path.stem: load_suite(path, substitutions)
+        for path in sorted(Path(suite_dir).glob("*.json"))
+    }
     if not suites:
         raise ContractError(f"no suites (*.json) in {suite_dir}")
     report = ValidationReport(schema)
@@ -162,6 +174,26 @@ def validate_raw(
         "raw",
         RAW_SUITES,
         parameters=default_parameters(),
+        raise_on_failure=raise_on_failure,
+    )
+
+
+def validate_outputs(
+    con_or_warehouse: duckdb.DuckDBPyConnection | str | Path,
+    settings: StudySettings | None = None,
+    *,
+    schema: str = "mart",
+    raise_on_failure: bool = True,
+) -> ValidationReport:
+    """The output contracts (data_contracts/mart) on the episode-level tables in `schema`."""
+    settings = settings or StudySettings()
+    scalars = {k: str(v) for k, v in settings.sql_parameters().items()}
+    return validate_tables(
+        con_or_warehouse,
+        schema,
+        MART_SUITES,
+        parameters={"min_age": settings.min_age, "sexes": list(settings.sexes)},
+        substitutions={**scalars, "mart": schema},
         raise_on_failure=raise_on_failure,
     )
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -62,6 +63,7 @@ class RunResult:
     row_counts: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
     error: str | None = None
+    current_stage: str = "start"
 
 
 def new_run_id() -> str:
@@ -283,19 +285,75 @@ def publish(
     return counts
 
 
+def describe(result: object) -> str:
+    """A short, count-only description of what a step returned, for its progress line."""
+    if isinstance(result, dict) and all(isinstance(v, int) for v in result.values()):
+        return f"{len(result)} tables, {sum(result.values()):,} rows"
+    if isinstance(result, str):
+        return result.splitlines()[0] if result else ""
+    if isinstance(result, Path):
+        return str(result)
+    if isinstance(result, list):
+        return f"{len(result)} files"
+    return ""
+
+
+@dataclass
+class Stages:
+    """Runs the stages of one run: times each, prints a line as it starts and ends."""
+
+    result: RunResult
+    say: Callable[[str], None] = print
+
+    def __call__(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
+        self.say(f"[{name}] started")
+        self.result.current_stage = name
+        timing = StageTiming(name, 0.0)
+        start = time.perf_counter()
+        try:
+            value = step(*args)
+            timing.detail = describe(value)
+            return value
+        except BaseException:
+            timing.detail = "failed"
+            raise
+        finally:
+            timing.seconds = time.perf_counter() - start
+            self.result.stages.append(timing)
+            extra = f" ({timing.detail})" if timing.detail else ""
+            self.say(f"[{name}] done in {timing.seconds:.1f}s{extra}")
+
+
 @contextmanager
-def stage(result: RunResult, name: str, say: Callable[[str], None]) -> Iterator[StageTiming]:
-    """Time a stage and print one progress line for it."""
-    timing = StageTiming(name, 0.0)
-    say(f"[{name}] started")
-    start = time.perf_counter()
+def recorded_run(
+    result: RunResult,
+    settings: StudySettings,
+    source: Path,
+    flow_run_id: str | None,
+    say: Callable[[str], None] = print,
+) -> Iterator[RunResult]:
+    """Record the run in meta.runs: `running` now, `succeeded` or `failed` (with why) at the end."""
+    step_begin(result.warehouse, settings, source, result.run_id, flow_run_id)
+    say(f"run {result.run_id}: {source} -> {result.warehouse}")
     try:
-        yield timing
-    finally:
-        timing.seconds = time.perf_counter() - start
-        result.stages.append(timing)
-        extra = f" ({timing.detail})" if timing.detail else ""
-        say(f"[{name}] done in {timing.seconds:.1f}s{extra}")
+        yield result
+    except BaseException as exc:
+        result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        result.error = f"{result.current_stage}: {message}"
+        with suppress(Exception):  # the original error matters more than the record
+            step_end(result.warehouse, result)
+        published = any(s.stage == "publish" and s.detail != "failed" for s in result.stages)
+        outputs = (
+            "the new tables were published"
+            if published
+            else "the previous mart and release tables are unchanged"
+        )
+        say(f"run {result.run_id} {result.status} at {result.current_stage}; {outputs}")
+        raise
+    result.status = "succeeded"
+    step_end(result.warehouse, result)
+    say(f"run {result.run_id} succeeded")
 
 
 # ---------------------------------------------------------------------------
@@ -309,7 +367,8 @@ def step_ingest(
     from pipelines.ingest import ingest_export
 
     summary = ingest_export(Path(source), Path(warehouse), log=say)
-    return summary.counts() if hasattr(summary, "counts") else {}
+    say(summary.format())
+    return summary.counts()
 
 
 def step_input_contracts(warehouse: Path) -> str:
@@ -359,10 +418,11 @@ def step_sensitivity(warehouse: Path, settings: StudySettings, run_id: str) -> d
     return {"mart.sensitivity_analyses": int(n)}
 
 
-def step_output_contracts(warehouse: Path) -> str:
+def step_output_contracts(warehouse: Path, settings: StudySettings) -> str:
+    """Run the mart contracts on the build; raises ContractError with a summary when one fails."""
     from pipelines.contracts import validate_outputs
 
-    return str(validate_outputs(Path(warehouse), schema="mart" + BUILD_SUFFIX))
+    return str(validate_outputs(Path(warehouse), settings, schema="mart" + BUILD_SUFFIX))
 
 
 def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
@@ -383,6 +443,13 @@ def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[
 def step_publish(warehouse: Path, run_id: str) -> dict[str, int]:
     with _connection(warehouse) as con:
         return publish(con, run_id)
+
+
+def step_parquet(warehouse: Path, out_dir: Path) -> list[Path]:
+    """Parquet copy of every release table (and a manifest) for BI tools."""
+    from pipelines.export import export_release
+
+    return export_release(Path(warehouse), Path(out_dir))
 
 
 def step_report(warehouse: Path, out: Path, run_id: str) -> Path:

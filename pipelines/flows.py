@@ -1,0 +1,149 @@
+"""Prefect flows: thin wrappers that read like the pipeline's table of contents.
+
+Tasks take paths and plain values (never open connections) and call the plain functions
+in pipelines/*.py, which hold the logic and are tested without Prefect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from pipelines import study
+from pipelines.contracts import validate_raw
+from pipelines.ingest import IngestSummary, ingest_export
+from pipelines.settings import load_settings
+
+STUDY_FLOW_NAME = "redflags-study"
+DEFAULT_DEPLOYMENT = "redflags-nightly"
+
+
+def _task(fn, name: str):
+    """A Prefect task over a plain step function (no caching: every run recomputes)."""
+    return task(fn, name=name, cache_policy=NO_CACHE)
+
+
+@task(cache_policy=NO_CACHE)
+def ingest_task(source: str, warehouse: str) -> IngestSummary:
+    """Load new and changed export files into raw.* (atomic, incremental)."""
+    return ingest_export(Path(source), Path(warehouse), log=get_run_logger().info)
+
+
+@task(cache_policy=NO_CACHE)
+def validate_raw_task(warehouse: str) -> str:
+    """Run the input contracts on raw.*; raises ContractError when one fails."""
+    report = validate_raw(Path(warehouse))
+    get_run_logger().info(report.format())
+    return report.format()
+
+
+@flow(name="ingest")
+def ingest_flow(source: str, warehouse: str) -> IngestSummary:
+    """Export folder -> raw.* behind the input contracts."""
+    summary = ingest_task(source, warehouse)
+    contracts = validate_raw_task(warehouse)
+    return dataclasses.replace(summary, contracts=contracts)
+
+
+ingest_step = _task(study.step_ingest, "ingest")
+input_contracts_step = _task(study.step_input_contracts, "input contracts")
+models_step = _task(study.step_models, "SQL models")
+statistics_step = _task(study.step_statistics, "statistics")
+sensitivity_step = _task(study.step_sensitivity, "sensitivity analyses")
+output_contracts_step = _task(study.step_output_contracts, "output contracts")
+release_step = _task(study.step_release, "release tables")
+publish_step = _task(study.step_publish, "publish")
+report_step = _task(study.step_report, "report")
+parquet_step = _task(study.step_parquet, "parquet export")
+
+
+@flow(name=STUDY_FLOW_NAME)
+def study_flow(
+    source: str,
+    warehouse: str,
+    config: str | None = None,
+    report: str | None = None,
+    parquet_dir: str | None = None,
+    wait_seconds: float = 0.0,
+) -> study.RunResult:
+    """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report."""
+    settings = load_settings(config)
+    wh, say = Path(warehouse), get_run_logger().info
+    run = study.RunResult(study.new_run_id(), wh)
+    with (
+        study.warehouse_lock(wh, wait_seconds),
+        study.recorded_run(run, settings, Path(source), flow_run.id, say),
+    ):
+        stage = study.Stages(run, say)
+        stage("ingest", ingest_step, Path(source), wh, say)
+        stage("input contracts", input_contracts_step, wh)
+        stage("models", models_step, wh, settings)
+        stage("statistics", statistics_step, wh, settings, run.run_id)
+        stage("sensitivity", sensitivity_step, wh, settings, run.run_id)
+        stage("output contracts", output_contracts_step, wh, settings)
+        stage("release", release_step, wh, settings, run.run_id)
+        run.row_counts = stage("publish", publish_step, wh, run.run_id)
+        if report:
+            run.report = stage("report", report_step, wh, Path(report), run.run_id)
+        if parquet_dir:
+            stage("parquet", parquet_step, wh, Path(parquet_dir))
+    return run
+
+
+def study_parameters(
+    source: str,
+    warehouse: str,
+    config: str | None = None,
+    report: str | None = None,
+    parquet_dir: str | None = None,
+    wait_seconds: float = 600.0,
+) -> dict[str, Any]:
+    """The study flow's parameters for a scheduled deployment (waits for a running run)."""
+    return {
+        "source": str(source),
+        "warehouse": str(warehouse),
+        "config": config,
+        "report": report,
+        "parquet_dir": parquet_dir,
+        "wait_seconds": wait_seconds,
+    }
+
+
+def study_deployment(
+    source: str,
+    warehouse: str,
+    cron: str = "0 2 * * *",
+    timezone: str = "UTC",
+    name: str = DEFAULT_DEPLOYMENT,
+    **parameters: Any,
+):
+    """The scheduled deployment of the study flow (what `redflags serve` serves)."""
+    from prefect.schedules import Cron
+
+    return study_flow.to_deployment(
+        name=name,
+        schedule=Cron(cron, timezone=timezone),
+        parameters=study_parameters(source, warehouse, **parameters),
+        concurrency_limit=1,
+        tags=["redflags"],
+        description="Study run on the newest export; ingest is incremental by file hash.",
+    )
+
+
+def serve_study(
+    source: str,
+    warehouse: str,
+    cron: str = "0 2 * * *",
+    timezone: str = "UTC",
+    name: str = DEFAULT_DEPLOYMENT,
+    **parameters: Any,
+) -> None:
+    """Serve the scheduled deployment until interrupted (Ctrl-C)."""
+    from prefect import serve
+
+    serve(study_deployment(source, warehouse, cron, timezone, name, **parameters))
