@@ -117,6 +117,11 @@ def _validate(s: StudySettings) -> list[str]:
         problems.append(f"confidence_level must be between 0 and 1 (got {s.confidence_level})")
     if s.cv_folds < 2:
         problems.append(f"cv_folds must be at least 2 (got {s.cv_folds})")
+    if any(not 0 < d <= s.horizon_days for d in s.cumulative_incidence_days):
+        problems.append(
+            f"cumulative_incidence_days must lie between 1 and horizon_days ({s.horizon_days})"
+            f" (got {list(s.cumulative_incidence_days)})"
+        )
     if any(not 0 < t < 1 for t in s.decision_thresholds):
         problems.append("decision_thresholds must lie strictly between 0 and 1")
     if s.data_extract_date is not None and s.data_extract_date < s.study_start_date:
@@ -155,7 +160,11 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, tuple):
         if not isinstance(value, list):
             raise SettingsError(f"{name}: expected a list, got {value!r}")
+        if default:  # each element takes the type of the defaults' elements
+            return tuple(_coerce(f"{name}[{i}]", v, default[0]) for i, v in enumerate(value))
         return tuple(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise SettingsError(f"{name}: expected a string, got {value!r}")
     return value
 
 

@@ -280,6 +280,53 @@ def test_the_data_extract_date_caps_observation():
     ]
 
 
+def test_a_death_after_the_extract_date_is_not_known():
+    patients = PATIENTS.replace("| F   |", "| F   | 2016-11-01")
+    settings = StudySettings(data_extract_date=dt.date(2016, 10, 1))
+    con = build_study(settings, patients=patients, encounters=ENCOUNTERS, conditions=BACK_PAIN)
+    assert cohort(con, "death_date, observation_end_date, end_reason, reference_standard") == [
+        ["", "2016-10-01", "end_of_observation", ""]
+    ]
+
+
+def test_the_default_extract_date_is_the_latest_record_date_and_ignores_stop_dates():
+    conditions = BACK_PAIN + "p1 | 2016-05-01 | 2030-01-01 | SNOMED-CT | 44077006"
+    con = build_study(patients=PATIENTS, encounters=ENCOUNTERS, conditions=conditions)
+    extract = "select data_extract_date from intermediate.int_data_extract_date"
+    assert query_text(con, extract) == [["2017-06-01"]]  # the last encounter, not the 2030 STOP
+    observations = (
+        "patient_id | observed_at | code | value\n p1 | 2017-07-01 08:00:00 | 29463-7 | 70"
+    )
+    con = build_study(
+        patients=PATIENTS, encounters=ENCOUNTERS, conditions=conditions, observations=observations
+    )
+    assert query_text(con, extract) == [["2017-07-01"]]
+
+
+def test_supporting_outcome_codes_are_listed_within_follow_up_and_neither_exclude_nor_make_an_outcome():
+    conditions = (
+        BACK_PAIN
+        + """
+        p1 | 2016-01-01 | | SNOMED-CT                         | 71286001
+        p1 | 2016-05-01 | | http://hl7.org/fhir/sid/icd-10-cm | G95.20
+        p1 | 2017-04-01 | | ICD-10-CM                         | M84.58XA
+    """
+    )
+    con = build_study(patients=PATIENTS, encounters=ENCOUNTERS, conditions=conditions)
+    assert cohort(con, "patient_id, outcome_date, end_reason, reference_standard") == [
+        ["p1", "", "horizon", "false"]
+    ]
+    # before index (2016-01-01) and after the follow-up end (2017-03-01) are not listed
+    assert_rows(
+        con,
+        "select patient_id, record_date, code from intermediate.int_outcome_supporting_records",
+        """
+        patient_id | record_date | code
+        p1         | 2016-05-01  | G9520
+        """,
+    )
+
+
 def test_the_landmark_population_excludes_episodes_diagnosed_dead_or_unobserved_by_day_42():
     patients = """
         patient_id | birth_date | sex | death_date

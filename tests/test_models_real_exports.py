@@ -1,8 +1,8 @@
 """The models on the three real Synthea exports (../shared/synthea): they build, the cohort
 holds exactly the qualifying chronic-low-back-pain patients, and there are no outcomes.
 
-The expected cohort is computed here independently, straight from the CSV files: in these
-exports back pain appears only as SNOMED 278860009 (Synthea's chronic-pain module).
+The expected cohort is recomputed here in plain Python, straight from the CSV files (in these
+exports back pain appears only as SNOMED 278860009, from Synthea's chronic-pain module).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pipelines import warehouse as wh
 from pipelines.ingest import ingest_export
 from pipelines.models import build_models, model_graph
 from pipelines.settings import StudySettings
+from pipelines.valuesets import read_value_sets
 
 EARLY_START = StudySettings(study_start_date=dt.date(2010, 1, 1))
 
@@ -27,24 +28,51 @@ def rows(export: Path, table: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def value_set_codes(concept: str) -> set[str]:
+    return {r.code for r in read_value_sets() if r.concept == concept and r.code_system == "SNOMED"}
+
+
 def expected_cohort(export: Path, settings: StudySettings) -> set[tuple[str, str]]:
-    """(patient, index date) of every adult with a first 278860009 record from study start and a year of history."""
-    births = {p["Id"]: dt.date.fromisoformat(p["BIRTHDATE"]) for p in rows(export, "patients")}
+    """(patient, index date) per PROTOCOL 3, recomputed in plain Python from the CSV files.
+
+    Back-pain records are SNOMED conditions (by START) and encounter REASONCODEs (these exports
+    code both in SNOMED); the index is the first record day from study start with no record in
+    the washout_days before it (one episode per patient).
+    """
+    back_pain, metastasis = value_set_codes("back_pain"), value_set_codes("bone_metastasis")
+    patients = {p["Id"]: p for p in rows(export, "patients")}
     first_encounter: dict[str, dt.date] = {}
+    records: dict[str, set[dt.date]] = {}
     for e in rows(export, "encounters"):
         day = dt.date.fromisoformat(e["START"][:10])
         first_encounter[e["PATIENT"]] = min(day, first_encounter.get(e["PATIENT"], day))
-    back_pain: dict[str, dt.date] = {}
+        if e["REASONCODE"] in back_pain:
+            records.setdefault(e["PATIENT"], set()).add(day)
+    metastasis_days: dict[str, list[dt.date]] = {}
     for c in rows(export, "conditions"):
-        if c["CODE"] == "278860009":
-            day = dt.date.fromisoformat(c["START"])
-            back_pain[c["PATIENT"]] = min(day, back_pain.get(c["PATIENT"], day))
+        day = dt.date.fromisoformat(c["START"])
+        if c["CODE"] in back_pain:
+            records.setdefault(c["PATIENT"], set()).add(day)
+        if c["CODE"] in metastasis:
+            metastasis_days.setdefault(c["PATIENT"], []).append(day)
+    washout = dt.timedelta(days=settings.washout_days)
     cohort = set()
-    for patient, index in back_pain.items():
-        born = births[patient]
+    for patient, days in records.items():
+        incident = [
+            d
+            for d in sorted(days)
+            if d >= settings.study_start_date and not any(d - washout <= x < d for x in days)
+        ]
+        if not incident:
+            continue
+        index, p = incident[0], patients[patient]
+        born = dt.date.fromisoformat(p["BIRTHDATE"])
         age = index.year - born.year - ((index.month, index.day) < (born.month, born.day))
         history = first_encounter[patient] <= index - dt.timedelta(days=settings.lookback_days)
-        if index >= settings.study_start_date and age >= settings.min_age and history:
+        alive = not p["DEATHDATE"] or dt.date.fromisoformat(p["DEATHDATE"][:10]) >= index
+        prevalent = any(d <= index for d in metastasis_days.get(patient, []))
+        sex_ok = p["GENDER"].upper() in settings.sexes
+        if age >= settings.min_age and history and alive and sex_ok and not prevalent:
             cohort.add((patient, index.isoformat()))
     return cohort
 
