@@ -39,7 +39,7 @@ from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 
 # Bump when the way files are parsed into landing tables changes: every file is then re-read.
-LANDING_FORMAT = "1"
+LANDING_FORMAT = "2"
 _FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?$", re.I)
 _DATE_TYPES = ("DATE", "TIMESTAMP")
 # DuckDB reject error_type -> quarantine reason
@@ -154,6 +154,14 @@ def read_header(path: Path) -> tuple[str, ...]:
 def map_header(table: str, header: tuple[str, ...], file_name: str) -> tuple[int | None, ...]:
     """Header position of each canonical column (case-insensitive, first alias that matches)."""
     lowered = [name.lower() for name in header]
+    known = {s.lower() for column in schema.TABLES[table].columns for s in column.sources}
+    if not known & set(lowered):
+        # no header line (data on line 1) or not a Synthea file: do not echo the line's values
+        raise IngestError(
+            f"{file_name}: unknown header: none of its {len(header)} fields is a Synthea"
+            f" column of {table} (expected e.g. {', '.join(_example_header(table))}); is the"
+            " header line missing, or is this not a Synthea CSV export?"
+        )
     positions = []
     for column in schema.TABLES[table].columns:
         found = [lowered.index(s.lower()) for s in column.sources if s.lower() in lowered]
@@ -164,6 +172,10 @@ def map_header(table: str, header: tuple[str, ...], file_name: str) -> tuple[int
             )
         positions.append(found[0] if found else None)
     return tuple(positions)
+
+
+def _example_header(table: str) -> list[str]:
+    return [c.sources[0] for c in schema.TABLES[table].columns if c.required]
 
 
 def fingerprint(source_file: SourceFile) -> str:
@@ -343,6 +355,8 @@ def load_file(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> 
                     f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines
                 ),
             )
+            if not ends_with_newline:
+                _quarantine_unterminated_last_row(con, f, table, physical_lines)
             rows, bad, consumed = _landing_counts(con, f, table)
             exact = 1 + rows + consumed == physical_lines
             con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
@@ -354,6 +368,45 @@ def load_file(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> 
     except duckdb.Error as exc:
         raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
     return rows, bad
+
+
+def _quarantine_unterminated_last_row(
+    con: duckdb.DuckDBPyConnection, f: SourceFile, table: str, last_line: int
+) -> None:
+    """A file that does not end with a newline was cut short (Synthea always ends its lines):
+    its last line is quarantined as truncated_last_line even when it still parses, since a
+    value in it may be cut (`Full-time employment (fi`). Nothing to do when DuckDB already
+    rejected that line, the file has no data row or the text after its last newline is blank."""
+    rejected = con.execute(
+        "SELECT count(*) FROM landing.rejects WHERE file_path = ? AND line + extra_lines = ?",
+        [f.relative, last_line],
+    ).fetchone()[0]
+    last_rowid = con.execute(f"SELECT max(rowid) FROM landing.{table}").fetchone()[0]
+    if rejected or last_rowid is None or last_line < 2:
+        return
+    text = _last_line_text(f.path)
+    if not text.strip():
+        return
+    con.execute(
+        "INSERT INTO landing.rejects VALUES (?, ?, ?, 0, NULL, 'truncated_last_line', ?)",
+        [f.table, f.relative, last_line, text],
+    )
+    con.execute(f"DELETE FROM landing.{table} WHERE rowid = ?", [last_rowid])
+
+
+def _last_line_text(path: Path) -> str:
+    """The text after the last newline of a (possibly gzipped) file that does not end with one."""
+    tail = b""
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                tail = (tail + chunk).rsplit(b"\n", 1)[-1]
+    else:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - (1 << 21)))
+            tail = handle.read().rsplit(b"\n", 1)[-1]
+    return tail.decode("utf-8", errors="replace").rstrip("\r")
 
 
 def _params(f: SourceFile, *, path: bool = False, table: bool = False, **extra) -> dict:

@@ -4,6 +4,7 @@ reruns are idempotent and incremental, and a failed run leaves the previous tabl
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -103,7 +104,17 @@ def test_each_real_export_loads_every_row(real_exports, tmp_path):
         assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
         assert summary.absent_tables == []
         assert "claims.csv" in summary.ignored_files
-        assert len(manifest(warehouse)) == len(schema.TABLES)
+        files = manifest(warehouse, with_time=True)
+        assert len(files) == len(schema.TABLES)
+        for table, path, size, sha256, row_count, bad, loaded_at in files:
+            data = (export / path).read_bytes()
+            assert (path, size, sha256) == (
+                f"{table}.csv",
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+            )
+            assert (row_count, bad) == (data_lines(export / path), 0)
+            assert loaded_at is not None
 
 
 def test_real_export_columns_are_canonical_and_identifiers_stay_out(real_exports, tmp_path):
@@ -147,7 +158,7 @@ def test_missing_system_column_is_null_and_first_rows_have_line_2(ohdsi, tmp_pat
 
 @pytest.fixture(scope="module")
 def malformed(ohdsi, tmp_path_factory) -> tuple[Path, Path, ingest.IngestSummary]:
-    """The OHDSI export with one problem planted per case, ingested once."""
+    """The OHDSI export with one problem planted per case (MALFORMED_CASES), ingested once."""
     export = copy_export(ohdsi, tmp_path_factory.mktemp("malformed") / "export")
     edit_line(export / "conditions.csv", 5, set_field(0, b"2023-02-30"))  # no such date
     edit_line(export / "conditions.csv", 7, set_field(2, b""))  # missing patient id
@@ -158,59 +169,96 @@ def malformed(ohdsi, tmp_path_factory) -> tuple[Path, Path, ingest.IngestSummary
     edit_line(export / "medications.csv", 5, set_field(3, b"pay\xe9r"))  # column not loaded
     observations = export / "observations.csv"
     observations.write_bytes(observations.read_bytes().rstrip(b"\n")[:-60])  # cut mid-line
+    conditions = export / "conditions.csv"  # cut inside the last value: the line still parses
+    conditions.write_bytes(conditions.read_bytes().rstrip(b"\n")[:-4])
     patients = export / "patients.csv"
     patients.write_bytes(patients.read_bytes() + patients.read_bytes().split(b"\n")[1] + b"\n")
     warehouse = tmp_path_factory.mktemp("malformed") / "w.duckdb"
     return export, warehouse, run(export, warehouse)
 
 
-def test_bad_values_are_quarantined_with_line_and_reason(malformed):
+LAST = -1  # the file's last line
+# case -> (table, line, column, reason) of the one quarantined line it plants
+MALFORMED_CASES = {
+    "unparseable_date": ("conditions", 5, "start_date", "unparseable_date"),
+    "missing_patient_id": ("conditions", 7, "patient_id", "missing_value"),
+    "unknown_patient": ("conditions", 9, "patient_id", "unknown_patient"),
+    "too_many_fields": ("encounters", 4, None, "wrong_field_count"),
+    "too_few_fields": ("encounters", 6, None, "wrong_field_count"),
+    "non_utf8_bytes": ("medications", 3, "patient_id", "invalid_encoding"),
+    "truncated_last_line": ("observations", LAST, None, "truncated_last_line"),
+    "truncated_inside_last_value": ("conditions", LAST, None, "truncated_last_line"),
+    "duplicate_patient_id": ("patients", LAST, "patient_id", "duplicate_patient_id"),
+}
+
+
+def _expected_line(ohdsi: Path, table: str, line: int) -> int:
+    return (
+        data_lines(ohdsi / f"{table}.csv") + (2 if table == "patients" else 1)
+        if line == LAST
+        else line
+    )
+
+
+@pytest.mark.parametrize("case", MALFORMED_CASES)
+def test_each_malformed_case_is_quarantined_with_file_line_and_reason(malformed, ohdsi, case):
     _, warehouse, _ = malformed
-    assert quarantine(warehouse, "conditions") == [
-        ("conditions.csv", 5, "start_date", "unparseable_date"),
-        ("conditions.csv", 7, "patient_id", "missing_value"),
-        ("conditions.csv", 9, "patient_id", "unknown_patient"),
-    ]
+    table, line, column, reason = MALFORMED_CASES[case]
+    line = _expected_line(ohdsi, table, line)
+    assert (f"{table}.csv", line, column, reason) in quarantine(warehouse, table)
+    raw_line = rows(
+        warehouse,
+        "SELECT raw_line FROM meta.quarantine WHERE source_file = ? AND source_line = ?",
+        [f"{table}.csv", line],
+    )
+    assert raw_line and raw_line[0][0]  # the offending text is kept for the analyst
 
 
-def test_wrong_field_counts_and_bad_bytes_are_quarantined(malformed):
+def test_nothing_but_the_planted_lines_is_quarantined(malformed, ohdsi):
     _, warehouse, _ = malformed
-    assert quarantine(warehouse, "encounters") == [
-        ("encounters.csv", 4, None, "wrong_field_count"),
-        ("encounters.csv", 6, None, "wrong_field_count"),
-    ]
-    # a non-UTF-8 byte in a loaded column quarantines the line; in a column that is never
-    # loaded (PAYER) it is harmless and the row loads
-    assert quarantine(warehouse, "medications") == [
-        ("medications.csv", 3, "patient_id", "invalid_encoding")
-    ]
+    expected = sorted(
+        (f"{t}.csv", _expected_line(ohdsi, t, line), c, r)
+        for t, line, c, r in MALFORMED_CASES.values()
+    )
+    found = rows(
+        warehouse, "SELECT source_file, source_line, column_name, reason FROM meta.quarantine"
+    )
+    assert sorted(found, key=repr) == sorted(expected, key=repr)
 
 
-def test_truncated_last_line_and_duplicate_patient(malformed, ohdsi):
+def test_non_utf8_bytes_in_a_column_that_is_not_loaded_are_harmless(malformed):
     _, warehouse, _ = malformed
-    last = data_lines(ohdsi / "observations.csv") + 1
-    assert quarantine(warehouse, "observations") == [
-        ("observations.csv", last, None, "truncated_last_line")
+    assert rows(warehouse, "SELECT count(*) FROM raw.medications WHERE source_line = 5") == [(1,)]
+
+
+def test_a_truncated_value_never_reaches_raw(malformed, ohdsi):
+    _, warehouse, _ = malformed
+    last = _expected_line(ohdsi, "conditions", LAST)
+    assert rows(warehouse, "SELECT count(*) FROM raw.conditions WHERE source_line = ?", [last]) == [
+        (0,)
     ]
-    duplicate_line = data_lines(ohdsi / "patients.csv") + 2
-    assert quarantine(warehouse, "patients") == [
-        ("patients.csv", duplicate_line, "patient_id", "duplicate_patient_id")
-    ]
+    cut = (ohdsi / "conditions.csv").read_text().rstrip("\n").rsplit("\n", 1)[1][:-4]
+    assert rows(
+        warehouse,
+        "SELECT raw_line FROM meta.quarantine WHERE source_file = 'conditions.csv'"
+        " AND reason = 'truncated_last_line'",
+    ) == [(cut,)]
 
 
 def test_no_good_row_is_lost(malformed, ohdsi):
     export, warehouse, summary = malformed
-    bad = {"conditions": 3, "encounters": 2, "medications": 1, "observations": 1}
+    bad = {"conditions": 4, "encounters": 2, "medications": 1, "observations": 1}
     for table in schema.TABLES:
         expected = data_lines(ohdsi / f"{table}.csv") - bad.get(table, 0)
         assert summary.table_rows[table] == expected, table
     assert summary.quarantined["conditions"] == {
         "missing_value": 1,
+        "truncated_last_line": 1,
         "unknown_patient": 1,
         "unparseable_date": 1,
     }
     per_file = {r[1]: (r[4], r[5]) for r in manifest(warehouse)}
-    assert per_file["conditions.csv"] == (data_lines(ohdsi / "conditions.csv") - 3, 3)
+    assert per_file["conditions.csv"] == (data_lines(ohdsi / "conditions.csv") - 4, 4)
     assert per_file["patients.csv"] == (data_lines(ohdsi / "patients.csv"), 1)
 
 
@@ -259,6 +307,46 @@ def test_missing_required_column_names_file_column_and_header(ohdsi, tmp_path):
     message = str(error.value)
     assert "encounters.csv" in message and "patient_id" in message and "PATIENT" in message
     assert "found: Id,START,STOP,PERSON" in message.replace(", ", ",")
+
+
+@pytest.mark.parametrize("problem", ["no header line", "not a Synthea file"])
+def test_unknown_header_is_an_error_that_names_the_file_without_echoing_values(
+    ohdsi, tmp_path, problem
+):
+    export = copy_export(ohdsi, tmp_path / "export")
+    conditions = export / "conditions.csv"
+    if problem == "no header line":
+        conditions.write_bytes(conditions.read_bytes().split(b"\n", 1)[1])
+    else:  # e.g. an OMOP table saved under a Synthea name
+        edit_line(
+            conditions, 1, lambda h: b"condition_occurrence_id,person_id,condition_concept_id"
+        )
+    with pytest.raises(IngestError) as error:
+        run(export, tmp_path / "w.duckdb")
+    message = str(error.value)
+    assert message.startswith("conditions.csv: unknown header")
+    assert "PATIENT" in message and "START" in message and "CODE" in message
+    first_row = (ohdsi / "conditions.csv").read_text().splitlines()[1].split(",")
+    assert first_row[2] not in message  # a patient id from line 1 is not echoed
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_file_without_a_final_newline_whose_last_line_is_complete(ohdsi, tmp_path):
+    """Synthea ends every line with a newline, so an unterminated last line is treated as cut:
+    it is quarantined (with its text) rather than loaded with a possibly cut value."""
+    export = copy_export(ohdsi, tmp_path / "export")
+    encounters = export / "encounters.csv"
+    encounters.write_bytes(encounters.read_bytes().rstrip(b"\n"))
+    summary = run(export, tmp_path / "w.duckdb")
+    n = data_lines(ohdsi / "encounters.csv")
+    assert summary.table_rows["encounters"] == n - 1
+    assert quarantine(tmp_path / "w.duckdb", "encounters") == [
+        ("encounters.csv", n + 1, None, "truncated_last_line")
+    ]
+    # the header-only file without a newline has no row to lose
+    procedures = export / "procedures.csv"
+    procedures.write_bytes(procedures.read_bytes().split(b"\n")[0])
+    assert run(export, tmp_path / "w.duckdb").table_rows["procedures"] == 0
 
 
 def test_empty_required_file_is_an_error(ohdsi, tmp_path):
@@ -330,6 +418,24 @@ def test_other_layouts_load_the_same_rows(ohdsi, tmp_path):
     for table in ("patients", "encounters", "conditions"):
         sql = f"SELECT * FROM raw.{table}"
         assert sorted_rows(warehouse, sql) == sorted_rows(baseline, sql), table
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+
+
+def test_system_spellings_load_as_exported(real_exports, tmp_path):
+    """`SNOMED-CT` (Synthea 2.x-3.2) and `http://snomed.info/sct` (3.3+) both load unchanged;
+    pipelines/codesystems.py maps them to one system in the SQL layer."""
+    evinett = next(p for p in real_exports if p.name.startswith("Evinett"))
+    export = copy_export(evinett, tmp_path / "export")
+    conditions = export / "conditions.csv"
+    conditions.write_bytes(
+        conditions.read_bytes().replace(b",http://snomed.info/sct,", b",SNOMED-CT,")
+    )
+    warehouse, baseline = tmp_path / "w.duckdb", tmp_path / "baseline.duckdb"
+    run(export, warehouse)
+    run(evinett, baseline)
+    assert rows(warehouse, "SELECT DISTINCT code_system FROM raw.conditions") == [("SNOMED-CT",)]
+    sql = "SELECT * EXCLUDE (code_system) FROM raw.conditions"
+    assert sorted_rows(warehouse, sql) == sorted_rows(baseline, sql)
     assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
 
 
