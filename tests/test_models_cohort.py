@@ -102,6 +102,33 @@ def test_a_record_exactly_washout_days_before_is_in_the_washout_and_one_day_earl
     ) == [["p1", "2016-03-01"]]
 
 
+def test_a_condition_and_an_encounter_reason_on_the_same_day_are_one_incident_record():
+    encounters = ENCOUNTERS.replace(
+        "e1           | p1         | 2016-03-01 09:00:00 |",
+        "e1 | p1 | 2016-03-01 09:00:00 | 279039007",
+    )
+    con = build_study(patients=PATIENTS, encounters=encounters, conditions=BACK_PAIN)
+    records = "select source_table, record_date from intermediate.int_back_pain_records"
+    assert sorted(query_text(con, records)) == [
+        ["conditions", "2016-03-01"],
+        ["encounters", "2016-03-01"],
+    ]
+    assert cohort(con) == [["p1", "2016-03-01"]]
+
+
+def test_an_open_condition_begun_before_the_washout_does_not_block_a_later_record():
+    # the washout looks at record dates (condition START), not at how long a condition stays open
+    conditions = BACK_PAIN.replace("2016-03-01 | 2016-03-10", "2013-01-01 |           ")
+    encounters = ENCOUNTERS + "e2 | p1 | 2016-03-01 10:00:00 | 279039007"
+    con = build_study(patients=PATIENTS, encounters=encounters, conditions=conditions)
+    records = "select source_table, record_date, stop_date from intermediate.int_back_pain_records"
+    assert sorted(query_text(con, records)) == [
+        ["conditions", "2013-01-01", ""],
+        ["encounters", "2016-03-01", ""],
+    ]
+    assert cohort(con) == [["p1", "2016-03-01"]]
+
+
 def test_a_shorter_washout_makes_the_later_record_incident():
     conditions = BACK_PAIN + "p1 | 2015-06-01 | 2015-06-05 | SNOMED-CT | 279039007"
     settings = StudySettings(study_start_date=dt.date(2016, 1, 1), washout_days=180)
