@@ -23,9 +23,9 @@ STUDY_FLOW_NAME = "redflags-study"
 DEFAULT_DEPLOYMENT = "redflags-nightly"
 
 
-def _task(fn, name: str):
+def _task(step, name: str):
     """A Prefect task over a plain step function (no caching: every run recomputes)."""
-    return task(fn, name=name, cache_policy=NO_CACHE)
+    return task(step, name=name.replace("_", " "), cache_policy=NO_CACHE)
 
 
 @task(cache_policy=NO_CACHE)
@@ -50,16 +50,7 @@ def ingest_flow(source: str, warehouse: str) -> IngestSummary:
     return dataclasses.replace(summary, contracts=contracts)
 
 
-ingest_step = _task(study.step_ingest, "ingest")
-input_contracts_step = _task(study.step_input_contracts, "input contracts")
-models_step = _task(study.step_models, "SQL models")
-statistics_step = _task(study.step_statistics, "statistics")
-sensitivity_step = _task(study.step_sensitivity, "sensitivity analyses")
-output_contracts_step = _task(study.step_output_contracts, "output contracts")
-release_step = _task(study.step_release, "release tables")
-publish_step = _task(study.step_publish, "publish")
-report_step = _task(study.step_report, "report")
-parquet_step = _task(study.step_parquet, "parquet export")
+TASK_STEPS = study.StudySteps().wrapped(_task)
 
 
 @flow(name=STUDY_FLOW_NAME)
@@ -72,27 +63,17 @@ def study_flow(
     wait_seconds: float = 0.0,
 ) -> study.RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report."""
-    settings = load_settings(config)
-    wh, say = Path(warehouse), get_run_logger().info
-    run = study.RunResult(study.new_run_id(), wh)
-    with (
-        study.warehouse_lock(wh, wait_seconds),
-        study.recorded_run(run, settings, Path(source), flow_run.id, say),
-    ):
-        stage = study.Stages(run, say)
-        stage("ingest", ingest_step, Path(source), wh, say)
-        stage("input contracts", input_contracts_step, wh)
-        stage("models", models_step, wh, settings)
-        stage("statistics", statistics_step, wh, settings, run.run_id)
-        stage("sensitivity", sensitivity_step, wh, settings, run.run_id)
-        stage("output contracts", output_contracts_step, wh, settings)
-        stage("release", release_step, wh, settings, run.run_id)
-        run.row_counts = stage("publish", publish_step, wh, run.run_id)
-        if report:
-            run.report = stage("report", report_step, wh, Path(report), run.run_id)
-        if parquet_dir:
-            stage("parquet", parquet_step, wh, Path(parquet_dir))
-    return run
+    return study.run_study(
+        Path(source),
+        Path(warehouse),
+        load_settings(config),
+        report=Path(report) if report else None,
+        parquet_dir=Path(parquet_dir) if parquet_dir else None,
+        wait_seconds=wait_seconds,
+        say=get_run_logger().info,
+        flow_run_id=flow_run.id,
+        steps=TASK_STEPS,
+    )
 
 
 def study_parameters(

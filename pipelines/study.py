@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -477,3 +477,65 @@ def _connection(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
     finally:
         con.close()
+
+
+# ---------------------------------------------------------------------------
+# The run: the study's table of contents, the same with or without Prefect.
+
+
+@dataclass(frozen=True)
+class StudySteps:
+    """The step functions a run calls; the Prefect flow passes task-wrapped ones."""
+
+    ingest: Callable[..., Any] = step_ingest
+    input_contracts: Callable[..., Any] = step_input_contracts
+    models: Callable[..., Any] = step_models
+    statistics: Callable[..., Any] = step_statistics
+    sensitivity: Callable[..., Any] = step_sensitivity
+    output_contracts: Callable[..., Any] = step_output_contracts
+    release: Callable[..., Any] = step_release
+    publish: Callable[..., Any] = step_publish
+    report: Callable[..., Any] = step_report
+    parquet: Callable[..., Any] = step_parquet
+
+    def wrapped(self, wrap: Callable[[Callable[..., Any], str], Callable[..., Any]]) -> StudySteps:
+        """The same steps, each passed through `wrap(step, name)`."""
+        return StudySteps(**{f.name: wrap(getattr(self, f.name), f.name) for f in fields(self)})
+
+
+def run_study(
+    source: Path,
+    warehouse: Path,
+    settings: StudySettings,
+    *,
+    report: Path | None = None,
+    parquet_dir: Path | None = None,
+    wait_seconds: float = 0.0,
+    say: Callable[[str], None] = print,
+    flow_run_id: str | None = None,
+    steps: StudySteps = StudySteps(),
+) -> RunResult:
+    """Export -> ingest -> contracts -> SQL models -> statistics -> release -> publish -> report.
+
+    Everything before publish builds apart; a failure stops the run, records it and re-raises,
+    leaving the previously published tables as they were."""
+    source, warehouse = Path(source), Path(warehouse)
+    run = RunResult(new_run_id(), warehouse)
+    with (
+        warehouse_lock(warehouse, wait_seconds),
+        recorded_run(run, settings, source, flow_run_id, say),
+    ):
+        stage = Stages(run, say)
+        stage("ingest", steps.ingest, source, warehouse, say)
+        stage("input contracts", steps.input_contracts, warehouse)
+        stage("models", steps.models, warehouse, settings)
+        stage("statistics", steps.statistics, warehouse, settings, run.run_id)
+        stage("sensitivity", steps.sensitivity, warehouse, settings, run.run_id)
+        stage("output contracts", steps.output_contracts, warehouse, settings)
+        stage("release", steps.release, warehouse, settings, run.run_id)
+        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id)
+        if report:
+            run.report = stage("report", steps.report, warehouse, Path(report), run.run_id)
+        if parquet_dir:
+            stage("parquet", steps.parquet, warehouse, Path(parquet_dir))
+    return run

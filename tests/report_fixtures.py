@@ -67,24 +67,10 @@ def _synthea_export() -> Path:
 
 
 def run_pipeline(source: Path, warehouse: Path, settings: StudySettings = SETTINGS) -> str:
-    """The study, stage by stage as `pipelines.study` defines them; returns the run id.
-
-    TODO(lead): call `pipelines.study.run_study(source, warehouse, settings)` once it lands.
-    """
+    """The whole study (`pipelines.study.run_study`, what the flow runs); returns the run id."""
     from pipelines import study
 
-    run_id = study.new_run_id()
-    result = study.RunResult(run_id, warehouse)
-    study.step_begin(warehouse, settings, source, run_id, None)
-    study.step_ingest(source, warehouse, say=lambda _: None)
-    study.step_models(warehouse, settings)
-    study.step_statistics(warehouse, settings, run_id)
-    study.step_sensitivity(warehouse, settings, run_id)
-    study.step_release(warehouse, settings, run_id)
-    result.row_counts = study.step_publish(warehouse, run_id)
-    result.status = "completed"
-    study.step_end(warehouse, result)
-    return run_id
+    return study.run_study(source, warehouse, settings, say=lambda _: None).run_id
 
 
 def _build_generated(folder: Path, path: Path, _) -> None:

@@ -1,0 +1,291 @@
+"""The study flow as a user runs it: one Prefect flow, atomic outputs, provenance, schedules.
+
+Everything here is real: generated exports, a DuckDB file, Prefect under its test harness,
+Great Expectations contracts, a `redflags run` process killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from pipelines.errors import ContractError, IngestError
+from pipelines.generator import generate
+from pipelines.settings import StudySettings
+
+ROW_LEVEL = {"cohort", "red_flags", "red_flag_evidence", "episode_pathway"}
+FAST_CONFIG = "sensitivity_analyses = []\n"  # the sensitivity rebuilds are tested once, below
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("flow") / "export"
+    generate(out, patients=300, seed=11)
+    return out
+
+
+@pytest.fixture
+def fast_config(tmp_path) -> str:
+    path = tmp_path / "study.toml"
+    path.write_text(FAST_CONFIG)
+    return str(path)
+
+
+def snapshot(warehouse: Path, schemas=("mart", "release")) -> dict[str, list[tuple]]:
+    """Every published table's rows, sorted, without run_id: what a dashboard would read."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        out = {}
+        for schema, table in con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ?"
+            " ORDER BY ALL",
+            [list(schemas)],
+        ).fetchall():
+            columns = [
+                d[0] for d in con.execute(f'SELECT * FROM {schema}."{table}" LIMIT 0').description
+            ]
+            select = "* EXCLUDE (run_id)" if "run_id" in columns else "*"
+            out[f"{schema}.{table}"] = con.execute(
+                f'SELECT {select} FROM {schema}."{table}" ORDER BY ALL'
+            ).fetchall()
+        return out
+    finally:
+        con.close()
+
+
+def runs(warehouse: Path) -> list[dict]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        frame = con.execute("SELECT * FROM meta.runs ORDER BY started_at").df()
+        return frame.to_dict("records")
+    finally:
+        con.close()
+
+
+def copy_export(export: Path, to: Path) -> Path:
+    shutil.copytree(export, to)
+    return to
+
+
+def test_study_flow_runs_the_whole_study_and_records_its_provenance(
+    prefect_harness, export, tmp_path
+):
+    from pipelines.flows import study_flow
+
+    warehouse = tmp_path / "wh.duckdb"
+    result = study_flow(
+        source=str(export),
+        warehouse=str(warehouse),
+        report=str(tmp_path / "report.html"),
+        parquet_dir=str(tmp_path / "parquet"),
+    )
+    assert result.status == "succeeded"
+    assert [s.stage for s in result.stages] == [
+        "ingest", "input contracts", "models", "statistics", "sensitivity",
+        "output contracts", "release", "publish", "report", "parquet",
+    ]  # fmt: skip
+
+    (run,) = runs(warehouse)
+    assert run["run_id"] == result.run_id and run["status"] == "succeeded"
+    assert run["flow_run_id"], "the Prefect flow-run id is recorded"
+    assert run["ended_at"] >= run["started_at"]
+    assert json.loads(run["parameters"]) == StudySettings().as_dict()
+    hashes = json.loads(run["value_set_hashes"])
+    assert "bone_metastasis" in hashes and all(len(h) == 64 for h in hashes.values())
+    manifest = {m["file"]: m for m in json.loads(run["input_manifest"])}
+    patients = export / "patients.csv"
+    assert manifest["patients.csv"]["sha256"] == hashlib.sha256(patients.read_bytes()).hexdigest()
+    assert run["code_version"].startswith("redflags ")
+
+    published = snapshot(warehouse)
+    counts = json.loads(run["output_row_counts"])
+    assert counts == {name: len(rows) for name, rows in published.items()}
+    assert "mart.sensitivity_analyses" in published and "release.flag_accuracy" in published
+    assert not {name.split(".")[1] for name in published if name.startswith("release.")} & ROW_LEVEL
+    con = duckdb.connect(str(warehouse), read_only=True)
+    for name in published:
+        assert con.execute(f"SELECT DISTINCT run_id FROM {name}").fetchall() in (
+            [(result.run_id,)],
+            [],  # an empty table has no run_id to show
+        ), name
+    con.close()
+
+    assert result.run_id in (tmp_path / "report.html").read_text()  # the run's provenance
+    released = {n.split(".")[1] for n in published if n.startswith("release.")}
+    assert {p.stem for p in (tmp_path / "parquet").glob("*.parquet")} == released
+
+
+def test_a_broken_export_fails_clearly_and_keeps_the_previous_outputs(
+    prefect_harness, export, tmp_path, fast_config
+):
+    from pipelines.flows import study_flow
+
+    warehouse = tmp_path / "wh.duckdb"
+    study_flow(source=str(export), warehouse=str(warehouse), config=fast_config)
+    before = snapshot(warehouse)
+
+    broken = copy_export(export, tmp_path / "broken")
+    (broken / "conditions.csv").unlink()
+    with pytest.raises(IngestError, match="conditions"):
+        study_flow(source=str(broken), warehouse=str(warehouse), config=fast_config)
+
+    assert snapshot(warehouse) == before
+    last = runs(warehouse)[-1]
+    assert last["status"] == "failed" and last["error"].startswith("ingest: ")
+
+
+def test_a_failing_contract_stops_the_run_and_keeps_the_previous_outputs(
+    prefect_harness, export, tmp_path, fast_config
+):
+    from pipelines.flows import study_flow
+
+    warehouse = tmp_path / "wh.duckdb"
+    study_flow(source=str(export), warehouse=str(warehouse), config=fast_config)
+    before = snapshot(warehouse)
+
+    implausible = copy_export(export, tmp_path / "implausible")
+    patients = implausible / "patients.csv"
+    lines = patients.read_text().splitlines(keepends=True)
+    column = lines[0].split(",").index("BIRTHDATE")
+    fields = lines[1].split(",")
+    fields[column] = "1850-01-01"  # parses as a date, so ingest keeps it; the contract does not
+    lines[1] = ",".join(fields)
+    patients.write_text("".join(lines))
+
+    with pytest.raises(ContractError, match=r"raw\.patients\.birth_date.*1 unexpected rows"):
+        study_flow(source=str(implausible), warehouse=str(warehouse), config=fast_config)
+    assert snapshot(warehouse) == before
+    assert runs(warehouse)[-1]["error"].startswith("input contracts: ")
+
+
+def test_a_killed_run_leaves_the_previous_outputs_readable_and_intact(
+    prefect_harness, export, tmp_path, fast_config
+):
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.flows import study_flow
+
+    warehouse = tmp_path / "wh.duckdb"
+    study_flow(source=str(export), warehouse=str(warehouse), config=fast_config)
+    before = snapshot(warehouse)
+
+    grown = copy_export(export, tmp_path / "grown")
+    generate(tmp_path / "more", patients=200, seed=12)
+    for name in ("patients.csv", "encounters.csv", "conditions.csv"):
+        rows = (tmp_path / "more" / name).read_text().splitlines(keepends=True)[1:]
+        with open(grown / name, "a") as handle:
+            handle.writelines(rows)
+
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--source", str(grown),
+               "--warehouse", str(warehouse), "--config", fast_config]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = []
+    deadline = time.monotonic() + 240
+    for line in process.stdout:
+        seen.append(line)
+        if "[statistics] started" in line or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGKILL)  # no clean-up code runs: as a crash or an OOM kill
+    process.wait(timeout=30)
+    assert any("[statistics] started" in line for line in seen), "".join(seen[-20:])
+
+    assert snapshot(warehouse) == before
+    assert runs(warehouse)[-1]["status"] == "running"  # it never recorded its end
+
+    result = study_flow(source=str(grown), warehouse=str(warehouse), config=fast_config)
+    statuses = [r["status"] for r in runs(warehouse)]
+    assert statuses == ["succeeded", "abandoned", "succeeded"]
+    assert result.status == "succeeded" and snapshot(warehouse) != before
+
+
+def test_two_runs_over_a_growing_export_equal_one_run_over_the_final_export(
+    prefect_harness, export, tmp_path, fast_config
+):
+    from pipelines.flows import study_flow
+
+    # Night 1: no observations file yet, and only the first 70% of the encounters.
+    growing = tmp_path / "growing"
+    growing.mkdir()
+    for path in export.glob("*.csv"):
+        if path.name != "observations.csv":
+            shutil.copy(path, growing / path.name)
+    encounters = (export / "encounters.csv").read_text().splitlines(keepends=True)
+    (growing / "encounters.csv").write_text("".join(encounters[: int(len(encounters) * 0.7)]))
+    nightly = tmp_path / "nightly.duckdb"
+    first = study_flow(source=str(growing), warehouse=str(nightly), config=fast_config)
+    con = duckdb.connect(str(nightly), read_only=True)
+    (absent,) = con.execute("SELECT not_ascertainable_flags FROM mart.red_flags LIMIT 1").fetchone()
+    con.close()
+    assert "elevated_alp" in absent  # ALP needs observations: not ascertainable that night
+
+    # Night 2: the export has grown to its final state (a new file, more rows in another).
+    shutil.copy(export / "observations.csv", growing / "observations.csv")
+    shutil.copy(export / "encounters.csv", growing / "encounters.csv")
+    second = study_flow(source=str(growing), warehouse=str(nightly), config=fast_config)
+    assert second.run_id != first.run_id
+
+    once = tmp_path / "once.duckdb"
+    study_flow(source=str(growing), warehouse=str(once), config=fast_config)
+    assert snapshot(nightly, ("raw", "mart", "release")) == snapshot(
+        once, ("raw", "mart", "release")
+    )
+
+    # Night 3: nothing changed; no file is read again (the manifest keeps its load times).
+    manifest_before = snapshot(nightly, ("meta",))["meta.ingest_manifest"]
+    third = study_flow(source=str(growing), warehouse=str(nightly), config=fast_config)
+    assert third.status == "succeeded"
+    assert snapshot(nightly, ("meta",))["meta.ingest_manifest"] == manifest_before
+
+
+def test_the_deployment_carries_the_schedule_and_parameters(prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from pipelines.flows import study_deployment
+
+    deployment = study_deployment(
+        str(tmp_path / "export"), str(tmp_path / "wh.duckdb"), cron="30 3 * * 1-5",
+        timezone="Europe/London", name="weekday-run",
+    )  # fmt: skip
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == "30 3 * * 1-5"
+    assert schedule.schedule.timezone == "Europe/London"
+    assert deployment.parameters["source"] == str(tmp_path / "export")
+    assert deployment.parameters["wait_seconds"] > 0  # a scheduled run waits for a manual one
+
+    deployment_id = deployment.apply()
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment(deployment_id)
+    assert stored.name == "weekday-run"
+    assert [s.schedule.cron for s in stored.schedules] == ["30 3 * * 1-5"]
+    assert stored.parameters["warehouse"] == str(tmp_path / "wh.duckdb")
+
+
+def test_prefect_yaml_describes_the_same_flow_and_schedule():
+    import importlib
+
+    from pipelines import cli_study, flows
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
+    (deployment,) = spec["deployments"]
+    path, name = deployment["entrypoint"].split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    assert getattr(module, name) is flows.study_flow
+    assert set(deployment["parameters"]) == set(flows.study_parameters("s", "w"))
+    parser = __import__("argparse").ArgumentParser()
+    cli_study.configure_serve_cli(parser)
+    default_cron = parser.parse_args(["--source", "s", "--warehouse", "w"]).cron
+    assert [s["cron"] for s in deployment["schedules"]] == [default_cron]
