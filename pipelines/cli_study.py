@@ -121,9 +121,19 @@ def run_demo_cli(args: argparse.Namespace) -> int:
 
 
 def run_serve_cli(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.errors import UserFacingError
     from pipelines.flows import serve_study
 
     _settings(args)
+    if not PREFECT_API_URL.value():
+        # Prefect's temporary server has no scheduler: served deployments would never run.
+        raise UserFacingError(
+            "serving a schedule needs a Prefect server: start one with "
+            "`.venv/bin/prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (see docs/operations.md)"
+        )
     serve_study(
         source=str(args.source),
         warehouse=str(args.warehouse),

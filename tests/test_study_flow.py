@@ -289,3 +289,14 @@ def test_prefect_yaml_describes_the_same_flow_and_schedule():
     cli_study.configure_serve_cli(parser)
     default_cron = parser.parse_args(["--source", "s", "--warehouse", "w"]).cron
     assert [s["cron"] for s in deployment["schedules"]] == [default_cron]
+
+
+def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines.cli import main
+
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        code = main(["serve", "--source", str(tmp_path), "--warehouse", str(tmp_path / "w.duckdb")])
+    assert code == 2
+    assert "prefect server start" in capsys.readouterr().err
