@@ -329,3 +329,152 @@ def test_nan_rows_do_not_crash_a_tiny_cohort():
     assert counts["model_performance"] == 3
     assert all(isinstance(v, int) for v in counts.values())
     assert not math.isnan(read(con, "time_to_diagnosis")["n_episodes"].iloc[0])
+
+
+# ---- the real pipeline on generator output and on the real Synthea exports ------------------
+
+GENERATOR_SEEDS = (101, 102)
+GENERATOR_PATIENTS = 2500
+STAT_TABLES = ("flag_accuracy", "time_to_diagnosis", "score_performance", "model_performance")
+
+
+def built_from_export(
+    export, root, settings: StudySettings = SETTINGS, *, release: bool = False
+) -> dict[str, pd.DataFrame]:
+    """Ingest an export, build the SQL models, run the statistics (and the release)."""
+    from pipelines import warehouse as wh
+    from pipelines.ingest import ingest_export
+    from pipelines.models import build_models
+
+    ingest_export(export, root / "warehouse.duckdb", log=lambda message: None)
+    con = wh.connect(root / "warehouse.duckdb")
+    try:
+        build_models(con, settings)
+        analysis.run_statistics(con, settings, "run")
+        tables = {name: read(con, name) for name in analysis.ANALYSIS_TABLES}
+        if release:
+            analysis.build_release(con, settings, "run")
+            tables |= {f"release.{name}": read(con, name, "release") for name in STAT_TABLES}
+    finally:
+        con.close()
+    return tables
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """Per seed: (mart tables, truth_episodes.csv, truth.json) of one generated export."""
+    import json
+
+    from pipelines import generator
+    from pipelines.generator.params import PlantedParameters
+
+    planted = PlantedParameters(edge_case_fraction=0.0)  # the minimum: 2 per edge scenario
+    out = []
+    for seed in GENERATOR_SEEDS:
+        root = tmp_path_factory.mktemp(f"generated_{seed}")
+        generator.generate(root / "export", patients=GENERATOR_PATIENTS, seed=seed, planted=planted)
+        truth = pd.read_csv(root / "export" / "truth_episodes.csv")
+        summary = json.loads((root / "export" / "truth.json").read_text(encoding="utf-8"))
+        out.append((built_from_export(root / "export", root), truth, summary))
+    return out
+
+
+def test_generator_flag_intervals_cover_the_planted_accuracy(generated):
+    """The generator plants exact counts (round(rate x n) flagged among the landmark cases and
+    non-cases), so each Wilson interval should cover the planted rate essentially always; 95%
+    is the floor (nominal coverage under random sampling is tested in test_stats_accuracy)."""
+    covered, total = 0, 0
+    for tables, _, summary in generated:
+        rows = tables["flag_accuracy"].query("subgroup == 'all'").set_index("rule")
+        for flag, rates in summary["planted"]["flags"].items():
+            row = rows.loc[f"flag_{flag}"]
+            assert row["tp"] + row["fn"] >= 15 and row["fp"] + row["tn"] >= 400
+            for measure in ("sensitivity", "specificity"):
+                total += 1
+                covered += row[f"{measure}_lower"] <= rates[measure] <= row[f"{measure}_upper"]
+    assert total == len(GENERATOR_SEEDS) * 9 * 2
+    assert covered / total >= 0.95, (covered, total)
+
+
+def planted_median_days(median: float, sigma: float) -> float:
+    """Median of the planted time to diagnosis: rint(lognormal), redrawn outside 1..360 and
+    on 40..44 (docs/generator.md), i.e. the lognormal restricted to those whole days."""
+    from scipy.stats import norm
+
+    days = np.array([d for d in range(1, 361) if not 40 <= d <= 44], dtype=float)
+    z = lambda x: (np.log(x) - np.log(median)) / sigma  # noqa: E731
+    mass = norm.cdf(z(days + 0.5)) - norm.cdf(z(np.maximum(days - 0.5, 1e-9)))
+    cumulative = np.cumsum(mass) / mass.sum()
+    return float(days[np.searchsorted(cumulative, 0.5)])
+
+
+def test_generator_median_time_to_diagnosis_is_the_planted_one(generated):
+    for tables, truth, summary in generated:
+        params = summary["planted"]
+        overall = tables["time_to_diagnosis"].query("stratum_variable == 'overall'").iloc[0]
+        diagnosed = truth.query("expected_step == 'included' and end_reason == 'bone_metastasis'")
+        assert overall["n_diagnosed"] == len(diagnosed)
+        # exactly the median of the planted days of this sample
+        assert overall["median_days"] == pytest.approx(diagnosed["days_to_outcome"].median())
+        # and within sampling error of the planted distribution's median
+        median = planted_median_days(params["diagnosis_median_days"], params["diagnosis_sigma"])
+        density = 1 / (median * params["diagnosis_sigma"] * math.sqrt(2 * math.pi))
+        se = 1 / (2 * density * math.sqrt(len(diagnosed)))
+        assert abs(overall["median_days"] - median) < 4 * se, (overall["median_days"], median, se)
+
+
+def planted_score_auroc(flags: dict[str, dict[str, float]]) -> float:
+    """AUROC of the seed-flag count when flags are independent given the reference standard."""
+    case, control = np.array([1.0]), np.array([1.0])
+    for flag in analysis.SEED_FLAGS:
+        case = np.convolve(case, [1 - flags[flag]["sensitivity"], flags[flag]["sensitivity"]])
+        control = np.convolve(control, [flags[flag]["specificity"], 1 - flags[flag]["specificity"]])
+    wins = np.sign(np.subtract.outer(np.arange(case.size), np.arange(control.size)))
+    return float(case @ ((wins + 1) / 2) @ control)
+
+
+def test_generator_auroc_is_well_above_half_and_near_the_planted_one(generated):
+    covered = 0
+    for tables, _, summary in generated:
+        truth = planted_score_auroc(summary["planted"]["flags"])
+        score = tables["score_performance"].query("subgroup == 'all'").iloc[0]
+        assert score["auroc_lower"] > 0.75, score.to_dict()
+        covered += score["auroc_lower"] <= truth <= score["auroc_upper"]
+        model = tables["model_performance"].query("subgroup == 'all'").iloc[0]
+        assert model["note"] == "" and model["auroc_lower"] > 0.75
+        assert 0 < model["brier_score"] < 0.1 and model["calibration_slope"] > 0
+    assert covered >= len(GENERATOR_SEEDS) - 1  # a 95% interval: all but one at worst
+
+
+def test_real_synthea_exports_have_no_events_and_claim_no_signal(real_exports, tmp_path):
+    # an early study start keeps an episode or two in every export (one has none by default)
+    settings = SETTINGS.replace(study_start_date=pd.Timestamp("2010-01-01").date())
+    for k, export in enumerate(real_exports):
+        root = tmp_path / str(k)
+        root.mkdir()
+        tables = built_from_export(export, root, settings, release=True)
+        assert tables["time_to_diagnosis"]["n_episodes"].iloc[0] >= 1
+        ttd = tables["time_to_diagnosis"]
+        assert (ttd["n_diagnosed"] == 0).all()
+        assert ttd["median_days"].isna().all()
+        cif = ttd[[f"cif_{d}" for d in settings.cumulative_incidence_days]]
+        assert ((cif == 0) | cif.isna()).all(axis=None)
+        accuracy_rows = tables["flag_accuracy"]
+        assert (accuracy_rows["tp"] + accuracy_rows["fn"] == 0).all()
+        for measure in ("sensitivity", "lr_positive", "lr_negative", "diagnostic_odds_ratio"):
+            assert accuracy_rows[measure].isna().all(), measure
+        assert ((accuracy_rows["ppv"] == 0) | accuracy_rows["ppv"].isna()).all()
+        for name in ("score_performance", "model_performance"):
+            frame = tables[name]
+            assert frame["auroc"].isna().all() and frame["auroc_lower"].isna().all()
+            assert frame["note"].str.contains("no events|no episodes").all(), frame["note"]
+            assert tables[f"release.{name}"]["auroc"].isna().all()
+        model = tables["model_performance"]
+        assert (
+            model[["calibration_intercept", "calibration_slope", "brier_score"]]
+            .isna()
+            .all(axis=None)
+        )
+        assert tables["calibration"].empty
+        assert tables["decision_curve"]["net_benefit_model"].isna().all()
+        assert tables["roc_points"]["sensitivity"].isna().all()

@@ -211,6 +211,100 @@ def test_a_row_total_with_one_small_part_hides_a_second_part():
     assert out["c"] == 500 and out["total"] == 543
 
 
+# ---- cumulative thresholds (roc_points) ------------------------------------------------------
+
+SCORES = range(0, 7)
+THRESHOLDS = range(0, 8)
+CLASSES = ("case", "control")
+band_count = st.one_of(st.integers(0, 3), st.integers(0, 14), st.integers(11, 60))
+
+
+def pinned_combinations(
+    histogram: list[str], facts: list[tuple[dict[str, float], float]], targets: dict[str, dict]
+) -> list[str]:
+    """Targets (linear combinations of nonnegative histogram cells) pinned to within < 1."""
+    index = {v: j for j, v in enumerate(histogram)}
+    a_eq = np.zeros((len(facts), len(histogram)))
+    b_eq = np.array([rhs for _, rhs in facts], dtype=float)
+    for r, (coefficients, _) in enumerate(facts):
+        for var, coef in coefficients.items():
+            a_eq[r, index[var]] += coef
+    pinned = []
+    for name, coefficients in targets.items():
+        c = np.zeros(len(histogram))
+        for var, coef in coefficients.items():
+            c[index[var]] += coef
+        low = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        high = linprog(-c, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        assert low.status == 0 and high.status in (0, 3)
+        if high.status == 0 and -high.fun - low.fun < 0.5:
+            pinned.append(name)
+    return pinned
+
+
+@st.composite
+def roc_tables(draw) -> tuple[pd.DataFrame, dict]:
+    """Episodes by stratum x score x class; ROC rows are cumulative sums, nested subgroups."""
+    hist = {(s, k, c): draw(band_count) for s in STRATA for k in SCORES for c in CLASSES}
+    rows = []
+    for sub, members in SUBGROUP_STRATA.items():
+        cases = sum(hist[(s, k, "case")] for s in members for k in SCORES)
+        controls = sum(hist[(s, k, "control")] for s in members for k in SCORES)
+        for t in THRESHOLDS:
+            tp = sum(hist[(s, k, "case")] for s in members for k in SCORES if k >= t)
+            fp = sum(hist[(s, k, "control")] for s in members for k in SCORES if k >= t)
+            rows.append({"subgroup": sub, "threshold": t, "tp": tp, "fp": fp, "fn": cases - tp,
+                         "tn": controls - fp, "sensitivity": 0.5, "false_positive_rate": 0.5})  # fmt: skip
+    return pd.DataFrame(rows), hist
+
+
+def _cells_of(members, scores, cls) -> dict[str, float]:
+    return {f"{s}:{k}:{cls}": 1.0 for s in members for k in scores}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(roc_tables())
+def test_roc_points_release_hides_small_score_bands(data):
+    """Released cumulative counts must not reveal a small count of episodes with one score."""
+    frame, hist = data
+    out = suppress(frame, SPECS["roc_points"], MIN_CELL)
+    assert_no_small_counts(out, CELLS)
+    hidden = out[CELLS].isna().any(axis=1)
+    assert out.loc[hidden, ["sensitivity", "false_positive_rate"]].isna().all(axis=None)
+    # what an outsider knows: every released cell as a sum of histogram cells, and the
+    # margins (cases and non-cases per subgroup) unless they are small (never released)
+    facts = []
+    classes = {"tp": "case", "fn": "case", "fp": "control", "tn": "control"}
+    for (_, row), (_, true_row) in zip(out.iterrows(), frame.iterrows(), strict=True):
+        members = SUBGROUP_STRATA[row["subgroup"]]
+        t = row["threshold"]
+        for c in CELLS:
+            scores = [k for k in SCORES if (k >= t) == (c in ("tp", "fp"))]
+            if not pd.isna(row[c]) and scores:
+                facts.append((_cells_of(members, scores, classes[c]), float(row[c])))
+        if t == 0:
+            for cls, (a, b) in (("case", ("tp", "fn")), ("control", ("fp", "tn"))):
+                margin = float(true_row[a] + true_row[b])
+                if not small(margin):
+                    facts.append((_cells_of(members, SCORES, cls), margin))
+    # what must stay hidden when small: each subgroup's and each complement's count of
+    # cases / non-cases with a score band [k, k'] (single scores and cumulative cells)
+    groups = {**SUBGROUP_STRATA, "male": STRATA[2:], "no_history": (STRATA[1], STRATA[3])}
+    targets = {}
+    for name, members in groups.items():
+        for cls in CLASSES:
+            for low in SCORES:
+                for high in SCORES:
+                    if high < low:
+                        continue
+                    scores = range(low, high + 1)
+                    value = sum(hist[(s, k, cls)] for s in members for k in scores)
+                    if small(value):
+                        targets[f"{name}:{cls}:{low}-{high}"] = _cells_of(members, scores, cls)
+    histogram = [f"{s}:{k}:{c}" for s in STRATA for k in SCORES for c in CLASSES]
+    assert pinned_combinations(histogram, facts, targets) == []
+
+
 # ---- time to diagnosis by stratum -----------------------------------------------------------
 
 TTD_COUNTS = ["n_diagnosed", "n_died", "n_censored"]

@@ -13,6 +13,8 @@ import pandas as pd
 
 from pipelines.stats.accuracy import MEASURES
 from pipelines.stats.disclosure import (
+    Cell,
+    Group,
     Linkage,
     TableSpec,
     identical_rows,
@@ -48,12 +50,52 @@ def nested_subgroups(frame: pd.DataFrame, keys: list[str], columns: list[str]) -
     return linkage
 
 
+def threshold_differences(frame: pd.DataFrame, order: str, columns: list[str]) -> Linkage:
+    """Counts of a rule `value >= threshold` over ordered thresholds are cumulative.
+
+    Per subgroup, the difference between consecutive thresholds (episodes with a score in
+    one band) is a virtual cell: count(k) = count(k+1) + band(k). For each nested subgroup,
+    the band of its complement is virtual too: band_all(k) = band_child(k) + rest(k).
+    (fn and tn need no bands of their own: with public margins they follow from tp and fp.)
+    """
+    positions = pd.Series(range(len(frame)), index=frame.index)
+    groups: list[Group] = []
+    virtual: dict[Cell, float] = {}
+    bands: dict[tuple, Cell] = {}
+    for sub, block in positions.groupby(frame["subgroup"], sort=False):
+        ordered = block.iloc[frame.loc[block.index, order].to_numpy().argsort(kind="stable")]
+        rows = ordered.tolist()
+        for col in columns:
+            values = frame[col].to_numpy(dtype=float, na_value=float("nan"))
+            for low, high in zip(rows[:-1], rows[1:], strict=True):
+                band = values[low] - values[high]
+                if band != band:  # NaN: not a released count
+                    continue
+                threshold = frame[order].iloc[low]
+                cell: Cell = (("band", sub, threshold), col)
+                virtual[cell] = float(band)
+                bands[(sub, threshold, col)] = cell
+                groups.append(Group(((high, col), cell), (low, col)))
+    for (sub, threshold, col), cell in list(bands.items()):
+        if sub not in NESTED_SUBGROUPS or ("all", threshold, col) not in bands:
+            continue
+        parent = bands[("all", threshold, col)]
+        rest: Cell = (("band_rest", sub, threshold), col)
+        virtual[rest] = virtual[parent] - virtual[cell]
+        groups.append(Group((cell, rest), parent))
+    return Linkage(tuple(groups), virtual)
+
+
 def _flag_accuracy(frame: pd.DataFrame) -> Linkage:
     return margins_public(frame) + nested_subgroups(frame, ["rule"], list(CELLS))
 
 
 def _roc_points(frame: pd.DataFrame) -> Linkage:
-    return margins_public(frame) + nested_subgroups(frame, ["threshold"], list(CELLS))
+    return (
+        margins_public(frame)
+        + nested_subgroups(frame, ["threshold"], list(CELLS))
+        + threshold_differences(frame, "threshold", ["tp", "fp"])
+    )
 
 
 def _performance(keys: list[str]):
@@ -76,6 +118,7 @@ def _decision_curve(frame: pd.DataFrame) -> Linkage:
         row_complement(frame, "n", "n_events", NON_EVENTS)
         + identical_rows(frame, ["subgroup"], ["n", "n_events"])
         + nested_subgroups(frame, ["threshold"], ["tp", "fp"])
+        + threshold_differences(frame, "threshold", ["tp", "fp"])
     )
 
 
