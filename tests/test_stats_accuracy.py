@@ -117,3 +117,10 @@ def test_wilson_coverage_on_planted_episode_data():
         covered_spec += measures["specificity"].lower <= 0.90 <= measures["specificity"].upper
     assert 0.90 <= covered_sens / len(seeds) <= 0.99
     assert 0.90 <= covered_spec / len(seeds) <= 0.99
+
+
+@pytest.mark.parametrize(("count", "nobs"), [(0, 3), (3, 3), (0, 1), (7, 7)])
+def test_wilson_interval_contains_an_estimate_of_zero_or_one_exactly(count, nobs):
+    estimate = wilson(count, nobs, 0.95)
+    assert estimate.lower <= estimate.estimate <= estimate.upper
+    assert (estimate.lower == 0.0) if count == 0 else (estimate.upper == 1.0)

@@ -73,7 +73,10 @@ def wilson(count: int, nobs: int, confidence_level: float) -> Estimate:
     if nobs == 0:
         return NAN_ESTIMATE
     lower, upper = proportion_confint(count, nobs, alpha=1 - confidence_level, method="wilson")
-    return Estimate(count / nobs, float(lower), float(upper))
+    estimate = count / nobs
+    # statsmodels' closed form leaves rounding error at the ends (0/3 gives a lower bound of
+    # 5.6e-17, not 0): the interval always contains the estimate, as the Wilson interval does.
+    return Estimate(estimate, min(float(lower), estimate), max(float(upper), estimate))
 
 
 def _corrected(table: TwoByTwo) -> tuple[float, float, float, float]:
