@@ -8,10 +8,22 @@ reads (parsed with sqlglot), never kept by hand. Models may read `raw.*` and `me
 
 Study parameters are DuckDB named parameters (`$washout_days`); each model is bound
 with exactly the parameters it uses, since DuckDB rejects unused ones.
+
+Staging models without parameters are built as views (`VIEW_LAYERS`): they only rename,
+normalise codes and join the small code-system tables, so storing them would copy every
+raw row once more; the intermediate models read them straight from `raw.*`.
+
+Every model built carries a signature (its SQL, its parameter values and those of everything
+upstream, and a fingerprint of its inputs) as the table's comment. A build given
+`reuse_suffix` (e.g. a sensitivity variant beside the primary `__build`) builds only the
+models whose signature differs from the one already built under that suffix; the others
+become views on the built tables, so the variant's schemas read like a full rebuild.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +51,9 @@ VALUE_SET_TABLES = frozenset(
     f"meta.{t}" for t in ("value_sets", "code_system_aliases", "code_system_defaults")
 )
 SOURCES = INGESTED | VALUE_SET_TABLES
+# Layers whose models (when they take no parameters) are views rather than tables.
+VIEW_LAYERS = frozenset({"staging"})
+_SIGNATURE_PREFIX = "redflags-model:"
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,11 @@ class Model:
     @property
     def qualified_name(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def is_view(self) -> bool:
+        """Built as a view (a parameter-free staging model), not as a table."""
+        return self.schema in VIEW_LAYERS and not self.parameters
 
 
 def _parse(path: Path, sql: str) -> exp.Expression:
@@ -189,9 +209,16 @@ def _check_inputs(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def build_model(
-    con: duckdb.DuckDBPyConnection, model: Model, values: dict[str, Any], schema_suffix: str = ""
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    values: dict[str, Any],
+    schema_suffix: str = "",
+    *,
+    signature: str | None = None,
 ) -> str:
-    """Build one model as a table; returns its qualified name."""
+    """Build one model as a table (or, for `model.is_view`, a view); returns its qualified name.
+
+    `signature`, when given, is stored as the table's comment (see `build_models`)."""
     target = f"{model.schema}{schema_suffix}.{model.name}"
     unknown = [p for p in model.parameters if p not in values]
     if unknown:
@@ -199,18 +226,95 @@ def build_model(
             f"{model.path}: unknown parameter(s) {', '.join('$' + p for p in unknown)}"
         )
     params = {p: values[p] for p in model.parameters}
+    kind = "VIEW" if model.is_view else "TABLE"
     started = time.perf_counter()
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {model.schema}{schema_suffix}")
+        _drop_relation(con, model.schema + schema_suffix, model.name)
         con.execute(
-            f"CREATE OR REPLACE TABLE {target} AS\n{render_sql(model, schema_suffix=schema_suffix)}",
+            f"CREATE {kind} {target} AS\n{render_sql(model, schema_suffix=schema_suffix)}",
             params,
         )
-        rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        if signature:
+            con.execute(f"COMMENT ON {kind} {target} IS '{_SIGNATURE_PREFIX}{signature}'")
+        rows = (
+            None if model.is_view else con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        )
     except duckdb.Error as exc:
         raise ModelError(f"{model.path}: {exc}") from exc
-    log.info("built %-50s %9d rows %7.2f s", target, rows, time.perf_counter() - started)
+    shown = "view" if rows is None else f"{rows} rows"
+    log.info("built %-50s %14s %7.2f s", target, shown, time.perf_counter() - started)
     return target
+
+
+def _drop_relation(con: duckdb.DuckDBPyConnection, schema_name: str, name: str) -> None:
+    """Drop the table or view `schema_name.name` if it exists (a model may change kind)."""
+    for kind in _relation_kinds(con, schema_name, name):
+        con.execute(f'DROP {kind} "{schema_name}"."{name}"')
+
+
+def _relation_kinds(con: duckdb.DuckDBPyConnection, schema_name: str, name: str) -> list[str]:
+    return [
+        "VIEW" if table_type == "VIEW" else "TABLE"
+        for (table_type,) in con.execute(
+            "SELECT table_type FROM information_schema.tables"
+            " WHERE table_schema = ? AND table_name = ?",
+            [schema_name, name],
+        ).fetchall()
+    ]
+
+
+def _stored_signature(con: duckdb.DuckDBPyConnection, schema_name: str, name: str) -> str | None:
+    """The signature a model built under `schema_name` carries, or None."""
+    row = con.execute(
+        "SELECT comment FROM duckdb_tables() WHERE schema_name = $s AND table_name = $n"
+        " UNION ALL SELECT comment FROM duckdb_views() WHERE schema_name = $s AND view_name = $n",
+        {"s": schema_name, "n": name},
+    ).fetchone()
+    if not row or not row[0] or not row[0].startswith(_SIGNATURE_PREFIX):
+        return None
+    return row[0][len(_SIGNATURE_PREFIX) :]
+
+
+def _inputs_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """Cheap fingerprint of what the models read: the ingest manifest (file digests), the row
+    count of every raw table, meta.source_tables and the value-set and code-system tables."""
+    present = {
+        f"{s}.{t}"
+        for s, t in con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema IN ('raw', 'meta')"
+        ).fetchall()
+    }
+    parts = []
+    for table in sorted((SOURCES | {"meta.ingest_manifest"}) & present):
+        if table.startswith("raw."):
+            parts.append([table, con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]])
+        else:
+            digest = con.execute(
+                f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {table} AS t"
+            ).fetchone()
+            parts.append([table, *map(str, digest)])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _signatures(models: list[Model], values: dict[str, Any], inputs: str) -> dict[str, str]:
+    """Each model's signature: a hash of its SQL, its parameter values, its upstream models'
+    signatures and the inputs' fingerprint. Equal signatures mean equal tables."""
+    signatures: dict[str, str] = {}
+    for m in models:  # build order: dependencies first
+        text = json.dumps(
+            [
+                m.sql,
+                m.is_view,
+                {p: values[p] for p in m.parameters if p in values},
+                [signatures[d] for d in m.depends_on],
+                inputs,
+            ],
+            default=str,
+        )
+        signatures[m.qualified_name] = hashlib.sha256(text.encode()).hexdigest()[:32]
+    return signatures
 
 
 def build_models(
@@ -219,18 +323,59 @@ def build_models(
     *,
     schema_suffix: str = "",
     sql_dir: Path = SQL_DIR,
+    reuse_suffix: str | None = None,
 ) -> list[str]:
     """Load the value sets, then build every model in order; returns the tables built.
 
     A non-empty schema_suffix builds into `<schema><suffix>` (e.g. `mart__next`), so a run
     can be built beside the published one and swapped in, or run with other settings.
+
+    With `reuse_suffix` (another build's suffix, e.g. `__build`), a model whose signature
+    equals that of the model already built there (same SQL, same parameter values up its
+    whole dependency chain, same inputs) is not rebuilt: `<schema><suffix>.<model>` becomes
+    a view on `<schema><reuse_suffix>.<model>`. Only models downstream of a changed
+    parameter are computed again; the tables read the same as those of a full rebuild.
     """
-    if schema_suffix and not schema_suffix.replace("_", "").isalnum():
-        raise ModelError(
-            f"schema_suffix must be letters, digits and underscores, got {schema_suffix!r}"
-        )
+    for suffix in (schema_suffix, reuse_suffix or ""):
+        if suffix and not suffix.replace("_", "").isalnum():
+            raise ModelError(
+                f"schema_suffix must be letters, digits and underscores, got {suffix!r}"
+            )
+    if reuse_suffix is not None and reuse_suffix == schema_suffix:
+        raise ModelError("reuse_suffix must differ from schema_suffix")
     models = model_graph(sql_dir)
     _check_inputs(con)
     load_value_sets(con)
     values = parameter_values(settings)
-    return [build_model(con, m, values, schema_suffix) for m in models]
+    signatures = _signatures(models, values, _inputs_fingerprint(con))
+    built = []
+    reused = 0
+    for m in models:
+        signature = signatures[m.qualified_name]
+        if reuse_suffix is not None and (
+            _stored_signature(con, m.schema + reuse_suffix, m.name) == signature
+        ):
+            built.append(_reuse_model(con, m, schema_suffix, reuse_suffix, signature))
+            reused += 1
+        else:
+            built.append(build_model(con, m, values, schema_suffix, signature=signature))
+    if reuse_suffix is not None:
+        log.info("%d of %d models reused from the %s build", reused, len(models), reuse_suffix)
+    return built
+
+
+def _reuse_model(
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    schema_suffix: str,
+    reuse_suffix: str,
+    signature: str,
+) -> str:
+    """`<schema><suffix>.<model>` as a view on the identical model of another build."""
+    target = f"{model.schema}{schema_suffix}.{model.name}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {model.schema}{schema_suffix}")
+    _drop_relation(con, model.schema + schema_suffix, model.name)
+    con.execute(f"CREATE VIEW {target} AS SELECT * FROM {model.schema}{reuse_suffix}.{model.name}")
+    con.execute(f"COMMENT ON VIEW {target} IS '{_SIGNATURE_PREFIX}{signature}'")
+    log.info("reused %-49s from %s", target, model.schema + reuse_suffix)
+    return target

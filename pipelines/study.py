@@ -379,16 +379,36 @@ def step_input_contracts(warehouse: Path) -> str:
 
 
 def step_models(
-    warehouse: Path, settings: StudySettings, suffix: str = BUILD_SUFFIX
+    warehouse: Path,
+    settings: StudySettings,
+    suffix: str = BUILD_SUFFIX,
+    *,
+    reuse_suffix: str | None = None,
 ) -> dict[str, int]:
-    """Build every SQL model into the build schemas."""
+    """Build every SQL model into the build schemas; returns the row count of each table built.
+
+    With `reuse_suffix`, models identical to those of that build (same SQL and parameter
+    values up their dependency chain) are views on it instead of being computed again.
+    Views (parameter-free staging models, reused models) are not counted: counting would
+    compute them."""
     from pipelines.models import build_models
 
     with _connection(warehouse) as con:
         for schema in ("staging", "intermediate", "mart"):
             drop_schema(con, schema + suffix)
-        built = build_models(con, settings, schema_suffix=suffix)
-        return {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in built}
+        built = build_models(con, settings, schema_suffix=suffix, reuse_suffix=reuse_suffix)
+        tables = {
+            f"{s}.{t}"
+            for s, t in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+                " WHERE table_type = 'BASE TABLE'"
+            ).fetchall()
+        }
+        return {
+            name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+            for name in built
+            if name in tables
+        }
 
 
 def step_statistics(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
@@ -399,7 +419,10 @@ def step_statistics(warehouse: Path, settings: StudySettings, run_id: str) -> di
 
 
 def step_sensitivity(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
-    """Rebuild the study under each sensitivity variant and tabulate it beside the primary."""
+    """Rebuild the study under each sensitivity variant and tabulate it beside the primary.
+
+    Each variant builds only the models downstream of the parameters it changes; the
+    others are read from the primary build (`step_models`, same run)."""
     from pipelines.analysis import sensitivity_rows, write_sensitivity_table
 
     frames = []
@@ -408,7 +431,7 @@ def step_sensitivity(warehouse: Path, settings: StudySettings, run_id: str) -> d
     for name in settings.sensitivity_analyses:
         variant = settings.replace(**SENSITIVITY_VARIANTS[name])
         suffix = f"__sens_{name}"
-        step_models(warehouse, variant, suffix=suffix)
+        step_models(warehouse, variant, suffix=suffix, reuse_suffix=BUILD_SUFFIX)
         with _connection(warehouse) as con:
             frames.append(sensitivity_rows(con, variant, name, schema="mart" + suffix))
             for schema in ("staging", "intermediate", "mart"):

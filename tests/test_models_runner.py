@@ -177,6 +177,92 @@ def test_the_suffixed_build_gives_the_same_tables_as_the_plain_build():
         ), m.name
 
 
+@pytest.fixture(scope="module")
+def generated_warehouse(tmp_path_factory) -> Path:
+    """A small generated export, ingested, with the primary build (`__build`)."""
+    from pipelines import study
+    from pipelines.generator import generate
+
+    root = tmp_path_factory.mktemp("generated")
+    generate(root / "export", patients=300, seed=5)
+    warehouse = root / "warehouse.duckdb"
+    study.step_ingest(root / "export", warehouse, say=lambda _m: None)
+    study.step_models(warehouse, StudySettings())
+    return warehouse
+
+
+def _model_rows(con: duckdb.DuckDBPyConnection, suffix: str) -> dict[str, list]:
+    return {
+        m.qualified_name: con.execute(
+            f"select * from {m.schema}{suffix}.{m.name} order by all"
+        ).fetchall()
+        for m in MODELS
+    }
+
+
+@pytest.mark.parametrize("variant", ["landmark_0", "persistence_28", "washout_180"])
+def test_a_variant_reusing_the_primary_build_equals_a_full_rebuild(generated_warehouse, variant):
+    from pipelines.study import BUILD_SUFFIX, SENSITIVITY_VARIANTS
+
+    settings = StudySettings().replace(**SENSITIVITY_VARIANTS[variant])
+    with duckdb.connect(str(generated_warehouse)) as con:
+        build_models(con, settings, schema_suffix="__full")
+        built = build_models(con, settings, schema_suffix="__reuse", reuse_suffix=BUILD_SUFFIX)
+        assert built == [f"{m.schema}__reuse.{m.name}" for m in MODELS]
+        kinds = dict(
+            con.execute(
+                "select table_schema || '.' || table_name, table_type"
+                " from information_schema.tables where table_schema like '%__reuse'"
+            ).fetchall()
+        )
+        full, reused = _model_rows(con, "__full"), _model_rows(con, "__reuse")
+        assert full["mart.cohort"], "the generated export has a cohort"
+        for name in full:
+            assert reused[name] == full[name], name
+        # staging and the models upstream of the changed parameter are not computed again
+        changed = set(SENSITIVITY_VARIANTS[variant])
+        for m in MODELS:
+            if m.schema == "staging" or m.name == "int_concept_records":
+                assert kinds[f"{m.schema}__reuse.{m.name}"] == "VIEW", m.name
+            if changed & set(m.parameters):
+                assert kinds[f"{m.schema}__reuse.{m.name}"] == "BASE TABLE", m.name
+        for schema in ("staging", "intermediate", "mart"):
+            for suffix in ("__full", "__reuse"):
+                con.execute(f"drop schema {schema}{suffix} cascade")
+
+
+def test_a_build_with_other_inputs_is_not_reused(generated_warehouse, tmp_path):
+    from pipelines.study import BUILD_SUFFIX
+
+    copy = tmp_path / "w.duckdb"
+    copy.write_bytes(generated_warehouse.read_bytes())
+    with duckdb.connect(str(copy)) as con:
+        con.execute("delete from raw.observations where rowid % 7 = 0")
+        build_models(con, StudySettings(), schema_suffix="__reuse", reuse_suffix=BUILD_SUFFIX)
+        tables = con.execute(
+            "select count(*) from information_schema.tables"
+            " where table_schema like '%__reuse' and table_type = 'BASE TABLE'"
+        ).fetchone()[0]
+        assert tables == sum(not m.is_view for m in MODELS)
+
+
+def test_parameter_free_staging_models_are_views_and_the_rest_tables():
+    con = build_study(
+        patients="patient_id | birth_date | sex\n p1 | 1960-05-01 | F",
+        encounters="encounter_id | patient_id | start_at\n e0 | p1 | 2014-01-10 09:00:00",
+        conditions="patient_id | start_date | code\n p1 | 2015-06-01 | 279039007",
+    )
+    kinds = dict(
+        con.execute(
+            "select table_schema || '.' || table_name, table_type from information_schema.tables"
+            " where table_schema in ('staging', 'intermediate', 'mart')"
+        ).fetchall()
+    )
+    for m in MODELS:
+        expected = "VIEW" if m.schema == "staging" and not m.parameters else "BASE TABLE"
+        assert kinds[m.qualified_name] == expected, m.name
+
+
 def test_a_schema_suffix_must_be_a_plain_name():
     with pytest.raises(ModelError, match="schema_suffix"):
         build_models(raw_warehouse(), StudySettings(), schema_suffix="; drop table x")
