@@ -218,6 +218,14 @@ def spark_session(
         raise ModelError("the Spark engine needs pyspark: uv sync --extra spark") from exc
     settings = {**SESSION_CONF, **(config or {})}
     if master.startswith("sc://"):
+        try:
+            import grpc  # noqa: F401  (Spark Connect's client transport)
+        except ImportError as exc:
+            raise ModelError(
+                "Spark Connect (sc://...) needs pyspark's connect client libraries"
+                " (grpcio, grpcio-status, googleapis-common-protos, zstandard), which the"
+                " lock file does not include; use a master URL or install pyspark[connect]"
+            ) from exc
         builder = SparkSession.builder.remote(master)
     else:
         if master.startswith("local"):

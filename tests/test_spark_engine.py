@@ -137,6 +137,18 @@ def test_portability_guard_accepts_portable_sql(sql):
     assert se.portability_problems(sqlglot.parse_one(sql, read="duckdb")) == []
 
 
+@pytest.mark.spark
+def test_spark_connect_without_its_client_libraries_is_a_clear_error():
+    pytest.importorskip("pyspark")
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelError, match="Spark Connect"):
+            se.spark_session("sc://localhost:15002")
+    else:
+        pytest.skip("the Spark Connect client libraries are installed")
+
+
 # ---------------------------------------------------------------- both engines (Spark)
 
 
@@ -210,7 +222,12 @@ def test_raw_and_meta_tables_agree_with_duckdb(spark_run, generated):
 
 
 @pytest.mark.spark
-def test_marts_load_back_into_duckdb(spark_run, generated):
+def test_statistics_from_spark_marts_match_duckdb(spark_run, generated):
+    """The statistics read the Spark marts, loaded back into DuckDB, as they read DuckDB's."""
+    import pandas as pd
+
+    from pipelines.analysis import analysis_tables, load_episodes
+
     _, con = generated
     _, marts = spark_run
     with duckdb.connect() as other:
@@ -221,6 +238,13 @@ def test_marts_load_back_into_duckdb(spark_run, generated):
                 other.execute(count.format(table)).fetchall()
                 == con.execute(count.format(table)).fetchall()
             )
+        from_spark, from_duckdb = load_episodes(other), load_episodes(con)
+    pd.testing.assert_frame_equal(from_spark, from_duckdb, check_dtype=False)
+    spark_tables = analysis_tables(from_spark, StudySettings())
+    duckdb_tables = analysis_tables(from_duckdb, StudySettings())
+    assert set(spark_tables) == set(duckdb_tables) and spark_tables
+    for name, frame in duckdb_tables.items():
+        pd.testing.assert_frame_equal(spark_tables[name], frame, check_dtype=False, obj=name)
 
 
 @pytest.mark.spark
