@@ -2,17 +2,20 @@
 
 Two phases, both in DuckDB SQL (no table ever passes through pandas or Python rows):
 
-1. landing (schema `landing`, internal): every new or changed export file is parsed once
-   with `read_csv` and explicit column types into its own table `landing.<table>__<id>`;
-   lines DuckDB cannot parse go to `landing.rejects`. Files whose path and sha256 are
-   unchanged are not read again; tables of vanished files are dropped.
+1. landing (schema `landing`, internal): every new or changed patients file is parsed once
+   with `read_csv` and explicit column types into its own table `landing.patients__<id>`
+   (raw.patients is rebuilt from them, since duplicates are judged across files); lines
+   DuckDB cannot parse go to `landing.rejects`. Files whose path and sha256 are unchanged
+   are not read again; vanished files are forgotten.
 2. update (one transaction, so a failure leaves the previous raw/meta tables intact):
-   raw.patients is rebuilt when its files changed (duplicates are judged across files);
-   in every other raw table the rows of vanished or changed files leave, the rows of new or
-   changed files enter after the row checks (missing required value, unknown patient),
-   and when raw.patients changed, records of patients that left move to the quarantine
-   while records that were waiting for patients that arrived enter raw. `meta.quarantine`,
-   `meta.ingest_manifest` and `meta.source_tables` change with them.
+   raw.patients is rebuilt when its files changed; in every other raw table the rows of
+   vanished or changed files leave, and new or changed files are parsed straight into raw
+   (no landing copy): their rows get their line numbers, then the rows that fail a check
+   (missing required value, unknown patient) move to the quarantine. Rows of unknown
+   patients are also kept in `landing.<table>__held`, and when raw.patients changed,
+   records of patients that left move to the quarantine (and held) while held records of
+   patients that arrived enter raw. `meta.quarantine`, `meta.ingest_manifest` and
+   `meta.source_tables` change with them.
 
 So a growing export ingested run by run ends with the same tables as one ingest of the
 final export, without rewriting the big tables at each run. See docs/ingest.md.
@@ -39,7 +42,7 @@ from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 
 # Bump when the way files are parsed into landing tables changes: every file is then re-read.
-LANDING_FORMAT = "2"
+LANDING_FORMAT = "3"
 _FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?$", re.I)
 _DATE_TYPES = ("DATE", "TIMESTAMP")
 # DuckDB reject error_type -> quarantine reason
@@ -440,11 +443,17 @@ def drop_file(con: duckdb.DuckDBPyConnection, relative: str) -> None:
         con.execute("DELETE FROM landing.files WHERE file_path = ?", [relative])
 
 
+# Tables whose files phase 1 parses into landing tables; the others are parsed straight
+# into raw in phase 2.
+LANDED_TABLES = frozenset({"patients"})
+
+
 @dataclass
 class _LandingChanges:
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    digests: dict[str, Digest] = field(default_factory=dict)
 
 
 def sync_landing(con: duckdb.DuckDBPyConnection, export: Export, log: Log) -> _LandingChanges:
@@ -456,9 +465,11 @@ def sync_landing(con: duckdb.DuckDBPyConnection, export: Export, log: Log) -> _L
         ).fetchall()
     }
     changes = _LandingChanges()
-    digests = digest_files(export.files)
+    digests = changes.digests = digest_files(export.files)
     for f in export.files:
         digest = digests[f.relative]
+        if f.table not in LANDED_TABLES:
+            continue  # parsed in phase 2 if needed (update_table)
         if known.get(f.relative) == (digest.sha256, fingerprint(f)):
             changes.skipped.append(f.relative)
             continue
@@ -580,19 +591,32 @@ class TableChanges:
 
     stale: list[str]  # files whose rows leave raw (vanished, or changed since raw was built)
     fresh: list[str]  # files whose rows enter raw (new, or changed)
-    recreate: bool  # raw table missing or of an older shape: rebuilt from every landing table
+    recreate: bool  # raw table missing or of an older shape: rebuilt from every file
+    # for tables parsed straight into raw: each fresh file and its digest
+    sources: dict[str, tuple[SourceFile, Digest]] = field(default_factory=dict)
+    loaded: list[str] = field(default_factory=list)  # files parsed (filled by update_table)
+    messages: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.stale or self.fresh or self.recreate)
 
 
-def plan_changes(con: duckdb.DuckDBPyConnection) -> dict[str, TableChanges]:
-    """Compare the landing files with the manifest raw was built from, table by table."""
+def plan_changes(
+    con: duckdb.DuckDBPyConnection,
+    export: Export | None = None,
+    digests: dict[str, Digest] | None = None,
+) -> dict[str, TableChanges]:
+    """Compare the landing files (patients) or the export's files (the other tables) with the
+    manifest raw was built from, table by table."""
     state = "SELECT table_name, file_path, sha256, loaded_at FROM {}"
     landing = {(t, p): v for t, p, *v in con.execute(state.format("landing.files")).fetchall()}
     built = {(t, p): v for t, p, *v in con.execute(state.format("meta.ingest_manifest")).fetchall()}
     plan = {}
     for table in schema.TABLES:
+        if table not in LANDED_TABLES:
+            if export is not None:
+                plan[table] = _plan_direct(con, table, export, digests or {}, built)
+            continue
         recreate = not _raw_table_is_current(con, table)
         stale = [
             p
@@ -606,6 +630,44 @@ def plan_changes(con: duckdb.DuckDBPyConnection) -> dict[str, TableChanges]:
         ]
         plan[table] = TableChanges(sorted(stale), sorted(fresh), recreate)
     return plan
+
+
+def _plan_direct(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    export: Export,
+    digests: dict[str, Digest],
+    built: dict[tuple[str, str], list],
+) -> TableChanges:
+    """Files of a table parsed straight into raw: a file is fresh unless raw was built from
+    exactly it (same sha256, parser fingerprint and load as landing.files records)."""
+    recreate = not _raw_table_is_current(con, table)
+    known = {
+        p: (sha, fp, loaded)
+        for p, sha, fp, loaded in con.execute(
+            "SELECT file_path, sha256, fingerprint, loaded_at FROM landing.files"
+            " WHERE table_name = ?",
+            [table],
+        ).fetchall()
+    }
+    files = [f for f in export.files if f.table == table]
+    fresh = []
+    for f in files:
+        sha, fp, loaded = known.get(f.relative, (None, None, None))
+        current = (
+            not recreate
+            and (sha, fp) == (digests[f.relative].sha256, fingerprint(f))
+            and built.get((table, f.relative)) == [sha, loaded]
+        )
+        if not current:
+            fresh.append(f.relative)
+    stale = [
+        p
+        for (t, p) in built
+        if t == table and (recreate or p in fresh or p not in {f.relative for f in files})
+    ]
+    sources = {f.relative: (f, digests[f.relative]) for f in files if f.relative in fresh}
+    return TableChanges(sorted(stale), fresh, recreate, sources)
 
 
 def _raw_table_is_current(con: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -675,12 +737,227 @@ def update_table(
     quarantine while records waiting for patients that arrived enter raw."""
     if not (changes or patient_ids_changed):
         return False
+    if table not in LANDED_TABLES:
+        _update_direct_table(con, table, changes, patient_ids_changed)
+        _write_manifest(con, table)
+        return True
     _apply_file_changes(con, table, changes)
     if patient_ids_changed and not changes.recreate:
         kept = [f for f in _landing_files(con, table) if f not in changes.fresh]
         _recheck_patients(con, table, kept)
     _write_manifest(con, table)
     return True
+
+
+# ---------------------------------------------------------------- phase 2: files straight into raw
+
+
+def _held_table(table: str) -> str:
+    """Rows of `table` that parsed and passed every check but the patient's: they wait here
+    (and in the quarantine) for their patient to arrive."""
+    return f"landing.{_quote(table + '__held')}"
+
+
+def _update_direct_table(
+    con: duckdb.DuckDBPyConnection, table: str, changes: TableChanges, patient_ids_changed: bool
+) -> None:
+    held = _held_table(table)
+    if changes.recreate:
+        con.execute(f"DROP TABLE IF EXISTS raw.{table}")
+        con.execute(schema.create_table_sql(table))
+        con.execute(f"DROP TABLE IF EXISTS {held}")
+        con.execute("DELETE FROM meta.quarantine WHERE table_name = ?", [table])
+    elif changes.stale:
+        stale = {"files": changes.stale}
+        for target in (f"raw.{table}", held):
+            if target == held and not _held_exists(con, table):
+                continue
+            con.execute(f"DELETE FROM {target} WHERE source_file IN (SELECT unnest($files))", stale)
+        con.execute(
+            "DELETE FROM meta.quarantine WHERE table_name = $table"
+            " AND source_file IN (SELECT unnest($files))",
+            {"table": table, **stale},
+        )
+    if not _held_exists(con, table):
+        con.execute(schema.create_table_sql(table, held))
+    if patient_ids_changed and not changes.recreate:
+        _recheck_held(con, table)  # before the fresh files: raw and held hold kept files only
+    for relative in changes.fresh:
+        f, digest = changes.sources[relative]
+        started = time.perf_counter()
+        rows, bad = _load_into_raw(con, f, digest)
+        changes.loaded.append(f.relative)
+        changes.messages.append(
+            f"{f.relative}: {rows} rows parsed, {bad} lines rejected ({_seconds(started)})"
+        )
+
+
+def _held_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return wh.table_exists(con, "landing", table + "__held")
+
+
+def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Records of patients that left move from raw to the quarantine and held; held records
+    of patients that arrived enter raw."""
+    patient = schema.TABLES[table].patient_column
+    held = _held_table(table)
+    if con.execute("SELECT count(*) FROM patients_removed").fetchone()[0]:
+        orphans = f"FROM raw.{table} WHERE {patient} IN (SELECT patient_id FROM patients_removed)"
+        con.execute(
+            f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, '{patient}',"
+            f" 'unknown_patient', {_as_text(table)} {orphans}",
+            {"table": table},
+        )
+        con.execute(f"INSERT INTO {held} SELECT * {orphans}")
+        con.execute(f"DELETE {orphans}")
+    if con.execute("SELECT count(*) FROM patients_added").fetchone()[0]:
+        arrived = f"FROM {held} WHERE {patient} IN (SELECT patient_id FROM patients_added)"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE revived AS SELECT * {arrived}")
+        con.execute(f"INSERT INTO raw.{table} SELECT * FROM revived")
+        con.execute(f"DELETE {arrived}")
+        con.execute(
+            "DELETE FROM meta.quarantine q USING revived r WHERE q.table_name = $table"
+            " AND q.reason = 'unknown_patient' AND q.source_file = r.source_file"
+            " AND q.source_line = r.source_line",
+            {"table": table},
+        )
+
+
+def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> tuple:
+    """Parse one file straight into raw.<table> (inside the update transaction): every parsed
+    row enters in file order without a line number; the line numbers follow from the row ids
+    and the rejected lines; then the rows that fail a check move to the quarantine (rows of
+    unknown patients also to held). Returns (rows parsed, bad lines)."""
+    table = f.table
+    newlines, ends_with_newline = _line_stats(f, digest)
+    physical_lines = newlines + (0 if ends_with_newline else 1)
+    names = ", ".join(c.name for c in schema.TABLES[table].columns)
+    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_errors")
+    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_scans")
+    con.execute(f"DROP TABLE IF EXISTS landing.{_quote(_landing_table(f.relative))}")  # old format
+    try:
+        con.execute(
+            f"INSERT INTO raw.{table} ({names}, source_file) {_read_csv_sql(f)}",
+            _params(f, path=True),
+        )
+        con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
+        con.execute(
+            _rejects_sql(f),
+            _params(f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines),
+        )
+    except duckdb.Error as exc:
+        raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+    new_rows = f"FROM raw.{table} WHERE source_line IS NULL"
+    if not ends_with_newline:
+        _quarantine_unterminated_last_line(con, f, physical_lines, new_rows)
+    rows, base = con.execute(f"SELECT count(*), min(rowid) {new_rows}").fetchone()
+    bad, consumed = con.execute(
+        "SELECT count(*), coalesce(sum(1 + extra), 0) FROM (SELECT line, max(extra_lines) AS extra"
+        " FROM landing.rejects WHERE file_path = ? GROUP BY line)",
+        [f.relative],
+    ).fetchone()
+    if rows:
+        _number_lines(con, f, base)
+    _quarantine_new_rows(con, f, base)
+    exact = 1 + rows + consumed == physical_lines
+    con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
+    con.execute(
+        "INSERT INTO landing.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [f.relative, f.table, f.part, digest.size_bytes, digest.sha256, fingerprint(f),
+         None, rows, bad, physical_lines, exact, _utc_now()],
+    )  # fmt: skip
+    return rows, bad
+
+
+def _line_stats(f: SourceFile, digest: Digest) -> tuple[int, bool]:
+    if digest.newlines is None:
+        try:
+            return _text_line_stats(f.path)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestError(f"{f.relative}: cannot be decompressed: {exc}") from exc
+    return digest.newlines, bool(digest.ends_with_newline)
+
+
+def _quarantine_unterminated_last_line(
+    con: duckdb.DuckDBPyConnection, f: SourceFile, last_line: int, new_rows: str
+) -> None:
+    """As _quarantine_unterminated_last_row, for a file parsed straight into raw."""
+    rejected = con.execute(
+        "SELECT count(*) FROM landing.rejects WHERE file_path = ? AND line + extra_lines = ?",
+        [f.relative, last_line],
+    ).fetchone()[0]
+    last_rowid = con.execute(f"SELECT max(rowid) {new_rows}").fetchone()[0]
+    if rejected or last_rowid is None or last_line < 2:
+        return
+    text = _last_line_text(f.path)
+    if not text.strip():
+        return
+    con.execute(
+        "INSERT INTO landing.rejects VALUES (?, ?, ?, 0, NULL, 'truncated_last_line', ?)",
+        [f.table, f.relative, last_line, text],
+    )
+    con.execute(f"DELETE FROM raw.{f.table} WHERE rowid = ?", [last_rowid])
+
+
+def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, base: int) -> None:
+    """source_line of the file's new rows: the row's position in the file (rowid - base) + 2
+    (header, 1-based) plus the lines rejected before it."""
+    offsets = con.execute(_OFFSETS_SQL, {"file": f.relative}).fetchall()
+    target = f"raw.{f.table}"
+    if len(offsets) <= _MAX_CASE_OFFSETS:
+        line = _line_number_sql(offsets).replace("l.rowid", f"(rowid - {int(base)})")
+        con.execute(f"UPDATE {target} SET source_line = {line} WHERE source_line IS NULL")
+        return
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE line_offsets AS {_OFFSETS_SQL}", {"file": f.relative}
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE new_lines AS
+        SELECT l.rowid AS row_id, l.rowid - {int(base)} + 2 + coalesce(o.lines_skipped, 0) AS line
+        FROM (SELECT rowid FROM {target} WHERE source_line IS NULL) l
+        ASOF LEFT JOIN line_offsets o ON l.rowid - {int(base)} >= o.accepted_before"""
+    )
+    con.execute(
+        f"UPDATE {target} SET source_line = n.line FROM new_lines n WHERE {target}.rowid = n.row_id"
+    )
+
+
+def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, base: int | None) -> None:
+    """The file's rejected lines into the quarantine; its rows that fail a check from raw into
+    the quarantine (unknown patients also into held)."""
+    table = f.table
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT table_name, file_path, line, column_name, reason,"
+        " raw_line FROM landing.rejects WHERE file_path = ?",
+        [f.relative],
+    )
+    if base is None:
+        return
+    checks = _problem_checks(table)
+    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
+    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
+    new = f"FROM raw.{table} WHERE rowid >= {int(base)}"
+    checked = f"SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column {new}"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE new_problems AS SELECT * FROM ({checked})"
+        " WHERE problem IS NOT NULL"
+    )
+    if not con.execute("SELECT count(*) FROM new_problems").fetchone()[0]:
+        return
+    columns = ", ".join(c.name for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS))
+    con.execute(
+        f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
+        f" problem, {_as_text(table)} FROM new_problems",
+        {"table": table},
+    )
+    con.execute(
+        f"INSERT INTO {_held_table(table)} SELECT {columns} FROM new_problems"
+        " WHERE problem = 'unknown_patient'"
+    )
+    con.execute(
+        f"DELETE FROM raw.{table} WHERE rowid >= {int(base)}"
+        " AND source_line IN (SELECT source_line FROM new_problems)"
+    )
 
 
 def _apply_file_changes(con: duckdb.DuckDBPyConnection, table: str, changes: TableChanges) -> None:
@@ -768,9 +1045,16 @@ def _write_manifest(con: duckdb.DuckDBPyConnection, table: str) -> None:
     )
 
 
-def update_raw(con: duckdb.DuckDBPyConnection, log: Log) -> list[str]:
-    """Update every raw table that needs it (call inside a transaction); returns their names."""
-    plan = plan_changes(con)
+def update_raw(
+    con: duckdb.DuckDBPyConnection,
+    log: Log,
+    export: Export | None = None,
+    landed: _LandingChanges | None = None,
+) -> list[str]:
+    """Update every raw table that needs it (call inside a transaction); returns their names.
+    Files of the tables parsed straight into raw are added to `landed.loaded`/`skipped`."""
+    landed = landed or _LandingChanges()
+    plan = plan_changes(con, export, landed.digests)
     updated = []
     ids_changed = False
     for table in schema.TABLES:  # patients first: the other tables are checked against it
@@ -780,6 +1064,15 @@ def update_raw(con: duckdb.DuckDBPyConnection, log: Log) -> list[str]:
             ids_changed = changed and _patient_ids_changed(con)
         else:
             changed = update_table(con, table, plan[table], ids_changed)
+        if table not in LANDED_TABLES and export is not None:
+            for message in plan[table].messages:
+                log(message)
+            landed.loaded += plan[table].loaded
+            landed.skipped += [
+                f.relative
+                for f in export.files
+                if f.table == table and f.relative not in plan[table].loaded
+            ]
         if changed:
             updated.append(table)
             log(f"raw.{table} updated ({_seconds(started)})")
@@ -904,7 +1197,10 @@ def ingest_export(source: Path, warehouse: Path, *, log: Log = print) -> IngestS
         _ensure_tables(con)
         changes = sync_landing(con, export, log)
         with _Transaction(con):
-            updated = update_raw(con, log)
+            updated = update_raw(con, log, export, changes)
+            order = {f.relative: i for i, f in enumerate(export.files)}
+            for names in (changes.loaded, changes.skipped):
+                names.sort(key=lambda name: order.get(name, len(order)))
             write_source_tables(con, export)
         table_rows = dict(
             con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall()

@@ -632,9 +632,24 @@ def test_a_new_schema_or_parser_version_reloads(ohdsi, tmp_path, monkeypatch):
     with duckdb.connect(str(warehouse)) as con:  # a raw table of an older shape
         con.execute("ALTER TABLE raw.conditions DROP COLUMN description")
     summary = run(ohdsi, warehouse)
-    assert summary.files_loaded == [] and summary.tables_updated == ["conditions"]
+    # raw.conditions is rebuilt by parsing its file again (no landing copy is kept)
+    assert summary.files_loaded == ["conditions.csv"] and summary.tables_updated == ["conditions"]
     assert snapshot(warehouse) == before
     monkeypatch.setattr(ingest, "LANDING_FORMAT", "test")
     summary = run(ohdsi, warehouse)
     assert len(summary.files_loaded) == len(schema.TABLES)
     assert snapshot(warehouse) == before
+
+
+def test_connections_get_a_memory_budget_from_the_environment(tmp_path, monkeypatch):
+    from pipelines import warehouse as wh
+
+    monkeypatch.setenv(wh.MEMORY_LIMIT_ENV, "700MB")
+    with wh.open_warehouse(tmp_path / "w.duckdb") as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.startswith("667") or limit.startswith("700")  # DuckDB shows MiB
+    monkeypatch.setenv(wh.MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match=wh.MEMORY_LIMIT_ENV):
+        wh.connect(tmp_path / "w.duckdb")
+    monkeypatch.delenv(wh.MEMORY_LIMIT_ENV)
+    assert wh.default_memory_limit().endswith("MB")
