@@ -17,21 +17,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
 from pipelines.stats import accuracy, model, roc, survival
 from pipelines.stats.disclosure import suppress
 from pipelines.stats.release_tables import release_specs
 from pipelines.warehouse import table_exists
 
-SEED_FLAGS = (
-    "persistent_pain",
-    "night_pain",
-    "weight_loss",
-    "neuro_symptoms",
-    "spinal_tenderness",
-    "breast_cancer_history",
-)
-FLAGS = (*SEED_FLAGS, "age_50_plus", "failed_conservative_therapy", "elevated_alp")
 FLAG_COLUMNS = tuple(f"flag_{f}" for f in FLAGS)
 SUBGROUPS = ("all", "breast_cancer_history", "female")
 SCORE = "red_flag_count"

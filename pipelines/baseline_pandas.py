@@ -37,19 +37,11 @@ import numpy as np
 import pandas as pd
 
 from pipelines import codesystems
+from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.schema import TABLES
 from pipelines.settings import StudySettings
 from pipelines.valuesets import read_value_sets
 
-SEED_FLAGS = (
-    "persistent_pain",
-    "night_pain",
-    "weight_loss",
-    "neuro_symptoms",
-    "spinal_tenderness",
-    "breast_cancer_history",
-)
-FLAGS = (*SEED_FLAGS, "age_50_plus", "failed_conservative_therapy", "elevated_alp")
 SUBGROUPS = ("all", "breast_cancer_history", "female")
 # Concepts read from diagnoses and encounter reasons, and the flag each coded finding sets.
 CLINICAL_CONCEPTS = (

@@ -380,11 +380,18 @@ def _quarantine_unterminated_last_row(
     its last line is quarantined as truncated_last_line even when it still parses, since a
     value in it may be cut (`Full-time employment (fi`). Nothing to do when DuckDB already
     rejected that line, the file has no data row or the text after its last newline is blank."""
+    _quarantine_last_line(con, f, last_line, f"FROM landing.{table}", f"landing.{table}")
+
+
+def _quarantine_last_line(
+    con: duckdb.DuckDBPyConnection, f: SourceFile, last_line: int, rows_from: str, table: str
+) -> None:
+    """Move the file's last parsed row (the highest rowid `rows_from`) out of `table`."""
     rejected = con.execute(
         "SELECT count(*) FROM landing.rejects WHERE file_path = ? AND line + extra_lines = ?",
         [f.relative, last_line],
     ).fetchone()[0]
-    last_rowid = con.execute(f"SELECT max(rowid) FROM landing.{table}").fetchone()[0]
+    last_rowid = con.execute(f"SELECT max(rowid) {rows_from}").fetchone()[0]
     if rejected or last_rowid is None or last_line < 2:
         return
     text = _last_line_text(f.path)
@@ -394,7 +401,7 @@ def _quarantine_unterminated_last_row(
         "INSERT INTO landing.rejects VALUES (?, ?, ?, 0, NULL, 'truncated_last_line', ?)",
         [f.table, f.relative, last_line, text],
     )
-    con.execute(f"DELETE FROM landing.{table} WHERE rowid = ?", [last_rowid])
+    con.execute(f"DELETE FROM {table} WHERE rowid = ?", [last_rowid])
 
 
 def _last_line_text(path: Path) -> str:
@@ -882,21 +889,7 @@ def _quarantine_unterminated_last_line(
     con: duckdb.DuckDBPyConnection, f: SourceFile, last_line: int, new_rows: str
 ) -> None:
     """As _quarantine_unterminated_last_row, for a file parsed straight into raw."""
-    rejected = con.execute(
-        "SELECT count(*) FROM landing.rejects WHERE file_path = ? AND line + extra_lines = ?",
-        [f.relative, last_line],
-    ).fetchone()[0]
-    last_rowid = con.execute(f"SELECT max(rowid) {new_rows}").fetchone()[0]
-    if rejected or last_rowid is None or last_line < 2:
-        return
-    text = _last_line_text(f.path)
-    if not text.strip():
-        return
-    con.execute(
-        "INSERT INTO landing.rejects VALUES (?, ?, ?, 0, NULL, 'truncated_last_line', ?)",
-        [f.table, f.relative, last_line, text],
-    )
-    con.execute(f"DELETE FROM raw.{f.table} WHERE rowid = ?", [last_rowid])
+    _quarantine_last_line(con, f, last_line, new_rows, f"raw.{f.table}")
 
 
 def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, base: int) -> None:

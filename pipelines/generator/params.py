@@ -15,19 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserFacingError
+from pipelines.flags import FLAGS
 
-FLAGS = (
-    "persistent_pain",
-    "night_pain",
-    "weight_loss",
-    "neuro_symptoms",
-    "spinal_tenderness",
-    "breast_cancer_history",
-    "age_50_plus",
-    "failed_conservative_therapy",
-    "elevated_alp",
-)
-SEED_FLAGS = FLAGS[:6]
 # Ordinary episodes: followed to the horizon, diagnosed, dying or lost before the horizon.
 REGULAR_SCENARIOS = ("case", "control", "death", "lost_to_follow_up")
 # One protocol edge case each, with a known expected result (docs/generator.md).

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.generator import catalog as cat
-from pipelines.generator.params import FLAGS, SCENARIOS, SEED_FLAGS
+from pipelines.generator.params import SCENARIOS
 from pipelines.generator.planting import PERSISTENCE
 from pipelines.generator.population import EXCLUDED_STEP, HORIZON, LANDMARK, NO_INCIDENT, Population
 from pipelines.generator.records import NEVER
