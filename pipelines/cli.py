@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 # (httpx requests to the local Prefect API, Great Expectations internals, task states)
 # show only with --verbose.
 USER_LOGGERS = ("pipelines", "redflags", "prefect", "prefect.flow_runs")
-QUIET_LOGGERS = ("prefect.task_runs",)
+QUIET_LOGGERS = ("prefect.task_runs", "pipelines.models")  # per-model lines: -v
 
 
 def configure_logging(verbose: bool) -> None:
