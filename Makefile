@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PREFECT_LOGGING_TO_API_ENABLED := false
 
-.PHONY: install demo test test-spark lint format bench clean
+.PHONY: install demo test test-spark lint format bench notebooks clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format pipelines tests
 	$(VENV)/bin/ruff check --fix pipelines tests
+
+notebooks: install
+	REDFLAGS_WAREHOUSE=$${REDFLAGS_WAREHOUSE:-demo/warehouse.duckdb} $(VENV)/bin/jupyter notebook notebooks/
 
 bench: install
 	$(VENV)/bin/python -m pipelines.bench

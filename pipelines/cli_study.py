@@ -115,7 +115,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         f"  warehouse   {out / 'warehouse.duckdb'}  (schemas mart, release, meta)\n"
         f"  parquet     {out / 'release'}/  (release tables for BI tools)\n"
         f"  export      {export}/  (the generated Synthea CSVs; truth.json holds the planted truth)\n"
-        f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} jupyter notebook notebooks/"
+        f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} .venv/bin/jupyter notebook notebooks/"
     )
     return 0
 
