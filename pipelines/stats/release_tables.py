@@ -53,34 +53,38 @@ def nested_subgroups(frame: pd.DataFrame, keys: list[str], columns: list[str]) -
 def threshold_differences(frame: pd.DataFrame, order: str, columns: list[str]) -> Linkage:
     """Counts of a rule `value >= threshold` over ordered thresholds are cumulative.
 
-    Per subgroup, the difference between consecutive thresholds (episodes with a score in
-    one band) is a virtual cell: count(k) = count(k+1) + band(k). For each nested subgroup,
-    the band of its complement is virtual too: band_all(k) = band_child(k) + rest(k).
+    Per subgroup, the difference between any two thresholds (episodes with a score in one
+    band [k, k'), of one score or several) is a virtual cell: count(k) = count(k') + band.
+    Every band, not only single scores: with count(k+1) suppressed, count(k) - count(k+2)
+    would still reveal a small band of two scores. For each nested subgroup, the band of its
+    complement is virtual too: band_all = band_child + rest.
     (fn and tn need no bands of their own: with public margins they follow from tp and fp.)
     """
     positions = pd.Series(range(len(frame)), index=frame.index)
     groups: list[Group] = []
     virtual: dict[Cell, float] = {}
     bands: dict[tuple, Cell] = {}
+    thresholds = frame[order].to_numpy()
     for sub, block in positions.groupby(frame["subgroup"], sort=False):
         ordered = block.iloc[frame.loc[block.index, order].to_numpy().argsort(kind="stable")]
         rows = ordered.tolist()
         for col in columns:
             values = frame[col].to_numpy(dtype=float, na_value=float("nan"))
-            for low, high in zip(rows[:-1], rows[1:], strict=True):
-                band = values[low] - values[high]
-                if band != band:  # NaN: not a released count
-                    continue
-                threshold = frame[order].iloc[low]
-                cell: Cell = (("band", sub, threshold), col)
-                virtual[cell] = float(band)
-                bands[(sub, threshold, col)] = cell
-                groups.append(Group(((high, col), cell), (low, col)))
-    for (sub, threshold, col), cell in list(bands.items()):
-        if sub not in NESTED_SUBGROUPS or ("all", threshold, col) not in bands:
+            for i, low in enumerate(rows):
+                for high in rows[i + 1 :]:
+                    band = values[low] - values[high]
+                    if band != band:  # NaN: not a released count
+                        continue
+                    key = (thresholds[low], thresholds[high])
+                    cell: Cell = (("band", sub, *key), col)
+                    virtual[cell] = float(band)
+                    bands[(sub, key, col)] = cell
+                    groups.append(Group(((high, col), cell), (low, col)))
+    for (sub, key, col), cell in list(bands.items()):
+        if sub not in NESTED_SUBGROUPS or ("all", key, col) not in bands:
             continue
-        parent = bands[("all", threshold, col)]
-        rest: Cell = (("band_rest", sub, threshold), col)
+        parent = bands[("all", key, col)]
+        rest: Cell = (("band_rest", sub, *key), col)
         virtual[rest] = virtual[parent] - virtual[cell]
         groups.append(Group((cell, rest), parent))
     return Linkage(tuple(groups), virtual)
