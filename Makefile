@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PREFECT_LOGGING_TO_API_ENABLED := false
 
-.PHONY: install demo test test-spark lint format bench notebooks clean
+.PHONY: install install-spark demo test test-spark lint format bench notebooks clean
 
 install: $(VENV)/.installed
 
@@ -21,14 +21,17 @@ $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --all-groups --inexact
 	touch $@
 
+# The optional Spark engine (redflags run --engine spark): pyspark from the lock file.
+install-spark: install
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --all-groups --inexact --extra spark
+
 demo: install
 	$(VENV)/bin/redflags demo --out demo
 
 test: install
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m "not spark"
 
-test-spark: install
-	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --all-groups --inexact --extra spark
+test-spark: install-spark
 	$(VENV)/bin/python -m pytest -m spark
 
 lint: install

@@ -26,6 +26,27 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="if another run holds the warehouse, wait this long before giving up (default: 0)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("duckdb", "spark"),
+        default="duckdb",
+        help="where ingest and the SQL models run (default duckdb; spark needs"
+        " `make install-spark`, see docs/spark.md)",
+    )
+    parser.add_argument(
+        "--spark-master",
+        default="local[*]",
+        metavar="URL",
+        help="with --engine spark: local[*] (default), spark://host:7077, yarn, k8s://...,"
+        " or a Spark Connect address sc://host:15002",
+    )
+    parser.add_argument(
+        "--spark-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --engine spark: folder for the Parquet tables (default <warehouse>.spark/;"
+        " on a cluster, a path every node sees)",
+    )
 
 
 def configure_run_cli(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +107,7 @@ def run_run_cli(args: argparse.Namespace) -> int:
         config=str(args.config) if args.config else None,
         report=str(args.report) if args.report else None,
         wait_seconds=args.wait,
+        **_engine_options(args),
     )
     _print_result(result)
     return 0
@@ -107,6 +129,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         report=str(out / "report.html"),
         parquet_dir=str(out / "release"),
         wait_seconds=args.wait,
+        **_engine_options(args),
     )
     _print_result(result)
     print(
@@ -142,8 +165,17 @@ def run_serve_cli(args: argparse.Namespace) -> int:
         name=args.name,
         config=str(args.config) if args.config else None,
         report=str(args.report) if args.report else None,
+        **_engine_options(args),
     )
     return 0
+
+
+def _engine_options(args: argparse.Namespace) -> dict:
+    return {
+        "engine": args.engine,
+        "spark_master": args.spark_master,
+        "spark_dir": str(args.spark_dir) if args.spark_dir else None,
+    }
 
 
 def _print_result(result) -> None:

@@ -166,14 +166,19 @@ def validate_tables(
 
 
 def validate_raw(
-    con_or_warehouse: duckdb.DuckDBPyConnection | str | Path, *, raise_on_failure: bool = True
+    con_or_warehouse: duckdb.DuckDBPyConnection | str | Path,
+    *,
+    schema: str = "raw",
+    raise_on_failure: bool = True,
 ) -> ValidationReport:
-    """The input contracts (data_contracts/raw) on the raw tables."""
+    """The input contracts (data_contracts/raw) on the raw tables (or on `schema`, which holds
+    tables of the same names, such as the Spark engine's views on its Parquet)."""
     return validate_tables(
         con_or_warehouse,
-        "raw",
+        schema,
         RAW_SUITES,
         parameters=default_parameters(),
+        substitutions={"raw": schema},
         raise_on_failure=raise_on_failure,
     )
 

@@ -16,8 +16,11 @@ from prefect.runtime import flow_run
 
 from pipelines import study
 from pipelines.contracts import validate_raw
+from pipelines.errors import UserFacingError
 from pipelines.ingest import IngestSummary, ingest_export
 from pipelines.settings import load_settings
+from pipelines.spark_engine import DEFAULT_MASTER
+from pipelines.spark_study import ENGINES, SparkEngine
 
 STUDY_FLOW_NAME = "redflags-study"
 DEFAULT_DEPLOYMENT = "redflags-nightly"
@@ -61,8 +64,15 @@ def study_flow(
     report: str | None = None,
     parquet_dir: str | None = None,
     wait_seconds: float = 0.0,
+    engine: str = "duckdb",
+    spark_master: str = DEFAULT_MASTER,
+    spark_dir: str | None = None,
 ) -> study.RunResult:
-    """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report."""
+    """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report.
+
+    `engine="spark"` runs ingest and the SQL models on Spark at `spark_master` (a master URL
+    or a Spark Connect address), writing Parquet under `spark_dir` (default
+    `<warehouse>.spark/`); see docs/spark.md."""
     return study.run_study(
         Path(source),
         Path(warehouse),
@@ -73,7 +83,19 @@ def study_flow(
         say=get_run_logger().info,
         flow_run_id=flow_run.id,
         steps=TASK_STEPS,
+        engine=spark_engine(engine, spark_master, spark_dir),
     )
+
+
+def spark_engine(
+    engine: str, spark_master: str = DEFAULT_MASTER, spark_dir: str | None = None
+) -> SparkEngine | None:
+    """The Spark engine chosen, or None for DuckDB; a clear error for an unknown engine."""
+    if engine not in ENGINES:
+        raise UserFacingError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "duckdb":
+        return None
+    return SparkEngine(spark_master, Path(spark_dir) if spark_dir else None)
 
 
 def study_parameters(
@@ -83,8 +105,12 @@ def study_parameters(
     report: str | None = None,
     parquet_dir: str | None = None,
     wait_seconds: float = 600.0,
+    engine: str = "duckdb",
+    spark_master: str = DEFAULT_MASTER,
+    spark_dir: str | None = None,
 ) -> dict[str, Any]:
     """The study flow's parameters for a scheduled deployment (waits for a running run)."""
+    spark_engine(engine)  # an unknown engine fails now, not at 02:00
     return {
         "source": str(source),
         "warehouse": str(warehouse),
@@ -92,6 +118,9 @@ def study_parameters(
         "report": report,
         "parquet_dir": parquet_dir,
         "wait_seconds": wait_seconds,
+        "engine": engine,
+        "spark_master": spark_master,
+        "spark_dir": spark_dir,
     }
 
 

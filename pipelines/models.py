@@ -298,7 +298,9 @@ def _inputs_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def _signatures(models: list[Model], values: dict[str, Any], inputs: str) -> dict[str, str]:
+def model_signatures(
+    models: list[Model], values: dict[str, Any], inputs: str = ""
+) -> dict[str, str]:
     """Each model's signature: a hash of its SQL, its parameter values, its upstream models'
     signatures and the inputs' fingerprint. Equal signatures mean equal tables."""
     signatures: dict[str, str] = {}
@@ -347,7 +349,7 @@ def build_models(
     _check_inputs(con)
     load_value_sets(con)
     values = parameter_values(settings)
-    signatures = _signatures(models, values, _inputs_fingerprint(con))
+    signatures = model_signatures(models, values, _inputs_fingerprint(con))
     built = []
     reused = 0
     for m in models:

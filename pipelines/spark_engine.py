@@ -33,7 +33,7 @@ from sqlglot import exp
 
 from pipelines import ingest, schema
 from pipelines.errors import ModelError
-from pipelines.models import Model, model_graph, parameter_values
+from pipelines.models import Model, model_graph, model_signatures, parameter_values
 from pipelines.settings import StudySettings
 from pipelines.valuesets import load_value_sets
 
@@ -215,7 +215,10 @@ def spark_session(
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise ModelError("the Spark engine needs pyspark: uv sync --extra spark") from exc
+        raise ModelError(
+            "the Spark engine needs pyspark, an optional extra: run `make install-spark`"
+            " (uv sync --frozen --all-groups --inexact --extra spark)"
+        ) from exc
     settings = {**SESSION_CONF, **(config or {})}
     if master.startswith("sc://"):
         try:
@@ -586,15 +589,36 @@ def _write_ingest_meta(
 
 
 def build_models_on_spark(
-    spark: SparkSession, settings: StudySettings, out_dir: Path
+    spark: SparkSession,
+    settings: StudySettings,
+    out_dir: Path,
+    *,
+    reuse: tuple[Path, StudySettings] | None = None,
 ) -> dict[str, Path]:
     """Build every model in the runner's order, each written as Parquet and read back.
 
     Writing each model (rather than chaining temp views) keeps every Spark plan one model
-    deep: analysing a chain of 30 views costs minutes. Returns qualified name -> folder."""
+    deep: analysing a chain of 30 views costs minutes. Returns qualified name -> folder.
+
+    With `reuse=(folder, base_settings)`, a model whose SQL and parameter values (its own and
+    those up its dependency chain) are the same under `settings` as under `base_settings`
+    is not built again: its view reads the Parquet already written under `folder` (a build
+    of the same inputs with `base_settings`), and the returned folder is that one. Only the
+    models downstream of a changed parameter are computed, as in `build_models`."""
     values = parameter_values(settings)
+    models = model_graph()
+    same: set[str] = set()
+    if reuse is not None:
+        mine = model_signatures(models, values)
+        theirs = model_signatures(models, parameter_values(reuse[1]))
+        same = {name for name, signature in mine.items() if theirs[name] == signature}
     written = {}
-    for model in model_graph():
+    for model in models:
+        if model.qualified_name in same:
+            folder = Path(reuse[0]) / model.schema / model.name
+            _register(spark, folder, model.schema, model.name)
+            written[model.qualified_name] = folder
+            continue
         started = time.perf_counter()
         try:
             _write(spark.sql(to_spark_sql(model, values)), out_dir, model.schema, model.name)
@@ -605,6 +629,24 @@ def build_models_on_spark(
         written[model.qualified_name] = Path(out_dir) / model.schema / model.name
         log.info("spark %-50s %6.2f s", model.qualified_name, time.perf_counter() - started)
     return written
+
+
+def _register(spark: SparkSession, folder: Path, schema_name: str, table: str) -> None:
+    if not folder.is_dir():
+        raise ModelError(f"{schema_name}.{table}: no Parquet output at {folder}")
+    spark.read.parquet(str(folder.resolve())).createOrReplaceTempView(view_name(schema_name, table))
+
+
+def register_tables(spark: SparkSession, out_dir: Path, schemas: Iterable[str]) -> list[str]:
+    """Register every Parquet table under out_dir/<schema>/ as its temp view (for a session
+    that did not write them); returns the qualified names."""
+    names = []
+    for schema_name in schemas:
+        for folder in sorted((Path(out_dir) / schema_name).iterdir()):
+            if folder.is_dir():
+                _register(spark, folder, schema_name, folder.name)
+                names.append(f"{schema_name}.{folder.name}")
+    return names
 
 
 def _first_line(exc: Exception) -> str:
@@ -642,14 +684,20 @@ def _parquet_glob(folder: Path) -> str:
 
 
 def load_into_duckdb(
-    con: duckdb.DuckDBPyConnection, tables: dict[str, Path], schema_name: str = "mart"
+    con: duckdb.DuckDBPyConnection,
+    tables: dict[str, Path],
+    schema_name: str = "mart",
+    *,
+    as_views: bool = False,
 ) -> None:
-    """Create `<schema>.<table>` in DuckDB from the Spark engine's Parquet folders."""
+    """Create `<schema>.<table>` in DuckDB from the Spark engine's Parquet folders: tables
+    (a copy), or with `as_views` views reading the Parquet files where they are."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_name}")
     for table, folder in tables.items():
+        kind = "VIEW" if as_views else "TABLE"
         con.execute(
-            f'CREATE OR REPLACE TABLE {schema_name}."{table}" AS'
-            f" SELECT * FROM read_parquet('{_parquet_glob(folder)}')"
+            f'CREATE OR REPLACE {kind} {schema_name}."{table}" AS'
+            f" SELECT * FROM read_parquet('{_parquet_glob(Path(folder).resolve())}')"
         )
 
 

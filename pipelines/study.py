@@ -17,16 +17,17 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from pipelines import __version__
+from pipelines import __version__, spark_study
 from pipelines.errors import UserFacingError
 from pipelines.settings import StudySettings
+from pipelines.spark_study import SparkEngine, SparkRun
 from pipelines.warehouse import connect
 
 log = logging.getLogger("redflags")
@@ -64,6 +65,7 @@ class RunResult:
     report: Path | None = None
     error: str | None = None
     current_stage: str = "start"
+    engine: str = "duckdb"
 
 
 def new_run_id() -> str:
@@ -156,9 +158,12 @@ CREATE TABLE IF NOT EXISTS meta.runs (
     input_manifest JSON,
     code_version VARCHAR,
     output_row_counts JSON,
-    stage_seconds JSON
+    stage_seconds JSON,
+    engine VARCHAR
 )
 """
+# Warehouses made before the engine column was added gain it on their next run.
+RUNS_MIGRATIONS = ("ALTER TABLE meta.runs ADD COLUMN IF NOT EXISTS engine VARCHAR",)
 
 
 def record_run_start(
@@ -167,15 +172,18 @@ def record_run_start(
     settings: StudySettings,
     source: Path,
     flow_run_id: str | None,
+    engine: str = "duckdb",
 ) -> None:
     con.execute(RUNS_DDL)
+    for migration in RUNS_MIGRATIONS:
+        con.execute(migration)
     # A run that was killed never wrote its end: say so rather than leave it "running".
     con.execute(
         "UPDATE meta.runs SET status = 'abandoned', ended_at = NULL WHERE status = 'running'"
     )
     con.execute(
-        "INSERT INTO meta.runs (run_id, flow_run_id, started_at, status, source, parameters, code_version)"
-        " VALUES (?, ?, ?, 'running', ?, ?, ?)",
+        "INSERT INTO meta.runs (run_id, flow_run_id, started_at, status, source, parameters,"
+        " code_version, engine) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
         [
             run_id,
             flow_run_id,
@@ -183,17 +191,21 @@ def record_run_start(
             str(source),
             json.dumps(settings.as_dict()),
             code_version(),
+            engine,
         ],
     )
 
 
 def record_run_end(con: duckdb.DuckDBPyConnection, result: RunResult) -> None:
+    # The files this run read: the DuckDB ingest's manifest, or the Spark run's copy of its own.
+    manifest_schema = "spark_meta__build" if result.engine == "spark" else "meta"
     manifest = (
         con.execute(
             "SELECT coalesce(json_group_array(json_object('file', file_path, 'sha256', sha256, "
-            "'size_bytes', size_bytes, 'rows', row_count)), '[]') FROM meta.ingest_manifest"
+            "'size_bytes', size_bytes, 'rows', row_count)), '[]')"
+            f" FROM {manifest_schema}.ingest_manifest"
         ).fetchone()[0]
-        if _exists(con, "meta", "ingest_manifest")
+        if _exists(con, manifest_schema, "ingest_manifest")
         else "[]"
     )
     hashes = "{}"
@@ -241,12 +253,17 @@ def drop_schema(con: duckdb.DuckDBPyConnection, schema: str) -> None:
 
 
 def publish(
-    con: duckdb.DuckDBPyConnection, run_id: str, schemas: tuple[str, ...] = PUBLISHED_SCHEMAS
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    schemas: tuple[str, ...] = PUBLISHED_SCHEMAS,
+    also: Callable[[duckdb.DuckDBPyConnection], dict[str, int]] | None = None,
 ) -> dict[str, int]:
     """Replace each published schema's tables by the build's, in one transaction.
 
     Every published row carries `run_id`. Either all of the run's outputs become visible or
     none do; tables the new run no longer makes are dropped in the same transaction.
+    `also(con)` runs inside the same transaction (the Spark engine's tables) and returns
+    row counts of what it published.
     """
     counts: dict[str, int] = {}
     con.execute("BEGIN TRANSACTION")
@@ -278,6 +295,8 @@ def publish(
                 counts[f"{schema}.{table}"] = con.execute(
                     f'SELECT count(*) FROM "{schema}"."{table}"'
                 ).fetchone()[0]
+        if also is not None:
+            counts.update(also(con))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -305,13 +324,13 @@ class Stages:
     result: RunResult
     say: Callable[[str], None] = print
 
-    def __call__(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
+    def __call__(self, name: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         self.say(f"[{name}] started")
         self.result.current_stage = name
         timing = StageTiming(name, 0.0)
         start = time.perf_counter()
         try:
-            value = step(*args)
+            value = step(*args, **kwargs)
             timing.detail = describe(value)
             return value
         except BaseException:
@@ -333,8 +352,9 @@ def recorded_run(
     say: Callable[[str], None] = print,
 ) -> Iterator[RunResult]:
     """Record the run in meta.runs: `running` now, `succeeded` or `failed` (with why) at the end."""
-    step_begin(result.warehouse, settings, source, result.run_id, flow_run_id)
-    say(f"run {result.run_id}: {source} -> {result.warehouse}")
+    step_begin(result.warehouse, settings, source, result.run_id, flow_run_id, result.engine)
+    engine = "" if result.engine == "duckdb" else f" (engine {result.engine})"
+    say(f"run {result.run_id}: {source} -> {result.warehouse}{engine}")
     try:
         yield result
     except BaseException as exc:
@@ -361,19 +381,29 @@ def recorded_run(
 
 
 def step_ingest(
-    source: Path, warehouse: Path, say: Callable[[str], None] = print
+    source: Path,
+    warehouse: Path,
+    say: Callable[[str], None] = print,
+    spark_run: SparkRun | None = None,
 ) -> dict[str, int]:
-    """Load new or changed export files into raw.* (incremental, atomic)."""
+    """Load new or changed export files into raw.* (incremental, atomic); on Spark, read the
+    export into the run's Parquet (`pipelines/spark_study.py`)."""
     from pipelines.ingest import ingest_export
+
+    if spark_run is not None:
+        return spark_study.ingest(Path(source), Path(warehouse), spark_run, say)
 
     summary = ingest_export(Path(source), Path(warehouse), log=say)
     say(summary.format())
     return summary.counts()
 
 
-def step_input_contracts(warehouse: Path) -> str:
+def step_input_contracts(warehouse: Path, spark_run: SparkRun | None = None) -> str:
     """Run the raw-table contracts; raises ContractError with a summary when one fails."""
     from pipelines.contracts import validate_raw
+
+    if spark_run is not None:
+        return spark_study.input_contracts(Path(warehouse))
 
     return str(validate_raw(Path(warehouse)))
 
@@ -384,14 +414,18 @@ def step_models(
     suffix: str = BUILD_SUFFIX,
     *,
     reuse_suffix: str | None = None,
+    spark_run: SparkRun | None = None,
 ) -> dict[str, int]:
     """Build every SQL model into the build schemas; returns the row count of each table built.
 
     With `reuse_suffix`, models identical to those of that build (same SQL and parameter
     values up their dependency chain) are views on it instead of being computed again.
     Views (parameter-free staging models, reused models) are not counted: counting would
-    compute them."""
+    compute them. On Spark, every model is built there and the mart tables are copied in."""
     from pipelines.models import build_models
+
+    if spark_run is not None:
+        return spark_study.models(Path(warehouse), settings, spark_run, suffix)
 
     with _connection(warehouse) as con:
         for schema in ("staging", "intermediate", "mart"):
@@ -418,11 +452,13 @@ def step_statistics(warehouse: Path, settings: StudySettings, run_id: str) -> di
         return run_statistics(con, settings, run_id, schema="mart" + BUILD_SUFFIX)
 
 
-def step_sensitivity(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
+def step_sensitivity(
+    warehouse: Path, settings: StudySettings, run_id: str, spark_run: SparkRun | None = None
+) -> dict[str, int]:
     """Rebuild the study under each sensitivity variant and tabulate it beside the primary.
 
     Each variant builds only the models downstream of the parameters it changes; the
-    others are read from the primary build (`step_models`, same run)."""
+    others are read from the primary build (`step_models`, same run), on either engine."""
     from pipelines.analysis import sensitivity_rows, write_sensitivity_table
 
     frames = []
@@ -431,7 +467,10 @@ def step_sensitivity(warehouse: Path, settings: StudySettings, run_id: str) -> d
     for name in settings.sensitivity_analyses:
         variant = settings.replace(**SENSITIVITY_VARIANTS[name])
         suffix = f"__sens_{name}"
-        step_models(warehouse, variant, suffix=suffix, reuse_suffix=BUILD_SUFFIX)
+        if spark_run is not None:
+            spark_study.build_variant(Path(warehouse), settings, variant, name, spark_run)
+        else:
+            step_models(warehouse, variant, suffix=suffix, reuse_suffix=BUILD_SUFFIX)
         with _connection(warehouse) as con:
             frames.append(sensitivity_rows(con, variant, name, schema="mart" + suffix))
             for schema in ("staging", "intermediate", "mart"):
@@ -463,9 +502,16 @@ def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[
         return dict(result or {})
 
 
-def step_publish(warehouse: Path, run_id: str) -> dict[str, int]:
+def step_publish(warehouse: Path, run_id: str, spark_run: SparkRun | None = None) -> dict[str, int]:
+    """Publish mart and release (and the Spark run's tables) in one transaction."""
     with _connection(warehouse) as con:
-        return publish(con, run_id)
+        if spark_run is None:
+            return publish(con, run_id)
+        counts = publish(
+            con, run_id, also=lambda c: spark_study.publish_extra(c, spark_run, run_id)
+        )
+    spark_study.remove_other_runs(spark_run)
+    return counts
 
 
 def step_parquet(warehouse: Path, out_dir: Path) -> list[Path]:
@@ -482,10 +528,15 @@ def step_report(warehouse: Path, out: Path, run_id: str) -> Path:
 
 
 def step_begin(
-    warehouse: Path, settings: StudySettings, source: Path, run_id: str, flow_run_id: str | None
+    warehouse: Path,
+    settings: StudySettings,
+    source: Path,
+    run_id: str,
+    flow_run_id: str | None,
+    engine: str = "duckdb",
 ) -> None:
     with _connection(warehouse) as con:
-        record_run_start(con, run_id, settings, source, flow_run_id)
+        record_run_start(con, run_id, settings, source, flow_run_id, engine)
 
 
 def step_end(warehouse: Path, result: RunResult) -> None:
@@ -537,26 +588,30 @@ def run_study(
     say: Callable[[str], None] = print,
     flow_run_id: str | None = None,
     steps: StudySteps = StudySteps(),
+    engine: SparkEngine | None = None,
 ) -> RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> publish -> report.
 
     Everything before publish builds apart; a failure stops the run, records it and re-raises,
-    leaving the previously published tables as they were."""
+    leaving the previously published tables as they were. With `engine` (a SparkEngine),
+    ingest and the SQL models run on Spark (`pipelines/spark_study.py`), the rest as always."""
     source, warehouse = Path(source), Path(warehouse)
-    run = RunResult(new_run_id(), warehouse)
+    run = RunResult(new_run_id(), warehouse, engine="duckdb" if engine is None else "spark")
+    spark = engine.for_run(warehouse, run.run_id) if engine is not None else None
     with (
         warehouse_lock(warehouse, wait_seconds),
         recorded_run(run, settings, source, flow_run_id, say),
+        spark_study.run_folder(warehouse, spark) if spark else nullcontext(),
     ):
         stage = Stages(run, say)
-        stage("ingest", steps.ingest, source, warehouse, say)
-        stage("input contracts", steps.input_contracts, warehouse)
-        stage("models", steps.models, warehouse, settings)
+        stage("ingest", steps.ingest, source, warehouse, say, spark)
+        stage("input contracts", steps.input_contracts, warehouse, spark)
+        stage("models", steps.models, warehouse, settings, BUILD_SUFFIX, spark_run=spark)
         stage("statistics", steps.statistics, warehouse, settings, run.run_id)
-        stage("sensitivity", steps.sensitivity, warehouse, settings, run.run_id)
+        stage("sensitivity", steps.sensitivity, warehouse, settings, run.run_id, spark)
         stage("output contracts", steps.output_contracts, warehouse, settings)
         stage("release", steps.release, warehouse, settings, run.run_id)
-        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id)
+        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id, spark)
         if report:
             run.report = stage("report", steps.report, warehouse, Path(report), run.run_id)
         if parquet_dir:

@@ -265,6 +265,7 @@ def test_the_deployment_carries_the_schedule_and_parameters(prefect_harness, tmp
     assert schedule.schedule.timezone == "Europe/London"
     assert deployment.parameters["source"] == str(tmp_path / "export")
     assert deployment.parameters["wait_seconds"] > 0  # a scheduled run waits for a manual one
+    assert deployment.parameters["engine"] == "duckdb"
 
     deployment_id = deployment.apply()
     with get_client(sync_client=True) as client:
@@ -289,6 +290,23 @@ def test_prefect_yaml_describes_the_same_flow_and_schedule():
     cli_study.configure_serve_cli(parser)
     default_cron = parser.parse_args(["--source", "s", "--warehouse", "w"]).cron
     assert [s["cron"] for s in deployment["schedules"]] == [default_cron]
+
+
+def test_an_unknown_engine_is_refused_before_anything_is_scheduled_or_run(tmp_path, capsys):
+    from pipelines import flows
+    from pipelines.cli import main
+    from pipelines.errors import UserFacingError
+
+    with pytest.raises(
+        UserFacingError, match="unknown engine 'flink': choose one of duckdb, spark"
+    ):
+        flows.study_parameters("s", "w", engine="flink")
+    spark = flows.study_parameters("s", "w", engine="spark", spark_master="spark://head:7077")
+    assert (spark["engine"], spark["spark_master"]) == ("spark", "spark://head:7077")
+    with pytest.raises(SystemExit):
+        main(["run", "--source", "s", "--warehouse", str(tmp_path / "w.duckdb"), "--engine", "x"])
+    assert "invalid choice: 'x'" in capsys.readouterr().err
+    assert not (tmp_path / "w.duckdb").exists()
 
 
 def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path, capsys):

@@ -1,0 +1,202 @@
+"""The study's ingest, models and sensitivity steps on Spark (`redflags run --engine spark`).
+
+`pipelines.study.run_study` calls the same stages for both engines; with a `SparkRun` the
+steps in this module do the engine's part:
+
+- ingest: the export is read by Spark (`spark_engine.ingest_to_spark`) into Parquet under
+  the run's folder, `<spark-dir>/runs/<run_id>/{raw,meta}`. The DuckDB engine's `raw`,
+  `meta` and `landing` tables are never touched, so the two engines can share a
+  warehouse. The warehouse gets views `spark_raw__build.<table>` on the raw Parquet (the
+  input contracts run on them) and copies of the small `meta` tables (quarantine,
+  source_tables, ingest_manifest) in `spark_meta__build`.
+- models: every model of `sql/` is built on Spark into `<run>/{staging,intermediate,mart}`;
+  the episode-level mart tables are copied into `mart__build`, where the statistics,
+  output contracts, release and publish run exactly as after a DuckDB build.
+- sensitivity: each variant builds on Spark only the models downstream of the parameter it
+  changes (the others read the primary build's Parquet), into `<run>/sens_<name>/`.
+- publish: `mart` and `release`, `spark_meta` (copied) and `spark_raw` (views on this run's
+  raw Parquet) are replaced in one transaction; older run folders are then removed. A run
+  that fails removes its own folder and leaves the published tables and folder as they were.
+
+pyspark is imported only when a session is started (`spark_engine.spark_session`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from pipelines import spark_engine as se
+from pipelines.models import model_graph
+from pipelines.settings import StudySettings
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("duckdb", "spark")
+RAW_SCHEMA = "spark_raw"  # views on the published run's raw Parquet
+META_SCHEMA = "spark_meta"  # copies of the published run's quarantine, source_tables, manifest
+META_COPIED = ("quarantine", "source_tables", "ingest_manifest")
+RUNS_FOLDER = "runs"
+
+
+@dataclass(frozen=True)
+class SparkEngine:
+    """What the user chose: a Spark master (or Spark Connect address) and an output folder."""
+
+    master: str = se.DEFAULT_MASTER
+    spark_dir: Path | None = None  # default: beside the warehouse, <warehouse>.spark/
+
+    def folder(self, warehouse: Path) -> Path:
+        return Path(self.spark_dir) if self.spark_dir else Path(str(warehouse) + ".spark")
+
+    def for_run(self, warehouse: Path, run_id: str) -> SparkRun:
+        return SparkRun(self.master, (self.folder(warehouse) / RUNS_FOLDER / run_id).resolve())
+
+
+@dataclass(frozen=True)
+class SparkRun:
+    """One run on Spark: the master, and the folder its Parquet tables go to."""
+
+    master: str
+    run_dir: Path
+
+
+def _connect(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    from pipelines.study import open_for_run
+
+    return open_for_run(Path(warehouse))
+
+
+def _folders(root: Path, schema_name: str) -> dict[str, Path]:
+    base = Path(root) / schema_name
+    return {p.name: p for p in sorted(base.iterdir()) if p.is_dir()} if base.is_dir() else {}
+
+
+def _session(spark_run: SparkRun):
+    return se.spark_session(spark_run.master)
+
+
+def ingest(
+    source: Path, warehouse: Path, spark_run: SparkRun, say: Callable[[str], None] = print
+) -> dict[str, int]:
+    """Read the export on Spark into the run's raw and meta Parquet; expose them to DuckDB."""
+    started = time.perf_counter()
+    say(f"starting Spark ({spark_run.master}) ...")
+    spark = _session(spark_run)
+    say(f"Spark {spark.version} ready in {time.perf_counter() - started:.1f}s")
+    counts = se.ingest_to_spark(spark, Path(source), spark_run.run_dir)
+    root = spark_run.run_dir
+    with _connect(warehouse) as con:
+        se.load_into_duckdb(con, _folders(root, "raw"), RAW_SCHEMA + "__build", as_views=True)
+        meta = {t: root / "meta" / t for t in META_COPIED}
+        se.load_into_duckdb(con, meta, META_SCHEMA + "__build")
+        quarantined = con.execute(
+            f"SELECT count(*) FROM {META_SCHEMA}__build.quarantine"
+        ).fetchone()[0]
+    say(
+        f"spark ingest: {sum(counts.values()):,} rows in {len(counts)} tables, "
+        f"{quarantined:,} quarantine rows ({META_SCHEMA}__build.quarantine), Parquet in {root}"
+    )
+    return {f"raw.{t}": n for t, n in counts.items()}
+
+
+def input_contracts(warehouse: Path) -> str:
+    """The raw-table contracts, on the views of this run's raw Parquet."""
+    from pipelines.contracts import validate_raw
+
+    return str(validate_raw(Path(warehouse), schema=RAW_SCHEMA + "__build"))
+
+
+def _prepare_session(spark_run: SparkRun):
+    """The session, with the run's raw and meta tables and the value sets as temp views."""
+    spark = _session(spark_run)
+    se.register_tables(spark, spark_run.run_dir, ("raw", "meta"))
+    se.load_value_set_tables(spark)
+    return spark
+
+
+def _mart_folders(written: dict[str, Path]) -> dict[str, Path]:
+    return {q.split(".", 1)[1]: p for q, p in written.items() if q.startswith("mart.")}
+
+
+def models(
+    warehouse: Path, settings: StudySettings, spark_run: SparkRun, suffix: str
+) -> dict[str, int]:
+    """Build every model on Spark; copy the mart tables into `mart<suffix>` in the warehouse."""
+    spark = _prepare_session(spark_run)
+    written = se.build_models_on_spark(spark, settings, spark_run.run_dir)
+    marts = _mart_folders(written)
+    with _connect(warehouse) as con:
+        for schema_name in ("staging", "intermediate", "mart"):
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema_name}{suffix}" CASCADE')
+        se.load_into_duckdb(con, marts, "mart" + suffix)
+        return {
+            f"mart.{t}": con.execute(f'SELECT count(*) FROM mart{suffix}."{t}"').fetchone()[0]
+            for t in marts
+        }
+
+
+def build_variant(
+    warehouse: Path, settings: StudySettings, variant: StudySettings, name: str, spark_run: SparkRun
+) -> str:
+    """One sensitivity variant on Spark, reusing the primary build's unchanged models; its
+    marts become views in the warehouse schema returned (`mart__sens_<name>`)."""
+    spark = _prepare_session(spark_run)
+    folder = spark_run.run_dir / f"sens_{name}"
+    written = se.build_models_on_spark(spark, variant, folder, reuse=(spark_run.run_dir, settings))
+    rebuilt = sum(1 for p in written.values() if folder in p.parents)
+    log.info("spark sensitivity %s: %d of %d models rebuilt", name, rebuilt, len(model_graph()))
+    schema_name = f"mart__sens_{name}"
+    with _connect(warehouse) as con:
+        con.execute(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')
+        se.load_into_duckdb(con, _mart_folders(written), schema_name, as_views=True)
+    return schema_name
+
+
+def publish_extra(
+    con: duckdb.DuckDBPyConnection, spark_run: SparkRun, run_id: str
+) -> dict[str, int]:
+    """Inside the publish transaction: `spark_meta` from its build copy (rows carry `run_id`,
+    as every published row does), `spark_raw` as views on this run's raw Parquet."""
+    counts = {}
+    con.execute(f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE")
+    se.load_into_duckdb(con, _folders(spark_run.run_dir, "raw"), RAW_SCHEMA, as_views=True)
+    con.execute(f"DROP SCHEMA IF EXISTS {META_SCHEMA} CASCADE")
+    con.execute(f"CREATE SCHEMA {META_SCHEMA}")
+    for table in META_COPIED:
+        con.execute(
+            f"CREATE TABLE {META_SCHEMA}.{table} AS"
+            f" SELECT *, $run_id::VARCHAR AS run_id FROM {META_SCHEMA}__build.{table}",
+            {"run_id": run_id},
+        )
+        counts[f"{META_SCHEMA}.{table}"] = con.execute(
+            f"SELECT count(*) FROM {META_SCHEMA}.{table}"
+        ).fetchone()[0]
+    return counts
+
+
+def remove_other_runs(spark_run: SparkRun) -> None:
+    """After a successful publish: delete the Parquet of every earlier run."""
+    for folder in spark_run.run_dir.parent.iterdir():
+        if folder.is_dir() and folder != spark_run.run_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def run_folder(warehouse: Path, spark_run: SparkRun) -> Iterator[SparkRun]:
+    """The run's folder: created now; on failure removed, with the views that read it."""
+    spark_run.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield spark_run
+    except BaseException:
+        shutil.rmtree(spark_run.run_dir, ignore_errors=True)
+        with suppress(Exception), _connect(warehouse) as con:
+            con.execute(f"DROP SCHEMA IF EXISTS {RAW_SCHEMA}__build CASCADE")
+        raise
