@@ -213,8 +213,8 @@ def _failure(table: str, result: Any) -> Failure:
     )
     name = config.description or config.type
     outcome = result.result or {}
-    if result.exception_info and result.exception_info.get("raised_exception"):
-        message = str(result.exception_info.get("exception_message", "")).splitlines()[0][:200]
+    message = _exception_message(result.exception_info)
+    if message is not None:
         return Failure(table, name, column, None, f"could not run: {message}")
     if "unexpected_count" in outcome:
         return Failure(table, name, column, outcome["unexpected_count"])
@@ -222,6 +222,20 @@ def _failure(table: str, result: Any) -> Failure:
     if config.type == "unexpected_rows_expectation":
         return Failure(table, name, column, int(observed or 0))
     return Failure(table, name, column, None, f"observed {observed!r}")
+
+
+def _exception_message(info: Any) -> str | None:
+    """The first line of the error an expectation raised, or None. GX reports it either at
+    the top level or, for metric-based expectations such as unexpected_rows_expectation,
+    per metric ({metric id: {"raised_exception": ..., "exception_message": ...}})."""
+    if not isinstance(info, dict):
+        return None
+    candidates = [info, *(v for v in info.values() if isinstance(v, dict))]
+    for entry in candidates:
+        if entry.get("raised_exception"):
+            lines = str(entry.get("exception_message", "")).strip().splitlines() or ["error"]
+            return lines[0][:200]
+    return None
 
 
 @contextmanager

@@ -127,6 +127,34 @@ def test_validate_tables_serves_any_schema_and_reports_missing_tables(loaded, tm
     ]
 
 
+def test_a_sql_expectation_that_cannot_run_says_why_instead_of_counting_zero_rows(tmp_path):
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    query = "SELECT * FROM {batch} WHERE n NOT IN (SELECT n FROM nowhere.reference)"
+    (suites / "summary.json").write_text(
+        json.dumps(
+            {
+                "name": "s.summary",
+                "expectations": [
+                    {
+                        "type": "unexpected_rows_expectation",
+                        "kwargs": {"unexpected_rows_query": query},
+                        "description": "n refers to nowhere.reference",
+                    }
+                ],
+            }
+        )
+    )
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("CREATE SCHEMA s; CREATE TABLE s.summary AS SELECT 1 AS n")
+        report = validate_tables(con, "s", suites, raise_on_failure=False)
+    (failure,) = report.failures
+    assert failure.format().startswith(
+        "s.summary: n refers to nowhere.reference (could not run: (_duckdb.CatalogException)"
+    )
+    assert "nowhere.reference" in failure.format().split("could not run")[1]
+
+
 def test_plausible_dates_end_tomorrow():
     import datetime as dt
 
