@@ -45,6 +45,15 @@ def published(warehouse: Path, schemas=("mart", "release")) -> dict[str, list[tu
         return out
 
 
+def column_types(warehouse: Path) -> dict[tuple[str, str, str], str]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns()"
+            " WHERE schema_name IN ('mart', 'release')"
+        ).fetchall()
+    return {(s, t, c): ty for s, t, c, ty in rows}
+
+
 def same_value(a, b) -> bool:
     if isinstance(a, float) and isinstance(b, float | int):
         return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
@@ -94,6 +103,7 @@ def test_spark_run_publishes_the_same_tables_as_the_duckdb_engine(runs):
     assert len(duck) >= 20  # every mart and release table, sensitivity analyses included
     assert "release.sensitivity_analyses" in spark
     assert differences(duck, spark) == []
+    assert column_types(root / "duckdb.duckdb") == column_types(warehouse)
     assert (root / "report.html").stat().st_size > 10_000
 
 

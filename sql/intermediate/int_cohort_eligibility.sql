@@ -7,13 +7,16 @@ with episodes as (
         episodes.index_date,
         patients.sex,
         patients.death_date,
-        -- completed years: subtract one when the birthday has not yet come round in the index year
-        year(episodes.index_date) - year(patients.birth_date)
-        - case
-            when month(episodes.index_date) * 100 + day(episodes.index_date)
-                < month(patients.birth_date) * 100 + day(patients.birth_date) then 1
-            else 0
-        end as age_at_index
+        -- completed years: subtract one when the birthday has not yet come round in the index
+        -- year (BIGINT on both engines: Spark's year() arithmetic is INT, DuckDB's BIGINT)
+        cast(
+            year(episodes.index_date) - year(patients.birth_date)
+            - case
+                when month(episodes.index_date) * 100 + day(episodes.index_date)
+                    < month(patients.birth_date) * 100 + day(patients.birth_date) then 1
+                else 0
+            end as bigint
+        ) as age_at_index
     from intermediate.int_back_pain_episodes_incident as episodes
     inner join staging.stg_synthea__patients as patients on patients.patient_id = episodes.patient_id
 ),
