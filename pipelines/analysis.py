@@ -440,13 +440,45 @@ def build_release(
 ) -> dict[str, int]:
     """Suppressed copies of every aggregate table present in the source (never row-level tables)."""
     specs = release_specs(settings.cumulative_incidence_days)
-    written = {}
+    released = {}
     for name in RELEASED_TABLES:
         if not table_exists(con, _schema(source_schema), name):
             continue
         frame = con.execute(f"select * from {source_schema}.{name}").df()
-        released = suppress(
+        released[name] = suppress(
             frame.drop(columns=["run_id"], errors="ignore"), specs[name], settings.min_cell
         )
-        written[name] = write_table(con, target_schema, name, released, run_id)
-    return written
+    if {"flag_accuracy", "roc_points"} <= set(released):
+        align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
+    return {
+        name: write_table(con, target_schema, name, frame, run_id)
+        for name, frame in released.items()
+    }
+
+
+# Rules of flag_accuracy that are rows of roc_points too: the same episodes, the same counts.
+SHARED_RULE_THRESHOLDS = {"any_seed_flag": 1, "two_or_more_seed_flags": 2}
+
+
+def align_shared_counts(flags: pd.DataFrame, roc: pd.DataFrame, specs: dict) -> None:
+    """Hide in both tables every count that either hides, for the rows they share (in place).
+
+    Each table is suppressed on its own, so the complementary cells chosen can differ: a
+    count hidden in flag_accuracy but shown in roc_points would undo the protection (and
+    vice versa). Hiding more never reveals anything; rates built on a newly hidden count
+    are hidden too."""
+    cells = ["tp", "fp", "fn", "tn"]
+    for rule, threshold in SHARED_RULE_THRESHOLDS.items():
+        for sub in flags.loc[flags["rule"] == rule, "subgroup"].unique():
+            f = flags.index[(flags["rule"] == rule) & (flags["subgroup"] == sub)]
+            r = roc.index[(roc["threshold"] == threshold) & (roc["subgroup"] == sub)]
+            if len(f) != 1 or len(r) != 1:
+                continue
+            hidden = (
+                flags.loc[f, cells].isna().to_numpy()[0] | roc.loc[r, cells].isna().to_numpy()[0]
+            )
+            for frame, rows, name in ((flags, f, "flag_accuracy"), (roc, r, "roc_points")):
+                newly = hidden & ~frame.loc[rows, cells].isna().to_numpy()[0]
+                if newly.any():
+                    frame.loc[rows, [c for c, h in zip(cells, hidden, strict=True) if h]] = pd.NA
+                    frame.loc[rows, list(specs[name].derived)] = pd.NA

@@ -489,3 +489,43 @@ def test_auroc_is_hidden_when_events_or_non_events_are_few(n, events, hidden):
     out = suppress(frame, SPECS["score_performance"], MIN_CELL)
     assert out["auroc"].isna().iloc[0] == hidden
     assert out["n_events"].isna().iloc[0] == hidden  # n - n_events would reveal non-events
+
+
+# ---- rows two tables share (flag_accuracy and roc_points) ------------------------------------
+
+
+def shared_flag_rows(roc: pd.DataFrame) -> pd.DataFrame:
+    """The flag_accuracy rows of the two count rules: the roc_points rows at thresholds 1, 2."""
+    from pipelines.analysis import SHARED_RULE_THRESHOLDS
+
+    rows = []
+    for rule, threshold in SHARED_RULE_THRESHOLDS.items():
+        for _, point in roc[roc["threshold"] == threshold].iterrows():
+            row = {"subgroup": point["subgroup"], "rule": rule}
+            row |= {c: point[c] for c in CELLS} | {d: 0.5 for d in DERIVED_ACCURACY}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(roc_tables())
+def test_counts_shared_by_two_released_tables_are_hidden_in_both(data):
+    """A count one table hides and the other shows would undo the first table's protection."""
+    from pipelines.analysis import SHARED_RULE_THRESHOLDS, align_shared_counts
+
+    frame, _ = data
+    flags = suppress(shared_flag_rows(frame), SPECS["flag_accuracy"], MIN_CELL)
+    roc = suppress(frame, SPECS["roc_points"], MIN_CELL)
+    own = flags[CELLS].isna().copy(), roc[CELLS].isna().copy()
+    align_shared_counts(flags, roc, SPECS)
+    assert (flags[CELLS].isna() >= own[0]).all(axis=None)  # only ever hides more
+    assert (roc[CELLS].isna() >= own[1]).all(axis=None)
+    for rule, threshold in SHARED_RULE_THRESHOLDS.items():
+        a = flags[flags["rule"] == rule].set_index("subgroup")[CELLS]
+        b = roc[roc["threshold"] == threshold].set_index("subgroup")[CELLS]
+        assert a.isna().equals(b.loc[a.index].isna()), (rule, a, b)
+        assert a.fillna(-1).equals(b.loc[a.index].fillna(-1))
+    assert_no_small_counts(flags, CELLS)
+    for out, derived in ((flags, DERIVED_ACCURACY), (roc, ["sensitivity", "false_positive_rate"])):
+        hidden = out[CELLS].isna().any(axis=1)
+        assert out.loc[hidden, derived].isna().all(axis=None)
