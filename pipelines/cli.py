@@ -6,9 +6,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from pipelines import __version__
+
+# Defaults for Prefect's temporary server, which every flow run from the command line starts
+# (set before Prefect is imported; a value already in the environment wins). Its first
+# start creates and migrates ~/.prefect/prefect.db, which took more than Prefect's 20 s
+# default on a loaded machine ("Timed out while attempting to connect to ephemeral Prefect
+# API server"). No usage telemetry leaves a research machine unless asked for.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+for _name, _value in PREFECT_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -309,6 +309,17 @@ def test_an_unknown_engine_is_refused_before_anything_is_scheduled_or_run(tmp_pa
     assert not (tmp_path / "w.duckdb").exists()
 
 
+def test_the_command_line_gives_prefects_first_start_time_and_sends_no_telemetry():
+    names = ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "PREFECT_SERVER_ANALYTICS_ENABLED")
+    show = f"import os, pipelines.cli; print(*(os.environ[n] for n in {names!r}))"
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    plain = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
+    assert plain.stdout.split() == ["90", "false"], plain.stderr[-2000:]
+    env[names[0]] = "300"  # a value the user set wins
+    mine = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
+    assert mine.stdout.split() == ["300", "false"], mine.stderr[-2000:]
+
+
 def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path, capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
