@@ -140,6 +140,12 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         f"  export      {export}/  (the generated Synthea CSVs; truth.json holds the planted truth)\n"
         f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} .venv/bin/jupyter notebook notebooks/"
     )
+    if args.engine == "spark":
+        spark_dir = args.spark_dir or Path(str(out / "warehouse.duckdb") + ".spark")
+        print(
+            f"  spark       {spark_dir}/runs/  (the Spark run's Parquet; schemas spark_raw,"
+            " spark_meta in the warehouse)"
+        )
     return 0
 
 
