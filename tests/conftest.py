@@ -6,12 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 if not SHARED.exists():  # CI clones next to shared/; a developer checkout may sit elsewhere
     SHARED = Path(os.environ.get("REDFLAGS_SHARED", "/work/shared"))
 REAL_EXPORTS = sorted(p for p in (SHARED / "synthea").iterdir() if p.is_dir())
+
+# Property tests (Hypothesis) explore new random examples on every developer run, which is
+# how they find bugs; CI (`CI` set, as .ci/run does) runs a fixed, derandomized set so that a
+# submission's result does not depend on luck. Examples once found are pinned with @example.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 os.environ.setdefault("PREFECT_HOME", str(REPO / ".prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
