@@ -83,11 +83,11 @@ def study_flow(
         say=get_run_logger().info,
         flow_run_id=flow_run.id,
         steps=TASK_STEPS,
-        engine=spark_engine(engine, spark_master, spark_dir),
+        engine=engine_for(engine, spark_master, spark_dir),
     )
 
 
-def spark_engine(
+def engine_for(
     engine: str, spark_master: str = DEFAULT_MASTER, spark_dir: str | None = None
 ) -> SparkEngine | None:
     """The Spark engine chosen, or None for DuckDB; a clear error for an unknown engine."""
@@ -110,7 +110,7 @@ def study_parameters(
     spark_dir: str | None = None,
 ) -> dict[str, Any]:
     """The study flow's parameters for a scheduled deployment (waits for a running run)."""
-    spark_engine(engine)  # an unknown engine fails now, not at 02:00
+    engine_for(engine)  # an unknown engine fails now, not at 02:00
     return {
         "source": str(source),
         "warehouse": str(warehouse),

@@ -144,20 +144,23 @@ def models(
 
 
 def build_variant(
-    warehouse: Path, settings: StudySettings, variant: StudySettings, name: str, spark_run: SparkRun
-) -> str:
+    warehouse: Path,
+    settings: StudySettings,
+    variant: StudySettings,
+    suffix: str,
+    spark_run: SparkRun,
+) -> None:
     """One sensitivity variant on Spark, reusing the primary build's unchanged models; its
-    marts become views in the warehouse schema returned (`mart__sens_<name>`)."""
+    marts become views in the warehouse schema `mart<suffix>`."""
     spark = _prepare_session(spark_run)
-    folder = spark_run.run_dir / f"sens_{name}"
+    name = suffix.strip("_")
+    folder = spark_run.run_dir / name
     written = se.build_models_on_spark(spark, variant, folder, reuse=(spark_run.run_dir, settings))
     rebuilt = sum(1 for p in written.values() if folder in p.parents)
     log.info("spark sensitivity %s: %d of %d models rebuilt", name, rebuilt, len(model_graph()))
-    schema_name = f"mart__sens_{name}"
     with _connect(warehouse) as con:
-        con.execute(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')
-        se.load_into_duckdb(con, _mart_folders(written), schema_name, as_views=True)
-    return schema_name
+        con.execute(f'DROP SCHEMA IF EXISTS "mart{suffix}" CASCADE')
+        se.load_into_duckdb(con, _mart_folders(written), "mart" + suffix, as_views=True)
 
 
 def publish_extra(

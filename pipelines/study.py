@@ -468,7 +468,7 @@ def step_sensitivity(
         variant = settings.replace(**SENSITIVITY_VARIANTS[name])
         suffix = f"__sens_{name}"
         if spark_run is not None:
-            spark_study.build_variant(Path(warehouse), settings, variant, name, spark_run)
+            spark_study.build_variant(Path(warehouse), settings, variant, suffix, spark_run)
         else:
             step_models(warehouse, variant, suffix=suffix, reuse_suffix=BUILD_SUFFIX)
         with _connection(warehouse) as con:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from snapshots import snapshot
 
 from pipelines.errors import ContractError
 from pipelines.generator import generate
@@ -28,21 +29,6 @@ from pipelines.study import run_study
 pytestmark = pytest.mark.spark
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def published(warehouse: Path, schemas=("mart", "release")) -> dict[str, list[tuple]]:
-    """Every published table's rows without run_id, sorted: what a dashboard reads."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        out = {}
-        for schema, table in con.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ?"
-            " ORDER BY ALL",
-            [list(schemas)],
-        ).fetchall():
-            out[f"{schema}.{table}"] = con.execute(
-                f'SELECT * EXCLUDE (run_id) FROM {schema}."{table}" ORDER BY ALL'
-            ).fetchall()
-        return out
 
 
 def column_types(warehouse: Path) -> dict[tuple[str, str, str], str]:
@@ -99,7 +85,7 @@ def runs(tmp_path_factory):
 
 def test_spark_run_publishes_the_same_tables_as_the_duckdb_engine(runs):
     root, warehouse, _ = runs
-    duck, spark = published(root / "duckdb.duckdb"), published(warehouse)
+    duck, spark = snapshot(root / "duckdb.duckdb"), snapshot(warehouse)
     assert len(duck) >= 20  # every mart and release table, sensitivity analyses included
     assert "release.sensitivity_analyses" in spark
     assert differences(duck, spark) == []
@@ -152,7 +138,7 @@ def test_a_failed_spark_run_leaves_the_published_tables_and_folder_as_they_were(
     from pipelines.spark_study import SparkEngine
 
     root, warehouse, _ = runs
-    before = published(warehouse, ("mart", "release", "spark_meta"))
+    before = snapshot(warehouse, ("mart", "release", "spark_meta"))
     runs_folder = warehouse.parent / "spark.duckdb.spark" / "runs"
     folders = sorted(runs_folder.iterdir())
 
@@ -169,7 +155,7 @@ def test_a_failed_spark_run_leaves_the_published_tables_and_folder_as_they_were(
     with pytest.raises(ContractError, match=r"spark_raw__build\.conditions\.code"):
         run_study(broken, warehouse, StudySettings(), say=lambda m: None,
                   engine=SparkEngine("local[2]"))  # fmt: skip
-    assert published(warehouse, ("mart", "release", "spark_meta")) == before
+    assert snapshot(warehouse, ("mart", "release", "spark_meta")) == before
     assert sorted(runs_folder.iterdir()) == folders  # the failed run's Parquet is gone
     with duckdb.connect(str(warehouse), read_only=True) as con:
         status, error = con.execute(

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from snapshots import snapshot
 
 from pipelines.errors import ContractError, IngestError
 from pipelines.generator import generate
@@ -40,28 +41,6 @@ def fast_config(tmp_path) -> str:
     path = tmp_path / "study.toml"
     path.write_text(FAST_CONFIG)
     return str(path)
-
-
-def snapshot(warehouse: Path, schemas=("mart", "release")) -> dict[str, list[tuple]]:
-    """Every published table's rows, sorted, without run_id: what a dashboard would read."""
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        out = {}
-        for schema, table in con.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ?"
-            " ORDER BY ALL",
-            [list(schemas)],
-        ).fetchall():
-            columns = [
-                d[0] for d in con.execute(f'SELECT * FROM {schema}."{table}" LIMIT 0').description
-            ]
-            select = "* EXCLUDE (run_id)" if "run_id" in columns else "*"
-            out[f"{schema}.{table}"] = con.execute(
-                f'SELECT {select} FROM {schema}."{table}" ORDER BY ALL'
-            ).fetchall()
-        return out
-    finally:
-        con.close()
 
 
 def runs(warehouse: Path) -> list[dict]:
