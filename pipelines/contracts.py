@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import duckdb
 
 from pipelines import warehouse as wh
 from pipelines.errors import ContractError
+from pipelines.schema import TABLES
 from pipelines.settings import StudySettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,21 @@ def default_parameters(today: dt.date | None = None) -> dict[str, str]:
     """Suite parameters of the raw contracts: plausible dates lie in 1900-01-01..tomorrow."""
     today = today or dt.date.today()
     return {"min_date": "1900-01-01", "max_date": (today + dt.timedelta(days=1)).isoformat()}
+
+
+SEVERITIES = ("error", "warn")
+CATEGORIES = ("conformance", "completeness", "plausibility")  # the Data Quality Dashboard's
+# (check name, DQD category) of each expectation type; `meta.check` / `meta.category` override
+_CHECK_KINDS = {
+    "expect_table_columns_to_match_set": ("column_set", "conformance"),
+    "expect_column_values_to_be_of_type": ("column_type", "conformance"),
+    "expect_column_values_to_not_be_null": ("not_null", "completeness"),
+    "expect_column_values_to_be_unique": ("unique", "conformance"),
+    "expect_column_values_to_be_in_set": ("value_set", "conformance"),
+    "expect_column_values_to_be_between": ("value_range", "plausibility"),
+    "expect_column_pair_values_a_to_be_greater_than_b": ("dates_in_order", "plausibility"),
+    "unexpected_rows_expectation": ("sql", "conformance"),
+}
 
 
 @dataclass(frozen=True)
@@ -61,25 +77,83 @@ class Failure:
         return f"{where}: {self.expectation}{count}{detail}"
 
 
+@dataclass(frozen=True)
+class Check:
+    """One expectation's outcome, as a row of the data-quality profile.
+
+    `threshold` is the fraction of checked rows allowed to fail (OHDSI DQD's threshold;
+    `1 - mostly` for GX column expectations, `meta.threshold` for SQL ones). Beyond it the
+    check fails: with severity `error` the run stops, with `warn` it is recorded and the
+    run goes on."""
+
+    table: str  # <schema>.<table>
+    expectation: str  # description or GX type
+    column: str | None
+    check: str
+    category: str
+    severity: str
+    threshold: float
+    rows_checked: int | None  # None for table-level checks (columns, types)
+    rows_failed: int | None
+    within_threshold: bool
+    detail: str = ""
+
+    @property
+    def fraction(self) -> float | None:
+        if self.rows_failed is None or not self.rows_checked:
+            return None
+        return self.rows_failed / self.rows_checked
+
+    @property
+    def status(self) -> str:
+        if self.within_threshold:
+            return "pass"
+        return "warn" if self.severity == "warn" else "fail"
+
+    def failure(self) -> Failure:
+        return Failure(self.table, self.expectation, self.column, self.rows_failed, self.detail)
+
+
 @dataclass
 class ValidationReport:
     schema: str
     expectations: dict[str, int] = field(default_factory=dict)  # table -> expectations run
-    failures: list[Failure] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     table_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Checks beyond their threshold with severity error: these stop a run."""
+        return [c.failure() for c in self.checks if c.status == "fail"]
+
+    @property
+    def warnings(self) -> list[Failure]:
+        """Checks beyond their threshold with severity warn: recorded, the run goes on."""
+        return [c.failure() for c in self.checks if c.status == "warn"]
 
     @property
     def success(self) -> bool:
         return not self.failures
 
-    def format(self) -> str:
+    def headline(self) -> str:
         total = sum(self.expectations.values())
-        head = (
+        flagged = sum(1 for c in self.checks if c.rows_failed and c.within_threshold)
+        return (
             f"contracts {self.schema}: {len(self.expectations)} tables, {total} expectations,"
-            f" {len(self.failures)} failed ({self.seconds:.1f} s)"
+            f" {len(self.failures)} failed, {len(self.warnings)} warned,"
+            f" {flagged} with rows flagged within threshold ({self.seconds:.1f} s)"
         )
-        return "\n".join([head, *("  " + f.format() for f in self.failures)])
+
+    def one_line(self) -> str:
+        """The error message of a failed contract: the headline and each failure, one line."""
+        return "; ".join([self.headline(), *(f.format() for f in self.failures)])
+
+    def format(self) -> str:
+        lines = [self.headline()]
+        lines += ["  failed: " + f.format() for f in self.failures]
+        lines += ["  warning: " + f.format() for f in self.warnings]
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()
@@ -148,20 +222,19 @@ def validate_tables(
             table_started = time.perf_counter()
             report.expectations[table] = len(suite.expectations)
             if not wh.table_exists(con, schema, table):
-                report.failures.append(Failure(f"{schema}.{table}", "table exists", None, None))
+                report.checks.append(_missing_table(f"{schema}.{table}"))
                 continue
+            rows = con.execute(f"SELECT count(*) FROM {_name(schema, table)}").fetchone()[0]
             asset = datasource.add_table_asset(table, table_name=table, schema_name=schema)
             batch = asset.add_batch_definition_whole_table("whole table").get_batch()
             result = batch.validate(
                 suite, result_format=_RESULT_FORMAT, expectation_parameters=parameters or {}
             )
-            report.failures += [
-                _failure(f"{schema}.{table}", r) for r in result.results if not r.success
-            ]
+            report.checks += [_check(f"{schema}.{table}", r, rows) for r in result.results]
             report.table_seconds[table] = time.perf_counter() - table_started
     report.seconds = time.perf_counter() - started
     if raise_on_failure and report.failures:
-        raise ContractError(report.format())
+        raise ContractError(report.one_line())
     return report
 
 
@@ -203,25 +276,52 @@ def validate_outputs(
     )
 
 
-def _failure(table: str, result: Any) -> Failure:
+def _name(schema: str, table: str) -> str:
+    """A quoted `schema.table` (internal names only: suite file names and schema names)."""
+    return f"{_quote(schema)}.{_quote(table)}"
+
+
+def _missing_table(table: str) -> Check:
+    return Check(table, "table exists", None, "table_exists", "conformance", "error", 0.0,
+                 None, None, False)  # fmt: skip
+
+
+def _check(table: str, result: Any, table_rows: int) -> Check:
+    """The profile row of one GX result: counts, threshold, severity, within threshold or not."""
     config = result.expectation_config
     kwargs = config.kwargs
+    meta = config.meta or {}
     column = (
         kwargs.get("column")
-        or (config.meta or {}).get("column")  # SQL expectations name their column in meta
+        or meta.get("column")  # SQL expectations name their column in meta
         or (f"{kwargs['column_B']}/{kwargs['column_A']}" if "column_A" in kwargs else None)
     )
+    check, category = _CHECK_KINDS.get(config.type, (config.type, "conformance"))
+    check, category = meta.get("check", check), meta.get("category", category)
+    severity = meta.get("severity", "error")
+    mostly = kwargs.get("mostly")
+    threshold = float(meta.get("threshold", 0.0) if mostly is None else round(1 - mostly, 9))
     name = config.description or config.type
     outcome = result.result or {}
+
+    def make(checked: int | None, failed: int | None, ok: bool, detail: str = "") -> Check:
+        return Check(table, name, column, check, category, severity, threshold, checked,
+                     failed, ok, detail)  # fmt: skip
+
     message = _exception_message(result.exception_info)
-    if message is not None:
-        return Failure(table, name, column, None, f"could not run: {message}")
-    if "unexpected_count" in outcome:
-        return Failure(table, name, column, outcome["unexpected_count"])
+    if message is not None:  # a check that cannot run fails whatever its severity
+        return replace(make(None, None, False, f"could not run: {message}"), severity="error")
+    if "unexpected_count" in outcome:  # column map expectations: GX applied `mostly`
+        checked = int(outcome.get("element_count") or 0) - int(outcome.get("missing_count") or 0)
+        return make(checked, int(outcome["unexpected_count"]), bool(result.success))
     observed = outcome.get("observed_value")
-    if config.type == "unexpected_rows_expectation":
-        return Failure(table, name, column, int(observed or 0))
-    return Failure(table, name, column, None, f"observed {observed!r}")
+    if config.type == "unexpected_rows_expectation":  # GX has no `mostly` here: apply it
+        failed = int(observed or 0)
+        ok = bool(result.success) or (table_rows > 0 and failed / table_rows <= threshold)
+        return make(table_rows, failed, ok)
+    return make(
+        None, None, bool(result.success), "" if result.success else f"observed {observed!r}"
+    )
 
 
 def _exception_message(info: Any) -> str | None:
@@ -306,3 +406,146 @@ def _allow_persisted_duckdb_connections() -> None:
             *engine._PERSISTED_CONNECTION_DIALECTS,
             _DialectName("duckdb"),
         )
+
+
+# ---------------------------------------------------------------------------
+# Data-quality profile and row-level issues: what a run publishes about its input.
+
+PROFILE_TABLE = "data_quality_profile"
+ISSUES_TABLE = "data_quality_issues"
+# Row-level anomalies listed one row per offending record (file and line, never values):
+# the warn-severity plausibility checks whose records are kept, and handled in staging.
+ROW_CHECKS = ("date_in_range", "dates_in_order", "after_birth")
+
+_PROFILE_DDL = """
+CREATE TABLE {target} (
+    table_name VARCHAR, column_name VARCHAR, check_name VARCHAR, category VARCHAR,
+    severity VARCHAR, threshold DOUBLE, rows_checked BIGINT, rows_failed BIGINT,
+    fraction_failed DOUBLE, status VARCHAR, expectation VARCHAR
+)
+"""
+_ISSUES_DDL = """
+CREATE TABLE {target} (
+    table_name VARCHAR, source_file VARCHAR, source_line BIGINT, column_name VARCHAR,
+    check_name VARCHAR, category VARCHAR, severity VARCHAR, detail VARCHAR
+)
+"""
+
+
+def check_raw(
+    warehouse: str | Path,
+    *,
+    schema: str = "raw",
+    target_schema: str | None = None,
+    parameters: dict[str, str] | None = None,
+) -> ValidationReport:
+    """The input contracts on `schema`, with the data-quality profile and the row-level issues
+    written into `target_schema` (when given) before a failure is raised, one line, as
+    ContractError. Warnings and rows flagged within threshold let the run go on."""
+    parameters = parameters or default_parameters()
+    with _connection(warehouse) as con:
+        report = validate_tables(
+            con,
+            schema,
+            RAW_SUITES,
+            parameters=parameters,
+            substitutions={"raw": schema},
+            raise_on_failure=False,
+        )
+        if target_schema is not None:
+            write_quality_tables(con, report, schema, target_schema, parameters)
+    if report.failures:
+        raise ContractError(report.one_line())
+    return report
+
+
+def write_quality_tables(
+    con: duckdb.DuckDBPyConnection,
+    report: ValidationReport,
+    raw_schema: str,
+    target_schema: str,
+    parameters: dict[str, str],
+) -> int:
+    """(Re)create `<target>.data_quality_profile` (one row per check) and
+    `<target>.data_quality_issues` (one row per flagged record); returns the issues written."""
+    profile, issues = _name(target_schema, PROFILE_TABLE), _name(target_schema, ISSUES_TABLE)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(target_schema)}")
+    con.execute(f"DROP TABLE IF EXISTS {profile}")
+    con.execute(f"DROP TABLE IF EXISTS {issues}")
+    con.execute(_PROFILE_DDL.format(target=profile))
+    con.execute(_ISSUES_DDL.format(target=issues))
+    rows = [
+        [
+            c.table.split(".", 1)[1],
+            c.column,
+            c.check,
+            c.category,
+            c.severity,
+            c.threshold,
+            c.rows_checked,
+            c.rows_failed,
+            c.fraction,
+            c.status,
+            c.expectation,
+        ]
+        for c in report.checks
+    ]
+    if rows:
+        con.executemany(f"INSERT INTO {profile} VALUES ({', '.join('?' * 11)})", rows)
+    for check in report.checks:
+        if check.check in ROW_CHECKS and check.rows_failed:
+            _insert_issues(con, check, raw_schema, issues, parameters)
+    return con.execute(f"SELECT count(*) FROM {issues}").fetchone()[0]
+
+
+def _insert_issues(
+    con: duckdb.DuckDBPyConnection,
+    check: Check,
+    raw_schema: str,
+    issues: str,
+    parameters: dict[str, str],
+) -> None:
+    """List the records that failed a ROW_CHECKS check: the same condition as its expectation,
+    in SQL over the raw table (identifiers are internal names, every value a parameter)."""
+    table = check.table.split(".", 1)[1]
+    source = _name(raw_schema, table)
+    values: dict[str, Any] = {
+        "table": table,
+        "column": check.column,
+        "check": check.check,
+        "category": check.category,
+        "severity": check.severity,
+    }
+    if check.check == "date_in_range":
+        column = _quote(check.column)
+        kind = next(c.type for c in TABLES[table].columns if c.name == check.column)
+        where = f"{column} < CAST($min_date AS {kind}) OR {column} > CAST($max_date AS {kind})"
+        detail = f"CASE WHEN {column} < CAST($min_date AS {kind}) THEN $early ELSE $late END"
+        values |= {
+            "min_date": parameters["min_date"],
+            "max_date": parameters["max_date"],
+            "early": f"{check.column} before {parameters['min_date']}",
+            "late": f"{check.column} after {parameters['max_date']} (in the future)",
+        }
+        sql = f"SELECT *, {detail} AS detail FROM {source} WHERE {where}"
+    elif check.check == "dates_in_order":
+        start, stop = check.column.split("/")
+        values["detail"] = f"{stop} before {start}"
+        sql = f"SELECT *, $detail AS detail FROM {source} WHERE {_quote(stop)} < {_quote(start)}"
+    else:  # after_birth
+        values["detail"] = f"{check.column} before the patient's birth_date"
+        sql = (
+            f"SELECT records.*, $detail AS detail FROM {source} AS records"
+            f" JOIN {_name(raw_schema, 'patients')} AS patients"
+            " ON patients.patient_id = records.patient_id"
+            f" WHERE CAST(records.{_quote(check.column)} AS DATE) < patients.birth_date"
+        )
+    con.execute(
+        f"INSERT INTO {issues} SELECT $table, source_file, source_line, $column, $check,"
+        f" $category, $severity, detail FROM ({sql}) AS flagged",
+        values,
+    )
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

@@ -33,7 +33,8 @@ from pipelines.warehouse import connect
 log = logging.getLogger("redflags")
 
 BUILD_SUFFIX = "__build"
-PUBLISHED_SCHEMAS = ("mart", "release")
+# dq: the run's data-quality profile and flagged input records (contracts.check_raw)
+PUBLISHED_SCHEMAS = ("mart", "release", "dq")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # How each sensitivity analysis (PROTOCOL.md section 6.4) changes the settings.
@@ -399,13 +400,13 @@ def step_ingest(
 
 
 def step_input_contracts(warehouse: Path, spark_run: SparkRun | None = None) -> str:
-    """Run the raw-table contracts; raises ContractError with a summary when one fails."""
-    from pipelines.contracts import validate_raw
+    """Run the raw-table contracts and write the data-quality profile and flagged records
+    into dq__build (published with mart and release); raises ContractError (one line) when
+    an error-severity check fails beyond its threshold."""
+    from pipelines.contracts import check_raw
 
-    if spark_run is not None:
-        return spark_study.input_contracts(Path(warehouse))
-
-    return str(validate_raw(Path(warehouse)))
+    raw = "raw" if spark_run is None else spark_study.RAW_SCHEMA + BUILD_SUFFIX
+    return str(check_raw(Path(warehouse), schema=raw, target_schema="dq" + BUILD_SUFFIX))
 
 
 def step_models(

@@ -19,3 +19,6 @@ from raw.procedures as procedures
 left join meta.code_system_aliases as aliases
     on aliases.alias = upper(trim(procedures.code_system))
 cross join default_system
+-- records dated before 1900 or in the future are implausible (kept in raw, listed in
+-- dq.data_quality_issues) and left out here: a year-2999 date would move the data extract date
+where cast(procedures.start_at as date) between date '1900-01-01' and current_date + 1
