@@ -12,8 +12,16 @@ from pipelines.generator.params import FlagRate, PlantedParameters, load_planted
 
 if TYPE_CHECKING:
     from pipelines.generator.core import GenerationResult, generate
+    from pipelines.generator.quirks import Quirks
 
-__all__ = ["FlagRate", "GenerationResult", "PlantedParameters", "generate", "load_planted"]
+__all__ = [
+    "FlagRate",
+    "GenerationResult",
+    "PlantedParameters",
+    "Quirks",
+    "generate",
+    "load_planted",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from pipelines.generator import core
 
         return getattr(core, name)
+    if name == "Quirks":
+        from pipelines.generator.quirks import Quirks
+
+        return Quirks
     raise AttributeError(f"module 'pipelines.generator' has no attribute {name!r}")

@@ -51,15 +51,25 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
         help="patients generated at a time (default 10000)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--quirk-stop-before-start", type=int, default=0, metavar="N",
+        help="plant N medication rows with STOP before START (a real Synthea quirk)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quirk-dates-out-of-range", type=int, default=0, metavar="N",
+        help="append N condition rows dated 2999-01-01 / 1850-01-01",
+    )  # fmt: skip
 
 
 def run_cli(args: argparse.Namespace) -> int:
     from pipelines.generator.core import generate
+    from pipelines.generator.quirks import Quirks
 
     planted = load_planted(args.planted, args.assignments)
     result = generate(
         args.out, patients=args.patients, seed=args.seed, layout=args.layout, split=args.split, gzip=args.gzip,
         planted=planted, chunk_size=args.chunk_size, progress=(lambda _: None) if args.quiet else None,
+        quirks=Quirks(args.quirk_stop_before_start, args.quirk_dates_out_of_range),
     )  # fmt: skip
     cohort = result.summary["cohort"]
     print(

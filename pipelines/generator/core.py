@@ -18,6 +18,7 @@ from pipelines.generator.layouts import LAYOUTS, TABLES, has_system
 from pipelines.generator.params import SCENARIOS, PlantedParameterError, PlantedParameters
 from pipelines.generator.planting import plant_episodes
 from pipelines.generator.population import HORIZON, LANDMARK, day_number, plan_population
+from pipelines.generator.quirks import Quirks, plant_quirks
 from pipelines.generator.records import Records
 from pipelines.generator.tables import Pools, build_tables
 from pipelines.generator.writer import ExportWriter, remove_previous_export
@@ -49,13 +50,16 @@ def generate(
     planted: PlantedParameters | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Callable[[str], None] | None = None,
+    quirks: Quirks | None = None,
 ) -> GenerationResult:
     """Write `patients` synthetic patients to `out_dir` (byte-identical for the same arguments).
 
     Files: the seven Synthea tables (`name.csv`, or `name-1.csv` .. `name-K.csv` with
     `split=K`, `.csv.gz` with `gzip`) plus `truth.json` and `truth_episodes.csv`. Files of
     those names already in `out_dir` are replaced. `progress` receives one line per chunk
-    (default: stderr when there is more than one chunk).
+    (default: stderr when there is more than one chunk). `quirks` plants the data-quality
+    quirks of real exports (STOP before START, dates out of range; pipelines/generator/quirks.py)
+    and lists their lines in truth.json under `quirks`.
     """
     planted = planted or PlantedParameters()
     _check_arguments(patients, seed, layout, split, chunk_size)
@@ -81,6 +85,11 @@ def generate(
             f"{time.perf_counter() - started:.1f}s)"
         )
     files = writer.close()
+    planted_quirks = None
+    if quirks is not None and quirks.any():
+        lines = plant_quirks(out, files, quirks, seed)
+        writer.rows["conditions"] += quirks.dates_out_of_range
+        planted_quirks = {**quirks.as_dict(), "lines": lines}
     return _finish(
         out,
         patients,
@@ -94,6 +103,7 @@ def generate(
         files,
         pd.concat(episodes, ignore_index=True),
         time.perf_counter() - started,
+        planted_quirks,
     )
 
 
@@ -136,7 +146,19 @@ def _generate_chunk(rng, n, first, layout, planted, pools, writer) -> pd.DataFra
 
 
 def _finish(
-    out, patients, seed, layout, split, gzip, chunk_size, planted, writer, files, episodes, seconds
+    out,
+    patients,
+    seed,
+    layout,
+    split,
+    gzip,
+    chunk_size,
+    planted,
+    writer,
+    files,
+    episodes,
+    seconds,
+    quirks=None,
 ):
     counts = dict.fromkeys(SCENARIOS, 0)
     counts.update({k: int(v) for k, v in episodes["scenario"].value_counts().items()})
@@ -187,6 +209,8 @@ def _finish(
         "files": files,
         "truth_episodes": "truth_episodes.csv",
     }
+    if quirks is not None:
+        summary["quirks"] = quirks
     truth.write_episodes(episodes, out / "truth_episodes.csv")
     truth.write_summary(out / "truth.json", summary)
     return GenerationResult(
