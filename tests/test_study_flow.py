@@ -134,15 +134,15 @@ def test_a_failing_contract_stops_the_run_and_keeps_the_previous_outputs(
     before = snapshot(warehouse)
 
     implausible = copy_export(export, tmp_path / "implausible")
-    patients = implausible / "patients.csv"
-    lines = patients.read_text().splitlines(keepends=True)
-    column = lines[0].split(",").index("BIRTHDATE")
+    conditions = implausible / "conditions.csv"
+    lines = conditions.read_text().splitlines(keepends=True)
+    column = lines[0].split(",").index("CODE")
     fields = lines[1].split(",")
-    fields[column] = "1850-01-01"  # parses as a date, so ingest keeps it; the contract does not
+    fields[column] = "not-a-code"  # parses, so ingest keeps it; the contract (error) does not
     lines[1] = ",".join(fields)
-    patients.write_text("".join(lines))
+    conditions.write_text("".join(lines))
 
-    with pytest.raises(ContractError, match=r"raw\.patients\.birth_date.*1 unexpected rows"):
+    with pytest.raises(ContractError, match=r"raw\.conditions\.code.*1 unexpected rows"):
         study_flow(source=str(implausible), warehouse=str(warehouse), config=fast_config)
     assert snapshot(warehouse) == before
     assert runs(warehouse)[-1]["error"].startswith("input contracts: ")
