@@ -313,7 +313,8 @@ def _check(table: str, result: Any, table_rows: int) -> Check:
         return replace(make(None, None, False, f"could not run: {message}"), severity="error")
     if "unexpected_count" in outcome:  # column map expectations: GX applied `mostly`
         checked = int(outcome.get("element_count") or 0) - int(outcome.get("missing_count") or 0)
-        return make(checked, int(outcome["unexpected_count"]), bool(result.success))
+        # (an empty table reports None: nothing checked, nothing failed)
+        return make(checked, int(outcome["unexpected_count"] or 0), bool(result.success))
     observed = outcome.get("observed_value")
     if config.type == "unexpected_rows_expectation":  # GX has no `mostly` here: apply it
         failed = int(observed or 0)

@@ -1,0 +1,163 @@
+"""Quirks of real exports are flagged, not fatal (issue 13 items 3-4, issue 11 item 8).
+
+A generated export with the quirks planted (medication STOP before START, condition dates in
+year 2999 and 1850) and real Synthea exports with STOP-before-START medication rows run the
+whole study to the end; the rows stay in raw, are listed by file and line in the published
+`dq.data_quality_issues`, counted in `dq.data_quality_profile`, and change no study result.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import SHARED
+
+from pipelines.generator import Quirks, generate
+from pipelines.settings import StudySettings
+from pipelines.study import run_study
+
+SETTINGS = StudySettings(sensitivity_analyses=())  # the variants add nothing here
+STUDY_TABLES = ("cohort", "red_flags", "flag_accuracy")
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def run(export: Path, warehouse: Path):
+    return run_study(export, warehouse, SETTINGS, say=quiet)
+
+
+def rows(warehouse: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def study_results(warehouse: Path) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return {
+            t: con.execute(f"SELECT * EXCLUDE (run_id) FROM mart.{t} ORDER BY ALL").fetchall()
+            for t in STUDY_TABLES
+        }
+
+
+def test_generated_export_with_quirks_runs_to_the_end_with_the_rows_flagged(tmp_path):
+    clean = generate(tmp_path / "clean", patients=400, seed=21).out_dir
+    quirky = generate(tmp_path / "quirky", patients=400, seed=21, quirks=Quirks(4, 2))
+    planted = quirky.summary["quirks"]["lines"]
+
+    result = run(quirky.out_dir, tmp_path / "quirky.duckdb")
+    assert result.status == "succeeded"
+    warehouse = tmp_path / "quirky.duckdb"
+    issues = rows(
+        warehouse,
+        "SELECT source_file, source_line, check_name FROM dq.data_quality_issues ORDER BY ALL",
+    )
+    stops = [(f, n) for f, n, c in issues if c == "dates_in_order"]
+    assert stops == [
+        ("medications.csv", n) for n in planted["medications.csv"]["stop_before_start"]
+    ]
+    out_of_range = [(f, n) for f, n, c in issues if c == "date_in_range"]
+    assert out_of_range == [
+        ("conditions.csv", n) for n in planted["conditions.csv"]["date_out_of_range"]
+    ]
+    # the 1850 row is also before its patient's birth; nothing else is flagged
+    assert {c for _, _, c in issues} == {"dates_in_order", "date_in_range", "after_birth"}
+
+    # kept in raw (nothing lost) ...
+    n_raw = rows(warehouse, "SELECT count(*) FROM raw.conditions")[0][0]
+    assert n_raw == quirky.rows["conditions"]
+    # ... and excluded only where they would corrupt: the study is that of the clean export
+    run(clean, tmp_path / "clean.duckdb")
+    assert study_results(warehouse) == study_results(tmp_path / "clean.duckdb")
+
+    profile = rows(
+        warehouse,
+        "SELECT table_name, check_name, rows_failed, status FROM dq.data_quality_profile"
+        " WHERE rows_failed > 0 ORDER BY ALL",
+    )
+    assert ("medications", "dates_in_order", 4, "pass") in profile  # 4 of thousands: < 1%
+    assert all(status != "fail" for *_, status in profile)
+
+
+def plant_stop_before_start(export: Path, n: int) -> list[int]:
+    """Give the first `n` medication rows that have a STOP a STOP six days before their START
+    (Synthea's quirk: clopidogrel START 2004-12-26, STOP 2004-12-20); returns their lines."""
+    path = export / "medications.csv"
+    lines = path.read_text().split("\n")
+    header = lines[0].split(",")
+    start, stop = header.index("START"), header.index("STOP")
+    changed = []
+    for i in range(1, len(lines)):
+        fields = lines[i].split(",")
+        if len(changed) == n:
+            break
+        if len(fields) > stop and fields[stop] and fields[start][:4] > "1901":
+            year = int(fields[start][:4]) - 1  # a year earlier: before START, still plausible
+            fields[stop] = f"{year}{fields[start][4:]}"
+            lines[i] = ",".join(fields)
+            changed.append(i + 1)
+    path.write_text("\n".join(lines))
+    return changed
+
+
+# None of the real exports in ../shared carries the quirk as copied (checked: 0 medication
+# rows with STOP < START in all four Synthea CSV exports), so it is planted into copies of a
+# Synthea 3.2 export (2 rows, as the 3.2 export of issue 13) and a 3.0 one (4 rows).
+@pytest.mark.parametrize(("name", "n"), [("jijones12_synthea", 2), ("OHDSI_dbt-synthea", 4)])
+def test_real_export_with_stop_before_start_runs_the_full_study(name, n, tmp_path):
+    export = shutil.copytree(SHARED / "synthea" / name, tmp_path / "export")
+    planted = plant_stop_before_start(export, n)
+    assert len(planted) == n
+
+    warehouse = tmp_path / "w.duckdb"
+    result = run(export, warehouse)
+    assert result.status == "succeeded"
+    assert rows(
+        warehouse,
+        "SELECT source_file, source_line, column_name, severity, detail"
+        " FROM dq.data_quality_issues WHERE check_name = 'dates_in_order' ORDER BY ALL",
+    ) == [("medications.csv", line, "start_at/stop_at", "warn", "stop_at before start_at")
+          for line in planted]  # fmt: skip
+    (profiled,) = rows(
+        warehouse,
+        "SELECT rows_failed, severity FROM dq.data_quality_profile"
+        " WHERE table_name = 'medications' AND check_name = 'dates_in_order'",
+    )
+    assert profiled == (n, "warn")
+    # kept in raw; in staging the stop is unknown
+    assert rows(warehouse, "SELECT count(*) FROM raw.medications WHERE stop_at < start_at") == [
+        (n,)
+    ]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        runs = con.execute("SELECT status, output_row_counts FROM meta.runs").fetchall()
+    assert runs[-1][0] == "succeeded"
+    assert json.loads(runs[-1][1])["dq.data_quality_issues"] == n
+
+
+def test_the_profile_is_published_with_the_run_and_a_failed_run_keeps_it(tmp_path):
+    export = shutil.copytree(SHARED / "synthea" / "jijones12_synthea", tmp_path / "export")
+    plant_stop_before_start(export, 2)
+    warehouse = tmp_path / "w.duckdb"
+    first = run(export, warehouse)
+    before = rows(warehouse, "SELECT * FROM dq.data_quality_issues ORDER BY ALL")
+    assert len(before) == 2
+
+    conditions = export / "conditions.csv"  # an error-severity failure: the run stops
+    lines = conditions.read_text().split("\n")
+    fields = lines[1].split(",")
+    fields[lines[0].split(",").index("CODE")] = "not-a-code"
+    lines[1] = ",".join(fields)
+    conditions.write_text("\n".join(lines))
+    from pipelines.errors import ContractError
+
+    with pytest.raises(ContractError):
+        run(export, warehouse)
+    assert rows(warehouse, "SELECT * FROM dq.data_quality_issues ORDER BY ALL") == before
+    assert {
+        r[0] for r in rows(warehouse, "SELECT DISTINCT run_id FROM dq.data_quality_profile")
+    } == {first.run_id}
