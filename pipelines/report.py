@@ -131,6 +131,7 @@ class Released:
     run_id: str | None = None
     min_cell: int = 11
     parameters: dict[str, Any] = field(default_factory=dict)
+    quality: pd.DataFrame | None = None  # dq.data_quality_profile of the run (counts per check)
 
     def table(self, name: str) -> pd.DataFrame:
         import pandas as pd
@@ -180,7 +181,8 @@ def load_released(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> 
     run = next((r for r in runs if r["run_id"] == run_id), {})
     params = _json(run.get("parameters")) or {}
     min_cell = int(params.get("min_cell", StudySettings().min_cell))
-    return Released(tables, run, run_id, min_cell, params if isinstance(params, dict) else {})
+    params = params if isinstance(params, dict) else {}
+    return Released(tables, run, run_id, min_cell, params, quality=_read_quality(con, run_id))
 
 
 def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[str]:
@@ -372,6 +374,7 @@ def render_html(data: Released) -> str:
         "performance_table": _performance_table(data, fmt),
         "sensitivity_table": _sensitivity_table(data, fmt),
         "provenance": _provenance(data),
+        "quality_table": _quality_table(data),
     }
     return env.get_template("report.html.j2").render(**context)
 
@@ -1082,3 +1085,52 @@ def _text(v: Any) -> str:
     if isinstance(v, list | dict):
         return json.dumps(v)
     return DASH if v is None else str(v)
+
+
+# --- input data quality (dq.data_quality_profile; pipelines/contracts.py) ---------------
+
+
+def _read_quality(con: duckdb.DuckDBPyConnection, run_id: str | None) -> pd.DataFrame | None:
+    """The run's data-quality profile: one row per input check, counts only (no values)."""
+    from pipelines.study import tables_in
+
+    if "data_quality_profile" not in tables_in(con, "dq"):
+        return None
+    return con.execute(
+        "SELECT * FROM dq.data_quality_profile WHERE run_id = ? OR ? IS NULL"
+        " ORDER BY table_name, check_name, column_name",
+        [run_id, run_id],
+    ).df()
+
+
+def _quality_table(data: Released) -> Table | None:
+    """The checks that flagged input rows or did not pass; a caption with the totals."""
+    df = data.quality
+    if df is None or df.empty:
+        return None
+    shown = df[(df["rows_failed"].fillna(0) > 0) | (df["status"] != "pass")]
+    categories = ", ".join(
+        f"{n} {c}" for c, n in df["category"].value_counts().sort_index().items()
+    )
+    rows = [
+        [
+            str(r.table_name), _text(_none_if_na(r.column_name)), str(r.check_name),
+            str(r.category), str(r.severity), f"{100 * r.threshold:g}%",
+            _text(_none_if_na(r.rows_checked)), _text(_none_if_na(r.rows_failed)),
+            Fmt().pct(_none_if_na(r.fraction_failed), digits=2), str(r.status),
+        ]
+        for r in shown.itertuples()
+    ]  # fmt: skip
+    return Table(
+        ["Table", "Column", "Check", "Category", "Severity", "Threshold", "Rows checked",
+         "Rows failed", "Failed", "Status"],
+        rows,
+        title="Input data quality",
+        caption=(
+            f"{len(df)} checks on the input tables ({categories}); "
+            + (f"{len(shown)} flagged rows or did not pass (shown)." if rows else "all passed with no row flagged.")
+            + " Flagged records stay in raw, are listed by file and line in dq.data_quality_issues"
+            " and are left out only of the features they would corrupt (docs/study-definitions.md)."
+        ),
+        text_columns=5,
+    )  # fmt: skip

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.study import PUBLISHED_SCHEMAS
 
-def snapshot(warehouse: Path, schemas=("mart", "release")) -> dict[str, list[tuple]]:
+
+def snapshot(warehouse: Path, schemas=PUBLISHED_SCHEMAS) -> dict[str, list[tuple]]:
     """Every published table's rows, sorted, without run_id: what a dashboard would read."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:

@@ -28,8 +28,8 @@ def quiet(_message: str) -> None:
     pass
 
 
-def run(export: Path, warehouse: Path):
-    return run_study(export, warehouse, SETTINGS, say=quiet)
+def run(export: Path, warehouse: Path, report: Path | None = None):
+    return run_study(export, warehouse, SETTINGS, say=quiet, report=report)
 
 
 def rows(warehouse: Path, sql: str) -> list[tuple]:
@@ -50,7 +50,7 @@ def test_generated_export_with_quirks_runs_to_the_end_with_the_rows_flagged(tmp_
     quirky = generate(tmp_path / "quirky", patients=400, seed=21, quirks=Quirks(4, 2))
     planted = quirky.summary["quirks"]["lines"]
 
-    result = run(quirky.out_dir, tmp_path / "quirky.duckdb")
+    result = run(quirky.out_dir, tmp_path / "quirky.duckdb", report=tmp_path / "report.html")
     assert result.status == "succeeded"
     warehouse = tmp_path / "quirky.duckdb"
     issues = rows(
@@ -82,6 +82,12 @@ def test_generated_export_with_quirks_runs_to_the_end_with_the_rows_flagged(tmp_
     )
     assert ("medications", "dates_in_order", 4, "pass") in profile  # 4 of thousands: < 1%
     assert all(status != "fail" for *_, status in profile)
+
+    # the report shows the profile's flagged checks, counts only
+    html = result.report.read_text()
+    section = html[html.index("Input data quality") :]
+    assert "dates_in_order" in section and "date_in_range" in section and "after_birth" in section
+    assert "2999" not in html and "1850" not in html
 
 
 def plant_stop_before_start(export: Path, n: int) -> list[int]:
