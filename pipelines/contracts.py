@@ -121,6 +121,7 @@ class ValidationReport:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     table_seconds: dict[str, float] = field(default_factory=dict)
+    flagged_rows: int | None = None  # rows listed in data_quality_issues (check_raw)
 
     @property
     def failures(self) -> list[Failure]:
@@ -138,11 +139,11 @@ class ValidationReport:
 
     def headline(self) -> str:
         total = sum(self.expectations.values())
-        flagged = sum(1 for c in self.checks if c.rows_failed and c.within_threshold)
+        flagged = "" if not self.flagged_rows else f"; {self.flagged_rows} rows flagged"
         return (
             f"contracts {self.schema}: {len(self.expectations)} tables, {total} expectations,"
-            f" {len(self.failures)} failed, {len(self.warnings)} warned,"
-            f" {flagged} with rows flagged within threshold ({self.seconds:.1f} s)"
+            f" {len(self.failures)} failed, {len(self.warnings)} warned ({self.seconds:.1f} s)"
+            + (f"{flagged} (data_quality_issues)" if flagged else "")
         )
 
     def one_line(self) -> str:
@@ -454,7 +455,9 @@ def check_raw(
             raise_on_failure=False,
         )
         if target_schema is not None:
-            write_quality_tables(con, report, schema, target_schema, parameters)
+            report.flagged_rows = write_quality_tables(
+                con, report, schema, target_schema, parameters
+            )
     if report.failures:
         raise ContractError(report.one_line())
     return report

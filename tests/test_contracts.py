@@ -96,7 +96,7 @@ def test_broken_tables_give_a_readable_contract_error(loaded, tmp_path):
     message = str(error.value)
     assert "\n" not in message  # one line: the CLI prints it as is
     assert message.startswith("contracts raw: 7 tables, ")
-    assert " 2 failed, 1 warned, " in message
+    assert " 2 failed, 1 warned (" in message
     assert "raw.conditions.code: code is SNOMED CT or ICD-10: 2 unexpected rows" in message
     assert (
         "raw.encounters.patient_id: patient_id refers to raw.patients: 1 unexpected rows" in message
@@ -276,7 +276,7 @@ def test_severity_and_threshold_decide_pass_warn_or_fail(tmp_path):
     ]
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith("contracts s: 1 tables, 4 expectations, 1 failed, 1 warned, 2 with")
+    assert message.startswith("contracts s: 1 tables, 4 expectations, 1 failed, 1 warned (")
     assert message.endswith("; s.t.n: n >= 0: 1 unexpected rows")
 
 
@@ -305,6 +305,11 @@ def test_check_raw_writes_the_profile_and_lists_flagged_rows_by_file_and_line(lo
     assert len(flagged_meds) == 2
     report = check_raw(warehouse, target_schema="dq__build")  # no ContractError: warnings only
     assert report.success
+    assert (
+        str(report)
+        .splitlines()[0]
+        .endswith(f"; {len(flagged_meds) + 3} rows flagged (data_quality_issues)")
+    )
     with duckdb.connect(str(warehouse), read_only=True) as con:
         issues = con.execute(
             "SELECT table_name, source_file, source_line, column_name, check_name, severity, detail"
