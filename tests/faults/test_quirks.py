@@ -167,3 +167,22 @@ def test_the_profile_is_published_with_the_run_and_a_failed_run_keeps_it(tmp_pat
     assert {
         r[0] for r in rows(warehouse, "SELECT DISTINCT run_id FROM dq.data_quality_profile")
     } == {first.run_id}
+
+
+def test_the_generator_plants_quirks_deterministically_in_gzipped_split_exports(tmp_path):
+    args = dict(patients=60, seed=3, split=2, gzip=True, quirks=Quirks(3, 2))
+    first = generate(tmp_path / "a", **args)
+    second = generate(tmp_path / "b", **args)
+    for name in ("medications-1.csv.gz", "conditions-1.csv.gz"):
+        assert (first.out_dir / name).read_bytes() == (second.out_dir / name).read_bytes()
+    lines = first.summary["quirks"]["lines"]
+    assert len(lines["medications-1.csv.gz"]["stop_before_start"]) == 3
+    assert len(lines["conditions-1.csv.gz"]["date_out_of_range"]) == 2
+    con = duckdb.connect()
+    path = str(first.out_dir / "medications-1.csv.gz")
+    stops = con.execute(
+        "SELECT count(*) FROM read_csv(?, all_varchar = true) WHERE STOP < START", [path]
+    ).fetchone()[0]
+    assert stops == 3
+    with pytest.raises(ValueError, match="negative"):
+        Quirks(-1, 0)
