@@ -186,3 +186,95 @@ def test_the_generator_plants_quirks_deterministically_in_gzipped_split_exports(
     assert stops == 3
     with pytest.raises(ValueError, match="negative"):
         Quirks(-1, 0)
+
+
+# --- staging: flagged records are left out only of what they would corrupt -----------------
+
+PATIENTS = """
+    patient_id | birth_date | sex | death_date
+    p1         | 1960-05-01 | F   |
+    p2         | 1850-01-01 | M   |
+    p3         | 1970-01-01 | F   | 2999-01-01
+    p4         | 1970-01-01 | F   | 1969-01-01
+"""
+ENCOUNTERS = """
+    encounter_id | patient_id | start_at            | reason_code
+    e0           | p1         | 2014-01-10 09:00:00 |
+    e1           | p1         | 2016-03-01 09:00:00 |
+    e9           | p1         | 2017-06-01 09:00:00 |
+    e8           | p1         | 2999-01-01 09:00:00 |
+    e7           | p1         | 1850-01-01 09:00:00 |
+"""
+CONDITIONS = """
+    patient_id | start_date | stop_date  | code_system            | code
+    p1         | 2016-03-01 | 2016-02-20 | http://snomed.info/sct | 279039007
+    p1         | 2016-04-01 | 2016-04-10 | http://snomed.info/sct | 279039007
+    p1         | 2999-01-01 |            | http://snomed.info/sct | 279039007
+"""
+MEDICATIONS = """
+    patient_id | start_at            | stop_at             | code
+    p1         | 2004-12-26 10:00:00 | 2004-12-20 10:00:00 | 309362
+    p1         | 2005-01-26 10:00:00 | 2005-02-20 10:00:00 | 309362
+    p1         | 2005-03-01 10:00:00 | 2999-01-01 10:00:00 | 309362
+    p1         | 1850-03-01 10:00:00 |                     | 309362
+"""
+
+
+def test_staging_nulls_or_leaves_out_only_what_a_quirk_would_corrupt():
+    from model_spec import assert_rows, build_study
+
+    con = build_study(
+        patients=PATIENTS, encounters=ENCOUNTERS, conditions=CONDITIONS, medications=MEDICATIONS
+    )
+    # a medication STOP before START or in the future is unknown; a START in 1850 is left out
+    assert_rows(
+        con,
+        "select started_at, stopped_at from staging.stg_synthea__medications order by 1",
+        """
+        started_at          | stopped_at
+        2004-12-26T10:00:00 |
+        2005-01-26T10:00:00 | 2005-02-20T10:00:00
+        2005-03-01T10:00:00 |
+        """,
+    )
+    # a condition STOP before START ends the day it starts; a 2999 START is left out
+    assert_rows(
+        con,
+        "select start_date, stop_date from staging.stg_synthea__conditions order by 1",
+        """
+        start_date | stop_date
+        2016-03-01 | 2016-03-01
+        2016-04-01 | 2016-04-10
+        """,
+    )
+    assert_rows(
+        con,
+        "select encounter_id from staging.stg_synthea__encounters order by 1",
+        """
+        encounter_id
+        e0
+        e1
+        e9
+        """,
+    )
+    # implausible birth and death dates are unknown (a death before birth too)
+    assert_rows(
+        con,
+        "select patient_id, birth_date, death_date from staging.stg_synthea__patients order by 1",
+        """
+        patient_id | birth_date | death_date
+        p1         | 1960-05-01 |
+        p2         |            |
+        p3         | 1970-01-01 |
+        p4         | 1970-01-01 |
+        """,
+    )
+    # so the year-2999 records move neither the data extract date nor anyone's follow-up
+    assert_rows(
+        con,
+        "select data_extract_date from intermediate.int_data_extract_date",
+        """
+        data_extract_date
+        2017-06-01
+        """,
+    )
