@@ -374,7 +374,7 @@ def render_html(data: Released) -> str:
         "performance_table": _performance_table(data, fmt),
         "sensitivity_table": _sensitivity_table(data, fmt),
         "provenance": _provenance(data),
-        "quality_table": _quality_table(data),
+        "quality_tables": _quality_tables(data),
     }
     return env.get_template("report.html.j2").render(**context)
 
@@ -1103,34 +1103,62 @@ def _read_quality(con: duckdb.DuckDBPyConnection, run_id: str | None) -> pd.Data
     ).df()
 
 
-def _quality_table(data: Released) -> Table | None:
-    """The checks that flagged input rows or did not pass; a caption with the totals."""
+def _quality_tables(data: Released) -> list[Table]:
+    """Per DQD category: checks run, passed, warned, failed and rows flagged; then the checks
+    that flagged rows or did not pass, one row each. Nothing when the run has no profile."""
     df = data.quality
     if df is None or df.empty:
-        return None
-    shown = df[(df["rows_failed"].fillna(0) > 0) | (df["status"] != "pass")]
-    categories = ", ".join(
-        f"{n} {c}" for c, n in df["category"].value_counts().sort_index().items()
-    )
-    rows = [
+        return []
+    summary = [
         [
-            str(r.table_name), _text(_none_if_na(r.column_name)), str(r.check_name),
-            str(r.category), str(r.severity), f"{100 * r.threshold:g}%",
-            _text(_none_if_na(r.rows_checked)), _text(_none_if_na(r.rows_failed)),
-            Fmt().pct(_none_if_na(r.fraction_failed), digits=2), str(r.status),
+            str(category), f"{len(g):,}", f"{(g['status'] == 'pass').sum():,}",
+            f"{(g['status'] == 'warn').sum():,}", f"{(g['status'] == 'fail').sum():,}",
+            f"{int(g['rows_failed'].fillna(0).sum()):,}",
         ]
-        for r in shown.itertuples()
+        for category, g in df.groupby("category", sort=True)
     ]  # fmt: skip
-    return Table(
-        ["Table", "Column", "Check", "Category", "Severity", "Threshold", "Rows checked",
-         "Rows failed", "Failed", "Status"],
-        rows,
-        title="Input data quality",
-        caption=(
-            f"{len(df)} checks on the input tables ({categories}); "
-            + (f"{len(shown)} flagged rows or did not pass (shown)." if rows else "all passed with no row flagged.")
-            + " Flagged records stay in raw, are listed by file and line in dq.data_quality_issues"
-            " and are left out only of the features they would corrupt (docs/study-definitions.md)."
-        ),
-        text_columns=5,
-    )  # fmt: skip
+    tables = [
+        Table(
+            ["Category", "Checks", "Passed", "Warned", "Failed", "Rows flagged"],
+            summary,
+            title="Input data quality",
+            caption=(
+                "Checks of the input tables (data_contracts/raw, OHDSI Data Quality Dashboard"
+                " categories). A check passes while its failed rows stay within its threshold;"
+                " flagged records stay in raw, are listed by file and line in"
+                " dq.data_quality_issues and are left out only of the features they would"
+                " corrupt (docs/study-definitions.md)."
+            ),
+        )
+    ]
+    shown = df[(df["rows_failed"].fillna(0) > 0) | (df["status"] != "pass")]
+    if not shown.empty:
+        rows = [
+            [
+                str(r.table_name), _text(_none_if_na(r.column_name)), str(r.check_name),
+                str(r.category), str(r.severity), f"{100 * r.threshold:g}%",
+                _text(_none_if_na(r.rows_checked)), _text(_none_if_na(r.rows_failed)),
+                Fmt().pct(_none_if_na(r.fraction_failed), digits=2), str(r.status),
+            ]
+            for r in shown.itertuples()
+        ]  # fmt: skip
+        tables.append(
+            Table(
+                [
+                    "Table",
+                    "Column",
+                    "Check",
+                    "Category",
+                    "Severity",
+                    "Threshold",
+                    "Rows checked",
+                    "Rows failed",
+                    "Failed",
+                    "Status",
+                ],
+                rows,
+                title="Input checks with flagged rows",
+                text_columns=5,
+            )  # fmt: skip
+        )
+    return tables
