@@ -557,7 +557,9 @@ def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySet
     keys = ["stratum_variable", "stratum"]
     shown = ttd[~ttd["n_diagnosed_status"].isin(HIDDEN) & ~ttd["n_episodes_status"].isin(HIDDEN)]
     pairs = set(shown[keys].astype(str).itertuples(index=False, name=None))
-    in_shown = [p in pairs for p in curve[keys].astype(str).itertuples(index=False, name=None)]
+    in_shown = np.array(
+        [p in pairs for p in curve[keys].astype(str).itertuples(index=False, name=None)], dtype=bool
+    )
     released["cumulative_incidence"] = curve = curve[in_shown].reset_index(drop=True)
     for i, row in ttd.iterrows():
         mine = curve[(curve["stratum_variable"] == row["stratum_variable"])
