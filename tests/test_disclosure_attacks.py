@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines import analysis
+from pipelines.export import DISCLOSURE_LOG, export_release
 from pipelines.settings import StudySettings
 from pipelines.stats import coarsen
 from pipelines.stats.disclosure import is_small
@@ -67,11 +68,16 @@ def build_study(export, root, settings: StudySettings = SETTINGS) -> tuple[dict,
             frames.append(analysis.sensitivity_rows(con, variant, name, f"mart__sens_{name}"))
         analysis.write_sensitivity_table(con, frames, "run")
         analysis.build_release(con, settings, "run")
-        released = _schema(con, "release")
         truth = _schema(con, "mart")
     finally:
         con.close()
-    return released, truth
+    return from_parquet(export_release(path, root / "parquet")), truth
+
+
+def from_parquet(paths) -> dict[str, pd.DataFrame]:
+    """What leaves the secure environment: the Parquet files (and the checker's CSV log)."""
+    assert any(p.name == DISCLOSURE_LOG for p in paths)
+    return {p.stem: pd.read_parquet(p) for p in paths if p.suffix == ".parquet"}
 
 
 def _schema(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, pd.DataFrame]:

@@ -145,12 +145,13 @@ def _nested_steps(
 
 
 def decision_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
-    """Per subgroup, the model's tp/fp at each threshold are those of the last released cut-off.
+    """Per subgroup, the model's tp/fp at each threshold are those of the nearest released
+    cut-off (`step_threshold`; 0 = treat all; a tie goes to the lower one).
 
-    The released cut-offs (`step_threshold`) are chosen by `safe_steps` from treat-all (every
-    event and non-event) to treat-none; before the first, the strategy is treat all
-    (`step_threshold` 0). Net benefit is recomputed at every threshold from the step's
-    counts, so the curve is drawn at every threshold and reveals nothing between steps.
+    The released cut-offs are chosen by `safe_steps` from treat-all (every event and
+    non-event) to treat-none. Net benefit is recomputed at every threshold t from the
+    step's counts (refer when the predicted risk is at least the step's cut-off, weighed at
+    t), so the curve is drawn at every threshold and reveals nothing between steps.
     """
     if frame.empty:
         return Coarsened(frame.assign(step_threshold=pd.Series(dtype=float)))
@@ -164,12 +165,11 @@ def decision_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
         kept = safe_steps(values, start, np.zeros(2), min_cell, fitted) if fitted.any() else None
         step = np.full(len(rows), np.nan)
         if kept is not None:
-            step[:] = 0.0
-            tp, fp = np.full(len(rows), events), np.full(len(rows), n - events)
-            for i in kept:
-                step[i:] = rows["threshold"].iloc[i]
-                tp[i:], fp[i:] = values[i]
             pt = rows["threshold"].to_numpy(dtype=float)
+            cut_offs = np.array([0.0, *pt[kept]])  # 0: treat all
+            counts = np.array([start, *values[kept]])
+            nearest = np.argmin(np.abs(pt[:, None] - cut_offs[None, :]), axis=1)  # ties: lower
+            step, tp, fp = cut_offs[nearest], counts[nearest, 0], counts[nearest, 1]
             rows["tp"], rows["fp"] = tp, fp
             rows["net_benefit_model"] = tp / n - fp / n * pt / (1 - pt)
             notes.append(_note(f"subgroup={name}", len(kept), len(rows), "thresholds"))
