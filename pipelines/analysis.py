@@ -467,7 +467,8 @@ def release_tables(
     released, logs = {}, []
     for name, frame in frames.items():
         out = disclose(frame, specs[name], settings.min_cell, settings.rounding_base, name)
-        released[name], _ = out.frame, logs.append(out.log)
+        released[name] = out.frame
+        logs.append(out.log)
     if {"flag_accuracy", "roc_points"} <= set(released):
         align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
     if {"flag_accuracy", "sensitivity_analyses"} <= set(released):
@@ -521,7 +522,8 @@ def align_shared_counts(flags: pd.DataFrame, roc: pd.DataFrame, specs: dict) -> 
 
 
 def align_primary_analysis(released: dict[str, pd.DataFrame], specs: dict) -> None:
-    """Primary rows of sensitivity_analyses show exactly what flag_accuracy shows (in place).
+    """Primary rows of sensitivity_analyses show exactly what flag_accuracy and the AUROC
+    tables show (in place).
 
     The same counts suppressed by two tables could get different complements; a count hidden
     in either is hidden in both (with what is built on it)."""
@@ -545,6 +547,23 @@ def align_primary_analysis(released: dict[str, pd.DataFrame], specs: dict) -> No
                 [*CELL_COLUMNS, "n_episodes", "n_events", *derived],
                 "suppressed_complement",
             )
+    for table, rule in (("score_performance", SCORE), ("model_performance", "model")):
+        if table in released:
+            _align_auroc_rows(released[table], sens, rule, specs[table], derived)
+
+
+def _align_auroc_rows(
+    performance: pd.DataFrame, sens: pd.DataFrame, rule: str, spec, derived: list[str]
+) -> None:
+    """The primary AUROC rows repeat n / n_events of an AUROC table: hide in both or neither."""
+    for i, row in performance.iterrows():
+        s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row["subgroup"])
+                       & (sens["rule"] == rule)]  # fmt: skip
+        hidden_here = any(row[f"{c}_status"] in HIDDEN for c in ("n", "n_events"))
+        statuses = sens.loc[s, ["n_episodes_status", "n_events_status"]]
+        if len(s) and (hidden_here or statuses.isin(HIDDEN).any(axis=None)):
+            _hide(performance, [i], [*spec.counts, *spec.derived], "suppressed_complement")
+            _hide(sens, s, ["n_episodes", "n_events", *derived], "suppressed_complement")
 
 
 def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:

@@ -695,3 +695,32 @@ def test_release_log_lists_every_hidden_or_rounded_value_and_a_summary():
     assert summary["detail"].str.contains("min_cell=11, rounding=5").all()
     total = summary["detail"].str.extract(r"^(\d+)")[0].astype(int).sum()
     assert total == ttd[[c for c in ttd.columns if c.endswith("_status")]].size
+
+
+def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
+    """sensitivity_analyses repeats n / n_events of score_performance: a count hidden in one
+    (here: forced, as a complement chosen by that table alone would be) is hidden in both."""
+    from pipelines.analysis import align_primary_analysis
+
+    score = pd.DataFrame({"subgroup": ["all", "female"], "score": "red_flag_count", "n": [500, 300],
+                          "n_events": [60, 40], "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8})  # fmt: skip
+    sens = pd.DataFrame({"analysis": "primary", "subgroup": ["all", "female"], "rule": "red_flag_count",
+                         "measure": "auroc", "estimate": 0.7, "lower": 0.6, "upper": 0.8,
+                         "n_episodes": [500, 300], "n_events": [60, 40], **{c: np.nan for c in CELLS}})  # fmt: skip
+    flags = pd.DataFrame(
+        {"subgroup": ["all"], "rule": ["r"], "tp": [0], "fp": [0], "fn": [0], "tn": [0]}
+    )
+    flags = flags.assign(**{d: np.nan for d in DERIVED_ACCURACY})
+    released = {
+        "flag_accuracy": disclose(flags, SPECS["flag_accuracy"], MIN_CELL).frame,
+        "score_performance": disclose(score, SPECS["score_performance"], MIN_CELL).frame,
+        "sensitivity_analyses": disclose(sens, SPECS["sensitivity_analyses"], MIN_CELL).frame,
+    }
+    performance = released["score_performance"]
+    performance.loc[1, ["n_events", "auroc"]] = pd.NA
+    performance.loc[1, ["n_events_status", "auroc_status"]] = "suppressed_complement"
+    align_primary_analysis(released, SPECS)
+    out = released["sensitivity_analyses"]
+    assert pd.isna(out.loc[1, "n_events"]) and pd.isna(out.loc[1, "estimate"])
+    assert out.loc[1, "n_events_status"] == "suppressed_complement"
+    assert out.loc[0, "n_events"] == 60  # the other subgroup is untouched
