@@ -473,6 +473,8 @@ def release_tables(
         align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
     if {"flag_accuracy", "sensitivity_analyses"} <= set(released):
         align_primary_analysis(released, specs)
+    if {"model_performance", "decision_curve"} <= set(released):
+        align_model_counts(released["model_performance"], released["decision_curve"], specs)
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
     log = final_log(released, logs, specs)
@@ -564,6 +566,22 @@ def _align_auroc_rows(
         if len(s) and (hidden_here or statuses.isin(HIDDEN).any(axis=None)):
             _hide(performance, [i], [*spec.counts, *spec.derived], "suppressed_complement")
             _hide(sens, s, ["n_episodes", "n_events", *derived], "suppressed_complement")
+
+
+def align_model_counts(performance: pd.DataFrame, curve: pd.DataFrame, specs: dict) -> None:
+    """decision_curve repeats model_performance's n / n_events per subgroup (and treat-all's
+    net benefit gives the prevalence): a subgroup hidden in one is hidden in both (in place)."""
+    for sub in performance["subgroup"]:
+        p = performance.index[performance["subgroup"] == sub]
+        c = curve.index[curve["subgroup"] == sub]
+        counts = ["n_status", "n_events_status"]
+        hidden = performance.loc[p, counts].isin(HIDDEN).any(axis=None) or curve.loc[
+            c, counts
+        ].isin(HIDDEN).any(axis=None)
+        if hidden and len(c):
+            spec_p, spec_c = specs["model_performance"], specs["decision_curve"]
+            _hide(performance, p, [*spec_p.counts, *spec_p.derived], "suppressed_complement")
+            _hide(curve, c, [*spec_c.counts, *spec_c.derived], "suppressed_complement")
 
 
 def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:

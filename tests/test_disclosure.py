@@ -724,3 +724,21 @@ def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
     assert pd.isna(out.loc[1, "n_events"]) and pd.isna(out.loc[1, "estimate"])
     assert out.loc[1, "n_events_status"] == "suppressed_complement"
     assert out.loc[0, "n_events"] == 60  # the other subgroup is untouched
+
+
+def test_decision_curve_hides_a_subgroup_model_performance_hides():
+    from pipelines.analysis import align_model_counts
+
+    perf = pd.DataFrame({"subgroup": ["all", "female"], "n": [500, 300], "n_events": [60, 40],
+                         "cv_folds": 5, "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8,
+                         "calibration_intercept": 0.0, "calibration_slope": 1.0, "brier_score": 0.1})  # fmt: skip
+    dc = pd.DataFrame({"subgroup": ["all", "female"], "threshold": 0.1, "n": [500, 300],
+                       "n_events": [60, 40], "tp": [30, 20], "fp": [40, 30], "net_benefit_model": 0.01,
+                       "net_benefit_treat_all": 0.02, "net_benefit_treat_none": 0.0})  # fmt: skip
+    perf = disclose(perf, SPECS["model_performance"], MIN_CELL).frame
+    dc = disclose(dc, SPECS["decision_curve"], MIN_CELL).frame
+    perf.loc[1, "n_events"], perf.loc[1, "n_events_status"] = pd.NA, "suppressed_complement"
+    align_model_counts(perf, dc, SPECS)
+    assert dc.loc[1, ["n_events", "tp", "net_benefit_treat_all"]].isna().all()
+    assert dc.loc[1, "net_benefit_treat_all_status"] == "suppressed_complement"
+    assert dc.loc[0, "n_events"] == 60 and pd.isna(perf.loc[1, "auroc"])
