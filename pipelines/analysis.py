@@ -485,9 +485,9 @@ HIDDEN = ("suppressed_small", "suppressed_complement")
 
 
 def _hide(frame: pd.DataFrame, rows, columns: Iterable[str], status: str) -> None:
-    """Set values NULL with a status (in place), unless already hidden."""
+    """Set values NULL with a status (in place), unless already hidden or not estimable."""
     for col in columns:
-        shown = ~frame.loc[rows, f"{col}_status"].isin(HIDDEN)
+        shown = ~frame.loc[rows, f"{col}_status"].isin([*HIDDEN, "not_estimable"])
         target = shown[shown].index
         frame.loc[target, col] = pd.NA
         frame.loc[target, f"{col}_status"] = status
@@ -557,15 +557,20 @@ def align_primary_analysis(released: dict[str, pd.DataFrame], specs: dict) -> No
 def _align_auroc_rows(
     performance: pd.DataFrame, sens: pd.DataFrame, rule: str, spec, derived: list[str]
 ) -> None:
-    """The primary AUROC rows repeat n / n_events of an AUROC table: hide in both or neither."""
+    """The primary AUROC rows repeat n / n_events of an AUROC table: a count hidden in one
+    is hidden in the other, with the values built on it."""
+    pairs = {"n": "n_episodes", "n_events": "n_events"}
     for i, row in performance.iterrows():
         s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row["subgroup"])
                        & (sens["rule"] == rule)]  # fmt: skip
-        hidden_here = any(row[f"{c}_status"] in HIDDEN for c in ("n", "n_events"))
-        statuses = sens.loc[s, ["n_episodes_status", "n_events_status"]]
-        if len(s) and (hidden_here or statuses.isin(HIDDEN).any(axis=None)):
-            _hide(performance, [i], [*spec.counts, *spec.derived], "suppressed_complement")
-            _hide(sens, s, ["n_episodes", "n_events", *derived], "suppressed_complement")
+        if not len(s):
+            continue
+        for mine, theirs in pairs.items():
+            here = row[f"{mine}_status"] in HIDDEN
+            there = sens.loc[s, f"{theirs}_status"].isin(HIDDEN).any()
+            if here or there:
+                _hide(performance, [i], [mine, *spec.derived], "suppressed_complement")
+                _hide(sens, s, [theirs, *derived], "suppressed_complement")
 
 
 def align_model_counts(performance: pd.DataFrame, curve: pd.DataFrame, specs: dict) -> None:
