@@ -193,6 +193,7 @@ def calibration(frame: pd.DataFrame, min_cell: int) -> Coarsened:
     if frame.empty:
         return Coarsened(frame.assign(bin_to=pd.Series(dtype="Int64")))
     frames, notes = [], []
+    columns = [*frame.columns.drop("run_id", errors="ignore"), "bin_to"]
     for name, rows in frame.sort_values(["subgroup", "bin"]).groupby("subgroup", sort=False):
         n = rows["n"].to_numpy(dtype=float)
         events = rows["n_events"].to_numpy(dtype=float)
@@ -210,10 +211,9 @@ def calibration(frame: pd.DataFrame, min_cell: int) -> Coarsened:
             })  # fmt: skip
             first = last + 1
         notes.append(_note(f"subgroup={name}", len(pooled), len(rows), "bins"))
-        frames.append(
-            pd.DataFrame(pooled, columns=[*frame.columns.drop("run_id", errors="ignore"), "bin_to"])
-        )
-    out = pd.concat(frames, ignore_index=True)
+        frames.append(pd.DataFrame(pooled, columns=columns))
+    out = pd.concat([f for f in frames if len(f)] or [pd.DataFrame(columns=columns)])
+    out = out.reset_index(drop=True)
     return Coarsened(out.astype({"bin": "Int64", "bin_to": "Int64"}), tuple(notes))
 
 
