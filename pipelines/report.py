@@ -804,6 +804,10 @@ def _decision_figure(data: Released) -> Chart:
     )
     for column, label, colour, style in lines:
         ax.plot(dc["threshold"], dc[column], color=colour, ls=style, lw=1.8, label=label)
+    if "step_threshold" in dc.columns:  # the released cut-offs of the coarsened curve
+        steps = dc[(dc["threshold"] - dc["step_threshold"]).abs() < 1e-9]
+        ax.plot(steps["threshold"], steps["net_benefit_model"], "o", color=COLOURS[0], ms=5,
+                label="Released cut-off")  # fmt: skip
     peak = max(float(dc[[c for c, *_ in lines]].max(skipna=True).max()), 0.005)
     ax.set_ylim(-0.25 * peak, 1.15 * peak)
     ax.set_xlim(float(dc["threshold"].min()), float(dc["threshold"].max()))
