@@ -19,8 +19,8 @@ import pandas as pd
 
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
-from pipelines.stats import accuracy, model, roc, survival
-from pipelines.stats.disclosure import suppress
+from pipelines.stats import accuracy, coarsen, model, roc, survival
+from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
 from pipelines.stats.release_tables import release_specs
 from pipelines.warehouse import table_exists
 
@@ -179,10 +179,15 @@ def cumulative_incidence_table(episodes: pd.DataFrame, settings: StudySettings) 
         curve = survival.cumulative_incidence_at(
             time, event, days, confidence_level=settings.confidence_level
         )
-        frames.append(curve.assign(stratum_variable=var, stratum=name))
+        # diagnoses per day: the release pools days by them (stats/coarsen.py); never released
+        outcome_days = time[(event == survival.OUTCOME) & np.isfinite(time)]
+        outcome_days = outcome_days[outcome_days <= settings.horizon_days].astype(int)
+        n_outcome = np.bincount(outcome_days, minlength=days.size)[: days.size]
+        frames.append(curve.assign(stratum_variable=var, stratum=name, n_outcome=n_outcome))
     out = pd.concat(frames, ignore_index=True)
     out["day"] = out["day"].astype(int)
-    return out[["stratum_variable", "stratum", "day", "estimate", "lower", "upper", "at_risk"]]
+    columns = ["stratum_variable", "stratum", "day", "estimate", "lower", "upper", "at_risk"]
+    return out[[*columns, "n_outcome"]]
 
 
 # ---- diagnostic pathway ------------------------------------------------------------------
@@ -427,7 +432,7 @@ def write_sensitivity_table(
     return write_table(con, schema, "sensitivity_analyses", combined, run_id)
 
 
-# ---- release -------------------------------------------------------------------------------
+# ---- release ----------------------------------------------------------------------------
 
 
 def build_release(
@@ -438,47 +443,224 @@ def build_release(
     source_schema: str = "mart",
     target_schema: str = "release",
 ) -> dict[str, int]:
-    """Suppressed copies of every aggregate table present in the source (never row-level tables)."""
-    specs = release_specs(settings.cumulative_incidence_days)
-    released = {}
+    """Disclosure-controlled copies of every aggregate table present in the source, and
+    `disclosure_log` (never row-level tables). Method: docs/statistics.md section 7."""
+    frames = {}
     for name in RELEASED_TABLES:
-        if not table_exists(con, _schema(source_schema), name):
-            continue
-        frame = con.execute(f"select * from {source_schema}.{name}").df()
-        released[name] = suppress(
-            frame.drop(columns=["run_id"], errors="ignore"), specs[name], settings.min_cell
-        )
-    if {"flag_accuracy", "roc_points"} <= set(released):
-        align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
-    return {
+        if table_exists(con, _schema(source_schema), name):
+            frame = con.execute(f"select * from {_schema(source_schema)}.{name}").df()
+            frames[name] = frame.drop(columns=["run_id"], errors="ignore")
+    released, log = release_tables(frames, settings)
+    written = {
         name: write_table(con, target_schema, name, frame, run_id)
         for name, frame in released.items()
     }
+    written["disclosure_log"] = write_table(con, target_schema, "disclosure_log", log, run_id)
+    return written
+
+
+def release_tables(
+    frames: dict[str, pd.DataFrame], settings: StudySettings
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Every table through the one disclosure layer, then the rules that link tables."""
+    specs = release_specs(settings.cumulative_incidence_days)
+    released, logs = {}, []
+    for name, frame in frames.items():
+        out = disclose(frame, specs[name], settings.min_cell, settings.rounding_base, name)
+        released[name] = out.frame
+        logs.append(out.log)
+    if {"flag_accuracy", "roc_points"} <= set(released):
+        align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
+    if {"flag_accuracy", "sensitivity_analyses"} <= set(released):
+        align_primary_analysis(released, specs)
+    if {"model_performance", "decision_curve"} <= set(released):
+        align_model_counts(released["model_performance"], released["decision_curve"], specs)
+    if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
+        curves_of_shown_strata(released, settings)
+    log = final_log(released, logs, specs)
+    return released, pd.concat([log, disclosure_summary(released, settings)], ignore_index=True)
+
+
+HIDDEN = ("suppressed_small", "suppressed_complement")
+
+
+def _hide(frame: pd.DataFrame, rows, columns: Iterable[str], status: str) -> None:
+    """Set values NULL with a status (in place), unless already hidden or not estimable."""
+    for col in columns:
+        shown = ~frame.loc[rows, f"{col}_status"].isin([*HIDDEN, "not_estimable"])
+        target = shown[shown].index
+        frame.loc[target, col] = pd.NA
+        frame.loc[target, f"{col}_status"] = status
 
 
 # Rules of flag_accuracy that are rows of roc_points too: the same episodes, the same counts.
 SHARED_RULE_THRESHOLDS = {"any_seed_flag": 1, "two_or_more_seed_flags": 2}
+CELL_COLUMNS = ["tp", "fp", "fn", "tn"]
 
 
 def align_shared_counts(flags: pd.DataFrame, roc: pd.DataFrame, specs: dict) -> None:
-    """Hide in both tables every count that either hides, for the rows they share (in place).
+    """The rows flag_accuracy and roc_points share show the same thing (in place).
 
-    Each table is suppressed on its own, so the complementary cells chosen can differ: a
-    count hidden in flag_accuracy but shown in roc_points would undo the protection (and
-    vice versa). Hiding more never reveals anything; rates built on a newly hidden count
-    are hidden too."""
-    cells = ["tp", "fp", "fn", "tn"]
+    roc_points keeps a cut-off only where its score bands are safe (coarsened); the 2x2 of
+    that cut-off in flag_accuracy is hidden when roc_points leaves the cut-off out, else the
+    band between it and a released cut-off would be a difference of released counts. A
+    roc_points row whose cells flag_accuracy hides is dropped. Hiding more never reveals."""
+    drop = []
     for rule, threshold in SHARED_RULE_THRESHOLDS.items():
         for sub in flags.loc[flags["rule"] == rule, "subgroup"].unique():
             f = flags.index[(flags["rule"] == rule) & (flags["subgroup"] == sub)]
             r = roc.index[(roc["threshold"] == threshold) & (roc["subgroup"] == sub)]
-            if len(f) != 1 or len(r) != 1:
-                continue
-            hidden = (
-                flags.loc[f, cells].isna().to_numpy()[0] | roc.loc[r, cells].isna().to_numpy()[0]
+            flags_hidden = flags.loc[f, [f"{c}_status" for c in CELL_COLUMNS]].isin(HIDDEN)
+            if len(r) == 0 or flags_hidden.to_numpy().any():
+                _hide(
+                    flags,
+                    f,
+                    [*CELL_COLUMNS, *specs["flag_accuracy"].derived],
+                    "suppressed_complement",
+                )
+                drop.extend(r)
+    roc.drop(index=drop, inplace=True)
+    roc.reset_index(drop=True, inplace=True)
+
+
+def align_primary_analysis(released: dict[str, pd.DataFrame], specs: dict) -> None:
+    """Primary rows of sensitivity_analyses show exactly what flag_accuracy and the AUROC
+    tables show (in place).
+
+    The same counts suppressed by two tables could get different complements; a count hidden
+    in either is hidden in both (with what is built on it)."""
+    flags, sens = released["flag_accuracy"], released["sensitivity_analyses"]
+    derived = list(specs["sensitivity_analyses"].derived)
+    for row in flags.itertuples(index=False):
+        s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row.subgroup)
+                       & (sens["rule"] == row.rule)]  # fmt: skip
+        if not len(s):
+            continue
+        hidden_flags = [c for c in CELL_COLUMNS if getattr(row, f"{c}_status") in HIDDEN]
+        hidden_sens = [c for c in CELL_COLUMNS if sens.loc[s, f"{c}_status"].isin(HIDDEN).any()]
+        if hidden_flags or hidden_sens:
+            f = flags.index[(flags["subgroup"] == row.subgroup) & (flags["rule"] == row.rule)]
+            _hide(
+                flags, f, [*CELL_COLUMNS, *specs["flag_accuracy"].derived], "suppressed_complement"
             )
-            for frame, rows, name in ((flags, f, "flag_accuracy"), (roc, r, "roc_points")):
-                newly = hidden & ~frame.loc[rows, cells].isna().to_numpy()[0]
-                if newly.any():
-                    frame.loc[rows, [c for c, h in zip(cells, hidden, strict=True) if h]] = pd.NA
-                    frame.loc[rows, list(specs[name].derived)] = pd.NA
+            _hide(
+                sens,
+                s,
+                [*CELL_COLUMNS, "n_episodes", "n_events", *derived],
+                "suppressed_complement",
+            )
+    for table, rule in (("score_performance", SCORE), ("model_performance", "model")):
+        if table in released:
+            _align_auroc_rows(released[table], sens, rule, specs[table], derived)
+
+
+def _align_auroc_rows(
+    performance: pd.DataFrame, sens: pd.DataFrame, rule: str, spec, derived: list[str]
+) -> None:
+    """The primary AUROC rows repeat n / n_events of an AUROC table: a count hidden in one
+    is hidden in the other, with the values built on it."""
+    pairs = {"n": "n_episodes", "n_events": "n_events"}
+    for i, row in performance.iterrows():
+        s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row["subgroup"])
+                       & (sens["rule"] == rule)]  # fmt: skip
+        if not len(s):
+            continue
+        for mine, theirs in pairs.items():
+            here = row[f"{mine}_status"] in HIDDEN
+            there = sens.loc[s, f"{theirs}_status"].isin(HIDDEN).any()
+            if here or there:
+                _hide(performance, [i], [mine, *spec.derived], "suppressed_complement")
+                _hide(sens, s, [theirs, *derived], "suppressed_complement")
+
+
+def align_model_counts(performance: pd.DataFrame, curve: pd.DataFrame, specs: dict) -> None:
+    """decision_curve repeats model_performance's n / n_events per subgroup (and treat-all's
+    net benefit gives the prevalence): a subgroup hidden in one is hidden in both (in place)."""
+    for sub in performance["subgroup"]:
+        p = performance.index[performance["subgroup"] == sub]
+        c = curve.index[curve["subgroup"] == sub]
+        counts = ["n_status", "n_events_status"]
+        hidden = performance.loc[p, counts].isin(HIDDEN).any(axis=None) or curve.loc[
+            c, counts
+        ].isin(HIDDEN).any(axis=None)
+        if hidden and len(c):
+            spec_p, spec_c = specs["model_performance"], specs["decision_curve"]
+            _hide(performance, p, [*spec_p.counts, *spec_p.derived], "suppressed_complement")
+            _hide(curve, c, [*spec_c.counts, *spec_c.derived], "suppressed_complement")
+
+
+def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:
+    """A stratum whose counts are hidden releases no curve; cif_<d> reads the coarsened curve.
+
+    Table 1's cif_<d> is the released step function at day d (its last step on or before
+    d), so it adds nothing to the curve: the exact estimate at d would reveal the few
+    diagnoses between the last step and d."""
+    ttd, curve = released["time_to_diagnosis"], released["cumulative_incidence"]
+    keys = ["stratum_variable", "stratum"]
+    shown = ttd[~ttd["n_diagnosed_status"].isin(HIDDEN) & ~ttd["n_episodes_status"].isin(HIDDEN)]
+    pairs = set(shown[keys].astype(str).itertuples(index=False, name=None))
+    in_shown = np.array(
+        [p in pairs for p in curve[keys].astype(str).itertuples(index=False, name=None)], dtype=bool
+    )
+    released["cumulative_incidence"] = curve = curve[in_shown].reset_index(drop=True)
+    for i, row in ttd.iterrows():
+        mine = curve[(curve["stratum_variable"] == row["stratum_variable"])
+                     & (curve["stratum"].astype(str) == str(row["stratum"]))]  # fmt: skip
+        for d in settings.cumulative_incidence_days:
+            columns = [f"cif_{d}", f"cif_{d}_lower", f"cif_{d}_upper"]
+            if (
+                ttd.at[i, f"cif_{d}_status"] in HIDDEN
+                or ttd.at[i, f"cif_{d}_status"] == "not_estimable"
+            ):
+                continue
+            if mine.empty:
+                _hide(ttd, [i], columns, "suppressed_complement")
+                continue
+            for col, source in zip(columns, ("estimate", "lower", "upper"), strict=True):
+                ttd.at[i, col] = coarsen.step_value(mine, d, source)
+                ttd.at[i, f"{col}_status"] = "rounded"
+
+
+CROSS_TABLE_RULES = {
+    "rounded": "cross-table: curve value read from the coarsened curve's last step",
+    "suppressed_complement": "cross-table: hidden because a linked table hides the same count",
+}
+
+
+def final_log(
+    released: dict[str, pd.DataFrame], logs: list[pd.DataFrame], specs: dict
+) -> pd.DataFrame:
+    """One row per suppressed or rounded value of the final tables, with the rule that did it
+    (the cross-table rules for values changed after each table's own disclosure), then the
+    curve-pooling notes."""
+    rules = {}
+    for log in logs:
+        cells = log[log["column_name"].notna()]
+        for r in cells.itertuples(index=False):
+            rules[(r.table_name, r.row_key, r.column_name, r.status)] = r.rule
+    rows = []
+    for name, frame in released.items():
+        labels = row_labels(frame, specs[name].keys)
+        for col in [c for c in frame.columns if c.endswith("_status")]:
+            column = col.removesuffix("_status")
+            for i in np.flatnonzero(frame[col].isin([*HIDDEN, "rounded"]).to_numpy()):
+                status = frame[col].iloc[i]
+                rule = rules.get((name, labels[i], column, status), CROSS_TABLE_RULES.get(status))
+                rows.append((name, int(i), labels[i], column, status, rule, None))
+    notes = [log[log["column_name"].isna()] for log in logs]
+    cells = pd.DataFrame(rows, columns=LOG_COLUMNS)
+    return pd.concat([*[n for n in notes if len(n)], cells], ignore_index=True)
+
+
+def disclosure_summary(released: dict[str, pd.DataFrame], settings: StudySettings) -> pd.DataFrame:
+    """Per table and status, how many values: the lines an output checker signs off."""
+    rows = []
+    parameters = f"min_cell={settings.min_cell}, rounding={settings.rounding}"
+    for name, frame in released.items():
+        statuses = frame[[c for c in frame.columns if c.endswith("_status")]].to_numpy().ravel()
+        values, counts = np.unique(statuses.astype(str), return_counts=True)
+        for status, count in zip(values, counts, strict=True):
+            rows.append({"table_name": name, "row_number": None, "row_key": None,
+                         "column_name": None, "status": status, "rule": "summary",
+                         "detail": f"{int(count)} values; {parameters}"})  # fmt: skip
+    return pd.DataFrame(rows)

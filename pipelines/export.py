@@ -1,7 +1,8 @@
 """`redflags export`: every release table as Parquet, plus a manifest, for BI tools.
 
 Only `release.*` is exported (aggregate, disclosure-controlled); the warehouse is opened
-read-only. The manifest (`manifest.json`) lists each table with its row count and columns.
+read-only. The manifest (`manifest.json`) lists each table with its row count and columns;
+`disclosure_log.csv` copies `release.disclosure_log` for the output checker.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+DISCLOSURE_LOG = "disclosure_log.csv"  # the output checker's log, readable without tools
 
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +22,8 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     written = export_release(args.warehouse, args.out)
-    print(f"Wrote {len(written) - 1} release tables and {MANIFEST} to {args.out}")
+    tables = [p for p in written if p.suffix == ".parquet"]
+    print(f"Wrote {len(tables)} release tables and {MANIFEST} to {args.out}")
     return 0
 
 
@@ -46,6 +49,11 @@ def export_release(warehouse: Path, out_dir: Path) -> list[Path]:
             )
             written.append(path)
             manifest.append(_describe(con, table, path))
+        # --- disclosure log (issue 10): a CSV copy beside the Parquet for the output checker
+        if "disclosure_log" in tables:
+            log_path = out_dir / DISCLOSURE_LOG
+            con.execute("SELECT * FROM release.disclosure_log").df().to_csv(log_path, index=False)
+            written.append(log_path)
     manifest_path = out_dir / MANIFEST
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return [*written, manifest_path]

@@ -477,9 +477,11 @@ def _cif_figure(data: Released) -> Chart:
     caption = (
         "Aalen-Johansen estimate with death as a competing risk; shaded bands are 95% "
         "confidence intervals. Day 0 is the first visit of the back-pain episode. Numbers "
-        "below give the episodes still at risk. A curve stops where fewer than "
-        f"{data.min_cell} episodes remain at risk, and a stratum whose number diagnosed is "
-        "suppressed in Table 1 is not drawn (disclosure control)."
+        "below give the episodes still at risk (rounded). Disclosure control coarsens the "
+        f"curves: a curve steps only once at least {data.min_cell} diagnoses have accumulated "
+        "since its previous step (days in between are pooled), it is flat after its last step, "
+        f"it has no step where fewer than {data.min_cell} episodes remain at risk, and a "
+        "stratum whose number diagnosed is suppressed in Table 1 is not drawn."
     )
     cif = data.table("cumulative_incidence")
     ttd = data.table("time_to_diagnosis")
@@ -526,10 +528,13 @@ def _cif_figure(data: Released) -> Chart:
 
 
 def _cif_panel(ax: Axes, df: pd.DataFrame, variable: str) -> None:
+    import pandas as pd
     from matplotlib.ticker import PercentFormatter
 
     for colour, stratum in zip(COLOURS, dict.fromkeys(df["stratum"].astype(str)), strict=False):
         s = df[df["stratum"].astype(str) == stratum].sort_values("day")
+        # a coarsened curve is flat after its last released step, up to the horizon
+        s = pd.concat([s, s.tail(1).assign(day=max(365, int(s["day"].max())))])
         label = _stratum_label(variable, stratum)
         ax.plot(s["day"], s["estimate"], drawstyle="steps-post", color=colour, label=label, lw=1.8)
         ax.fill_between(
@@ -670,8 +675,9 @@ def _roc_figure(data: Released, fmt: Fmt) -> Chart:
     title = "Figure 4. ROC curve of the red-flag count (all episodes)"
     caption = (
         "Each point is a cut-off 'at least k of the six seed red flags'; the diagonal is a "
-        "test with no discrimination. AUROC with DeLong 95% CI. A cut-off whose counts are "
-        "suppressed is left out; lines join the released points."
+        "test with no discrimination. AUROC with DeLong 95% CI. Disclosure control releases a "
+        f"cut-off only where at least {data.min_cell} cases and non-cases (or none) lie between "
+        "it and its released neighbours; lines join the released points."
     )
     roc = _subgroup(data.table("roc_points"), "all")
     score = _subgroup(data.table("score_performance"), "all")
@@ -718,8 +724,9 @@ def _calibration_figure(data: Released, fmt: Fmt) -> Chart:
     caption = (
         "Cross-validated predicted risk against the observed proportion with metastasis, by "
         "bin of predicted risk; marker area is proportional to the number of episodes. "
-        f"Bins with a count below {data.min_cell} are hidden. The dashed line is perfect "
-        "calibration."
+        "Neighbouring deciles are pooled until each bin holds no events or at least "
+        f"{data.min_cell} events, and no or at least {data.min_cell} non-events (disclosure "
+        "control). The dashed line is perfect calibration."
     )
     cal = _subgroup(data.table("calibration"), "all")
     perf = _subgroup(data.table("model_performance"), "all")
@@ -778,8 +785,11 @@ def _decision_figure(data: Released) -> Chart:
     caption = (
         "Net benefit of referring for spinal imaging when the model's predicted risk exceeds "
         "the threshold, compared with imaging everyone (treat all) and no one (treat none). "
-        "Net benefit = true positives/N \u2212 false positives/N \u00d7 t/(1\u2212t). A gap in "
-        "the model's curve is a threshold whose counts are suppressed."
+        "Net benefit = true positives/N \u2212 false positives/N \u00d7 t/(1\u2212t). "
+        "Disclosure control coarsens the model's curve: at each threshold the model refers at "
+        "the nearest released cut-off (treat all counts as a cut-off of 0), where "
+        "released cut-offs are at least "
+        f"{data.min_cell} cases and non-cases (or none) apart."
     )
     dc = _subgroup(data.table("decision_curve"), "all")
     perf = _subgroup(data.table("model_performance"), "all")
@@ -797,6 +807,10 @@ def _decision_figure(data: Released) -> Chart:
     )
     for column, label, colour, style in lines:
         ax.plot(dc["threshold"], dc[column], color=colour, ls=style, lw=1.8, label=label)
+    if "step_threshold" in dc.columns:  # the released cut-offs of the coarsened curve
+        steps = dc[(dc["threshold"] - dc["step_threshold"]).abs() < 1e-9]
+        ax.plot(steps["threshold"], steps["net_benefit_model"], "o", color=COLOURS[0], ms=5,
+                label="Released cut-off")  # fmt: skip
     peak = max(float(dc[[c for c, *_ in lines]].max(skipna=True).max()), 0.005)
     ax.set_ylim(-0.25 * peak, 1.15 * peak)
     ax.set_xlim(float(dc["threshold"].min()), float(dc["threshold"].max()))

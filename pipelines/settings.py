@@ -45,6 +45,9 @@ class StudySettings:
     confidence_level: float = 0.95
     # Disclosure control (section 7)
     min_cell: int = 11
+    # Rounding of every released count after suppression: "none", or a base such as "5"
+    # (TOML may give the number 5); never shows 1..min_cell-1 (docs/statistics.md 7)
+    rounding: str = "none"
     # Which sensitivity analyses to run (section 6.4); empty to skip them
     sensitivity_analyses: tuple[str, ...] = field(
         default=("landmark_0", "persistence_28", "washout_180")
@@ -54,6 +57,11 @@ class StudySettings:
         problems = list(_validate(self))
         if problems:
             raise SettingsError("invalid study settings: " + "; ".join(problems))
+
+    @property
+    def rounding_base(self) -> int:
+        """The rounding base, 0 for none."""
+        return 0 if self.rounding == "none" else int(self.rounding)
 
     def replace(self, **changes: Any) -> StudySettings:
         """A copy with some parameters changed (validated again)."""
@@ -111,6 +119,10 @@ def _validate(s: StudySettings) -> list[str]:
         problems.append(f"alp_upper_limit must be positive (got {s.alp_upper_limit})")
     if s.min_cell < 1:
         problems.append(f"min_cell must be at least 1 (got {s.min_cell})")
+    if not (s.rounding == "none" or (s.rounding.isdigit() and int(s.rounding) >= 2)):
+        problems.append(
+            f"rounding must be 'none' or a whole number of at least 2 (got {s.rounding!r})"
+        )
     if not s.sexes or any(x not in ("F", "M") for x in s.sexes):
         problems.append(f"sexes must be a non-empty list of 'F' and/or 'M' (got {list(s.sexes)})")
     if not 0 < s.confidence_level < 1:
@@ -163,6 +175,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if default:  # each element takes the type of the defaults' elements
             return tuple(_coerce(f"{name}[{i}]", v, default[0]) for i, v in enumerate(value))
         return tuple(value)
+    if name == "rounding" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # rounding = 5 in TOML: the base, kept as text like "none"
     if isinstance(default, str) and not isinstance(value, str):
         raise SettingsError(f"{name}: expected a string, got {value!r}")
     return value

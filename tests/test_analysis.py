@@ -304,12 +304,21 @@ def test_release_holds_only_safe_aggregates(built):
     }
     assert not released & {"cohort", "red_flags", "red_flag_evidence", "episode_pathway"}
     specs = release_specs(SETTINGS.cumulative_incidence_days)
-    for table in released:
+    assert "disclosure_log" in released  # issue 10: the output checker's log
+    for table in released - {"disclosure_log"}:
         frame = read(con, table, "release")
         assert (frame["run_id"] == "run-1").all()
-        assert list(frame.columns) == list(
-            read(con, table).drop(columns="run_id", errors="ignore").columns
-        ) + ["run_id"]
+        # issue 10 (intended): the mart's columns (less the curve's daily n_outcome), the
+        # coarsening's step_threshold / bin_to, a <column>_status per value, then run_id
+        mart_columns = [c for c in read(con, table).columns if c not in ("run_id", "n_outcome")]
+        values = [c for c in frame.columns if not c.endswith("_status")]
+        assert values[: len(mart_columns)] == mart_columns and values[-1] == "run_id"
+        assert set(values[len(mart_columns) : -1]) <= {"step_threshold", "bin_to"}
+        spec = specs[table]
+        numeric = {*spec.counts, *spec.derived, *(c for cs in spec.curve.values() for c in cs)}
+        assert {c for c in frame.columns if c.endswith("_status")} == {
+            f"{c}_status" for c in numeric
+        }
         for col in specs[table].counts:
             values = frame[col].dropna()
             assert not ((values >= 1) & (values < SETTINGS.min_cell)).any(), (table, col)

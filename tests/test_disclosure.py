@@ -9,8 +9,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from pipelines.stats.accuracy import MEASURES
-from pipelines.stats.disclosure import TableSpec, row_sums, suppress
+from pipelines.stats.accuracy import MEASURES, TwoByTwo, accuracy_row
+from pipelines.stats.disclosure import (
+    STATUSES,
+    TableSpec,
+    disclose,
+    round_count,
+    row_sums,
+    suppress,
+)
 from pipelines.stats.release_tables import release_specs
 
 MIN_CELL = 11
@@ -322,14 +329,17 @@ def test_roc_points_release_hides_small_score_bands(data):
     # margins (cases and non-cases per subgroup) unless they are small (never released)
     facts = []
     classes = {"tp": "case", "fn": "case", "fp": "control", "tn": "control"}
-    for (_, row), (_, true_row) in zip(out.iterrows(), frame.iterrows(), strict=True):
+    # the release leaves out cut-offs (coarsened curve); margins come from the true table
+    for _, row in out.iterrows():
         members = SUBGROUP_STRATA[row["subgroup"]]
         t = row["threshold"]
         for c in CELLS:
             scores = [k for k in SCORES if (k >= t) == (c in ("tp", "fp"))]
             if not pd.isna(row[c]) and scores:
                 facts.append((_cells_of(members, scores, classes[c]), float(row[c])))
-        if t == 0:
+    for _, true_row in frame[frame["threshold"] == 0].iterrows():
+        members = SUBGROUP_STRATA[true_row["subgroup"]]
+        if True:
             for cls, (a, b) in (("case", ("tp", "fn")), ("control", ("fp", "tn"))):
                 margin = float(true_row[a] + true_row[b])
                 if not small(margin):
@@ -389,8 +399,11 @@ def time_to_diagnosis_tables(draw) -> pd.DataFrame:
 @given(time_to_diagnosis_tables())
 def test_time_to_diagnosis_release_is_safe(frame):
     out = suppress(frame, SPECS["time_to_diagnosis"], MIN_CELL)
-    counts = ["n_episodes", *TTD_COUNTS, *AT_RISK]
-    assert_no_small_counts(out, counts)
+    assert_no_small_counts(out, ["n_episodes", *TTD_COUNTS, *AT_RISK])
+    # numbers at risk are always rounded (to 5 at least): they add up to nothing exactly
+    shown = out[AT_RISK].stack().dropna()
+    assert (shown % 5 == 0).all() and not shown.map(small).any()
+    counts = ["n_episodes", *TTD_COUNTS]
     facts = Equations()
     names = {(i, c): f"{i}:{c}" for i in range(len(out)) for c in counts}
     for i, row in out.iterrows():
@@ -419,6 +432,8 @@ def test_time_to_diagnosis_release_is_safe(frame):
 
 
 def test_cumulative_incidence_curve_is_cut_where_at_risk_falls_below_min_cell():
+    """New behaviour (intended): numbers at risk are rounded, so strata no longer add up to
+    the overall curve exactly and no stratum needs hiding for that; the cut stays."""
     days = np.arange(0, 5)
     at_risk = {"all": [40, 30, 22, 19, 8], "yes": [20, 15, 11, 7, 4], "no": [20, 15, 11, 12, 4]}
     rows = [
@@ -427,11 +442,11 @@ def test_cumulative_incidence_curve_is_cut_where_at_risk_falls_below_min_cell():
         for s in at_risk for d in days
     ]  # fmt: skip
     out = suppress(pd.DataFrame(rows), SPECS["cumulative_incidence"], MIN_CELL)
-    assert (out["at_risk"] >= MIN_CELL).all()
+    assert (out["at_risk"] >= MIN_CELL).all() and (out["at_risk"] % 5 == 0).all()
     assert out.query("stratum == 'yes'")["day"].tolist() == [0, 1, 2]
-    # on day 3, 'all' (19) and 'no' (12) together would reveal 'yes' (7): one of them goes
-    shown_day_3 = set(out.query("day == 3")["stratum"])
-    assert "yes" not in shown_day_3 and len(shown_day_3) == 1
+    assert out.query("stratum == 'yes'")["at_risk"].tolist() == [20, 15, 15]  # 11 shows as 15
+    # on day 3, 'all' (19 -> 20) minus 'no' (12 -> 15) is 5, not the 7 at risk in 'yes'
+    assert out.query("day == 3")["at_risk"].tolist() == [20, 15]
 
 
 # ---- attrition -------------------------------------------------------------------------
@@ -514,18 +529,216 @@ def test_counts_shared_by_two_released_tables_are_hidden_in_both(data):
     from pipelines.analysis import SHARED_RULE_THRESHOLDS, align_shared_counts
 
     frame, _ = data
-    flags = suppress(shared_flag_rows(frame), SPECS["flag_accuracy"], MIN_CELL)
-    roc = suppress(frame, SPECS["roc_points"], MIN_CELL)
-    own = flags[CELLS].isna().copy(), roc[CELLS].isna().copy()
+    flags = disclose(shared_flag_rows(frame), SPECS["flag_accuracy"], MIN_CELL).frame
+    roc = disclose(frame, SPECS["roc_points"], MIN_CELL).frame
+    own = flags[CELLS].isna().copy(), len(roc)
     align_shared_counts(flags, roc, SPECS)
     assert (flags[CELLS].isna() >= own[0]).all(axis=None)  # only ever hides more
-    assert (roc[CELLS].isna() >= own[1]).all(axis=None)
+    assert len(roc) <= own[1]  # roc_points only loses cut-offs (its rows are whole)
+    # a shared cut-off is either shown with the same counts in both tables, or in neither
     for rule, threshold in SHARED_RULE_THRESHOLDS.items():
         a = flags[flags["rule"] == rule].set_index("subgroup")[CELLS]
         b = roc[roc["threshold"] == threshold].set_index("subgroup")[CELLS]
-        assert a.isna().equals(b.loc[a.index].isna()), (rule, a, b)
-        assert a.fillna(-1).equals(b.loc[a.index].fillna(-1))
+        shown = a.index[a.notna().all(axis=1)]
+        assert a.loc[~a.index.isin(shown)].isna().all(axis=None), (rule, a)
+        assert set(b.index) == set(shown), (rule, a, b)
+        assert a.loc[shown].astype(float).equals(b.loc[shown].astype(float))
     assert_no_small_counts(flags, CELLS)
     for out, derived in ((flags, DERIVED_ACCURACY), (roc, ["sensitivity", "false_positive_rate"])):
         hidden = out[CELLS].isna().any(axis=1)
         assert out.loc[hidden, derived].isna().all(axis=None)
+
+
+# ---- statuses, complements, curves coarsened, rounding, log (issue 10) --------------------------
+
+DEMO_TIME_TO_DIAGNOSIS = [  # the 5,000-patient demo (seed 42): 9, 2 and 1 deaths are small
+    ("overall", "all", 1370, 77, 36, 1257),
+    ("red_flag_count", "0", 785, 16, 25, 744),
+    ("red_flag_count", "1", 448, 12, 9, 427),
+    ("red_flag_count", "2+", 137, 49, 2, 86),
+    ("breast_cancer_history", "yes", 72, 45, 1, 26),
+    ("breast_cancer_history", "no", 1298, 32, 35, 1231),
+]
+
+
+def demo_time_to_diagnosis() -> pd.DataFrame:
+    columns = ["stratum_variable", "stratum", "n_episodes", "n_diagnosed", "n_died", "n_censored"]
+    frame = pd.DataFrame(DEMO_TIME_TO_DIAGNOSIS, columns=columns)
+    frame = frame.assign(median_days=90.0, q1_days=60.0, q3_days=120.0)
+    for d in (30, 90, 180, 365):
+        frame = frame.assign(**{f"cif_{d}": 0.1, f"cif_{d}_lower": 0.05, f"cif_{d}_upper": 0.2})
+        frame[f"at_risk_{d}"] = frame["n_episodes"] - d
+    return frame
+
+
+def test_complementary_suppression_hides_censored_counts_not_diagnoses():
+    """Issue 10: the complement was the outcome count (the smallest), so stratified results
+    vanished; now the censored count goes first and every n_diagnosed is shown."""
+    out = disclose(demo_time_to_diagnosis(), SPECS["time_to_diagnosis"], MIN_CELL).frame
+    assert out["n_diagnosed"].notna().all() and out["n_episodes"].notna().all()
+    # 1 death with a history: the 35 without one go too (overall minus them), not overall
+    assert out["n_died"].isna().tolist() == [False, False, True, True, True, True]
+    assert out["n_died_status"].tolist()[2:] == ["suppressed_small"] * 3 + ["suppressed_complement"]
+    assert set(out.loc[out["n_censored"].isna(), "n_censored_status"]) == {"suppressed_complement"}
+    assert_no_small_counts(out, ["n_episodes", *TTD_COUNTS])
+
+
+def test_every_released_value_has_a_status():
+    frame = pd.DataFrame([
+        {"subgroup": "all", "rule": "r", "tp": 4, "fp": 39, "fn": 9, "tn": 1897},
+        {"subgroup": "all", "rule": "s", "tp": 40, "fp": 39, "fn": 19, "tn": 1897},
+    ]).assign(**{d: 1.0 for d in DERIVED_ACCURACY})  # fmt: skip
+    frame.loc[1, "lr_negative"] = np.nan  # not estimable in the source
+    out = disclose(frame, SPECS["flag_accuracy"], MIN_CELL).frame
+    statuses = out[[c for c in out.columns if c.endswith("_status")]]
+    assert statuses.shape[1] == len(CELLS) + len(DERIVED_ACCURACY)
+    assert set(statuses.to_numpy().ravel()) <= set(STATUSES)
+    first = out.iloc[0]
+    assert first["tp_status"] == "suppressed_small" and first["fn_status"] == "suppressed_small"
+    assert first["fp_status"] == "suppressed_complement"
+    assert first["sensitivity_status"] == "suppressed_small"
+    assert out.loc[1, "lr_negative_status"] == "not_estimable" and pd.isna(
+        out.loc[1, "lr_negative"]
+    )
+    assert out.loc[1, "tp_status"] == "shown" and out.loc[1, "tp"] == 40
+    # a NULL is never ambiguous: every NULL has a status saying why
+    for col in [*CELLS, *DERIVED_ACCURACY]:
+        assert (out[col].isna() == (out[f"{col}_status"] != "shown")).all(), col
+
+
+def test_a_degenerate_two_by_two_releases_no_lr_negative_and_no_dor():
+    """fn = tn = 0: LR- and the DOR are 0/0 (the 0.5 correction gave LR- 0.70)."""
+    table = TwoByTwo(tp=36, fp=25, fn=0, tn=0)
+    row = accuracy_row(table, 0.95)
+    assert np.isnan(row["lr_negative"]) and np.isnan(row["diagnostic_odds_ratio"])
+    assert np.isfinite(row["lr_positive"])  # 1.0: both proportions are 1, a real value
+    frame = pd.DataFrame([{"subgroup": "all", "rule": "r", **row}])
+    out = disclose(frame, SPECS["flag_accuracy"], MIN_CELL).frame.iloc[0]
+    assert out["lr_negative_status"] == "not_estimable" and pd.isna(out["lr_negative"])
+    assert out["diagnostic_odds_ratio_status"] == "not_estimable"
+
+
+@pytest.mark.parametrize("base", [5, 10, 3])
+def test_rounding_never_shows_a_small_count(base):
+    values = list(range(0, 60))
+    assert not any(small(round_count(v, base, MIN_CELL)) for v in values)
+    assert round_count(0, base, MIN_CELL) == 0
+    assert all(round_count(v, base, MIN_CELL) % base == 0 for v in values)
+    frame = pd.DataFrame({"n": values, "rate": 0.5})
+    spec = TableSpec(counts=("n",), derived={"rate": ("n",)})
+    out = disclose(frame, spec, MIN_CELL, rounding=base).frame
+    assert_no_small_counts(out, ["n"])
+    assert set(out.loc[out["n"].notna() & (frame["n"] > 0), "n_status"]) == {"rounded"}
+
+
+def test_rounding_setting_is_validated_and_recorded():
+    from pipelines.settings import SettingsError, StudySettings, settings_from_mapping
+
+    assert StudySettings().rounding_base == 0 and StudySettings().as_dict()["rounding"] == "none"
+    assert StudySettings(rounding="5").rounding_base == 5
+    assert settings_from_mapping({"rounding": 10}).rounding_base == 10
+    for bad in ("five", "1", "0", "-5"):
+        with pytest.raises(SettingsError, match="rounding"):
+            StudySettings(rounding=bad)
+
+
+def test_calibration_bins_are_pooled_until_each_holds_enough_events():
+    events = [0, 0, 0, 0, 0, 1, 0, 1, 2, 48]  # the demo's bins ("all")
+    frame = pd.DataFrame({"subgroup": "all", "bin": range(1, 11), "n": 120, "n_events": events,
+                          "mean_predicted": np.linspace(0.01, 0.3, 10)})  # fmt: skip
+    frame["observed_rate"] = frame["n_events"] / frame["n"]
+    out = disclose(frame, SPECS["calibration"], MIN_CELL).frame
+    assert out["bin"].tolist() == [1, 2, 3, 4, 5, 6] and out["bin_to"].tolist()[-1] == 10
+    assert out["n_events"].tolist() == [0, 0, 0, 0, 0, 52] and out["n"].tolist()[-1] == 600
+    assert out["observed_rate"].notna().all()  # hidden before: 3 of 10 bins rest on 1-2 events
+
+
+def test_roc_keeps_cut_offs_whose_bands_are_large():
+    """The demo's ROC points ('all'): the >= 2 cut-off is released, its neighbours are not."""
+    tp, fp = [52, 51, 39, 21, 8, 1, 0, 0], [1234, 499, 84, 8, 1, 0, 0, 0]
+    frame = pd.DataFrame({"subgroup": "all", "threshold": range(8), "tp": tp, "fp": fp,
+                          "fn": [52 - t for t in tp], "tn": [1234 - f for f in fp]})  # fmt: skip
+    frame = frame.assign(sensitivity=frame["tp"] / 52, false_positive_rate=frame["fp"] / 1234)
+    out = disclose(frame, SPECS["roc_points"], MIN_CELL).frame
+    assert out["threshold"].tolist() == [0, 2, 6, 7]
+    assert out["sensitivity"].notna().all()
+
+
+def test_decision_curve_is_drawn_at_every_threshold_from_released_steps():
+    tp = [51, 50, 49, 49, 49, 47, 46, 45, 44, 44, 43, 43, 43, 43, 43, 43, 42, 42, 42, 41]
+    fp = [356, 217, 134, 105, 84, 71, 56, 47, 40, 34, 31, 29, 27, 25, 24, 22, 19, 19, 19, 18]
+    thresholds = [round(0.01 * i, 2) for i in range(1, 21)]
+    frame = pd.DataFrame({"subgroup": "all", "threshold": thresholds, "n": 1286, "n_events": 52,
+                          "tp": tp, "fp": fp, "net_benefit_model": 0.0,
+                          "net_benefit_treat_all": 0.01, "net_benefit_treat_none": 0.0})  # fmt: skip
+    out = disclose(frame, SPECS["decision_curve"], MIN_CELL).frame
+    assert out["net_benefit_model"].notna().all()
+    # only 0.20 is >= 11 cases from treat all: the nearest of the two is used
+    assert out["step_threshold"].tolist() == [0.0] * 10 + [0.2] * 10
+    assert out["tp"].tolist() == [52] * 10 + [41] * 10
+
+
+def test_release_log_lists_every_hidden_or_rounded_value_and_a_summary():
+    from pipelines.analysis import release_tables
+    from pipelines.settings import StudySettings
+
+    settings = StudySettings(rounding="5")
+    released, log = release_tables({"time_to_diagnosis": demo_time_to_diagnosis()}, settings)
+    ttd = released["time_to_diagnosis"]
+    cells = log[log["rule"] != "summary"]
+    for col in [c for c in ttd.columns if c.endswith("_status")]:
+        flagged = ttd.index[ttd[col].isin(["suppressed_small", "suppressed_complement", "rounded"])]
+        logged = cells.loc[cells["column_name"] == col.removesuffix("_status"), "row_number"]
+        assert sorted(logged) == sorted(flagged), col
+    assert cells["rule"].notna().all() and (cells["rule"] != "").all()
+    summary = log[log["rule"] == "summary"]
+    assert summary["detail"].str.contains("min_cell=11, rounding=5").all()
+    total = summary["detail"].str.extract(r"^(\d+)")[0].astype(int).sum()
+    assert total == ttd[[c for c in ttd.columns if c.endswith("_status")]].size
+
+
+def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
+    """sensitivity_analyses repeats n / n_events of score_performance: a count hidden in one
+    (here: forced, as a complement chosen by that table alone would be) is hidden in both."""
+    from pipelines.analysis import align_primary_analysis
+
+    score = pd.DataFrame({"subgroup": ["all", "female"], "score": "red_flag_count", "n": [500, 300],
+                          "n_events": [60, 40], "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8})  # fmt: skip
+    sens = pd.DataFrame({"analysis": "primary", "subgroup": ["all", "female"], "rule": "red_flag_count",
+                         "measure": "auroc", "estimate": 0.7, "lower": 0.6, "upper": 0.8,
+                         "n_episodes": [500, 300], "n_events": [60, 40], **{c: np.nan for c in CELLS}})  # fmt: skip
+    flags = pd.DataFrame(
+        {"subgroup": ["all"], "rule": ["r"], "tp": [0], "fp": [0], "fn": [0], "tn": [0]}
+    )
+    flags = flags.assign(**{d: np.nan for d in DERIVED_ACCURACY})
+    released = {
+        "flag_accuracy": disclose(flags, SPECS["flag_accuracy"], MIN_CELL).frame,
+        "score_performance": disclose(score, SPECS["score_performance"], MIN_CELL).frame,
+        "sensitivity_analyses": disclose(sens, SPECS["sensitivity_analyses"], MIN_CELL).frame,
+    }
+    performance = released["score_performance"]
+    performance.loc[1, ["n_events", "auroc"]] = pd.NA
+    performance.loc[1, ["n_events_status", "auroc_status"]] = "suppressed_complement"
+    align_primary_analysis(released, SPECS)
+    out = released["sensitivity_analyses"]
+    assert pd.isna(out.loc[1, "n_events"]) and pd.isna(out.loc[1, "estimate"])
+    assert out.loc[1, "n_events_status"] == "suppressed_complement"
+    assert out.loc[0, "n_events"] == 60  # the other subgroup is untouched
+
+
+def test_decision_curve_hides_a_subgroup_model_performance_hides():
+    from pipelines.analysis import align_model_counts
+
+    perf = pd.DataFrame({"subgroup": ["all", "female"], "n": [500, 300], "n_events": [60, 40],
+                         "cv_folds": 5, "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8,
+                         "calibration_intercept": 0.0, "calibration_slope": 1.0, "brier_score": 0.1})  # fmt: skip
+    dc = pd.DataFrame({"subgroup": ["all", "female"], "threshold": 0.1, "n": [500, 300],
+                       "n_events": [60, 40], "tp": [30, 20], "fp": [40, 30], "net_benefit_model": 0.01,
+                       "net_benefit_treat_all": 0.02, "net_benefit_treat_none": 0.0})  # fmt: skip
+    perf = disclose(perf, SPECS["model_performance"], MIN_CELL).frame
+    dc = disclose(dc, SPECS["decision_curve"], MIN_CELL).frame
+    perf.loc[1, "n_events"], perf.loc[1, "n_events_status"] = pd.NA, "suppressed_complement"
+    align_model_counts(perf, dc, SPECS)
+    assert dc.loc[1, ["n_events", "tp", "net_benefit_treat_all"]].isna().all()
+    assert dc.loc[1, "net_benefit_treat_all_status"] == "suppressed_complement"
+    assert dc.loc[0, "n_events"] == 60 and pd.isna(perf.loc[1, "auroc"])

@@ -278,3 +278,15 @@ def test_report_command(with_events, tmp_path, capsys):
     assert main(["report", "--warehouse", str(with_events), "--out", str(out)]) == 0
     assert out.exists() and str(out) in capsys.readouterr().out
     assert main(["report", "--warehouse", str(tmp_path / "none.duckdb"), "--out", str(out)]) == 2
+
+
+def test_suppressed_release_still_draws_the_model_figures(report):
+    """Issue 10: with the protocol's disclosure control (min_cell 11) the generated study's
+    report draws the coarsened cumulative incidence, calibration (pooled bins) and the
+    decision curve. (Its ROC curve stays undrawn: with 24 cases no cut-off between the
+    corners is 11 cases from both ends, see docs/statistics.md 7.)"""
+    page = Page(report.read_text(encoding="utf-8"))
+    notices = " ".join(page.notices)
+    assert page.embedded_figures >= 3, page.notices
+    assert "calibration" not in notices and "decision curve" not in notices
+    assert "coarsen" in page.text and "suppressed_complement" in page.text  # the key explains

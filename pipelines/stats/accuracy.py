@@ -91,8 +91,22 @@ def _log_interval(ratio: float, se_log: float, z: float) -> Estimate:
     return Estimate(ratio, ratio * float(np.exp(-z * se_log)), ratio * float(np.exp(z * se_log)))
 
 
+def _without_empty_line(table: TwoByTwo) -> bool:
+    """Every row and column of the 2x2 has a count: otherwise a ratio below is 0/0.
+
+    No cases or non-cases: sensitivity or specificity is 0/0; no test positives (negatives):
+    LR+ (LR-) compares two empty proportions. The 0.5 correction would invent a value there.
+    """
+    return (
+        min(table.tp + table.fn, table.fp + table.tn, table.tp + table.fp, table.fn + table.tn) > 0
+    )
+
+
 def likelihood_ratios(table: TwoByTwo, confidence_level: float) -> tuple[Estimate, Estimate]:
-    """LR+ and LR- with log-method CIs (Simel 1991); NaN without both cases and non-cases."""
+    """LR+ and LR- with log-method CIs (Simel 1991); NaN without both cases and non-cases.
+
+    LR+ is NaN without test positives and LR- without test negatives (0/0 before the 0.5
+    correction: a degenerate 2x2 such as fn = tn = 0 has no LR-)."""
     if table.tp + table.fn == 0 or table.fp + table.tn == 0:
         return NAN_ESTIMATE, NAN_ESTIMATE
     a, b, c, d = _corrected(table)
@@ -101,12 +115,15 @@ def likelihood_ratios(table: TwoByTwo, confidence_level: float) -> tuple[Estimat
     lr_neg = (c / (a + c)) / (d / (b + d))
     se_pos = np.sqrt(1 / a - 1 / (a + c) + 1 / b - 1 / (b + d))
     se_neg = np.sqrt(1 / c - 1 / (a + c) + 1 / d - 1 / (b + d))
-    return _log_interval(lr_pos, se_pos, z), _log_interval(lr_neg, se_neg, z)
+    positive = _log_interval(lr_pos, se_pos, z) if table.tp + table.fp else NAN_ESTIMATE
+    negative = _log_interval(lr_neg, se_neg, z) if table.fn + table.tn else NAN_ESTIMATE
+    return positive, negative
 
 
 def diagnostic_odds_ratio(table: TwoByTwo, confidence_level: float) -> Estimate:
-    """DOR = (tp*tn)/(fp*fn) with a Woolf log CI; NaN without both cases and non-cases."""
-    if table.tp + table.fn == 0 or table.fp + table.tn == 0:
+    """DOR = (tp*tn)/(fp*fn) with a Woolf log CI; NaN when a row or column of the 2x2 is
+    empty (no cases, non-cases, test positives or test negatives: the odds are 0/0)."""
+    if not _without_empty_line(table):
         return NAN_ESTIMATE
     a, b, c, d = _corrected(table)
     se = np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)

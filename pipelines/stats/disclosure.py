@@ -31,6 +31,9 @@ import numpy as np
 import pandas as pd
 
 Cell = tuple[Hashable, str]  # (row position or virtual label, column)
+HEADLINE_COST = 10
+AT_RISK_BASE = 5
+STATUSES = ("shown", "suppressed_small", "suppressed_complement", "rounded", "not_estimable")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,25 @@ class TableSpec:
     linkage: Callable[[pd.DataFrame], Linkage] = no_linkage
     curve: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     drop_cut_rows: bool = False
+    # Which cells complementary suppression hides first: a lower cost per column (default 1),
+    # plus HEADLINE_COST for the rows `headline` marks (the `all` subgroup, the overall
+    # stratum, the primary analysis), so a censored count or a subgroup cell goes first.
+    hide_cost: Mapping[str, int] = field(default_factory=dict)
+    headline: Callable[[pd.DataFrame], np.ndarray] | None = None
+    # Curves: pools steps (thresholds, days, bins) before suppression (stats/coarsen.py).
+    coarsen: Callable[[pd.DataFrame, int], Coarsened] | None = None
+    # Counts always rounded (numbers at risk), to base max(rounding, AT_RISK_BASE).
+    always_rounded: tuple[str, ...] = ()
+    # Columns naming a row in the output-checking log (labels, never patient data).
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Coarsened:
+    """A curve table after pooling, and one log note per pooled curve."""
+
+    frame: pd.DataFrame
+    notes: tuple[dict, ...] = ()
 
 
 def is_small(value: float, min_cell: int) -> bool:
@@ -207,6 +229,7 @@ class _State:
     virtual: set[Cell]
     sensitive: set[Cell]
     suppressed: set[Cell]
+    cost: Callable[[Cell], int] = lambda cell: 1
     by_cell: dict[Cell, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -218,11 +241,16 @@ class _State:
         return cell in self.suppressed or cell in self.virtual
 
     def complement(self, members: Iterable[Cell]) -> Cell | None:
-        """The smallest nonzero released cell still shown (a zero only if nothing else)."""
+        """The cheapest released cell still shown: lowest cost (a censored count before an
+        event count, a subgroup before a headline row), then the smallest nonzero value (a
+        zero only if nothing else)."""
         candidates = sorted({m for m in members if not self.unknown(m)}, key=repr)
         if not candidates:
             return None
-        return min(candidates, key=lambda m: (self.values[m] == 0, abs(self.values[m])))
+        return min(
+            candidates,
+            key=lambda m: (self.cost(m), self.values[m] == 0, abs(self.values[m])),
+        )
 
     def neighbours(self, cell: Cell) -> list[Cell]:
         """Members of the relations nearest to `cell` that are still shown.
@@ -340,6 +368,7 @@ def suppressed_cells(
         virtual=virtual,
         sensitive=sensitive,
         suppressed={c for c in sensitive if c not in virtual},
+        cost=_cost_function(frame, spec),
     )
     _propagate(state, range(len(state.groups)))
     safe: set[tuple[Cell, ...]] = set()  # components already checked and found safe
@@ -361,6 +390,21 @@ def suppressed_cells(
             _release_derivable(state)
             return _expand(state.suppressed, linkage.aliases), _expand(sensitive, linkage.aliases)
         _propagate(state, [k for c in added for k in state.by_cell.get(c, [])])
+
+
+def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], int]:
+    headline = (
+        np.asarray(spec.headline(frame), dtype=bool)
+        if spec.headline is not None
+        else np.zeros(len(frame), dtype=bool)
+    )
+
+    def cost(cell: Cell) -> int:
+        row, col = cell
+        extra = HEADLINE_COST if isinstance(row, int | np.integer) and headline[row] else 0
+        return spec.hide_cost.get(col, 1) + extra
+
+    return cost
 
 
 def _release_derivable(state: _State) -> None:
@@ -392,30 +436,152 @@ def _masked(values: pd.Series, mask: np.ndarray, dtype: str) -> pd.api.extension
     return pd.array(numbers, dtype=dtype)
 
 
-def suppress(frame: pd.DataFrame, spec: TableSpec, min_cell: int) -> pd.DataFrame:
-    """The releasable copy of an aggregate table: suppressed counts and derived values NULL."""
+def round_count(value: float, base: int, min_cell: int) -> float:
+    """A count rounded to the nearest multiple of `base`; never 1..min_cell-1 (0 stays 0)."""
+    if not np.isfinite(value) or value == 0 or base <= 1:
+        return value
+    rounded = base * np.floor(value / base + 0.5)
+    return float(max(rounded, base * np.ceil(min_cell / base)))
+
+
+@dataclass(frozen=True)
+class Disclosed:
+    """A released table (values and `<column>_status`) and its output-checking log rows."""
+
+    frame: pd.DataFrame
+    log: pd.DataFrame
+
+
+LOG_COLUMNS = ["table_name", "row_number", "row_key", "column_name", "status", "rule", "detail"]
+RULES = {
+    "suppressed_small": "primary: a count in 1..min_cell-1, or a value built on one",
+    "suppressed_complement": "complementary: hidden so no suppressed count can be worked out",
+    "curve_cut": "curve: fewer than min_cell at risk",
+    "rounded": "rounding: count rounded to base {base} (never shown as 1..min_cell-1)",
+    "at_risk": "curve: number at risk rounded to base {base}",
+}
+
+
+def disclose(
+    frame: pd.DataFrame, spec: TableSpec, min_cell: int, rounding: int = 0, name: str = ""
+) -> Disclosed:
+    """The releasable copy of an aggregate table, with a status per value and a log.
+
+    Steps, all driven by `spec`: pool curve steps (`spec.coarsen`), suppress small counts
+    and their complements, hide derived values built on them, cut curves where too few are
+    at risk, round counts (`rounding` base, 0 = none; numbers at risk always), and mark
+    every value shown / suppressed_small / suppressed_complement / rounded / not_estimable.
+    """
+    notes: tuple[dict, ...] = ()
+    if spec.coarsen is not None:
+        coarsened = spec.coarsen(frame.reset_index(drop=True), min_cell)
+        frame, notes = coarsened.frame, coarsened.notes
     frame = frame.reset_index(drop=True)
     suppressed, sensitive = suppressed_cells(frame, spec, min_cell)
-    hidden = suppressed | sensitive
+    n = len(frame)
 
     def mask(columns: Iterable[str], cells: set[Cell]) -> np.ndarray:
-        hits = np.zeros(len(frame), dtype=bool)
+        hits = np.zeros(n, dtype=bool)
         for i, col in cells:
             if col in columns and isinstance(i, int | np.integer):
                 hits[i] = True
         return hits
 
     out = frame.copy()
+    status: dict[str, np.ndarray] = {}
+    rule: dict[str, np.ndarray] = {}
+
+    def mark(col: str, where: np.ndarray, value: str, why: str) -> None:
+        fresh = where & (status[col] == "shown")
+        status[col][fresh] = value
+        rule[col][fresh] = why
+
+    source = {c: frame[c].to_numpy(dtype=float, na_value=np.nan) for c in _numeric(spec)}
+    for col in _numeric(spec):
+        status[col] = np.full(n, "shown", dtype=object)
+        rule[col] = np.full(n, "", dtype=object)
+        mark(col, ~np.isfinite(source[col]), "not_estimable", "")
     for col in spec.counts:
-        out[col] = _masked(frame[col], mask({col}, suppressed), "Int64")
+        mark(
+            col, mask({col}, sensitive & suppressed), "suppressed_small", RULES["suppressed_small"]
+        )
+        mark(col, mask({col}, suppressed), "suppressed_complement", RULES["suppressed_complement"])
     for col, sources in spec.derived.items():
-        out[col] = _masked(frame[col], mask(set(sources), hidden), "Float64")
-    cut_rows = np.zeros(len(out), dtype=bool)
+        mark(col, mask(set(sources), sensitive), "suppressed_small", RULES["suppressed_small"])
+        mark(
+            col,
+            mask(set(sources), suppressed),
+            "suppressed_complement",
+            RULES["suppressed_complement"],
+        )
+    cut_rows = np.zeros(n, dtype=bool)
     for at_risk_col, cut in curve_cut(frame, spec, min_cell).items():
+        small = cut & np.isfinite(source[at_risk_col]) & (source[at_risk_col] > 0)
+        mark(at_risk_col, small, "suppressed_small", RULES["curve_cut"])
         cut = cut | mask({at_risk_col}, suppressed)
         cut_rows |= cut
         for col in spec.curve[at_risk_col]:
-            out[col] = _masked(out[col], cut, "Float64")
+            mark(col, cut & np.isfinite(source[col]), "suppressed_small", RULES["curve_cut"])
+    for col in spec.counts:
+        base = max(rounding, AT_RISK_BASE) if col in spec.always_rounded else rounding
+        if base > 1:
+            why = RULES["at_risk" if col in spec.always_rounded else "rounded"].format(base=base)
+            mark(col, status[col] == "shown", "rounded", why)
+    for col in _numeric(spec):
+        hidden = np.isin(status[col], ["suppressed_small", "suppressed_complement"])
+        values = source[col].copy()
+        if col in spec.counts:
+            rounded = status[col] == "rounded"
+            base = max(rounding, AT_RISK_BASE) if col in spec.always_rounded else rounding
+            values[rounded] = [round_count(v, base, min_cell) for v in values[rounded]]
+        out[col] = _masked(pd.Series(values), hidden, "Int64" if col in spec.counts else "Float64")
+        out[f"{col}_status"] = status[col]
+    log = _log_rows(name, out, spec, status, rule)
     if spec.drop_cut_rows:
-        out = out[~cut_rows].reset_index(drop=True)
-    return out
+        keep = ~cut_rows
+        out = out[keep].reset_index(drop=True)
+        log = log[log["row_number"].isin(np.flatnonzero(keep))]
+    notes_frame = pd.DataFrame([{**{c: None for c in LOG_COLUMNS}, **note, "table_name": name}
+                                for note in notes], columns=LOG_COLUMNS)  # fmt: skip
+    return Disclosed(out, pd.concat([notes_frame, log], ignore_index=True) if len(notes) else log)
+
+
+def _numeric(spec: TableSpec) -> list[str]:
+    curve_values = [c for cols in spec.curve.values() for c in cols]
+    return list(dict.fromkeys([*spec.counts, *spec.derived, *curve_values]))
+
+
+def row_labels(frame: pd.DataFrame, keys: Iterable[str]) -> list[str]:
+    """'subgroup=all, rule=x' per row: where a value is, in words (labels only)."""
+    keys = [k for k in keys if k in frame.columns]
+    if not keys:
+        return [""] * len(frame)
+    columns = [frame[k].astype(str).tolist() for k in keys]
+    return [
+        ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+        for values in zip(*columns, strict=True)
+    ]
+
+
+def _log_rows(
+    name: str,
+    frame: pd.DataFrame,
+    spec: TableSpec,
+    status: Mapping[str, np.ndarray],
+    rule: Mapping[str, np.ndarray],
+) -> pd.DataFrame:
+    """One row per suppressed or rounded value: where it is and which rule did it."""
+    labels = row_labels(frame, spec.keys)
+    rows = []
+    for col, values in status.items():
+        for i in np.flatnonzero(
+            np.isin(values, ["suppressed_small", "suppressed_complement", "rounded"])
+        ):
+            rows.append((name, int(i), labels[i], col, values[i], rule[col][i], None))
+    return pd.DataFrame(rows, columns=LOG_COLUMNS)
+
+
+def suppress(frame: pd.DataFrame, spec: TableSpec, min_cell: int) -> pd.DataFrame:
+    """The releasable values of an aggregate table (no rounding, status columns dropped)."""
+    released = disclose(frame, spec, min_cell).frame
+    return released.drop(columns=[c for c in released.columns if c.endswith("_status")])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipelines.stats import coarsen
 from pipelines.stats.accuracy import MEASURES
 from pipelines.stats.disclosure import (
     Cell,
@@ -28,6 +29,21 @@ from pipelines.stats.disclosure import (
 NESTED_SUBGROUPS = ("female", "breast_cancer_history")
 CELLS = ("tp", "fp", "fn", "tn")
 NON_EVENTS = "n_non_events"  # virtual: n - n_events
+# Complementary suppression hides the cheapest cell: censored before died before diagnosed.
+TIME_TO_DIAGNOSIS_COST = {"n_censored": 0, "n_died": 1, "n_diagnosed": 2, "n_episodes": 3}
+
+
+def _rows_where(column: str, value: str):
+    """Headline rows (hidden last by complementary suppression): column == value."""
+
+    def headline(frame: pd.DataFrame):
+        return (frame[column].astype(str) == value).to_numpy()
+
+    return headline
+
+
+def _primary_all(frame: pd.DataFrame):
+    return ((frame["analysis"] == "primary") & (frame["subgroup"] == "all")).to_numpy()
 
 
 def margins_public(frame: pd.DataFrame) -> Linkage:
@@ -50,7 +66,9 @@ def nested_subgroups(frame: pd.DataFrame, keys: list[str], columns: list[str]) -
     return linkage
 
 
-def threshold_differences(frame: pd.DataFrame, order: str, columns: list[str]) -> Linkage:
+def threshold_differences(
+    frame: pd.DataFrame, order: str, columns: list[str], nested: bool = True
+) -> Linkage:
     """Counts of a rule `value >= threshold` over ordered thresholds are cumulative.
 
     Per subgroup, the difference between any two thresholds (episodes with a score in one
@@ -80,7 +98,7 @@ def threshold_differences(frame: pd.DataFrame, order: str, columns: list[str]) -
                     virtual[cell] = float(band)
                     bands[(sub, key, col)] = cell
                     groups.append(Group(((high, col), cell), (low, col)))
-    for (sub, key, col), cell in list(bands.items()):
+    for (sub, key, col), cell in list(bands.items()) if nested else ():
         if sub not in NESTED_SUBGROUPS or ("all", key, col) not in bands:
             continue
         parent = bands[("all", key, col)]
@@ -118,11 +136,13 @@ def _calibration(frame: pd.DataFrame) -> Linkage:
 
 
 def _decision_curve(frame: pd.DataFrame) -> Linkage:
+    """Each subgroup has its own model, so tp/fp of two subgroups are not nested (n and
+    n_events are); thresholds of one model are cumulative."""
     return (
         row_complement(frame, "n", "n_events", NON_EVENTS)
         + identical_rows(frame, ["subgroup"], ["n", "n_events"])
-        + nested_subgroups(frame, ["threshold"], ["tp", "fp"])
-        + threshold_differences(frame, "threshold", ["tp", "fp"])
+        + nested_subgroups(frame, ["threshold"], ["n", "n_events"])
+        + threshold_differences(frame, "threshold", ["tp", "fp"], nested=False)
     )
 
 
@@ -134,18 +154,12 @@ def _strata(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> Linkage
     return linkage
 
 
-def _time_to_diagnosis(days: tuple[int, ...]):
-    def linkage(frame: pd.DataFrame) -> Linkage:
-        counts = ["n_episodes", "n_diagnosed", "n_died", "n_censored"]
-        return row_sums(frame, ["n_diagnosed", "n_died", "n_censored"], "n_episodes") + _strata(
-            frame, [], counts + [f"at_risk_{d}" for d in days]
-        )
-
-    return linkage
-
-
-def _cumulative_incidence(frame: pd.DataFrame) -> Linkage:
-    return _strata(frame, ["day"], ["at_risk"])
+def _time_to_diagnosis(frame: pd.DataFrame) -> Linkage:
+    """Numbers at risk are always rounded, so they add up to nothing exactly: no relation."""
+    counts = ["n_episodes", "n_diagnosed", "n_died", "n_censored"]
+    return row_sums(frame, ["n_diagnosed", "n_died", "n_censored"], "n_episodes") + _strata(
+        frame, [], counts
+    )
 
 
 def _diagnostic_pathway(frame: pd.DataFrame) -> Linkage:
@@ -187,19 +201,17 @@ def _sensitivity_analyses(frame: pd.DataFrame) -> Linkage:
             ["analysis", "rule"],
             counts,
         )
+    # Analyses are different cohort definitions, each suppressed like the primary one; the
+    # primary rows are aligned with flag_accuracy and the AUROC tables (analysis.py).
     return (
         linkage
         + row_complement(frame, "n_episodes", "n_events", NON_EVENTS)
         + margins_public(frame)
         + identical_rows(frame, ["analysis", "subgroup", "rule"], counts)
-        + partition(
-            frame,
-            first & (frame["analysis"] != "primary"),
-            first & (frame["analysis"] == "primary"),
-            ["subgroup", "rule"],
-            counts,
-        )
     )
+
+
+STRATUM = ("stratum_variable", "stratum")
 
 
 def _with_bounds(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -225,44 +237,64 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
                 **{c: ("n_diagnosed",) for c in ("median_days", "q1_days", "q3_days")},
                 **{c: ("n_diagnosed",) for c in _with_bounds(tuple(f"cif_{d}" for d in days))},
             },
-            linkage=_time_to_diagnosis(days),
+            linkage=_time_to_diagnosis,
             curve={f"at_risk_{d}": _with_bounds((f"cif_{d}",)) for d in days},
+            hide_cost=TIME_TO_DIAGNOSIS_COST,
+            headline=_rows_where("stratum_variable", "overall"),
+            always_rounded=tuple(f"at_risk_{d}" for d in days),
+            keys=STRATUM,
         ),
+        # Strata's at-risk numbers are rounded, so they add up to nothing exactly; steps are
+        # pooled (coarsen.cumulative_incidence) so no small number of diagnoses is between.
         "cumulative_incidence": TableSpec(
             counts=("at_risk",),
-            linkage=_cumulative_incidence,
             curve={"at_risk": ("estimate", "lower", "upper")},
             drop_cut_rows=True,
+            coarsen=coarsen.cumulative_incidence,
+            always_rounded=("at_risk",),
+            keys=(*STRATUM, "day"),
         ),
         "diagnostic_pathway": TableSpec(
             counts=("n",),
             derived={c: ("n",) for c in ("median_days", "q1_days", "q3_days")},
             linkage=_diagnostic_pathway,
+            keys=("measure", "category"),
         ),
         "flag_accuracy": TableSpec(
             counts=CELLS,
             derived={c: cell_sources for c in _with_bounds(MEASURES)},
             linkage=_flag_accuracy,
+            headline=_rows_where("subgroup", "all"),
+            keys=("subgroup", "rule"),
         ),
         "roc_points": TableSpec(
             counts=CELLS,
             derived={"sensitivity": cell_sources, "false_positive_rate": cell_sources},
             linkage=_roc_points,
+            coarsen=coarsen.roc_points,
+            headline=_rows_where("subgroup", "all"),
+            keys=("subgroup", "threshold"),
         ),
         "score_performance": TableSpec(
             counts=("n", "n_events"),
             derived={c: ("n_events", NON_EVENTS) for c in auroc},
             linkage=_performance(["score"]),
+            headline=_rows_where("subgroup", "all"),
+            keys=("subgroup", "score"),
         ),
         "model_performance": TableSpec(
             counts=("n", "n_events"),
             derived={c: ("n_events", NON_EVENTS) for c in model_values},
             linkage=_performance([]),
+            headline=_rows_where("subgroup", "all"),
+            keys=("subgroup",),
         ),
         "calibration": TableSpec(
             counts=("n", "n_events"),
             derived={"mean_predicted": ("n",), "observed_rate": ("n_events", NON_EVENTS)},
             linkage=_calibration,
+            coarsen=coarsen.calibration,
+            keys=("subgroup", "bin", "bin_to"),
         ),
         "decision_curve": TableSpec(
             counts=("n", "n_events", "tp", "fp"),
@@ -271,6 +303,9 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
                 "net_benefit_treat_all": ("n_events", NON_EVENTS),
             },
             linkage=_decision_curve,
+            coarsen=coarsen.decision_curve,
+            headline=_rows_where("subgroup", "all"),
+            keys=("subgroup", "threshold"),
         ),
         "sensitivity_analyses": TableSpec(
             counts=("n_episodes", "n_events", *CELLS),
@@ -279,6 +314,13 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
                 for c in ("estimate", "lower", "upper")
             },
             linkage=_sensitivity_analyses,
+            headline=_primary_all,
+            keys=("analysis", "subgroup", "rule", "measure"),
         ),
-        "attrition": TableSpec(counts=("n_remaining", "n_excluded"), linkage=_attrition),
+        "attrition": TableSpec(
+            counts=("n_remaining", "n_excluded"),
+            linkage=_attrition,
+            hide_cost={"n_excluded": 0},
+            keys=("step_order",),
+        ),
     }
