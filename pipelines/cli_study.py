@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.sources.options import add_source_format_option
+
 DEFAULT_DEMO_PATIENTS = 5000
 DEFAULT_DEMO_SEED = 42
 
@@ -40,6 +42,7 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
         help="with --engine spark: local[*] (default), spark://host:7077, yarn, k8s://...,"
         " or a Spark Connect address sc://host:15002",
     )
+    add_source_format_option(parser)  # pipelines/sources
     parser.add_argument(
         "--spark-dir",
         type=Path,
@@ -181,6 +184,7 @@ def _engine_options(args: argparse.Namespace) -> dict:
         "engine": args.engine,
         "spark_master": args.spark_master,
         "spark_dir": str(args.spark_dir) if args.spark_dir else None,
+        "source_format": args.source_format,
     }
 
 

@@ -16,16 +16,25 @@ the same for every layout. See docs/sources.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from pipelines.errors import IngestError
-from pipelines.ingest import IngestSummary
-from pipelines.sources import fhir, omop, synthea_csv
-from pipelines.sources.common import Log
+from pipelines.sources.options import FORMATS
 
-ADAPTERS: dict[str, ModuleType] = {m.NAME: m for m in (synthea_csv, omop, fhir)}
-FORMATS = ("auto", *ADAPTERS)
+if TYPE_CHECKING:
+    from pipelines.ingest import IngestSummary
+
+Log = Callable[[str], object]
+
+
+def adapters() -> dict[str, ModuleType]:
+    """--source-format name -> adapter module (imported when needed: DuckDB is heavy)."""
+    from pipelines.sources import fhir, omop, synthea_csv
+
+    return {m.NAME: m for m in (synthea_csv, omop, fhir)}
 
 
 def detect_format(folder: Path) -> str:
@@ -33,7 +42,7 @@ def detect_format(folder: Path) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         raise IngestError(f"export folder not found: {folder}")
-    matches = [name for name, adapter in ADAPTERS.items() if adapter.detect(folder)]
+    matches = [name for name, adapter in adapters().items() if adapter.detect(folder)]
     if not matches:
         raise IngestError(
             f"{folder}: no Synthea CSV (patients.csv), OMOP CDM (person + concept tables)"
@@ -58,7 +67,7 @@ def load_source(
         raise IngestError(f"unknown source format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "auto":
         fmt = detect_format(folder)
-        log(f"source format: {fmt} (auto-detected: {ADAPTERS[fmt].describe(folder)})")
+        log(f"source format: {fmt} (auto-detected: {adapters()[fmt].describe(folder)})")
     elif not folder.is_dir():
         raise IngestError(f"export folder not found: {folder}")
-    return ADAPTERS[fmt].load(folder, Path(warehouse), log)
+    return adapters()[fmt].load(folder, Path(warehouse), log)

@@ -26,7 +26,8 @@ def _tables(folder: Path) -> set[str]:
 
 def detect(folder: Path) -> bool:
     folder = Path(folder)
-    return folder.is_dir() and "patients" in _tables(folder)
+    # any study table's file: a missing patients.csv then gets the CSV ingest's own message
+    return folder.is_dir() and bool(_tables(folder))
 
 
 def describe(folder: Path) -> str:
