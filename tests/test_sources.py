@@ -458,3 +458,139 @@ def test_a_failed_fhir_load_leaves_the_previous_raw_tables(tmp_path):
     con = duckdb.connect(str(warehouse), read_only=True)
     assert con.execute("SELECT count(*) FROM raw.encounters").fetchone()[0] == 139
     con.close()
+
+
+# ---------------------------------------------------------------- one population, three layouts
+
+THREE_PATIENTS, THREE_SEED = 1500, 7  # every red flag fires at this size (checked below)
+FLAG_NAMES = (
+    "persistent_pain", "night_pain", "weight_loss", "neuro_symptoms", "spinal_tenderness",
+    "breast_cancer_history", "age_50_plus", "failed_conservative_therapy", "elevated_alp",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def three_layouts(tmp_path_factory):
+    """{layout: (connection, patient id of each raw id)}: one generated population written
+    as Synthea CSV, OMOP CDM and FHIR NDJSON, each loaded (auto-detected) and built."""
+    from pipelines.generator.convert import convert, generate_in_format
+
+    root = tmp_path_factory.mktemp("three_layouts")
+    generate_in_format(
+        root / "synthea", "synthea", patients=THREE_PATIENTS, seed=THREE_SEED,
+        progress=lambda _: None,
+    )  # fmt: skip
+    for fmt in ("omop", "fhir"):
+        convert(root / "synthea", root / fmt, fmt)
+        assert (root / fmt / "truth.json").read_bytes() == (
+            root / "synthea" / "truth.json"
+        ).read_bytes()
+    out = {}
+    for fmt in ("synthea", "omop", "fhir"):
+        said = []
+        load_source(root / fmt, root / f"{fmt}.duckdb", "auto", log=said.append)
+        assert said[0].startswith(f"source format: {fmt} "), said
+        con = wh.connect(root / f"{fmt}.duckdb")
+        build_models(con, StudySettings())
+        ids = {}
+        if fmt == "omop":  # person_id is an integer; the Synthea id is person_source_value
+            ids = {
+                r["person_id"]: r["person_source_value"] for r in omop_rows(root / fmt, "person")
+            }
+        out[fmt] = (con, ids)
+    yield out
+    for con, _ in out.values():
+        con.close()
+
+
+def rows_with_patients(layout, sql: str) -> list[tuple]:
+    """Rows of `sql` (first column a patient id, mapped back to the Synthea id), sorted."""
+    con, ids = layout
+    rows = [(ids.get(r[0], r[0]), *r[1:]) for r in table(con, sql)]
+    return sorted(rows, key=lambda r: tuple((v is None, str(v)) for v in r))
+
+
+@pytest.mark.parametrize("fmt", ["omop", "fhir"])
+def test_one_population_gives_the_same_cohort_and_red_flags_in_every_layout(three_layouts, fmt):
+    for mart in ("mart.cohort", "mart.red_flags"):
+        want = rows_with_patients(three_layouts["synthea"], f"SELECT * FROM {mart}")
+        assert rows_with_patients(three_layouts[fmt], f"SELECT * FROM {mart}") == want, mart
+    fired = table(
+        three_layouts[fmt][0],
+        "SELECT " + ", ".join(f"count_if(flag_{f})" for f in FLAG_NAMES) + " FROM mart.red_flags",
+    )[0]
+    assert all(n > 0 for n in fired), dict(zip(FLAG_NAMES, fired, strict=True))
+
+
+@pytest.mark.parametrize("fmt", ["omop", "fhir"])
+def test_one_population_gives_the_same_flag_accuracy_in_every_layout(three_layouts, fmt):
+    from pandas.testing import assert_frame_equal
+
+    from pipelines.analysis import flag_accuracy_table, load_episodes
+
+    settings = StudySettings()
+    want = flag_accuracy_table(load_episodes(three_layouts["synthea"][0]), settings)
+    got = flag_accuracy_table(load_episodes(three_layouts[fmt][0]), settings)
+    assert len(want) > 0
+    assert_frame_equal(got, want)
+
+
+# (patient, canonical code system, code, date) of each coded raw table
+CODED_SQL = {
+    "conditions": "SELECT patient_id, code_system, code, start_date, stop_date FROM raw.conditions",
+    "observations": (
+        "SELECT patient_id, code_system, code, observed_at, try_cast(value AS DECIMAL(18, 4)),"
+        " units FROM raw.observations"
+    ),
+    "medications": "SELECT patient_id, code_system, code, start_at FROM raw.medications",
+    "procedures": "SELECT patient_id, code_system, code, start_at, stop_at FROM raw.procedures",
+}
+
+
+def coded_rows(layout, name: str) -> Counter:
+    return Counter(
+        (p, canonical_system(s) if s else DEFAULT_SYSTEM[name], c.upper().replace(".", ""), *rest)
+        for p, s, c, *rest in rows_with_patients(layout, CODED_SQL[name])
+    )
+
+
+def test_fhir_gives_the_same_raw_records_as_the_csv_it_was_made_from(three_layouts):
+    csv_layout, fhir_layout = three_layouts["synthea"], three_layouts["fhir"]
+    for name in CODED_SQL:
+        assert coded_rows(fhir_layout, name) == coded_rows(csv_layout, name), name
+    for sql in (
+        "SELECT patient_id, birth_date, death_date, sex FROM raw.patients",
+        "SELECT patient_id, encounter_id, start_at, stop_at, reason_code FROM raw.encounters",
+        "SELECT patient_id, imaging_study_id, studied_at, body_site_code, modality_code,"
+        " procedure_code FROM raw.imaging_studies",
+    ):
+        assert rows_with_patients(fhir_layout, sql) == rows_with_patients(csv_layout, sql), sql
+
+
+def test_omop_gives_the_same_raw_records_as_the_csv_it_was_made_from(three_layouts):
+    """Except where the CDM has no place for them: an encounter's reason is a condition on the
+    visit day, an imaging study a procedure (docs/sources.md)."""
+    csv_layout, omop_layout = three_layouts["synthea"], three_layouts["omop"]
+    for name in ("observations", "medications"):
+        assert coded_rows(omop_layout, name) == coded_rows(csv_layout, name), name
+    reasons = Counter(
+        (p, "SNOMED", c, d, d)
+        for p, c, d in rows_with_patients(
+            csv_layout,
+            "SELECT patient_id, reason_code, CAST(start_at AS DATE) FROM raw.encounters"
+            " WHERE reason_code IS NOT NULL",
+        )
+    )
+    assert coded_rows(omop_layout, "conditions") == coded_rows(csv_layout, "conditions") + reasons
+    imaging = Counter(
+        (p, "SNOMED", c, t, None)
+        for p, c, t in rows_with_patients(
+            csv_layout, "SELECT patient_id, procedure_code, studied_at FROM raw.imaging_studies"
+        )
+    )
+    assert coded_rows(omop_layout, "procedures") == coded_rows(csv_layout, "procedures") + imaging
+    for sql in (
+        "SELECT patient_id, birth_date, death_date, sex FROM raw.patients",
+        "SELECT patient_id, start_at, stop_at FROM raw.encounters",
+    ):
+        assert rows_with_patients(omop_layout, sql) == rows_with_patients(csv_layout, sql), sql
