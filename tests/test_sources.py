@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import gzip
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -594,3 +595,27 @@ def test_omop_gives_the_same_raw_records_as_the_csv_it_was_made_from(three_layou
         "SELECT patient_id, start_at, stop_at FROM raw.encounters",
     ):
         assert rows_with_patients(omop_layout, sql) == rows_with_patients(csv_layout, sql), sql
+
+
+def test_a_bad_omop_csv_line_is_quarantined_and_the_rest_of_the_file_loads(tmp_path):
+    folder = tmp_path / "cdm"
+    shutil.copytree(OMOP / "omoplite_synthea1k", folder)
+    path = folder / "CONDITION_OCCURRENCE.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[9] += ",an,extra,field"  # line 10: too many fields
+    lines[20] = lines[20].split(",", 1)[0]  # line 21: too few
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "omop", **QUIET)
+    with wh.open_warehouse(warehouse, read_only=True) as con:
+        assert table(con, "SELECT table_name, source_line, reason FROM meta.quarantine") == [
+            ("conditions", 10, "wrong_field_count"),
+            ("conditions", 21, "wrong_field_count"),
+        ]
+        loaded = {
+            line
+            for (line,) in table(
+                con, "SELECT source_line FROM raw.conditions WHERE source_file = ?", [path.name]
+            )
+        }
+    assert loaded == set(range(2, len(lines) + 1)) - {10, 21}

@@ -25,7 +25,7 @@ import duckdb
 
 from pipelines import warehouse as wh
 from pipelines.errors import IngestError
-from pipelines.ingest import IngestSummary
+from pipelines.ingest import IngestSummary, read_header
 from pipelines.sources import common
 
 NAME = "omop"
@@ -50,6 +50,11 @@ SOURCES = {
     "medications": ("drug_exposure",),
     "procedures": ("procedure_occurrence",),
     "imaging_studies": (),
+}
+# cdm table -> the canonical tables it feeds
+_TARGETS = {
+    cdm_table: tuple(t for t, cdm_tables in SOURCES.items() if cdm_table in cdm_tables)
+    for cdm_table in {x for cdm_tables in SOURCES.values() for x in cdm_tables}
 }
 # canonical table -> the CDM table without which it is absent (its features not ascertainable):
 # without `measurement`, weight and ALP are unknown even when `observation` has survey rows
@@ -123,9 +128,20 @@ def describe(folder: Path) -> str:
 # ---------------------------------------------------------------- step 1: land
 
 
+# DuckDB reject error_type -> quarantine reason (as the CSV ingest names them)
+_REJECT_REASONS = {
+    "MISSING COLUMNS": "wrong_field_count",
+    "TOO MANY COLUMNS": "wrong_field_count",
+    "INVALID ENCODING": "invalid_encoding",
+    "UNQUOTED VALUE": "malformed_quotes",
+    "LINE SIZE OVER MAXIMUM": "line_too_long",
+}
+
+
 def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
     """Each CDM table the study uses into temp table omop_<name>, with its source_line
-    (CSV: physical line, header = 1; Parquet and database tables: row number)."""
+    (CSV: physical line, header = 1; Parquet and database tables: row number). CSV lines
+    DuckDB cannot parse go to temp.omop_rejects, the rest of the file still loads."""
     cdm = _scan(Path(folder))
     missing = [t for t in REQUIRED if not cdm.has(t)]
     if missing:
@@ -133,37 +149,74 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
             f"{folder}: OMOP CDM table(s) missing: {', '.join(missing)} (as <table>.csv,"
             " .csv.gz, .parquet or in a .duckdb file)"
         )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE omop_rejects (cdm_table VARCHAR, source_file VARCHAR,"
+        " line BIGINT, reason VARCHAR, text VARCHAR)"
+    )
     if cdm.database:
         con.execute("ATTACH $path AS cdm (READ_ONLY)", {"path": str(cdm.database)})
     try:
         for table in (*REQUIRED, *OPTIONAL):
-            if not cdm.has(table):
-                continue
-            if table in cdm.files:
-                path = cdm.files[table]
-                if path.name.lower().endswith(".parquet"):
-                    relation, first = "read_parquet($path)", 1
+            if table in cdm.files and not cdm.files[table].name.lower().endswith(".parquet"):
+                _land_csv(con, table, cdm.files[table])
+            elif cdm.has(table):
+                relation, params = "read_parquet($path)", {}
+                if table in cdm.files:
+                    params = {"path": str(cdm.files[table])}
                 else:
-                    relation = (
-                        "read_csv($path, header = true, all_varchar = true, auto_detect = true,"
-                        " sample_size = -1)"
-                    )
-                    first = 2
-                params = {"path": str(path)}
-            else:
-                relation, first, params = cdm.db_tables[table], 1, {}
-            # rowid follows the order rows were read (insertion order is preserved)
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT * FROM {relation}", params
-            )
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT *,"
-                f" rowid + {first} AS __line FROM omop_{table}"
-            )
+                    relation = cdm.db_tables[table]
+                # rowid follows the order rows were read (insertion order is preserved)
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT * FROM {relation}", params
+                )
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT *,"
+                    f" rowid + 1 AS __line FROM omop_{table}"
+                )
+    except duckdb.Error as exc:
+        raise IngestError(f"{folder}: OMOP table {table} cannot be read: {exc}") from exc
     finally:
         if cdm.database:
             con.execute("DETACH cdm")
     return cdm
+
+
+def _land_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """One CSV table, every column VARCHAR (ids, dates and values are cast in the mapping)."""
+    header = read_header(path)
+    if not header:
+        raise IngestError(f"{path.name}: file is empty (no header line)")
+    con.execute("DROP TABLE IF EXISTS temp.omop_reject_errors")
+    con.execute("DROP TABLE IF EXISTS temp.omop_reject_scans")
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE omop_read AS SELECT * FROM read_csv($path,
+            header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
+            columns = $columns, store_rejects = true, rejects_table = 'omop_reject_errors',
+            rejects_scan = 'omop_reject_scans')""",
+        {"path": str(path), "columns": {name: "VARCHAR" for name in header}},
+    )
+    reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _REJECT_REASONS.items())
+    con.execute(
+        f"""INSERT INTO omop_rejects
+        SELECT DISTINCT ON (line) $table, $file, line,
+               coalesce(CASE error_type::VARCHAR {reasons} END, 'malformed_csv'),
+               trim(csv_line, chr(13) || chr(10))
+        FROM temp.omop_reject_errors ORDER BY line""",
+        {"table": table, "file": path.name},
+    )
+    # the line of good row k: k + 2 (header, 1-based) + the rejected lines before it
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE omop_{table} AS
+        WITH skipped AS (
+            SELECT line - 2 - (row_number() OVER (ORDER BY line) - 1) AS good_before
+            FROM omop_rejects WHERE cdm_table = $table
+        )
+        SELECT r.*, r.rowid + 2 + (SELECT count(*) FROM skipped s WHERE s.good_before <= r.rowid)
+               AS __line
+        FROM omop_read r""",
+        {"table": table},
+    )
+    con.execute("DROP TABLE temp.omop_read")
 
 
 # ---------------------------------------------------------------- step 2: mapping
@@ -381,6 +434,19 @@ def load_tables(con: duckdb.DuckDBPyConnection, cdm: Cdm, log: common.Log) -> co
                {c.text("concept", "concept_code")} AS concept_code,
                {c.text("concept", "concept_name")} AS concept_name
         FROM omop_concept t WHERE {c.id("concept", "concept_id")} <> '0'"""
+    )
+    # lines that did not parse, under the canonical table they would have fed
+    targets = {t: s[0] for t, s in _TARGETS.items()}
+    for cdm_table, canonical in targets.items():
+        con.execute(
+            "INSERT INTO meta.quarantine SELECT $canonical, source_file, line, NULL, reason, text"
+            " FROM omop_rejects WHERE cdm_table = $cdm_table",
+            {"canonical": canonical, "cdm_table": cdm_table},
+        )
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT NULL, source_file, line, NULL, reason, text"
+        " FROM omop_rejects WHERE cdm_table NOT IN (SELECT unnest($known))",
+        {"known": list(targets)},
     )
     mappings = _mappings(c, cdm)
     for table, parts in mappings.items():
