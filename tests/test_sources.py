@@ -132,6 +132,26 @@ def test_bulk_ndjson_without_observation_reports_observations_absent(fhir_loaded
     assert present["medications"] is True and present["procedures"] is True
 
 
+def test_a_study_run_on_bulk_ndjson_reports_observation_flags_not_ascertainable(tmp_path):
+    from pipelines import study
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    result = study.run_study(
+        FHIR / "smart_bulk_10_patients", warehouse, StudySettings(sensitivity_analyses=()),
+        report=tmp_path / "report.html", say=lambda _: None,
+    )  # fmt: skip
+    assert result.status == "succeeded" and (tmp_path / "report.html").exists()
+    with wh.open_warehouse(warehouse, read_only=True) as con:
+        ascertainable = dict(
+            table(
+                con,
+                "SELECT flag, is_ascertainable FROM intermediate__build.int_flag_ascertainability",
+            )
+        )
+    assert ascertainable["weight_loss"] is False and ascertainable["elevated_alp"] is False
+    assert ascertainable["failed_conservative_therapy"] is True
+
+
 def test_batch_bundles_of_minors_give_a_clear_empty_cohort(fhir_loaded):
     warehouse = fhir_loaded["nimbus_covid19_juvenile"]
     with wh.open_warehouse(warehouse) as con:
@@ -359,6 +379,17 @@ def test_real_omop_samples_load_with_no_record_lost(omop_loaded):
         rows, bad = counts(warehouse)
         assert bad == {}, name
         assert {t: n for t, n in rows.items() if n} == dict(expected_omop_rows(OMOP / name)), name
+
+
+def test_omop_drug_records_with_ndc_or_cvx_source_codes_pass_the_input_contracts(omop_loaded):
+    """GiBleed's drug records carry an NDC source concept beside the RxNorm one; the contract
+    "code is RxNorm" applies to RxNorm (or system-less, Synthea) codes only."""
+    from pipelines.contracts import validate_raw
+
+    report = validate_raw(omop_loaded["gibleed_5.3"], raise_on_failure=False)
+    assert report.success, report.format()
+    with wh.open_warehouse(omop_loaded["gibleed_5.3"], read_only=True) as con:
+        assert table(con, "SELECT count(*) FROM raw.medications WHERE code_system = 'NDC'")[0][0]
 
 
 def test_omop_double_ids_and_concepts_become_plain_codes(omop_loaded):
