@@ -118,13 +118,15 @@ def run_run_cli(args: argparse.Namespace) -> int:
 
 def run_demo_cli(args: argparse.Namespace) -> int:
     from pipelines.flows import study_flow
-    from pipelines.generator import generate
+    from pipelines.generator.convert import generate_in_format
 
     _settings(args)  # fail fast on a bad config, before generating anything
     out: Path = args.out
     export = out / "export"
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
-    generate(export, patients=args.patients, seed=args.seed)
+    # --source-format omop|fhir: the demo export is written in that layout (docs/sources.md)
+    layout = "synthea" if args.source_format == "auto" else args.source_format
+    generate_in_format(export, layout, patients=args.patients, seed=args.seed)
     result = study_flow(
         source=str(export),
         warehouse=str(out / "warehouse.duckdb"),

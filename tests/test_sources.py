@@ -650,3 +650,38 @@ def test_a_bad_omop_csv_line_is_quarantined_and_the_rest_of_the_file_loads(tmp_p
             )
         }
     assert loaded == set(range(2, len(lines) + 1)) - {10, 21}
+
+
+def test_every_study_command_takes_source_format_defaulting_to_auto():
+    from pipelines.cli import build_parser
+
+    parser = build_parser()
+    base = {
+        "ingest": ["--source", "s", "--warehouse", "w"],
+        "run": ["--source", "s", "--warehouse", "w"],
+        "serve": ["--source", "s", "--warehouse", "w"],
+        "demo": [],
+    }
+    for command, arguments in base.items():
+        assert parser.parse_args([command, *arguments]).source_format == "auto", command
+        args = parser.parse_args([command, *arguments, "--source-format", "omop"])
+        assert args.source_format == "omop", command
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ingest", *base["ingest"], "--source-format", "csv"])
+
+
+def test_an_explicit_format_that_does_not_fit_the_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(IngestError, match="OMOP CDM table.s. missing: person"):
+        load_source(FHIR / "smart_bulk_10_patients", tmp_path / "w.duckdb", "omop", **QUIET)
+    with pytest.raises(IngestError, match="no FHIR NDJSON"):
+        load_source(OMOP / "gibleed_5.3", tmp_path / "w.duckdb", "fhir", **QUIET)
+    with pytest.raises(IngestError, match="unknown source format"):
+        load_source(OMOP / "gibleed_5.3", tmp_path / "w.duckdb", "csv", **QUIET)
+
+
+def test_gzipped_bulk_ndjson_loads_like_plain(fhir_loaded, tmp_path):
+    src = FHIR / "smart_bulk_10_patients"
+    for path in src.glob("*.000.ndjson"):
+        (tmp_path / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+    load_source(tmp_path, tmp_path / "w.duckdb", "auto", **QUIET)
+    assert counts(tmp_path / "w.duckdb") == counts(fhir_loaded["smart_bulk_10_patients"])
