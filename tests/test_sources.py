@@ -462,6 +462,20 @@ def test_a_folder_of_no_known_layout_is_a_clear_error(tmp_path):
     assert not (tmp_path / "w.duckdb").exists()
 
 
+def test_a_folder_of_two_layouts_is_a_clear_error(tmp_path):
+    (tmp_path / "patients.csv").write_bytes((EVINETT_CSV / "patients.csv").read_bytes())
+    src = FHIR / "smart_bulk_10_patients" / "Patient.000.ndjson"
+    (tmp_path / "Patient.000.ndjson").write_bytes(src.read_bytes())
+    with pytest.raises(IngestError, match=r"several layouts \(synthea, fhir\)"):
+        load_source(tmp_path, tmp_path / "w.duckdb", "auto", **QUIET)
+    assert counts_after(tmp_path / "w.duckdb", "fhir")["patients"] == 13  # explicit: fine
+
+
+def counts_after(warehouse: Path, fmt: str) -> dict[str, int]:
+    load_source(warehouse.parent, warehouse, fmt, **QUIET)
+    return counts(warehouse)[0]
+
+
 def test_auto_detection_says_what_it_found(tmp_path):
     said = []
     load_source(FHIR / "nimbus_covid19_juvenile", tmp_path / "w.duckdb", "auto", log=said.append)

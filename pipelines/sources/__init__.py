@@ -45,9 +45,8 @@ def detect_format(folder: Path) -> str:
     matches = [name for name, adapter in adapters().items() if adapter.detect(folder)]
     if not matches:
         raise IngestError(
-            f"{folder}: no Synthea CSV (patients.csv), OMOP CDM (person + concept tables)"
-            " or FHIR (*.ndjson or Bundle *.json) files found; choose --source-format"
-            " if the layout is one of these"
+            f"{folder}: no Synthea CSV (patients.csv, ...), OMOP CDM (person, concept, ...)"
+            " or FHIR R4 (Type.ndjson or Bundle .json) files found (layouts: docs/sources.md)"
         )
     if len(matches) > 1:
         raise IngestError(

@@ -137,17 +137,6 @@ def load_table(
         con.execute(f"DROP TABLE temp.{temp}")
 
 
-def quarantine_lines(
-    con: duckdb.DuckDBPyConnection, table: str | None, rows: list[tuple[str, int, str, str]]
-) -> None:
-    """Lines or files that never became records: (file, line, reason, raw text)."""
-    for source_file, line, reason, raw in rows:
-        con.execute(
-            "INSERT INTO meta.quarantine VALUES (?, ?, ?, NULL, ?, ?)",
-            [table, source_file, line, reason, raw],
-        )
-
-
 @dataclass(frozen=True)
 class SourceFileInfo:
     """One input file of a source and the canonical tables it feeds."""
