@@ -142,7 +142,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         f"  report      {out / 'report.html'}\n"
         f"  warehouse   {out / 'warehouse.duckdb'}  (schemas mart, release, meta)\n"
         f"  parquet     {out / 'release'}/  (release tables for BI tools)\n"
-        f"  export      {export}/  (the generated Synthea CSVs; truth.json holds the planted truth)\n"
+        f"  export      {export}/  (the generated {layout} export; truth.json holds the planted truth)\n"
         f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} .venv/bin/jupyter notebook notebooks/"
     )
     if args.engine == "spark":
