@@ -169,15 +169,19 @@ def test_a_malformed_ndjson_line_is_quarantined_and_the_rest_of_the_file_loads(t
     lines = (src / "Condition.000.ndjson").read_text(encoding="utf-8").splitlines()
     lines[4] = lines[4][: len(lines[4]) // 2]  # an interrupted copy: half a resource
     lines[7] = ""  # a blank line does not shift the numbers of the lines after it
+    lines[11] = '{"id": "no resource type"}'  # JSON, but not a FHIR resource
     (folder / "Condition.000.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
     warehouse = tmp_path / "warehouse.duckdb"
     load_source(folder, warehouse, "fhir", **QUIET)
     with wh.open_warehouse(warehouse, read_only=True) as con:
-        assert table(con, "SELECT source_file, source_line, reason FROM meta.quarantine") == [
-            ("Condition.000.ndjson", 5, "malformed_json")
+        assert table(
+            con, "SELECT source_file, source_line, reason FROM meta.quarantine ORDER BY ALL"
+        ) == [
+            ("Condition.000.ndjson", 5, "malformed_json"),
+            ("Condition.000.ndjson", 12, "missing_value"),
         ]
         loaded = table(con, "SELECT source_line FROM raw.conditions ORDER BY source_line")
-    assert [line for (line,) in loaded] == [i + 1 for i in range(len(lines)) if i not in (4, 7)]
+    assert [line for (line,) in loaded] == [i + 1 for i in range(len(lines)) if i not in (4, 7, 11)]
 
 
 def test_a_resource_without_a_code_or_patient_is_quarantined_with_its_reason(tmp_path):

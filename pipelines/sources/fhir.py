@@ -357,7 +357,16 @@ def load_tables(
         "INSERT INTO meta.quarantine SELECT NULL, source_file, source_line, NULL,"
         " 'malformed_json', text FROM fhir_bad"
     )
-    found = dict(con.execute("SELECT type, count(*) FROM fhir_resources GROUP BY ALL").fetchall())
+    # a JSON line that is not a resource (no resourceType) is not silently skipped
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT NULL, source_file, source_line, 'resourceType',"
+        " 'missing_value', CAST(r AS VARCHAR) FROM fhir_resources WHERE type IS NULL"
+    )
+    found = dict(
+        con.execute(
+            "SELECT type, count(*) FROM fhir_resources WHERE type IS NOT NULL GROUP BY ALL"
+        ).fetchall()
+    )
     if not found.get("Patient"):
         raise IngestError(f"{folder}: the FHIR export has no Patient resources")
     present: dict[str, str] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines import schema
-from pipelines.ingest import IngestSummary, discover_export, ingest_export
+from pipelines.ingest import IngestSummary, ingest_export
 from pipelines.sources.common import Log
 
 NAME = "synthea"
@@ -36,5 +36,4 @@ def describe(folder: Path) -> str:
 
 
 def load(folder: Path, warehouse: Path, log: Log = print) -> IngestSummary:
-    discover_export(Path(folder))  # a missing required file fails before the warehouse opens
     return ingest_export(Path(folder), Path(warehouse), log=log)
