@@ -230,6 +230,56 @@ def test_a_resource_without_a_code_or_patient_is_quarantined_with_its_reason(tmp
         ]
 
 
+def test_fhir_components_medication_statements_and_references_map_as_documented(tmp_path):
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    resources = {
+        "Patient": [{"resourceType": "Patient", "id": "p1", "gender": "male",
+                     "birthDate": "1950-01-01", "deceasedDateTime": "2024-05-06T23:30:00-05:00"}],
+        "Observation": [
+            {"resourceType": "Observation", "subject": {"reference": "Patient/p1/_history/2"},
+             "effectiveDateTime": "2023-01-02T03:04:05Z",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+             "component": [
+                 {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                  "valueQuantity": {"value": 120, "unit": "mm[Hg]"}},
+                 {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                  "valueQuantity": {"value": 80.5, "unit": "mm[Hg]"}}]},
+            {"resourceType": "Observation", "subject": {"reference": "Patient/p1"},
+             "effectivePeriod": {"start": "2023-01-03T00:00:00+01:00"},
+             "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+             "valueQuantity": {"value": 70.2, "unit": "kg"}},
+        ],
+        "MedicationStatement": [
+            {"resourceType": "MedicationStatement", "subject": {"reference": "Patient/p1"},
+             "effectivePeriod": {"start": "2023-02-01T08:00:00Z", "end": "2023-03-01T08:00:00Z"},
+             "medicationReference": {"reference": "Medication/m1"}}],
+        "Medication": [{"resourceType": "Medication", "id": "m1", "code": {"coding": [
+            {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "313782"}]}}],
+    }  # fmt: skip
+    for name, items in resources.items():
+        (folder / f"{name}.ndjson").write_text("".join(json.dumps(r) + "\n" for r in items))
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "auto", **QUIET)
+    with wh.open_warehouse(warehouse, read_only=True) as con:
+        assert table(con, "SELECT patient_id, death_date, sex FROM raw.patients") == [
+            ("p1", dt.date(2024, 5, 6), "M")  # the date as written, not shifted to UTC
+        ]
+        assert table(
+            con,
+            "SELECT patient_id, observed_at, code, value, units, value_type FROM raw.observations"
+            " ORDER BY code",
+        ) == [
+            ("p1", dt.datetime(2023, 1, 2, 23, 0), "29463-7", "70.2", "kg", "numeric"),
+            ("p1", dt.datetime(2023, 1, 2, 3, 4, 5), "8462-4", "80.5", "mm[Hg]", "numeric"),
+            ("p1", dt.datetime(2023, 1, 2, 3, 4, 5), "8480-6", "120", "mm[Hg]", "numeric"),
+        ]
+        assert table(con, "SELECT patient_id, start_at, stop_at, code FROM raw.medications") == [
+            ("p1", dt.datetime(2023, 2, 1, 8), dt.datetime(2023, 3, 1, 8), "313782")
+        ]
+        assert table(con, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+
+
 # ---------------------------------------------------------------- FHIR: the CSV twin
 
 # The Evinett FHIR Bundles and CSV files come from two runs of the same seeds 2 h 12 min 14 s
