@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.sources.options import add_source_format_option
+
 DEFAULT_DEMO_PATIENTS = 5000
 DEFAULT_DEMO_SEED = 42
 
@@ -40,6 +42,7 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
         help="with --engine spark: local[*] (default), spark://host:7077, yarn, k8s://...,"
         " or a Spark Connect address sc://host:15002",
     )
+    add_source_format_option(parser)  # pipelines/sources
     parser.add_argument(
         "--spark-dir",
         type=Path,
@@ -115,13 +118,15 @@ def run_run_cli(args: argparse.Namespace) -> int:
 
 def run_demo_cli(args: argparse.Namespace) -> int:
     from pipelines.flows import study_flow
-    from pipelines.generator import generate
+    from pipelines.generator.convert import generate_in_format
 
     _settings(args)  # fail fast on a bad config, before generating anything
     out: Path = args.out
     export = out / "export"
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
-    generate(export, patients=args.patients, seed=args.seed)
+    # --source-format omop|fhir: the demo export is written in that layout (docs/sources.md)
+    layout = "synthea" if args.source_format == "auto" else args.source_format
+    generate_in_format(export, layout, patients=args.patients, seed=args.seed)
     result = study_flow(
         source=str(export),
         warehouse=str(out / "warehouse.duckdb"),
@@ -137,7 +142,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         f"  report      {out / 'report.html'}\n"
         f"  warehouse   {out / 'warehouse.duckdb'}  (schemas mart, release, meta)\n"
         f"  parquet     {out / 'release'}/  (release tables for BI tools)\n"
-        f"  export      {export}/  (the generated Synthea CSVs; truth.json holds the planted truth)\n"
+        f"  export      {export}/  (the generated {layout} export; truth.json holds the planted truth)\n"
         f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} .venv/bin/jupyter notebook notebooks/"
     )
     if args.engine == "spark":
@@ -181,6 +186,7 @@ def _engine_options(args: argparse.Namespace) -> dict:
         "engine": args.engine,
         "spark_master": args.spark_master,
         "spark_dir": str(args.spark_dir) if args.spark_dir else None,
+        "source_format": args.source_format,
     }
 
 

@@ -17,8 +17,9 @@ from prefect.runtime import flow_run
 from pipelines import study
 from pipelines.contracts import validate_raw
 from pipelines.errors import UserFacingError
-from pipelines.ingest import IngestSummary, ingest_export
+from pipelines.ingest import IngestSummary
 from pipelines.settings import load_settings
+from pipelines.sources import load_source
 from pipelines.spark_engine import DEFAULT_MASTER
 from pipelines.spark_study import ENGINES, SparkEngine
 
@@ -32,9 +33,9 @@ def _task(step, name: str):
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_task(source: str, warehouse: str) -> IngestSummary:
-    """Load new and changed export files into raw.* (atomic, incremental)."""
-    return ingest_export(Path(source), Path(warehouse), log=get_run_logger().info)
+def ingest_task(source: str, warehouse: str, source_format: str = "auto") -> IngestSummary:
+    """Load the export into raw.* (atomic; Synthea CSV incrementally), in any source layout."""
+    return load_source(Path(source), Path(warehouse), source_format, get_run_logger().info)
 
 
 @task(cache_policy=NO_CACHE)
@@ -46,9 +47,9 @@ def validate_raw_task(warehouse: str) -> str:
 
 
 @flow(name="ingest")
-def ingest_flow(source: str, warehouse: str) -> IngestSummary:
+def ingest_flow(source: str, warehouse: str, source_format: str = "auto") -> IngestSummary:
     """Export folder -> raw.* behind the input contracts."""
-    summary = ingest_task(source, warehouse)
+    summary = ingest_task(source, warehouse, source_format)
     contracts = validate_raw_task(warehouse)
     return dataclasses.replace(summary, contracts=contracts)
 
@@ -67,6 +68,7 @@ def study_flow(
     engine: str = "duckdb",
     spark_master: str = DEFAULT_MASTER,
     spark_dir: str | None = None,
+    source_format: str = "auto",
 ) -> study.RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report.
 
@@ -84,6 +86,7 @@ def study_flow(
         flow_run_id=flow_run.id,
         steps=TASK_STEPS,
         engine=engine_for(engine, spark_master, spark_dir),
+        source_format=source_format,
     )
 
 
@@ -108,6 +111,7 @@ def study_parameters(
     engine: str = "duckdb",
     spark_master: str = DEFAULT_MASTER,
     spark_dir: str | None = None,
+    source_format: str = "auto",
 ) -> dict[str, Any]:
     """The study flow's parameters for a scheduled deployment (waits for a running run)."""
     engine_for(engine)  # an unknown engine fails now, not at 02:00
@@ -121,6 +125,7 @@ def study_parameters(
         "engine": engine,
         "spark_master": spark_master,
         "spark_dir": spark_dir,
+        "source_format": source_format,
     }
 
 

@@ -1220,11 +1220,16 @@ def configure_cli(parser) -> None:
     parser.add_argument(
         "--warehouse", required=True, help="DuckDB warehouse file (created if needed)"
     )
+    from pipelines.sources.options import add_source_format_option  # sources: --source-format
+
+    add_source_format_option(parser)
 
 
 def run_cli(args) -> int:
     from pipelines.flows import ingest_flow  # Prefect and GX load only when the command runs
 
-    summary = ingest_flow(source=str(args.source), warehouse=str(args.warehouse))
+    summary = ingest_flow(
+        source=str(args.source), warehouse=str(args.warehouse), source_format=args.source_format
+    )
     print(summary.format())
     return 0

@@ -386,15 +386,21 @@ def step_ingest(
     warehouse: Path,
     say: Callable[[str], None] = print,
     spark_run: SparkRun | None = None,
+    source_format: str = "auto",
 ) -> dict[str, int]:
-    """Load new or changed export files into raw.* (incremental, atomic); on Spark, read the
-    export into the run's Parquet (`pipelines/spark_study.py`)."""
-    from pipelines.ingest import ingest_export
+    """Load the export into raw.* (atomic; Synthea CSV incrementally) in any source layout
+    (`pipelines/sources`); on Spark, read the (Synthea CSV) export into the run's Parquet
+    (`pipelines/spark_study.py`)."""
+    from pipelines.sources import load_source
 
     if spark_run is not None:
+        if source_format not in ("auto", "synthea"):
+            raise UserFacingError(
+                f"--engine spark reads Synthea CSV only, not --source-format {source_format}"
+            )
         return spark_study.ingest(Path(source), Path(warehouse), spark_run, say)
 
-    summary = ingest_export(Path(source), Path(warehouse), log=say)
+    summary = load_source(Path(source), Path(warehouse), source_format, say)
     say(summary.format())
     return summary.counts()
 
@@ -590,6 +596,7 @@ def run_study(
     flow_run_id: str | None = None,
     steps: StudySteps = StudySteps(),
     engine: SparkEngine | None = None,
+    source_format: str = "auto",
 ) -> RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> publish -> report.
 
@@ -605,7 +612,7 @@ def run_study(
         spark_study.run_folder(warehouse, spark) if spark else nullcontext(),
     ):
         stage = Stages(run, say)
-        stage("ingest", steps.ingest, source, warehouse, say, spark)
+        stage("ingest", steps.ingest, source, warehouse, say, spark, source_format)
         stage("input contracts", steps.input_contracts, warehouse, spark)
         stage("models", steps.models, warehouse, settings, BUILD_SUFFIX, spark_run=spark)
         stage("statistics", steps.statistics, warehouse, settings, run.run_id)

@@ -27,6 +27,10 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
         help="Synthea CSV version to imitate (default 3.3: SYSTEM columns, ICD-10-CM for some study records)",
     )  # fmt: skip
     parser.add_argument(
+        "--format", choices=("synthea", "omop", "fhir"), default="synthea",
+        help="export layout: synthea (CSV, default), omop (OMOP CDM 5.4 CSV) or fhir (FHIR R4 Bulk NDJSON); the same population and truth (docs/sources.md)",
+    )  # fmt: skip
+    parser.add_argument(
         "--split",
         type=int,
         default=1,
@@ -62,18 +66,19 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from pipelines.generator.core import generate
+    from pipelines.generator.convert import generate_in_format
     from pipelines.generator.quirks import Quirks
 
     planted = load_planted(args.planted, args.assignments)
-    result = generate(
-        args.out, patients=args.patients, seed=args.seed, layout=args.layout, split=args.split, gzip=args.gzip,
+    result = generate_in_format(
+        args.out, args.format, patients=args.patients, seed=args.seed, layout=args.layout, split=args.split, gzip=args.gzip,
         planted=planted, chunk_size=args.chunk_size, progress=(lambda _: None) if args.quiet else None,
         quirks=Quirks(args.quirk_stop_before_start, args.quirk_dates_out_of_range),
     )  # fmt: skip
     cohort = result.summary["cohort"]
     print(
-        f"Wrote {args.patients:,} patients to {result.out_dir} in {result.seconds:.1f}s (layout {args.layout})."
+        f"Wrote {args.patients:,} patients to {result.out_dir} in {result.seconds:.1f}s"
+        f" ({args.format} layout{'' if args.format != 'synthea' else ' ' + args.layout})."
     )
     print("  rows: " + ", ".join(f"{t} {n:,}" for t, n in result.rows.items()))
     print(

@@ -1,0 +1,236 @@
+"""What every non-CSV source adapter shares: typed loading of canonical rows with quarantine,
+and the meta tables (`meta.ingest_manifest`, `meta.quarantine`, `meta.source_tables`).
+
+An adapter writes, per canonical table, one SELECT that yields the table's columns as text
+(plus `source_file`, `source_line`); `load_table` types them (explicit casts, never
+sniffing), checks them and moves each row either into `raw.<table>` or into
+`meta.quarantine` with a reason. So rows read = rows loaded + rows quarantined, always.
+
+The meta tables have the same columns as those of the Synthea CSV ingest
+(pipelines/ingest.py), so the study, the report and the contracts read them unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from pipelines import schema
+from pipelines.ingest import IngestSummary
+
+Log = Callable[[str], object]
+
+META_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS meta",
+    "CREATE SCHEMA IF NOT EXISTS raw",
+    "CREATE TABLE IF NOT EXISTS meta.ingest_manifest (table_name VARCHAR, file_path VARCHAR,"
+    " size_bytes BIGINT, sha256 VARCHAR, row_count BIGINT, rows_quarantined BIGINT,"
+    " loaded_at TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS meta.quarantine (table_name VARCHAR, source_file VARCHAR,"
+    " source_line BIGINT, column_name VARCHAR, reason VARCHAR, raw_line VARCHAR)",
+    "CREATE TABLE IF NOT EXISTS meta.source_tables (table_name VARCHAR, is_required BOOLEAN,"
+    " is_present BOOLEAN, n_files INTEGER, n_rows BIGINT, note VARCHAR)",
+)
+
+# A FHIR dateTime or an ISO timestamp with an offset: converted to UTC (naive), as the
+# Synthea CSV writes its timestamps. Without an offset the wall-clock value is kept.
+_OFFSET = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"
+
+
+def typed_sql(column: schema.Column, text: str) -> str:
+    """SQL expression giving the canonical type of `text` (an SQL expression), NULL if it
+    does not parse. DATE columns take the date as written (the first 10 characters), which is
+    what the Synthea CSV writes for conditions and birth dates."""
+    if column.type == "DATE":
+        return f"try_cast(substr({text}, 1, 10) AS DATE)"
+    if column.type == "TIMESTAMP":
+        return (
+            f"CASE WHEN regexp_matches({text}, '{_OFFSET}')"
+            f" THEN timezone('UTC', try_cast({text} AS TIMESTAMPTZ))"
+            f" ELSE try_cast({text} AS TIMESTAMP) END"
+        )
+    return f"CAST({text} AS {column.type})"
+
+
+def reset_warehouse(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty raw.* and meta.* for a full load (call inside the load's transaction).
+
+    The CSV ingest's incremental cache (schema `landing`) is dropped too: its file hashes
+    describe raw tables that this load replaces, so a later CSV ingest must read every file."""
+    for statement in META_DDL:
+        con.execute(statement)
+    con.execute("DROP SCHEMA IF EXISTS landing CASCADE")
+    for table in schema.TABLES:
+        con.execute(f"DROP TABLE IF EXISTS raw.{table}")
+        con.execute(schema.create_table_sql(table))
+    for table in ("ingest_manifest", "quarantine", "source_tables"):
+        con.execute(f"DELETE FROM meta.{table}")
+
+
+def load_table(
+    con: duckdb.DuckDBPyConnection, table: str, select_sql: str, params: dict | None = None
+) -> None:
+    """Rows of `select_sql` (canonical columns as text, source_file, source_line) into
+    raw.<table>, or into meta.quarantine with the first reason that applies."""
+    t = schema.TABLES[table]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE src_rows AS {select_sql}", params or {})
+    typed = ", ".join(f"{typed_sql(c, 'src.' + c.name)} AS {c.name}" for c in t.columns)
+    text = ", ".join(f"src.{c.name} AS {c.name}__text" for c in t.columns)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE typed_rows AS SELECT {typed}, {text},"
+        " src.source_file, src.source_line FROM src_rows src"
+    )
+    checks = []  # (condition, reason, column), first match wins, as in the CSV ingest
+    for c in t.columns:
+        if c.type in ("DATE", "TIMESTAMP"):
+            checks.append(
+                (
+                    f"nullif(trim({c.name}__text), '') IS NOT NULL AND {c.name} IS NULL",
+                    "unparseable_date",
+                    c.name,
+                )
+            )
+    for c in t.columns:
+        if c.required:
+            checks.append((f"nullif(trim({c.name}__text), '') IS NULL", "missing_value", c.name))
+    patient = t.patient_column
+    if table == "patients":
+        checks.append(
+            (
+                f"row_number() OVER (PARTITION BY {patient} ORDER BY source_file, source_line) > 1",
+                "duplicate_patient_id",
+                patient,
+            )
+        )
+    else:
+        checks.append(
+            (
+                f"{patient} NOT IN (SELECT patient_id FROM raw.patients)",
+                "unknown_patient",
+                patient,
+            )
+        )
+    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
+    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE checked_rows AS SELECT *,"
+        f" CASE {reason} END AS problem, CASE {column} END AS problem_column FROM typed_rows"
+    )
+    names = ", ".join(c.name for c in t.columns)
+    con.execute(
+        f"INSERT INTO raw.{table} SELECT {names}, source_file, source_line"
+        " FROM checked_rows WHERE problem IS NULL ORDER BY source_file, source_line"
+    )
+    fields = ", ".join(f"coalesce({c.name}__text, '')" for c in t.columns)
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
+        f" problem, concat_ws(',', {fields}) FROM checked_rows WHERE problem IS NOT NULL",
+        {"table": table},
+    )
+    for temp in ("src_rows", "typed_rows", "checked_rows"):
+        con.execute(f"DROP TABLE temp.{temp}")
+
+
+@dataclass(frozen=True)
+class SourceFileInfo:
+    """One input file of a source and the canonical tables it feeds."""
+
+    path: Path
+    relative: str
+    tables: tuple[str, ...]
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def write_meta(
+    con: duckdb.DuckDBPyConnection,
+    files: list[SourceFileInfo],
+    present: dict[str, str],
+    notes: dict[str, str],
+) -> None:
+    """meta.ingest_manifest (one row per file and table it feeds) and meta.source_tables.
+
+    `present`: canonical table -> what it was read from (absent tables are not keys);
+    `notes`: canonical table -> a note for meta.source_tables."""
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    for f in files:
+        size, sha = f.path.stat().st_size, file_sha256(f.path)
+        for table in f.tables:
+            rows = con.execute(
+                f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
+            ).fetchone()[0]
+            bad = con.execute(
+                "SELECT count(DISTINCT source_line) FROM meta.quarantine"
+                " WHERE table_name = ? AND source_file = ?",
+                [table, f.relative],
+            ).fetchone()[0]
+            con.execute(
+                "INSERT INTO meta.ingest_manifest VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [table, f.relative, size, sha, rows, bad, loaded_at],
+            )
+    for name, t in schema.TABLES.items():
+        n_files = sum(1 for f in files if name in f.tables)
+        n_rows = con.execute(f"SELECT count(*) FROM raw.{name}").fetchone()[0]
+        note = notes.get(name, "")
+        if name not in present:
+            note = "; ".join(
+                filter(None, [note, "absent from the export: features that need it are not"
+                              " ascertainable"])
+            )  # fmt: skip
+        con.execute(
+            "INSERT INTO meta.source_tables VALUES (?, ?, ?, ?, ?, ?)",
+            [name, t.required, name in present, n_files, n_rows, note],
+        )
+
+
+@dataclass
+class LoadResult:
+    """What an adapter's load found, before it becomes an IngestSummary."""
+
+    files: list[SourceFileInfo]
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def summarize(
+    con: duckdb.DuckDBPyConnection,
+    source: Path,
+    warehouse: Path,
+    result: LoadResult,
+    started: float,
+) -> IngestSummary:
+    """The CSV ingest's summary type, so `redflags ingest` and the study print it alike."""
+    table_rows = dict(con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall())
+    present = dict(con.execute("SELECT table_name, is_present FROM meta.source_tables").fetchall())
+    quarantined: dict[str, dict[str, int]] = {}
+    for table, reason, n in con.execute(
+        "SELECT coalesce(table_name, '(file)'), reason, count(DISTINCT (source_file, source_line))"
+        " FROM meta.quarantine GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        quarantined.setdefault(table, {})[reason] = n
+    return IngestSummary(
+        source=str(source),
+        warehouse=str(warehouse),
+        table_rows={t: table_rows[t] for t in schema.TABLES},
+        quarantined=quarantined,
+        files_loaded=[f.relative for f in result.files],
+        files_skipped=[],
+        files_removed=[],
+        tables_updated=list(schema.TABLES),
+        absent_tables=[t for t in schema.OPTIONAL_TABLES if not present[t]],
+        ignored_files=result.ignored,
+        notes=result.notes,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,415 @@
+"""FHIR R4 source: Bulk Data NDJSON (`Patient.000.ndjson`, `Condition.ndjson`, ...) or Synthea's
+per-patient Bundles (`*.json`, type transaction, batch or collection), into raw.*.
+
+All reading and mapping is DuckDB SQL (read_csv for NDJSON lines, read_json_objects for
+Bundles, JSON extraction for the fields); Python only lists the files. Steps:
+1. every resource lands in one temp table `fhir_resources` (source_file, source_line, type,
+   id, resource JSON). For NDJSON, source_line is the physical line; for a Bundle, the
+   entry's 1-based position in Bundle.entry. A line that is not JSON is quarantined
+   (`malformed_json`), as is a Bundle file that is not JSON (line 0).
+2. one SELECT per canonical table maps its resource type(s) to the canonical columns
+   (docs/sources.md lists every column), one row per coding of the CodeableConcept the
+   study matches on; then common.load_table types, checks and quarantines.
+References are resolved as `urn:uuid:<id>`, `<Type>/<id>` or an absolute URL ending in
+`<Type>/<id>`; conditional references (`Patient?identifier=...`) are not resolved.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from pipelines import warehouse as wh
+from pipelines.errors import IngestError
+from pipelines.ingest import IngestSummary
+from pipelines.sources import common
+
+NAME = "fhir"
+_NDJSON = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)(?:[._-][^/]*)?\.ndjson(?:\.gz)?$")
+
+
+def _max_object(files: list[Path]) -> int:
+    """Largest JSON object (or NDJSON line) to accept: the largest file, at least DuckDB's
+    16 MB default. A Synthea Bundle of a long life can exceed the default; a fixed huge
+    limit makes DuckDB reserve that much per thread."""
+    return max([16 << 20, *(p.stat().st_size + 1 for p in files)])
+
+
+# canonical table -> the resource types it is read from
+RESOURCES = {
+    "patients": ("Patient",),
+    "encounters": ("Encounter",),
+    "conditions": ("Condition",),
+    "observations": ("Observation",),
+    "medications": ("MedicationRequest", "MedicationStatement"),
+    "procedures": ("Procedure",),
+    "imaging_studies": ("ImagingStudy",),
+}
+_USED = {t for types in RESOURCES.values() for t in types} | {"Medication"}
+
+
+def _ndjson_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and _NDJSON.match(p.name))
+
+
+def _bundle_files(folder: Path) -> list[Path]:
+    """Top-level *.json files that start like a FHIR resource (Synthea's Bundles)."""
+    found = []
+    for p in sorted(folder.glob("*.json")):
+        with open(p, "rb") as handle:
+            head = handle.read(4096)
+        if b'"resourceType"' in head:
+            found.append(p)
+    return found
+
+
+def detect(folder: Path) -> bool:
+    folder = Path(folder)
+    return folder.is_dir() and bool(_ndjson_files(folder) or _bundle_files(folder))
+
+
+def describe(folder: Path) -> str:
+    folder = Path(folder)
+    ndjson, bundles = _ndjson_files(folder), _bundle_files(folder)
+    parts = []
+    if ndjson:
+        types = sorted({_NDJSON.match(p.name)["type"] for p in ndjson})
+        parts.append(f"{len(ndjson)} Bulk Data NDJSON file(s) ({', '.join(types)})")
+    if bundles:
+        parts.append(f"{len(bundles)} JSON Bundle file(s)")
+    return "FHIR R4: " + " and ".join(parts)
+
+
+# ---------------------------------------------------------------- step 1: resources
+
+
+def _land_ndjson(con: duckdb.DuckDBPyConnection, folder: Path, files: list[Path]) -> None:
+    """Every NDJSON line into fhir_lines with its physical line number (blank lines kept as
+    NULL so the numbering stays exact); then the JSON ones into fhir_resources."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fhir_lines AS SELECT filename, line FROM read_csv($files,"
+        " columns = {'line': 'VARCHAR'}, header = false, delim = chr(31), quote = '',"
+        " escape = '', auto_detect = false, filename = true, max_line_size = $max)",
+        {"files": [str(p) for p in files], "max": min(_max_object(files), 256 << 20)},
+    )
+    # rowid follows file order then line order (insertion order is preserved)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE fhir_numbered AS
+        SELECT parse_filename(filename) AS source_file,
+               rowid - min(rowid) OVER (PARTITION BY filename) + 1 AS source_line, line
+        FROM fhir_lines"""
+    )
+    con.execute(
+        """INSERT INTO fhir_bad
+        SELECT source_file, source_line, line
+        FROM fhir_numbered WHERE trim(line) <> '' AND NOT json_valid(line)"""
+    )
+    con.execute(
+        """INSERT INTO fhir_resources
+        SELECT source_file, source_line, j->>'$.resourceType', j->>'$.id', j
+        FROM (SELECT source_file, source_line, line::JSON AS j FROM fhir_numbered
+              WHERE trim(line) <> '' AND json_valid(line))"""
+    )
+    con.execute("DROP TABLE temp.fhir_lines")
+    con.execute("DROP TABLE temp.fhir_numbered")
+
+
+def _land_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> list[Path]:
+    """Entries of every Bundle into fhir_resources; returns the files that are not JSON."""
+    try:
+        _read_bundles(con, files)
+        return []
+    except duckdb.Error:
+        pass  # at least one file is broken: read them one by one to find which
+    broken = []
+    for p in files:
+        try:
+            _read_bundles(con, [p])
+        except duckdb.Error:
+            broken.append(p)
+    return broken
+
+
+def _read_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
+    # The resources as one JSON[] per Bundle, unnested with their positions. (json_each
+    # would keep a copy of the whole Bundle per entry: gigabytes for a few Bundles.)
+    con.execute(
+        """INSERT INTO fhir_resources
+        SELECT source_file, source_line, r->>'$.resourceType', r->>'$.id', r
+        FROM (SELECT parse_filename(filename) AS source_file,
+                     generate_subscripts(resources, 1) AS source_line, unnest(resources) AS r
+              FROM (SELECT filename, json_extract(json, '$.entry[*].resource') AS resources
+                    FROM read_json_objects($files, format = 'auto', filename = true,
+                                           maximum_object_size = $max)))""",
+        {"files": [str(p) for p in files], "max": _max_object(files)},
+    )
+
+
+# ---------------------------------------------------------------- step 2: mapping
+
+# the id a reference points to: urn:uuid:<id>, <Type>/<id>, http://.../<Type>/<id>[/_history/n]
+_REF = "regexp_extract({0}, '^(?:urn:uuid:|(?:.*/)?[A-Z][A-Za-z]+/)?([^/?]+)(?:/_history/.*)?$', 1)"
+
+
+def _ref(path: str) -> str:
+    return _REF.format(f"r->>'$.{path}'")
+
+
+def _types(table: str) -> str:
+    return ", ".join(f"'{t}'" for t in RESOURCES[table])
+
+
+# A CodeableConcept's codings, one per row; a concept without codings gives one NULL row
+# (quarantined as missing_value, never silently dropped).
+def _codings(concept: str) -> str:
+    return (
+        f"unnest(CASE WHEN json_array_length({concept}, '$.coding') > 0"
+        f" THEN CAST({concept}->'$.coding' AS JSON[]) ELSE [NULL::JSON] END)"
+    )
+
+
+# first coding of a CodeableConcept (list) at `path`
+def _first_code(path: str) -> str:
+    return f"r->>'$.{path}.coding[0].code'"
+
+
+def _with_reason(table: str) -> str:
+    """The table's resources with `reason_condition_code`: the first code of the Condition
+    their first reasonReference points to (Synthea writes the reason so; its CSV has the
+    code as REASONCODE)."""
+    return f"""
+        SELECT f.*, c.code AS reason_condition_code
+        FROM fhir_resources f
+        LEFT JOIN (SELECT DISTINCT ON (id) id, r->>'$.code.coding[0].code' AS code
+                   FROM fhir_resources WHERE type = 'Condition') c
+          ON c.id = {_ref("reasonReference[0].reference").replace("r->>", "f.r->>")}
+        WHERE f.type IN ({_types(table)})"""
+
+
+_SNOMED_SYSTEMS = (
+    "('http://snomed.info/sct', 'SNOMED-CT', 'SNOMED', 'urn:oid:2.16.840.1.113883.6.96')"
+)
+
+MAPPINGS = {
+    "patients": f"""
+        SELECT id AS patient_id, r->>'$.birthDate' AS birth_date,
+               r->>'$.deceasedDateTime' AS death_date,
+               CASE lower(r->>'$.gender') WHEN 'male' THEN 'M' WHEN 'female' THEN 'F'
+                    ELSE r->>'$.gender' END AS sex,
+               lower(list_filter(CAST(json_extract(list_filter(CAST(json_extract(r, '$.extension') AS JSON[]),
+                     lambda x: x->>'$.url' LIKE '%us-core-race')[1], '$.extension') AS JSON[]),
+                     lambda x: x->>'$.url' = 'text')[1] ->> '$.valueString') AS race,
+               lower(list_filter(CAST(json_extract(list_filter(CAST(json_extract(r, '$.extension') AS JSON[]),
+                     lambda x: x->>'$.url' LIKE '%us-core-ethnicity')[1], '$.extension') AS JSON[]),
+                     lambda x: x->>'$.url' = 'text')[1] ->> '$.valueString') AS ethnicity,
+               source_file, source_line
+        FROM fhir_resources WHERE type IN ({_types("patients")})""",
+    "encounters": f"""
+        SELECT id AS encounter_id, {_ref("subject.reference")} AS patient_id,
+               r->>'$.period.start' AS start_at, r->>'$.period.end' AS stop_at,
+               r->>'$.class.code' AS encounter_class,
+               {_first_code("type[0]")} AS code,
+               coalesce(r->>'$.type[0].text', r->>'$.type[0].coding[0].display') AS description,
+               reason->>'$.code' AS reason_code, reason->>'$.display' AS reason_description,
+               source_file, source_line
+        FROM (SELECT *, list_filter(json_extract(r, '$.reasonCode[*].coding[*]'),
+                         lambda x: x->>'$.system' IN {_SNOMED_SYSTEMS})[1] AS reason
+              FROM fhir_resources WHERE type IN ({_types("encounters")}))""",
+    "conditions": f"""
+        SELECT {_ref("subject.reference")} AS patient_id,
+               {_ref("encounter.reference")} AS encounter_id,
+               coalesce(r->>'$.onsetDateTime', r->>'$.onsetPeriod.start', r->>'$.recordedDate')
+                   AS start_date,
+               coalesce(r->>'$.abatementDateTime', r->>'$.abatementPeriod.end') AS stop_date,
+               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
+               coalesce(coding->>'$.display', r->>'$.code.text') AS description,
+               source_file, source_line
+        FROM (SELECT *, {_codings("r->'$.code'")} AS coding
+              FROM fhir_resources WHERE type IN ({_types("conditions")}))""",
+    # One row per coding of the Observation's code when it has a value or no components,
+    # and one per coding of each component (as the Synthea CSV writes blood pressure).
+    "observations": f"""
+        WITH parts AS (
+            SELECT source_file, source_line, r, r AS part FROM fhir_resources
+            WHERE type IN ({_types("observations")})
+              AND (json_array_length(r, '$.component') IS NULL
+                   OR json_array_length(r, '$.component') = 0
+                   OR json_exists(r, '$.valueQuantity') OR json_exists(r, '$.valueString')
+                   OR json_exists(r, '$.valueCodeableConcept'))
+            UNION ALL
+            SELECT source_file, source_line, r, unnest(CAST(r->'$.component' AS JSON[])) AS part
+            FROM fhir_resources
+            WHERE type IN ({_types("observations")}) AND json_array_length(r, '$.component') > 0
+        )
+        SELECT {_ref("subject.reference")} AS patient_id,
+               {_ref("encounter.reference")} AS encounter_id,
+               coalesce(r->>'$.effectiveDateTime', r->>'$.effectivePeriod.start', r->>'$.effectiveInstant',
+                        r->>'$.issued') AS observed_at,
+               r->>'$.category[0].coding[0].code' AS category,
+               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
+               coalesce(coding->>'$.display', part->>'$.code.text') AS description,
+               coalesce(part->>'$.valueQuantity.value', part->>'$.valueString',
+                        part->>'$.valueCodeableConcept.coding[0].display',
+                        part->>'$.valueCodeableConcept.text', part->>'$.valueBoolean',
+                        part->>'$.valueInteger') AS value,
+               part->>'$.valueQuantity.unit' AS units,
+               CASE WHEN json_exists(part, '$.valueQuantity') THEN 'numeric'
+                    WHEN json_exists(part, '$.valueCodeableConcept') OR json_exists(part, '$.valueString')
+                    THEN 'text' END AS value_type,
+               source_file, source_line
+        FROM (SELECT *, {_codings("part->'$.code'")} AS coding FROM parts)""",
+    # medicationCodeableConcept, or medicationReference to a Medication resource of the export
+    "medications": f"""
+        WITH meds AS (SELECT DISTINCT ON (id) id, r->'$.code' AS concept FROM fhir_resources
+                      WHERE type = 'Medication'),
+        requests AS (
+            SELECT f.*, coalesce(f.r->'$.medicationCodeableConcept', m.concept) AS concept
+            FROM ({_with_reason("medications")}) f
+            LEFT JOIN meds m ON m.id = {_ref("medicationReference.reference").replace("r->>", "f.r->>")}
+            WHERE f.type IN ({_types("medications")})
+        )
+        SELECT {_ref("subject.reference")} AS patient_id,
+               coalesce({_ref("encounter.reference")}, {_ref("context.reference")}) AS encounter_id,
+               coalesce(r->>'$.authoredOn', r->>'$.effectiveDateTime', r->>'$.effectivePeriod.start',
+                        r->>'$.dateAsserted') AS start_at,
+               r->>'$.effectivePeriod.end' AS stop_at,
+               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
+               coalesce(coding->>'$.display', concept->>'$.text') AS description,
+               coalesce({_first_code("reasonCode[0]")}, reason_condition_code) AS reason_code,
+               source_file, source_line
+        FROM (SELECT *, {_codings("concept")} AS coding FROM requests)""",
+    "procedures": f"""
+        SELECT {_ref("subject.reference")} AS patient_id,
+               {_ref("encounter.reference")} AS encounter_id,
+               coalesce(r->>'$.performedDateTime', r->>'$.performedPeriod.start') AS start_at,
+               r->>'$.performedPeriod.end' AS stop_at,
+               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
+               coalesce(coding->>'$.display', r->>'$.code.text') AS description,
+               coalesce({_first_code("reasonCode[0]")}, reason_condition_code) AS reason_code,
+               source_file, source_line
+        FROM (SELECT *, {_codings("r->'$.code'")} AS coding FROM ({_with_reason("procedures")}))""",
+    # one row per instance of each series, as the Synthea CSV writes imaging studies
+    "imaging_studies": f"""
+        WITH series AS (
+            SELECT *, unnest(CASE WHEN json_array_length(r, '$.series') > 0
+                             THEN CAST(r->'$.series' AS JSON[]) ELSE [NULL::JSON] END) AS s
+            FROM fhir_resources WHERE type IN ({_types("imaging_studies")})
+        ), instances AS (
+            SELECT *, unnest(CASE WHEN json_array_length(s, '$.instance') > 0
+                             THEN CAST(s->'$.instance' AS JSON[]) ELSE [NULL::JSON] END) AS i
+            FROM series
+        )
+        SELECT id AS imaging_study_id, {_ref("subject.reference")} AS patient_id,
+               {_ref("encounter.reference")} AS encounter_id,
+               coalesce(r->>'$.started', s->>'$.started') AS studied_at,
+               s->>'$.bodySite.code' AS body_site_code, s->>'$.bodySite.display' AS body_site_description,
+               s->>'$.modality.code' AS modality_code, s->>'$.modality.display' AS modality_description,
+               {_first_code("procedureCode[0]")} AS procedure_code,
+               source_file, source_line
+        FROM instances""",
+}
+
+
+@dataclass
+class Landed:
+    """The FHIR files found and read into the temp tables fhir_resources and fhir_bad."""
+
+    folder: Path
+    ndjson: list[Path]
+    bundles: list[Path]
+
+
+def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
+    """Read every resource into temp.fhir_resources and every line or Bundle file that is not
+    JSON into temp.fhir_bad. Runs outside the load's transaction: a broken Bundle makes a
+    read fail, which would abort a transaction."""
+    folder = Path(folder)
+    ndjson, bundles = _ndjson_files(folder), _bundle_files(folder)
+    if not ndjson and not bundles:
+        raise IngestError(f"{folder}: no FHIR NDJSON (*.ndjson) or Bundle (*.json) files found")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fhir_resources (source_file VARCHAR, source_line BIGINT,"
+        " type VARCHAR, id VARCHAR, r JSON)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fhir_bad (source_file VARCHAR, source_line BIGINT,"
+        " text VARCHAR)"
+    )
+    if ndjson:
+        _land_ndjson(con, folder, ndjson)
+    for p in _land_bundles(con, bundles) if bundles else []:
+        # the file's text stays out of the warehouse: it may be anything
+        con.execute("INSERT INTO fhir_bad VALUES (?, 0, NULL)", [p.name])
+    return Landed(folder, ndjson, bundles)
+
+
+def load_tables(
+    con: duckdb.DuckDBPyConnection, landed: Landed, log: common.Log
+) -> common.LoadResult:
+    """Map the landed resources into raw.* (inside the load's transaction, after
+    common.reset_warehouse)."""
+    folder, ndjson, bundles = landed.folder, landed.ndjson, landed.bundles
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT NULL, source_file, source_line, NULL,"
+        " 'malformed_json', text FROM fhir_bad"
+    )
+    # a JSON line that is not a resource (no resourceType) is not silently skipped
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT NULL, source_file, source_line, 'resourceType',"
+        " 'missing_value', CAST(r AS VARCHAR) FROM fhir_resources WHERE type IS NULL"
+    )
+    found = dict(
+        con.execute(
+            "SELECT type, count(*) FROM fhir_resources WHERE type IS NOT NULL GROUP BY ALL"
+        ).fetchall()
+    )
+    if not found.get("Patient"):
+        raise IngestError(f"{folder}: the FHIR export has no Patient resources")
+    present: dict[str, str] = {}
+    for table, types in RESOURCES.items():
+        if any(found.get(t) for t in types) or any(
+            _NDJSON.match(p.name)["type"] in types for p in ndjson
+        ):
+            present[table] = ", ".join(t for t in types if found.get(t))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW fhir_map AS {MAPPINGS[table]}")
+        common.load_table(con, table, "SELECT * FROM fhir_map")
+    con.execute("DROP VIEW temp.fhir_map")
+    missing = [t for t in ("encounters", "conditions") if t not in present]
+    notes = [f"no {', '.join(RESOURCES[t])} resources: {t} is empty" for t in missing]
+    ignored_types = sorted(set(found) - _USED)
+    if ignored_types:
+        log(f"FHIR resource types not used by the study: {', '.join(ignored_types)}")
+    files = [
+        common.SourceFileInfo(p, p.name, _tables_of(_NDJSON.match(p.name)["type"])) for p in ndjson
+    ] + [common.SourceFileInfo(p, p.name, tuple(RESOURCES)) for p in bundles]
+    ignored = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in folder.iterdir()
+        if p not in set(ndjson) | set(bundles)
+    )
+    common.write_meta(con, files, present, {})
+    return common.LoadResult(files, ignored, notes)
+
+
+def _tables_of(resource_type: str) -> tuple[str, ...]:
+    return tuple(t for t, types in RESOURCES.items() if resource_type in types)
+
+
+def load(folder: Path, warehouse: Path, log: common.Log = print) -> IngestSummary:
+    """Replace raw.* and the ingest meta tables with the FHIR export (one transaction)."""
+    started = time.perf_counter()
+    with wh.open_warehouse(warehouse) as con:
+        landed = land(con, Path(folder))
+        con.execute("BEGIN TRANSACTION")
+        try:
+            common.reset_warehouse(con)
+            result = load_tables(con, landed, log)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return common.summarize(con, Path(folder), Path(warehouse), result, started)
