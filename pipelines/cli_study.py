@@ -27,6 +27,12 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
         help="if another run holds the warehouse, wait this long before giving up (default: 0)",
     )
     parser.add_argument(
+        "--accept-shrink",
+        action="store_true",
+        help="accept raw tables that lost more than half their rows since the previous"
+        " ingest (refused by default: a truncated export would overwrite good results)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("duckdb", "spark"),
         default="duckdb",
@@ -98,7 +104,18 @@ def _settings(args: argparse.Namespace):
     return load_settings(args.config)
 
 
+def _preflight(args: argparse.Namespace, source: Path | None = None) -> None:
+    """What can be checked before Prefect starts, so that a mistake is one clear line (not a
+    failed flow run): the config (names, types, bounds) and the export's files and headers."""
+    _settings(args)
+    if source is not None:
+        from pipelines.ingest import discover_export
+
+        discover_export(source)
+
+
 def run_run_cli(args: argparse.Namespace) -> int:
+    _preflight(args, args.source)
     from pipelines.flows import study_flow
 
     result = study_flow(
@@ -117,7 +134,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     from pipelines.flows import study_flow
     from pipelines.generator import generate
 
-    _settings(args)  # fail fast on a bad config, before generating anything
+    _preflight(args)  # fail fast on a bad config, before generating anything
     out: Path = args.out
     export = out / "export"
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
@@ -155,7 +172,7 @@ def run_serve_cli(args: argparse.Namespace) -> int:
     from pipelines.errors import UserFacingError
     from pipelines.flows import serve_study
 
-    _settings(args)
+    _preflight(args)  # not the export: tonight's may not have landed yet
     if not PREFECT_API_URL.value():
         # Prefect's temporary server has no scheduler: served deployments would never run.
         raise UserFacingError(
@@ -178,6 +195,7 @@ def run_serve_cli(args: argparse.Namespace) -> int:
 
 def _engine_options(args: argparse.Namespace) -> dict:
     return {
+        "accept_shrink": args.accept_shrink,
         "engine": args.engine,
         "spark_master": args.spark_master,
         "spark_dir": str(args.spark_dir) if args.spark_dir else None,

@@ -32,9 +32,17 @@ def _task(step, name: str):
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_task(source: str, warehouse: str) -> IngestSummary:
+def ingest_task(
+    source: str, warehouse: str, accept_shrink: bool = False, lock: bool = True
+) -> IngestSummary:
     """Load new and changed export files into raw.* (atomic, incremental)."""
-    return ingest_export(Path(source), Path(warehouse), log=get_run_logger().info)
+    return ingest_export(
+        Path(source),
+        Path(warehouse),
+        log=get_run_logger().info,
+        accept_shrink=accept_shrink,
+        lock=lock,
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -46,9 +54,12 @@ def validate_raw_task(warehouse: str) -> str:
 
 
 @flow(name="ingest")
-def ingest_flow(source: str, warehouse: str) -> IngestSummary:
-    """Export folder -> raw.* behind the input contracts."""
-    summary = ingest_task(source, warehouse)
+def ingest_flow(
+    source: str, warehouse: str, accept_shrink: bool = False, lock: bool = True
+) -> IngestSummary:
+    """Export folder -> raw.* behind the input contracts. `lock=False` when the caller
+    already holds the warehouse lock (`redflags ingest` takes it before Prefect starts)."""
+    summary = ingest_task(source, warehouse, accept_shrink, lock)
     contracts = validate_raw_task(warehouse)
     return dataclasses.replace(summary, contracts=contracts)
 
@@ -67,6 +78,7 @@ def study_flow(
     engine: str = "duckdb",
     spark_master: str = DEFAULT_MASTER,
     spark_dir: str | None = None,
+    accept_shrink: bool = False,
 ) -> study.RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report.
 
@@ -84,6 +96,7 @@ def study_flow(
         flow_run_id=flow_run.id,
         steps=TASK_STEPS,
         engine=engine_for(engine, spark_master, spark_dir),
+        accept_shrink=accept_shrink,
     )
 
 
@@ -108,6 +121,7 @@ def study_parameters(
     engine: str = "duckdb",
     spark_master: str = DEFAULT_MASTER,
     spark_dir: str | None = None,
+    accept_shrink: bool = False,
 ) -> dict[str, Any]:
     """The study flow's parameters for a scheduled deployment (waits for a running run)."""
     engine_for(engine)  # an unknown engine fails now, not at 02:00
@@ -121,6 +135,7 @@ def study_parameters(
         "engine": engine,
         "spark_master": spark_master,
         "spark_dir": spark_dir,
+        "accept_shrink": accept_shrink,
     }
 
 

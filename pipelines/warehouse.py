@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+
+from pipelines.errors import UserFacingError
+
+
+class UserFacingValueError(UserFacingError, ValueError):
+    """A setting from the environment that is not a valid value."""
+
 
 SCHEMAS = ("raw", "meta", "staging", "intermediate", "mart", "release")
 
@@ -35,7 +45,7 @@ def default_memory_limit() -> str | None:
         return None
     if configured:
         if not _SIZE.match(configured):
-            raise ValueError(
+            raise UserFacingValueError(
                 f"{MEMORY_LIMIT_ENV}={configured!r}: expected a size such as 4GB or 800MB,"
                 " or 'duckdb' for DuckDB's default"
             )
@@ -57,16 +67,21 @@ def connect(
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
+    # Settings are bound as parameters, never spliced into SQL: the warehouse path is user
+    # input and may contain quotes (a path with `'` once ran the SQL after it). Not passed
+    # as duckdb.connect(config=...): a second in-process connection to the same file with
+    # another config is refused.
     memory_limit = memory_limit or default_memory_limit()
     if memory_limit:
         if not _SIZE.match(memory_limit):
             con.close()
-            raise ValueError(f"memory_limit {memory_limit!r}: expected a size such as 4GB")
-        con.execute(f"SET memory_limit = '{memory_limit}'")
+            raise UserFacingValueError(
+                f"memory_limit {memory_limit!r}: expected a size such as 4GB"
+            )
+        con.execute("SET memory_limit = ?", [memory_limit])
     if not read_only:
-        tmp = path.parent / (path.name + ".tmp")
-        con.execute(f"SET temp_directory = '{tmp}'")
-        for schema in SCHEMAS:
+        con.execute("SET temp_directory = ?", [str(path.parent / (path.name + ".tmp"))])
+        for schema in SCHEMAS:  # internal names (SCHEMAS above), not input
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     return con
 
@@ -90,3 +105,52 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
             [schema, table],
         ).fetchone()[0]
     )
+
+
+class WarehouseBusyError(UserFacingError):
+    """Another process (a run, an ingest, a demo) is writing into the warehouse."""
+
+
+@contextmanager
+def warehouse_lock(warehouse: str | Path, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold `<warehouse>.lock`; wait up to `wait_seconds`, then stop with a clear message.
+
+    Every command that writes into the warehouse holds it for its whole duration, so an
+    ingest cannot slip in between a run's stages (it once made a run publish another
+    export's data). Not re-entrant: a caller that already holds it passes that on."""
+    lock_path = Path(str(warehouse) + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 (closed below, after the unlock)
+    except OSError as exc:
+        raise UserFacingError(
+            f"cannot create the lock file {lock_path}: {exc.strerror or exc}"
+            " (is the warehouse folder writable?)"
+        ) from exc
+    with handle:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise WarehouseBusyError(
+                        f"another run is using {warehouse} ({holder}); wait for it to finish "
+                        f"or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            f"pid {os.getpid()} since {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
+        )
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
