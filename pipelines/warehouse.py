@@ -26,6 +26,9 @@ SCHEMAS = ("raw", "meta", "staging", "intermediate", "mart", "release")
 MEMORY_LIMIT_ENV = "REDFLAGS_MEMORY_LIMIT"
 DEFAULT_MEMORY_FRACTION = 0.25  # of physical RAM (DuckDB's own default is 80%)
 MIN_MEMORY_LIMIT_MB = 1024
+# DuckDB 2.0 takes `\` for a path separator and `?` for the start of connection options in a
+# database path (its write-ahead log then goes elsewhere): such a warehouse path is refused.
+UNOPENABLE_CHARACTERS = "?\\"
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.I)
 
 
@@ -64,6 +67,12 @@ def connect(
     `memory_limit` (a DuckDB size, e.g. `2GB`) defaults to `default_memory_limit()`; DuckDB
     spills what does not fit to `<warehouse>.tmp/`."""
     path = Path(warehouse)
+    bad = sorted(set(UNOPENABLE_CHARACTERS) & set(str(path)))
+    if bad:
+        raise UserFacingError(
+            f"warehouse path {str(path)!r} contains {' '.join(bad)}, which DuckDB does not"
+            " read as part of a file name; choose another path"
+        )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
@@ -96,6 +105,11 @@ def open_warehouse(
         yield con
     finally:
         con.close()
+
+
+def quote_identifier(name: str) -> str:
+    """A schema, table or column name as a quoted SQL identifier (`"` doubled inside)."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
