@@ -117,6 +117,9 @@ def _preflight(args: argparse.Namespace, source: Path | None = None) -> None:
 def run_run_cli(args: argparse.Namespace) -> int:
     _preflight(args, args.source)
     from pipelines.flows import study_flow
+    from pipelines.prefect_server import start_watchdog
+
+    start_watchdog()  # Prefect's temporary server stops even if this process is killed
 
     result = study_flow(
         source=str(args.source),
@@ -139,6 +142,9 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     export = out / "export"
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
     generate(export, patients=args.patients, seed=args.seed)
+    from pipelines.prefect_server import start_watchdog
+
+    start_watchdog()  # Prefect's temporary server stops even if this process is killed
     result = study_flow(
         source=str(export),
         warehouse=str(out / "warehouse.duckdb"),

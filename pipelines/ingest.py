@@ -1268,6 +1268,9 @@ def run_cli(args) -> int:
     discover_export(Path(args.source))
     with wh.warehouse_lock(args.warehouse, args.wait):
         from pipelines.flows import ingest_flow  # Prefect and GX load only when needed
+        from pipelines.prefect_server import start_watchdog
+
+        start_watchdog()  # Prefect's temporary server stops even if this process is killed
 
         summary = ingest_flow(
             source=str(args.source),

@@ -344,3 +344,57 @@ def test_verbose_shows_the_traceback(loaded, export):
     with warehouse_lock(loaded):
         result = redflags("-v", "ingest", "--source", export, "--warehouse", loaded)
     assert result.returncode == 2 and "Traceback" in result.stderr
+
+
+# ---------------------------------------------------------------- Prefect's temporary server
+
+
+def _prefect_servers_of(pid: int) -> set[int]:
+    """Live processes that are Prefect's temporary server and children of `pid`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        if ppid == pid and b"prefect.server.api.server:create_app" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_killed_run_leaves_no_prefect_server_behind(export, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # temporary server
+    command = [*REDFLAGS, "run", "--source", str(export), "--warehouse", str(tmp_path / "w.duckdb")]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    servers: set[int] = set()
+    deadline = time.monotonic() + 240
+    for line in process.stderr:  # Prefect logs the flow run's start once its server is up
+        servers |= _prefect_servers_of(process.pid)
+        if "Beginning flow run" in line or time.monotonic() > deadline:
+            break
+    servers |= _prefect_servers_of(process.pid)
+    assert servers, "the run started no temporary Prefect server"
+    process.kill()  # SIGKILL: no exit handler runs
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 60  # SIGTERM, then SIGKILL after 5 s, on a loaded machine
+    while any(_alive(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [pid for pid in servers if _alive(pid)]
+    for pid in left:  # do not leave them to the next test either
+        os.kill(pid, 9)
+    assert not left, f"Prefect's temporary server outlived the killed run: {left}"
