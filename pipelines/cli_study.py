@@ -104,18 +104,27 @@ def _settings(args: argparse.Namespace):
     return load_settings(args.config)
 
 
-def _preflight(args: argparse.Namespace, source: Path | None = None) -> None:
+def _preflight(
+    args: argparse.Namespace, source: Path | None = None, warehouse: Path | None = None
+) -> None:
     """What can be checked before Prefect starts, so that a mistake is one clear line (not a
-    failed flow run): the config (names, types, bounds) and the export's files and headers."""
+    failed flow run): the config (names, types, bounds), the export's files and headers,
+    and whether another writer holds the warehouse (waiting up to --wait). The run takes
+    the lock again itself: this only answers early."""
     _settings(args)
     if source is not None:
         from pipelines.ingest import discover_export
 
         discover_export(source)
+    if warehouse is not None:
+        from pipelines.warehouse import warehouse_lock
+
+        with warehouse_lock(warehouse, args.wait):
+            pass
 
 
 def run_run_cli(args: argparse.Namespace) -> int:
-    _preflight(args, args.source)
+    _preflight(args, args.source, args.warehouse)
     from pipelines.flows import study_flow
     from pipelines.prefect_server import start_watchdog
 

@@ -113,6 +113,12 @@ def test_ingest_on_a_warehouse_a_run_holds_is_a_clear_busy_error(loaded, export)
     assert raw_counts(loaded) == before
 
 
+def test_run_on_a_busy_warehouse_is_one_line_before_prefect_starts(loaded, export):
+    with warehouse_lock(loaded):
+        result = redflags("run", "--source", export, "--warehouse", loaded)
+    assert "another run is using" in assert_clear_error(result, "run", 2)
+
+
 def test_ingest_waits_for_the_lock_when_asked(loaded, export):
     def hold():
         with warehouse_lock(loaded):
