@@ -146,7 +146,8 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     from pipelines.flows import study_flow
     from pipelines.generator import generate
 
-    _preflight(args)  # fail fast on a bad config, before generating anything
+    # fail fast on a bad config or a busy warehouse, before generating anything
+    _preflight(args, warehouse=args.out / "warehouse.duckdb")
     out: Path = args.out
     export = out / "export"
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
