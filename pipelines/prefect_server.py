@@ -22,8 +22,9 @@ import sys
 # (SIGTERM, then SIGKILL after 5 s) and ends. On a normal exit Prefect has stopped them.
 WATCHDOG = r"""
 import os, signal, sys, time
-parent = int(sys.argv[1])
-MARK = b"prefect.server.api.server:create_app"
+parent, me = int(sys.argv[1]), os.getpid()
+# Spelt in two parts so that this watchdog's own command line (this code) does not match.
+MARK = b"prefect.server.api.server" + b":create_app"
 
 def cmdline(pid):
     try:
@@ -42,8 +43,9 @@ def servers_of(ppid):
                 stat = f.read()
         except OSError:
             continue
-        if int(stat.rsplit(b")", 1)[1].split()[1]) == ppid and MARK in cmdline(name):
-            found.add(int(name))
+        pid = int(name)
+        if pid != me and int(stat.rsplit(b")", 1)[1].split()[1]) == ppid and MARK in cmdline(pid):
+            found.add(pid)
     return found
 
 seen = set()

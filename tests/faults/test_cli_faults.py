@@ -367,7 +367,7 @@ def _prefect_servers_of(pid: int) -> set[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(b")", 1)[1].split()[1])
-        if ppid == pid and b"prefect.server.api.server:create_app" in cmdline:
+        if ppid == pid and b"uvicorn" in cmdline and b"server:create_app" in cmdline:
             found.add(int(entry.name))
     return found
 
