@@ -120,22 +120,27 @@ def test_run_on_a_busy_warehouse_is_one_line_before_prefect_starts(loaded, expor
 
 
 def test_ingest_waits_for_the_lock_when_asked(loaded, export):
+    holding, release, released = threading.Event(), threading.Event(), []
+
     def hold():
         with warehouse_lock(loaded):
-            time.sleep(2)
+            holding.set()
+            release.wait(60)
+            released.append(time.monotonic())
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.3)
     try:
-        started = time.monotonic()
+        assert holding.wait(30)
         with pytest.raises(WarehouseBusyError, match="another run is using"):
             ingest_export(export, loaded, log=lambda _: None)  # no wait: refused at once
-        assert time.monotonic() - started < 1.5
-        ingest_export(export, loaded, log=lambda _: None, wait_seconds=30)  # waits, then runs
-        assert time.monotonic() - started >= 1.5
+        threading.Timer(1.0, release.set).start()
+        ingest_export(export, loaded, log=lambda _: None, wait_seconds=60)  # waits, then runs
+        done = time.monotonic()
     finally:
+        release.set()
         holder.join()
+    assert released and done >= released[0]
 
 
 def test_a_run_and_an_ingest_racing_the_run_keeps_its_own_export(export, tmp_path):
