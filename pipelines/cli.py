@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import sys
+import traceback
 
 from pipelines import __version__
 
@@ -70,6 +72,21 @@ USER_LOGGERS = ("pipelines", "redflags", "prefect", "prefect.flow_runs")
 QUIET_LOGGERS = ("prefect.task_runs", "pipelines.models")  # per-model lines: -v
 
 
+class _NoTraceback(logging.Filter):
+    """Drop log records that carry a traceback: Prefect logs every failed task and flow
+    with one ("Task run failed with exception", "Encountered exception during execution").
+    The CLI prints the error once on one line; Prefect's state records ("Finished in state
+    Failed(...)") still say which task failed, and -v shows everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info or record.exc_text)
+
+
+# Loggers Prefect logs a failed task or flow run on, with the traceback attached. A filter
+# on the logger survives Prefect's own logging setup (dictConfig keeps existing filters).
+TRACEBACK_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine", "prefect")
+
+
 def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -80,6 +97,56 @@ def configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        for name in TRACEBACK_LOGGERS:
+            logging.getLogger(name).addFilter(_NoTraceback())
+
+
+# OSError numbers that describe the machine, not a bug: the user can act on them.
+USER_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "not a folder",
+    errno.EISDIR: "is a folder",
+    errno.EEXIST: "already exists",
+    errno.ENAMETOOLONG: "file name too long",
+}
+# DuckDB reports the same conditions in its own exceptions' text.
+DUCKDB_USER_MESSAGES = (
+    "No space left on device",
+    "Permission denied",
+    "Read-only file system",
+    "Disk quota exceeded",
+    "Cannot open file",
+    "Could not set lock on file",
+)
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """Exit code (2: the user can fix it, 1: internal) and a one-line message."""
+    from pipelines.errors import UserFacingError
+
+    if isinstance(exc, UserFacingError | CliError):
+        return 2, _one_line(str(exc))
+    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+        where = f": {exc.filename}" if exc.filename else ""
+        hint = " (the previous outputs are unchanged)" if exc.errno == errno.ENOSPC else ""
+        return 2, f"{USER_ERRNOS[exc.errno]}{where}{hint}"
+    if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+        text = _one_line(str(exc))
+        if any(m.lower() in text.lower() for m in DUCKDB_USER_MESSAGES):
+            full = "no space left" in text.lower()
+            return 2, text + (" (free some space; the previous outputs are unchanged)" * full)
+    text = _one_line(str(exc)) or type(exc).__name__
+    return 1, f"internal error ({type(exc).__name__}: {text}); run with -v for the traceback"
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: its lines joined with '; ' (contract summaries have several)."""
+    return "; ".join(line.strip() for line in text.strip().splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,13 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("redflags: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # user-facing errors carry their own message
-        from pipelines.errors import UserFacingError
-
-        if isinstance(exc, UserFacingError | CliError):
-            print(f"redflags {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except Exception as exc:  # one line without -v; the traceback with it
+        code, message = classify(exc)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"redflags {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 def console_main() -> None:

@@ -29,6 +29,12 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
         help="if another run holds the warehouse, wait this long before giving up (default: 0)",
     )
     parser.add_argument(
+        "--accept-shrink",
+        action="store_true",
+        help="accept raw tables that lost more than half their rows since the previous"
+        " ingest (refused by default: a truncated export would overwrite good results)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("duckdb", "spark"),
         default="duckdb",
@@ -101,8 +107,33 @@ def _settings(args: argparse.Namespace):
     return load_settings(args.config)
 
 
+def _preflight(
+    args: argparse.Namespace, source: Path | None = None, warehouse: Path | None = None
+) -> None:
+    """What can be checked before Prefect starts, so that a mistake is one clear line (not a
+    failed flow run): the config (names, types, bounds), the export's files and headers,
+    and whether another writer holds the warehouse (waiting up to --wait). The run takes
+    the lock again itself: this only answers early."""
+    _settings(args)
+    if source is not None:
+        from pipelines.ingest import discover_export
+        from pipelines.sources import resolve_format
+
+        if resolve_format(source, args.source_format) == "synthea":
+            discover_export(source)
+    if warehouse is not None:
+        from pipelines.warehouse import warehouse_lock
+
+        with warehouse_lock(warehouse, args.wait):
+            pass
+
+
 def run_run_cli(args: argparse.Namespace) -> int:
+    _preflight(args, args.source, args.warehouse)
     from pipelines.flows import study_flow
+    from pipelines.prefect_server import start_watchdog
+
+    start_watchdog()  # Prefect's temporary server stops even if this process is killed
 
     result = study_flow(
         source=str(args.source),
@@ -120,13 +151,17 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     from pipelines.flows import study_flow
     from pipelines.generator.convert import generate_in_format
 
-    _settings(args)  # fail fast on a bad config, before generating anything
+    # fail fast on a bad config or a busy warehouse, before generating anything
+    _preflight(args, warehouse=args.out / "warehouse.duckdb")
     out: Path = args.out
     export = out / "export"
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
     # --source-format omop|fhir: the demo export is written in that layout (docs/sources.md)
     layout = "synthea" if args.source_format == "auto" else args.source_format
     generate_in_format(export, layout, patients=args.patients, seed=args.seed)
+    from pipelines.prefect_server import start_watchdog
+
+    start_watchdog()  # Prefect's temporary server stops even if this process is killed
     result = study_flow(
         source=str(export),
         warehouse=str(out / "warehouse.duckdb"),
@@ -160,7 +195,7 @@ def run_serve_cli(args: argparse.Namespace) -> int:
     from pipelines.errors import UserFacingError
     from pipelines.flows import serve_study
 
-    _settings(args)
+    _preflight(args)  # not the export: tonight's may not have landed yet
     if not PREFECT_API_URL.value():
         # Prefect's temporary server has no scheduler: served deployments would never run.
         raise UserFacingError(
@@ -183,6 +218,7 @@ def run_serve_cli(args: argparse.Namespace) -> int:
 
 def _engine_options(args: argparse.Namespace) -> dict:
     return {
+        "accept_shrink": args.accept_shrink,
         "engine": args.engine,
         "spark_master": args.spark_master,
         "spark_dir": str(args.spark_dir) if args.spark_dir else None,

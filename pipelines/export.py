@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pipelines.warehouse import quote_identifier
+
 MANIFEST = "manifest.json"
 DISCLOSURE_LOG = "disclosure_log.csv"  # the output checker's log, readable without tools
 
@@ -44,9 +46,9 @@ def export_release(warehouse: Path, out_dir: Path) -> list[Path]:
             raise UserFacingError(f"{warehouse} has no release tables: run the study first")
         for table in tables:
             path = out_dir / f"{table}.parquet"
-            con.execute(
-                f"COPY (SELECT * FROM release.\"{table}\") TO '{_sql_string(path)}' (FORMAT parquet)"
-            )
+            # The out path is user input: written through the relation API, never spliced
+            # into SQL; the table name comes from the catalogue, quoted as an identifier.
+            con.sql(f"SELECT * FROM release.{quote_identifier(table)}").write_parquet(str(path))
             written.append(path)
             manifest.append(_describe(con, table, path))
         # --- disclosure log (issue 10): a CSV copy beside the Parquet for the output checker
@@ -65,14 +67,12 @@ def _describe(con, table: str, path: Path) -> dict:
         " WHERE schema_name = 'release' AND table_name = ? ORDER BY column_index",
         [table],
     ).fetchall()
-    rows = con.execute(f'SELECT count(*) FROM release."{table}"').fetchone()[0]
+    # fetchall, not fetchone: DuckDB 2.0 refuses the next relation (write_parquet) on a
+    # connection whose last result was not read to its end.
+    rows = con.execute(f"SELECT count(*) FROM release.{quote_identifier(table)}").fetchall()[0][0]
     return {
         "table": table,
         "file": path.name,
         "rows": int(rows),
         "columns": [{"name": n, "type": t} for n, t in columns],
     }
-
-
-def _sql_string(path: Path) -> str:
-    return str(path).replace("'", "''")

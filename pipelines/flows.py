@@ -33,9 +33,22 @@ def _task(step, name: str):
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_task(source: str, warehouse: str, source_format: str = "auto") -> IngestSummary:
-    """Load the export into raw.* (atomic; Synthea CSV incrementally), in any source layout."""
-    return load_source(Path(source), Path(warehouse), source_format, get_run_logger().info)
+def ingest_task(
+    source: str,
+    warehouse: str,
+    source_format: str = "auto",
+    accept_shrink: bool = False,
+    lock: bool = True,
+) -> IngestSummary:
+    """Load the export into raw.* in any source layout (atomic; Synthea CSV incrementally)."""
+    return load_source(
+        Path(source),
+        Path(warehouse),
+        source_format,
+        get_run_logger().info,
+        accept_shrink=accept_shrink,
+        lock=lock,
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -47,9 +60,16 @@ def validate_raw_task(warehouse: str) -> str:
 
 
 @flow(name="ingest")
-def ingest_flow(source: str, warehouse: str, source_format: str = "auto") -> IngestSummary:
-    """Export folder -> raw.* behind the input contracts."""
-    summary = ingest_task(source, warehouse, source_format)
+def ingest_flow(
+    source: str,
+    warehouse: str,
+    source_format: str = "auto",
+    accept_shrink: bool = False,
+    lock: bool = True,
+) -> IngestSummary:
+    """Export folder -> raw.* behind the input contracts. `lock=False` when the caller
+    already holds the warehouse lock (`redflags ingest` takes it before Prefect starts)."""
+    summary = ingest_task(source, warehouse, source_format, accept_shrink, lock)
     contracts = validate_raw_task(warehouse)
     return dataclasses.replace(summary, contracts=contracts)
 
@@ -69,6 +89,7 @@ def study_flow(
     spark_master: str = DEFAULT_MASTER,
     spark_dir: str | None = None,
     source_format: str = "auto",
+    accept_shrink: bool = False,
 ) -> study.RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report.
 
@@ -87,6 +108,7 @@ def study_flow(
         steps=TASK_STEPS,
         engine=engine_for(engine, spark_master, spark_dir),
         source_format=source_format,
+        accept_shrink=accept_shrink,
     )
 
 
@@ -112,6 +134,7 @@ def study_parameters(
     spark_master: str = DEFAULT_MASTER,
     spark_dir: str | None = None,
     source_format: str = "auto",
+    accept_shrink: bool = False,
 ) -> dict[str, Any]:
     """The study flow's parameters for a scheduled deployment (waits for a running run)."""
     engine_for(engine)  # an unknown engine fails now, not at 02:00
@@ -126,6 +149,7 @@ def study_parameters(
         "spark_master": spark_master,
         "spark_dir": spark_dir,
         "source_format": source_format,
+        "accept_shrink": accept_shrink,
     }
 
 

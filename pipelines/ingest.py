@@ -151,7 +151,10 @@ def read_header(path: Path) -> tuple[str, ...]:
     text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
     if not text.strip():
         return ()
-    return tuple(name.strip() for name in next(csv.reader([text])))
+    try:  # a binary file (NUL bytes) makes the csv module raise, not return garbage
+        return tuple(name.strip() for name in next(csv.reader([text])))
+    except csv.Error as exc:
+        raise IngestError(f"{path.name}: first line is not a CSV header ({exc})") from exc
 
 
 def map_header(table: str, header: tuple[str, ...], file_name: str) -> tuple[int | None, ...]:
@@ -1180,21 +1183,46 @@ def _file_notes(con: duckdb.DuckDBPyConnection) -> list[str]:
 # ---------------------------------------------------------------- entry points
 
 
-def ingest_export(source: Path, warehouse: Path, *, log: Log = print) -> IngestSummary:
-    """Load (or incrementally update) raw.* from the export folder; see the module docstring."""
+def ingest_export(
+    source: Path,
+    warehouse: Path,
+    *,
+    log: Log = print,
+    accept_shrink: bool = False,
+    lock: bool = True,
+    wait_seconds: float = 0.0,
+) -> IngestSummary:
+    """Load (or incrementally update) raw.* from the export folder; see the module docstring.
+
+    Holds the warehouse lock (`lock=False` when the caller, a run, already holds it). An
+    empty required table, or a table that shrank past settings.MAX_ROW_DROP_FRACTION
+    (unless `accept_shrink`), rolls the whole ingest back (pipelines/guards.py)."""
+    from contextlib import nullcontext
+
+    from pipelines.guards import check_table_sizes
+
     started = time.perf_counter()
     export = discover_export(Path(source))
     if export.ignored:
         log(f"ignored (not used by the study): {', '.join(export.ignored)}")
-    with wh.open_warehouse(warehouse) as con:
+    held = wh.warehouse_lock(warehouse, wait_seconds) if lock else nullcontext()
+    with held, wh.open_warehouse(warehouse) as con:
         _ensure_tables(con)
         changes = sync_landing(con, export, log)
         with _Transaction(con):
+            before = dict(
+                con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall()
+            )
             updated = update_raw(con, log, export, changes)
             order = {f.relative: i for i, f in enumerate(export.files)}
             for names in (changes.loaded, changes.skipped):
                 names.sort(key=lambda name: order.get(name, len(order)))
             write_source_tables(con, export)
+            after = dict(
+                con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall()
+            )
+            # Before COMMIT: a failed check leaves raw (and so mart and release) as they were.
+            check_table_sizes(before, after, schema.REQUIRED_TABLES, accept_shrink=accept_shrink)
         table_rows = dict(
             con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall()
         )
@@ -1220,16 +1248,42 @@ def configure_cli(parser) -> None:
     parser.add_argument(
         "--warehouse", required=True, help="DuckDB warehouse file (created if needed)"
     )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if a run or another ingest holds the warehouse, wait this long (default: 0)",
+    )
+    parser.add_argument(
+        "--accept-shrink",
+        action="store_true",
+        help="accept tables that lost more than half their rows since the previous ingest",
+    )
     from pipelines.sources.options import add_source_format_option  # sources: --source-format
 
     add_source_format_option(parser)
 
 
 def run_cli(args) -> int:
-    from pipelines.flows import ingest_flow  # Prefect and GX load only when the command runs
+    # Checked before Prefect starts, so a bad export or a busy warehouse is one clear line:
+    # the export's headers, then the lock, held for the whole flow (ingest and contracts).
+    from pipelines.sources import resolve_format
 
-    summary = ingest_flow(
-        source=str(args.source), warehouse=str(args.warehouse), source_format=args.source_format
-    )
+    if resolve_format(Path(args.source), args.source_format) == "synthea":
+        discover_export(Path(args.source))
+    with wh.warehouse_lock(args.warehouse, args.wait):
+        from pipelines.flows import ingest_flow  # Prefect and GX load only when needed
+        from pipelines.prefect_server import start_watchdog
+
+        start_watchdog()  # Prefect's temporary server stops even if this process is killed
+
+        summary = ingest_flow(
+            source=str(args.source),
+            warehouse=str(args.warehouse),
+            source_format=args.source_format,
+            accept_shrink=args.accept_shrink,
+            lock=False,  # held here
+        )
     print(summary.format())
     return 0

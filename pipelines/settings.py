@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import UserFacingError
 
-class SettingsError(ValueError):
-    """A study configuration that cannot be run."""
+
+class SettingsError(UserFacingError, ValueError):
+    """A study configuration that cannot be run (a ValueError too, as it always was)."""
 
 
 @dataclass(frozen=True)
@@ -88,21 +92,36 @@ class StudySettings:
         }
 
 
+# Sane bounds of every whole-number parameter: a value past them is a typo, and the SQL
+# (date arithmetic, INTEGER columns) would fail on it half-way through a run, e.g.
+# horizon_days = 9000000000. 36,500 days is 100 years.
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "washout_days": (0, 36_500),
+    "lookback_days": (0, 36_500),
+    "horizon_days": (0, 36_500),
+    "landmark_days": (0, 36_500),
+    "persistence_days": (0, 36_500),
+    "early_repeat_days": (0, 36_500),
+    "flag_lookback_days": (0, 36_500),
+    "weight_baseline_days": (0, 36_500),
+    "min_age": (0, 150),
+    "cv_folds": (2, 100),
+    "random_seed": (0, 2**32 - 1),  # numpy's seed range
+    "min_cell": (1, 1_000_000),
+}
+MAX_ALP_UPPER_LIMIT = 10_000.0  # U/L; the ALP flag's threshold, far above any lab's range
+
+
 def _validate(s: StudySettings) -> list[str]:
     problems = []
-    for name in (
-        "washout_days",
-        "lookback_days",
-        "horizon_days",
-        "landmark_days",
-        "persistence_days",
-        "early_repeat_days",
-        "flag_lookback_days",
-        "weight_baseline_days",
-        "min_age",
-    ):
-        if getattr(s, name) < 0:
-            problems.append(f"{name} must not be negative (got {getattr(s, name)})")
+    for name, (low, high) in INT_BOUNDS.items():
+        value = getattr(s, name)
+        if value < 0 <= low:
+            problems.append(f"{name} must not be negative (got {value})")
+        elif value < low:
+            problems.append(f"{name} must be at least {low} (got {value})")
+        elif value > high:
+            problems.append(f"{name} must be at most {high:,} (got {value:,})")
     if s.landmark_days > s.horizon_days:
         problems.append(
             f"landmark_days ({s.landmark_days}) must not be longer than horizon_days ({s.horizon_days})"
@@ -117,6 +136,10 @@ def _validate(s: StudySettings) -> list[str]:
         )
     if s.alp_upper_limit <= 0:
         problems.append(f"alp_upper_limit must be positive (got {s.alp_upper_limit})")
+    elif s.alp_upper_limit > MAX_ALP_UPPER_LIMIT:
+        problems.append(
+            f"alp_upper_limit must be at most {MAX_ALP_UPPER_LIMIT:,.0f} (got {s.alp_upper_limit})"
+        )
     if s.min_cell < 1:
         problems.append(f"min_cell must be at least 1 (got {s.min_cell})")
     if not (s.rounding == "none" or (s.rounding.isdigit() and int(s.rounding) >= 2)):
@@ -127,8 +150,6 @@ def _validate(s: StudySettings) -> list[str]:
         problems.append(f"sexes must be a non-empty list of 'F' and/or 'M' (got {list(s.sexes)})")
     if not 0 < s.confidence_level < 1:
         problems.append(f"confidence_level must be between 0 and 1 (got {s.confidence_level})")
-    if s.cv_folds < 2:
-        problems.append(f"cv_folds must be at least 2 (got {s.cv_folds})")
     if any(not 0 < d <= s.horizon_days for d in s.cumulative_incidence_days):
         problems.append(
             f"cumulative_incidence_days must lie between 1 and horizon_days ({s.horizon_days})"
@@ -191,10 +212,17 @@ def settings_from_mapping(
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise SettingsError(
-            f"unknown parameter(s) {', '.join(unknown)}; known parameters: {', '.join(sorted(fields))}"
+            f"unknown parameter(s) {', '.join(_with_suggestion(u, fields) for u in unknown)};"
+            f" known parameters: {', '.join(sorted(fields))}"
         )
     changes = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items()}
     return dataclasses.replace(base, **changes)
+
+
+def _with_suggestion(name: str, known: Iterable[str]) -> str:
+    """`name (did you mean x?)` when a known name is close, else `name`."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f"{name} (did you mean {close[0]}?)" if close else str(name)
 
 
 def load_settings(path: str | Path | None) -> StudySettings:
@@ -214,3 +242,13 @@ def load_settings(path: str | Path | None) -> StudySettings:
         return settings_from_mapping(data)
     except SettingsError as exc:
         raise SettingsError(f"{path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- operational limits
+# Not study parameters (they do not change results, only what a run refuses to do), but
+# recorded here with them so every number the pipeline acts on is in one place.
+
+# A raw table that lost more than this fraction of its rows since the previous successful
+# ingest stops the ingest (and so the run) unless `--accept-shrink`: a truncated export
+# would otherwise overwrite good results. docs/operations.md, "Shrinking tables".
+MAX_ROW_DROP_FRACTION = 0.5

@@ -8,11 +8,9 @@ outputs readable and intact. One run at a time per warehouse (a lock file beside
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import time
 import uuid
@@ -28,7 +26,7 @@ from pipelines import __version__, spark_study
 from pipelines.errors import UserFacingError
 from pipelines.settings import StudySettings
 from pipelines.spark_study import SparkEngine, SparkRun
-from pipelines.warehouse import connect
+from pipelines.warehouse import WarehouseBusyError, connect, warehouse_lock
 
 log = logging.getLogger("redflags")
 
@@ -45,8 +43,9 @@ SENSITIVITY_VARIANTS: dict[str, dict[str, int]] = {
 }
 
 
-class RunLockedError(UserFacingError):
-    """Another run holds the warehouse."""
+# The lock lives with the warehouse (every writer takes it: run, ingest, demo, serve's runs);
+# these names stay here for the callers and tests that know them from the study.
+RunLockedError = WarehouseBusyError
 
 
 @dataclass
@@ -72,40 +71,6 @@ class RunResult:
 def new_run_id() -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
-
-
-@contextmanager
-def warehouse_lock(warehouse: Path, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold `<warehouse>.lock`; wait up to `wait_seconds`, then stop with a clear message."""
-    lock_path = Path(str(warehouse) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise RunLockedError(
-                        f"another run is using {warehouse} ({holder}); wait for it to finish "
-                        f"or pass --wait SECONDS"
-                    ) from None
-                time.sleep(0.5)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(
-            f"pid {os.getpid()} since {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
-        )
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_for_run(warehouse: Path) -> duckdb.DuckDBPyConnection:
@@ -387,10 +352,11 @@ def step_ingest(
     say: Callable[[str], None] = print,
     spark_run: SparkRun | None = None,
     source_format: str = "auto",
+    accept_shrink: bool = False,
 ) -> dict[str, int]:
     """Load the export into raw.* (atomic; Synthea CSV incrementally) in any source layout
     (`pipelines/sources`); on Spark, read the (Synthea CSV) export into the run's Parquet
-    (`pipelines/spark_study.py`)."""
+    (`pipelines/spark_study.py`). The run holds the lock."""
     from pipelines.sources import load_source
 
     if spark_run is not None:
@@ -400,7 +366,9 @@ def step_ingest(
             )
         return spark_study.ingest(Path(source), Path(warehouse), spark_run, say)
 
-    summary = load_source(Path(source), Path(warehouse), source_format, say)
+    summary = load_source(
+        Path(source), Path(warehouse), source_format, say, accept_shrink=accept_shrink, lock=False
+    )
     say(summary.format())
     return summary.counts()
 
@@ -597,12 +565,15 @@ def run_study(
     steps: StudySteps = StudySteps(),
     engine: SparkEngine | None = None,
     source_format: str = "auto",
+    accept_shrink: bool = False,
 ) -> RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> publish -> report.
 
     Everything before publish builds apart; a failure stops the run, records it and re-raises,
     leaving the previously published tables as they were. With `engine` (a SparkEngine),
-    ingest and the SQL models run on Spark (`pipelines/spark_study.py`), the rest as always."""
+    ingest and the SQL models run on Spark (`pipelines/spark_study.py`), the rest as always.
+    The warehouse lock is held from start to end, ingest included; `accept_shrink` lets
+    ingest accept tables that lost many rows (pipelines/guards.py)."""
     source, warehouse = Path(source), Path(warehouse)
     run = RunResult(new_run_id(), warehouse, engine="duckdb" if engine is None else "spark")
     spark = engine.for_run(warehouse, run.run_id) if engine is not None else None
@@ -612,7 +583,7 @@ def run_study(
         spark_study.run_folder(warehouse, spark) if spark else nullcontext(),
     ):
         stage = Stages(run, say)
-        stage("ingest", steps.ingest, source, warehouse, say, spark, source_format)
+        stage("ingest", steps.ingest, source, warehouse, say, spark, source_format, accept_shrink)
         stage("input contracts", steps.input_contracts, warehouse, spark)
         stage("models", steps.models, warehouse, settings, BUILD_SUFFIX, spark_run=spark)
         stage("statistics", steps.statistics, warehouse, settings, run.run_id)

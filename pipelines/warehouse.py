@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+
+from pipelines.errors import UserFacingError
+
+
+class UserFacingValueError(UserFacingError, ValueError):
+    """A setting from the environment that is not a valid value."""
+
 
 SCHEMAS = ("raw", "meta", "staging", "intermediate", "mart", "release")
 
@@ -16,6 +26,9 @@ SCHEMAS = ("raw", "meta", "staging", "intermediate", "mart", "release")
 MEMORY_LIMIT_ENV = "REDFLAGS_MEMORY_LIMIT"
 DEFAULT_MEMORY_FRACTION = 0.25  # of physical RAM (DuckDB's own default is 80%)
 MIN_MEMORY_LIMIT_MB = 1024
+# DuckDB 2.0 takes `\` for a path separator and `?` for the start of connection options in a
+# database path (its write-ahead log then goes elsewhere): such a warehouse path is refused.
+UNOPENABLE_CHARACTERS = "?\\"
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.I)
 
 
@@ -35,7 +48,7 @@ def default_memory_limit() -> str | None:
         return None
     if configured:
         if not _SIZE.match(configured):
-            raise ValueError(
+            raise UserFacingValueError(
                 f"{MEMORY_LIMIT_ENV}={configured!r}: expected a size such as 4GB or 800MB,"
                 " or 'duckdb' for DuckDB's default"
             )
@@ -54,19 +67,30 @@ def connect(
     `memory_limit` (a DuckDB size, e.g. `2GB`) defaults to `default_memory_limit()`; DuckDB
     spills what does not fit to `<warehouse>.tmp/`."""
     path = Path(warehouse)
+    bad = sorted(set(UNOPENABLE_CHARACTERS) & set(str(path)))
+    if bad:
+        raise UserFacingError(
+            f"warehouse path {str(path)!r} contains {' '.join(bad)}, which DuckDB does not"
+            " read as part of a file name; choose another path"
+        )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
+    # Settings are bound as parameters, never spliced into SQL: the warehouse path is user
+    # input and may contain quotes (a path with `'` once ran the SQL after it). Not passed
+    # as duckdb.connect(config=...): a second in-process connection to the same file with
+    # another config is refused.
     memory_limit = memory_limit or default_memory_limit()
     if memory_limit:
         if not _SIZE.match(memory_limit):
             con.close()
-            raise ValueError(f"memory_limit {memory_limit!r}: expected a size such as 4GB")
-        con.execute(f"SET memory_limit = '{memory_limit}'")
+            raise UserFacingValueError(
+                f"memory_limit {memory_limit!r}: expected a size such as 4GB"
+            )
+        con.execute("SET memory_limit = ?", [memory_limit])
     if not read_only:
-        tmp = path.parent / (path.name + ".tmp")
-        con.execute(f"SET temp_directory = '{tmp}'")
-        for schema in SCHEMAS:
+        con.execute("SET temp_directory = ?", [str(path.parent / (path.name + ".tmp"))])
+        for schema in SCHEMAS:  # internal names (SCHEMAS above), not input
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     return con
 
@@ -83,6 +107,11 @@ def open_warehouse(
         con.close()
 
 
+def quote_identifier(name: str) -> str:
+    """A schema, table or column name as a quoted SQL identifier (`"` doubled inside)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     return bool(
         con.execute(
@@ -90,3 +119,52 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
             [schema, table],
         ).fetchone()[0]
     )
+
+
+class WarehouseBusyError(UserFacingError):
+    """Another process (a run, an ingest, a demo) is writing into the warehouse."""
+
+
+@contextmanager
+def warehouse_lock(warehouse: str | Path, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold `<warehouse>.lock`; wait up to `wait_seconds`, then stop with a clear message.
+
+    Every command that writes into the warehouse holds it for its whole duration, so an
+    ingest cannot slip in between a run's stages (it once made a run publish another
+    export's data). Not re-entrant: a caller that already holds it passes that on."""
+    lock_path = Path(str(warehouse) + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 (closed below, after the unlock)
+    except OSError as exc:
+        raise UserFacingError(
+            f"cannot create the lock file {lock_path}: {exc.strerror or exc}"
+            " (is the warehouse folder writable?)"
+        ) from exc
+    with handle:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise WarehouseBusyError(
+                        f"another run is using {warehouse} ({holder}); wait for it to finish "
+                        f"or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            f"pid {os.getpid()} since {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
+        )
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

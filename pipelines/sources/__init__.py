@@ -56,17 +56,41 @@ def detect_format(folder: Path) -> str:
     return matches[0]
 
 
-def load_source(
-    folder: Path, warehouse: Path, fmt: str = "auto", log: Log = print
-) -> IngestSummary:
-    """Load the export in `folder` into the warehouse's raw tables, in layout `fmt`
-    (`auto`: detected, with a one-line message saying what was found)."""
+def resolve_format(folder: Path, fmt: str = "auto", log: Log | None = None) -> str:
+    """The layout to read `folder` as: `fmt`, or the detected one for `auto` (said in one
+    line through `log`)."""
     folder = Path(folder)
     if fmt not in FORMATS:
         raise IngestError(f"unknown source format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "auto":
         fmt = detect_format(folder)
-        log(f"source format: {fmt} (auto-detected: {adapters()[fmt].describe(folder)})")
+        if log is not None:
+            log(f"source format: {fmt} (auto-detected: {adapters()[fmt].describe(folder)})")
     elif not folder.is_dir():
         raise IngestError(f"export folder not found: {folder}")
-    return adapters()[fmt].load(folder, Path(warehouse), log)
+    return fmt
+
+
+def load_source(
+    folder: Path,
+    warehouse: Path,
+    fmt: str = "auto",
+    log: Log = print,
+    *,
+    accept_shrink: bool = False,
+    lock: bool = True,
+    wait_seconds: float = 0.0,
+) -> IngestSummary:
+    """Load the export in `folder` into the warehouse's raw tables, in layout `fmt`
+    (`auto`: detected, with a one-line message saying what was found). Every layout holds
+    the warehouse lock (`lock=False` when the caller holds it) and refuses an empty required
+    table or a shrunk table unless `accept_shrink` (pipelines/guards.py)."""
+    fmt = resolve_format(folder, fmt, log)
+    return adapters()[fmt].load(
+        Path(folder),
+        Path(warehouse),
+        log,
+        accept_shrink=accept_shrink,
+        lock=lock,
+        wait_seconds=wait_seconds,
+    )

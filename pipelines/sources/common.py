@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -234,3 +235,52 @@ def summarize(
         notes=result.notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def load_replacing(
+    folder: Path,
+    warehouse: Path,
+    land: Callable[[duckdb.DuckDBPyConnection, Path], Any],
+    load_tables: Callable[[duckdb.DuckDBPyConnection, Any, Log], LoadResult],
+    log: Log = print,
+    *,
+    accept_shrink: bool = False,
+    lock: bool = True,
+    wait_seconds: float = 0.0,
+) -> IngestSummary:
+    """Replace raw.* and the ingest meta tables with what `load_tables` reads from what
+    `land` found, in one transaction, holding the warehouse lock (`lock=False` when the
+    caller, a run, holds it). As for the CSV ingest, an empty required table or a table that
+    shrank past settings.MAX_ROW_DROP_FRACTION (unless `accept_shrink`) rolls it all back."""
+    from contextlib import nullcontext
+
+    from pipelines import warehouse as wh
+    from pipelines.guards import check_table_sizes
+
+    started = time.perf_counter()
+    held = wh.warehouse_lock(warehouse, wait_seconds) if lock else nullcontext()
+    with held, wh.open_warehouse(warehouse) as con:
+        landed = land(con, Path(folder))
+        before = _source_table_rows(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            reset_warehouse(con)
+            result = load_tables(con, landed, log)
+            after = _source_table_rows(con)
+            check_table_sizes(before, after, schema.REQUIRED_TABLES, accept_shrink=accept_shrink)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return summarize(con, Path(folder), Path(warehouse), result, started)
+
+
+def _source_table_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows per raw table as the last ingest recorded them (empty before the first)."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'meta'"
+        " AND table_name = 'source_tables'"
+    ).fetchone()[0]
+    if not exists:
+        return {}
+    return dict(con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall())

@@ -17,13 +17,12 @@ References are resolved as `urn:uuid:<id>`, `<Type>/<id>` or an absolute URL end
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 from pipelines.ingest import IngestSummary
 from pipelines.sources import common
@@ -399,17 +398,6 @@ def _tables_of(resource_type: str) -> tuple[str, ...]:
     return tuple(t for t, types in RESOURCES.items() if resource_type in types)
 
 
-def load(folder: Path, warehouse: Path, log: common.Log = print) -> IngestSummary:
+def load(folder: Path, warehouse: Path, log: common.Log = print, **options: Any) -> IngestSummary:
     """Replace raw.* and the ingest meta tables with the FHIR export (one transaction)."""
-    started = time.perf_counter()
-    with wh.open_warehouse(warehouse) as con:
-        landed = land(con, Path(folder))
-        con.execute("BEGIN TRANSACTION")
-        try:
-            common.reset_warehouse(con)
-            result = load_tables(con, landed, log)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        return common.summarize(con, Path(folder), Path(warehouse), result, started)
+    return common.load_replacing(folder, warehouse, land, load_tables, log, **options)

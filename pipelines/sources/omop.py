@@ -17,13 +17,12 @@ a column a CDM version lacks is NULL. See docs/sources.md for every column.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 from pipelines.ingest import IngestSummary, read_header
 from pipelines.sources import common
@@ -505,17 +504,6 @@ def _empty_select(table: str) -> str:
     return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS source_file, 0 AS source_line WHERE false"
 
 
-def load(folder: Path, warehouse: Path, log: common.Log = print) -> IngestSummary:
+def load(folder: Path, warehouse: Path, log: common.Log = print, **options: Any) -> IngestSummary:
     """Replace raw.* and the ingest meta tables with the OMOP CDM (one transaction)."""
-    started = time.perf_counter()
-    with wh.open_warehouse(warehouse) as con:
-        cdm = land(con, Path(folder))
-        con.execute("BEGIN TRANSACTION")
-        try:
-            common.reset_warehouse(con)
-            result = load_tables(con, cdm, log)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        return common.summarize(con, Path(folder), Path(warehouse), result, started)
+    return common.load_replacing(folder, warehouse, land, load_tables, log, **options)

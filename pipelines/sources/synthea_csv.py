@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pipelines import schema
 from pipelines.ingest import IngestSummary, ingest_export
@@ -35,5 +36,6 @@ def describe(folder: Path) -> str:
     return f"Synthea CSV: {len(tables)} study table(s) ({', '.join(tables)})"
 
 
-def load(folder: Path, warehouse: Path, log: Log = print) -> IngestSummary:
-    return ingest_export(Path(folder), Path(warehouse), log=log)
+def load(folder: Path, warehouse: Path, log: Log = print, **options: Any) -> IngestSummary:
+    """The incremental CSV ingest; `options`: accept_shrink, lock, wait_seconds."""
+    return ingest_export(Path(folder), Path(warehouse), log=log, **options)
