@@ -46,13 +46,28 @@ INTERNAL_NAMES = {
     "patient", "_OFFSETS_SQL",
     # hashes and a constant prefix (model signatures in COMMENT ON)
     "signature", "_SIGNATURE_PREFIX",
+    # input contracts (contracts.py): SQL checks assembled from data_contracts/*.json, which
+    # ship with the code; values the check reports are bound ($detail, $min_date)
+    "profile", "issues", "detail", "where", "sql",
+    # source adapters and the generator's converters (sources/*.py, generator/convert.py):
+    # SQL fragments assembled from each module's mapping constants; file paths and every
+    # value read from the export are bound parameters or data in the read tables
+    "text", "typed", "fields", "temp", "concept", "code", "coded", "system_sql",
+    "select_sql", "relation", "visit", "genders", "gender", "birth", "death",
+    "_OFFSET", "_SNOMED_SYSTEMS", "UNMAPPED", "LOCAL_CONCEPTS",
 }  # fmt: skip
 INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name"}
+# Constant mapping tables indexed by an internal name (sources/fhir.py, generator/convert.py)
+INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM"}
 # Calls whose result is quoted for SQL or is SQL the code builds from internal names.
 SAFE_CALLS = {
     "_quote", "quote_identifier", "_schema", "_held_table", "_as_text", "_read_csv_sql",
     "_parsed_rows_sql", "render_sql", "int",
     "_parquet_glob",  # a path inside a SQL string literal, with ' doubled (spark_engine.py)
+    "_name",  # contracts.py: a quoted schema.table
+    # source adapters and converters: SQL expressions over internal column names
+    "_ref", "c.id", "c.text", "c.day_time", "_concept", "_types", "_iso", "_system",
+    "_first_code", "_codings", "_with_reason", "records.format", "', '.join",
 }  # fmt: skip
 SQL_START = re.compile(
     r"^\s*(select|insert|create|drop|delete|update|copy|set|alter|comment|with|describe|"
@@ -74,8 +89,12 @@ def _safe(expr: ast.expr) -> bool:
         return expr.id in INTERNAL_NAMES
     if isinstance(expr, ast.Attribute):
         return ast.unparse(expr) in INTERNAL_ATTRIBUTES
+    if isinstance(expr, ast.Subscript):
+        return isinstance(expr.value, ast.Name) and expr.value.id in INTERNAL_SUBSCRIPTS
     if isinstance(expr, ast.Call):
         func = expr.func.id if isinstance(expr.func, ast.Name) else ast.unparse(expr.func)
+        if isinstance(expr.func, ast.Attribute) and func.endswith(".replace"):
+            return _safe(expr.func.value)  # `_ref(...).replace('r->>', 'f.r->>')`
         return func in SAFE_CALLS
     if isinstance(expr, ast.BoolOp | ast.BinOp):  # `a or 'raw.' + b`: every part safe
         parts = expr.values if isinstance(expr, ast.BoolOp) else [expr.left, expr.right]
