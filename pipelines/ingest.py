@@ -27,6 +27,7 @@ import csv
 import gzip
 import hashlib
 import re
+import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -37,13 +38,14 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines import schema
+from pipelines import resync, schema
 from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 
 # Bump when the way files are parsed into landing tables changes: every file is then re-read.
-LANDING_FORMAT = "3"
-_FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?$", re.I)
+LANDING_FORMAT = "4"
+# \Z, not $: `$` also matches before a final newline ("conditions.csv\n")
+_FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?\Z", re.I)
 _DATE_TYPES = ("DATE", "TIMESTAMP")
 # DuckDB reject error_type -> quarantine reason
 _REJECT_REASONS = {
@@ -93,17 +95,18 @@ class Export:
 def discover_export(source: Path) -> Export:
     """Classify the export's files and check every canonical file's header.
 
-    Raises IngestError for a missing or empty required file and for a missing required
-    column, before anything is written."""
+    Raises IngestError for a missing or empty required file, a missing required column and
+    a symbolic link that leads out of the export folder, before anything is written."""
     source = Path(source)
     if not source.is_dir():
-        raise IngestError(f"export folder not found: {source}")
+        raise IngestError(f"export folder not found: {display_name(str(source))}")
     files, ignored, empty = [], [], {}
     for path in sorted(source.iterdir()):
+        _refuse_link_out_of(source, path)
         match = _FILE_NAME.match(path.name) if path.is_file() else None
         table = match["stem"].lower() if match else None
         if table not in schema.TABLES:
-            ignored.append(path.name + ("/" if path.is_dir() else ""))
+            ignored.append(display_name(path.name) + ("/" if path.is_dir() else ""))
             continue
         header = read_header(path)
         if not header:
@@ -116,9 +119,10 @@ def discover_export(source: Path) -> Export:
         files.append(SourceFile(path, path.name, table, part, compressed, header, positions))
     missing = [t for t in schema.REQUIRED_TABLES if t not in {f.table for f in files}]
     if missing:
+        found = ", ".join(display_name(p.name) for p in sorted(source.iterdir()))
         raise IngestError(
-            f"{source}: required file(s) missing: {', '.join(t + '.csv' for t in missing)} "
-            f"(found: {', '.join(p.name for p in sorted(source.iterdir())) or 'nothing'})"
+            f"{display_name(str(source))}: required file(s) missing:"
+            f" {', '.join(t + '.csv' for t in missing)} (found: {found or 'nothing'})"
         )
     files.sort(key=lambda f: (f.table, f.part, f.relative))
     _check_no_duplicate_parts(files)
@@ -128,6 +132,27 @@ def discover_export(source: Path) -> Export:
         for name in names
     ]
     return Export(files, ignored, empty, notes)
+
+
+def display_name(name: str) -> str:
+    """A file name or path as it may appear in a log line or message: as is when every
+    character is printable, else Python's repr (escaped, in quotes), so that a name holding a
+    newline or a terminal control sequence cannot fake a log line."""
+    return name if name.isprintable() else repr(name)
+
+
+def _refuse_link_out_of(source: Path, path: Path) -> None:
+    """A symbolic link (to a file or a folder) whose target lies outside the export folder
+    is refused: an export is one folder, and following the link would load (or list) files
+    the user did not hand over."""
+    if not path.is_symlink():
+        return
+    target = path.resolve()
+    if not target.is_relative_to(source.resolve()):
+        raise IngestError(
+            f"{display_name(path.name)}: symbolic link to a path outside the export folder;"
+            " copy the file into the export instead"
+        )
 
 
 def _check_no_duplicate_parts(files: list[SourceFile]) -> None:
@@ -196,31 +221,55 @@ class Digest:
     sha256: str
     newlines: int | None  # None for gzip files (counted only when the file is loaded)
     ends_with_newline: bool | None
+    # a bare CR (not before \n) or a NUL byte: DuckDB's parser stops at the first (the whole
+    # file would fail) and lets the second through, so such a file takes the slow path
+    stray_bytes: bool | None = None
+
+
+@dataclass
+class _ByteScan:
+    """Newlines, bare carriage returns and NUL bytes of a byte stream, chunk by chunk."""
+
+    newlines: int = 0
+    bare_cr: int = 0
+    nul: int = 0
+    last: bytes = b""
+
+    def update(self, chunk: bytes) -> None:
+        self.newlines += chunk.count(b"\n")
+        self.nul += chunk.count(b"\0")
+        self.bare_cr += chunk.count(b"\r") - chunk.count(b"\r\n")
+        if self.last == b"\r" and chunk[:1] == b"\n":  # a CRLF split across two chunks
+            self.bare_cr -= 1
+        self.last = chunk[-1:]
+
+    @property
+    def stray_bytes(self) -> bool:
+        return bool(self.bare_cr or self.nul)
 
 
 def file_digest(path: Path) -> Digest:
-    """sha256 of the file's bytes; for plain CSV also its newline count, in the same pass."""
-    sha, newlines, last = hashlib.sha256(), 0, b""
+    """sha256 of the file's bytes; for plain CSV also its line statistics, in the same pass."""
+    sha, scan = hashlib.sha256(), _ByteScan()
     plain = not path.name.lower().endswith(".gz")
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):
             sha.update(chunk)
             if plain:
-                newlines += chunk.count(b"\n")
-            last = chunk[-1:]
+                scan.update(chunk)
     if not plain:
         return Digest(path.stat().st_size, sha.hexdigest(), None, None)
-    return Digest(path.stat().st_size, sha.hexdigest(), newlines, last == b"\n")
+    size = path.stat().st_size
+    return Digest(size, sha.hexdigest(), scan.newlines, scan.last == b"\n", scan.stray_bytes)
 
 
-def _text_line_stats(path: Path) -> tuple[int, bool]:
-    """Newline count and whether the (decompressed) text ends with a newline."""
-    newlines, last = 0, b""
+def _text_line_stats(path: Path) -> _ByteScan:
+    """Line statistics of the decompressed text of a gzip file."""
+    scan = _ByteScan()
     with gzip.open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):
-            newlines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return newlines, last == b"\n"
+            scan.update(chunk)
+    return scan
 
 
 def digest_files(files: list[SourceFile]) -> dict[str, Digest]:
@@ -283,37 +332,48 @@ class _Transaction:
 # ---------------------------------------------------------------- phase 1: landing
 
 
-def _read_csv_sql(f: SourceFile) -> str:
-    """SELECT of the canonical columns from the file, typed explicitly (no sniffing)."""
+def _read_csv_sql(f: SourceFile, *, numbered: bool = False) -> str:
+    """SELECT of the canonical columns from the file, typed explicitly (no sniffing). With
+    `numbered`, the file is a clean copy written by the slow path (pipelines/resync.py)
+    whose first column is each record's line number in the original file."""
     columns = schema.TABLES[f.table].columns
     types = ["VARCHAR"] * len(f.header)
     for column, pos in zip(columns, f.positions, strict=True):
         if pos is not None:
             types[pos] = column.type
+    shift = int(numbered)
+    types = ["BIGINT"] * shift + types
     struct = ", ".join(f"'c{i}': '{t}'" for i, t in enumerate(types))
     select = ", ".join(
-        f"c{pos} AS {c.name}" if pos is not None else f"CAST(NULL AS {c.type}) AS {c.name}"
+        f"c{pos + shift} AS {c.name}" if pos is not None else f"CAST(NULL AS {c.type}) AS {c.name}"
         for c, pos in zip(columns, f.positions, strict=True)
     )
+    line = ", c0 AS source_line" if numbered else ""
     return (
-        f"SELECT {select}, $relative AS source_file FROM read_csv($path, header = true,"
+        f"SELECT {select}, $relative AS source_file{line} FROM read_csv($path, header = true,"
         " auto_detect = false, delim = ',', quote = '\"', escape = '\"', encoding = 'utf-8',"
         f" columns = {{{struct}}}, store_rejects = true,"
         " rejects_table = 'ingest_reject_errors', rejects_scan = 'ingest_reject_scans')"
     )
 
 
-def _rejects_sql(f: SourceFile) -> str:
-    """INSERT of the file's rejected lines (one row per line and problem) into landing.rejects."""
+def _rejects_sql(f: SourceFile, *, numbered: bool = False) -> str:
+    """INSERT of the file's rejected lines (one row per line and problem) into landing.rejects.
+    With `numbered` (the slow path's clean copy), a record's line is its first field."""
     columns = schema.TABLES[f.table].columns
-    mapped = [(c, pos) for c, pos in zip(columns, f.positions, strict=True) if pos is not None]
+    shift = int(numbered)
+    mapped = [
+        (c, pos + shift) for c, pos in zip(columns, f.positions, strict=True) if pos is not None
+    ]
     name = " ".join(f"WHEN 'c{pos}' THEN '{c.name}'" for c, pos in mapped)
     dates = ", ".join(f"'c{pos}'" for c, pos in mapped if c.type in _DATE_TYPES) or "NULL"
     reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _REJECT_REASONS.items())
+    line = "TRY_CAST(split_part(csv_line, ',', 1) AS BIGINT)" if numbered else "line"
+    text = "substr(text, strpos(text, ',') + 1)" if numbered else "text"
     return f"""
         INSERT INTO landing.rejects
         WITH errors AS (
-            SELECT line, error_type::VARCHAR AS error_type, column_name AS read_column,
+            SELECT {line} AS line, error_type::VARCHAR AS error_type, column_name AS read_column,
                    trim(csv_line, chr(13) || chr(10)) AS text
             FROM temp.ingest_reject_errors
         ), classified AS (
@@ -323,7 +383,7 @@ def _rejects_sql(f: SourceFile) -> str:
                         ELSE CASE read_column {name} END END AS column_name,
                    CASE WHEN error_type = 'CAST' AND read_column IN ({dates}) THEN 'unparseable_date'
                         ELSE coalesce(CASE error_type {reasons} END, 'malformed_csv') END AS reason,
-                   text
+                   {text} AS text
             FROM errors
         )
         SELECT DISTINCT $table, $relative, line, extra_lines, column_name,
@@ -333,60 +393,217 @@ def _rejects_sql(f: SourceFile) -> str:
         FROM classified"""
 
 
-def load_file(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> tuple[int, int]:
-    """Parse one file into its landing table, in one transaction. Returns (rows, bad lines)."""
-    if digest.newlines is None:
-        try:
-            newlines, ends_with_newline = _text_line_stats(f.path)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise IngestError(f"{f.relative}: cannot be decompressed: {exc}") from exc
-    else:
-        newlines, ends_with_newline = digest.newlines, bool(digest.ends_with_newline)
+@dataclass
+class _Parsed:
+    """One file parsed into a table: the counts its row accounting needs."""
+
+    rows: int  # rows parsed into the table
+    bad: int  # lines in landing.rejects
+    physical_lines: int  # from the byte scan, header included
+    blank_lines: int = 0  # slow path only (the fast path leaves a file with blanks to it)
+    extra_lines: int = 0  # continuation lines of records spanning lines (slow path only)
+    resynced: bool = False  # parsed by the slow path
+
+    def message(self, relative: str, started: float) -> str:
+        how = ", re-read line by line" if self.resynced else ""
+        return f"{relative}: {self.rows} rows parsed, {self.bad} lines rejected ({_seconds(started)}{how})"
+
+
+def _parse_into(
+    con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest, target: str
+) -> _Parsed:
+    """Parse the file's records into `target` (a table with the raw columns) with their line
+    numbers, and its bad lines into landing.rejects.
+
+    Fast path: one typed DuckDB read_csv of the whole file. It is kept only when its rows
+    and rejected lines account for every physical line of the byte scan, one line each;
+    otherwise (a stray quote swallowed lines, blank lines, records spanning lines) it is
+    undone and the slow path (pipelines/resync.py) re-reads the file line by line, as it
+    does straight away when the byte scan saw a bare CR or a NUL byte."""
+    newlines, ends_with_newline, stray_bytes = _line_stats(f, digest)
     physical_lines = newlines + (0 if ends_with_newline else 1)
-    table = _quote(_landing_table(f.relative))
-    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_errors")
-    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_scans")
+    con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
+    if stray_bytes or not _fast_parse(con, f, target, physical_lines, ends_with_newline):
+        split = _slow_parse(con, f, target)
+        parsed = _Parsed(0, 0, physical_lines, split.blank_lines, split.extra_lines, True)
+    else:
+        parsed = _Parsed(0, 0, physical_lines)
+        if not ends_with_newline:
+            rows_from = f"FROM {target} WHERE source_line IS NULL"
+            _quarantine_last_line(con, f, physical_lines, rows_from, target)
+        _number_lines(con, f, target)
+    parsed.rows = con.execute(
+        f"SELECT count(*) FROM {target} WHERE source_file = ?", [f.relative]
+    ).fetchone()[0]
+    parsed.bad = con.execute(
+        "SELECT count(DISTINCT line) FROM landing.rejects WHERE file_path = ?", [f.relative]
+    ).fetchone()[0]
+    return parsed
+
+
+def _fast_parse(
+    con: duckdb.DuckDBPyConnection,
+    f: SourceFile,
+    target: str,
+    physical_lines: int,
+    ends_with_newline: bool,
+) -> bool:
+    """The whole file by one read_csv into `target` (rows without a line number yet) and its
+    rejects into landing.rejects. False, with both undone, when the rows and rejected lines do
+    not account for the physical lines one for one."""
+    names = ", ".join(c.name for c in schema.TABLES[f.table].columns)
+    _drop_reject_tables(con)
     try:
-        with _Transaction(con):
-            con.execute(f"DROP TABLE IF EXISTS landing.{table}")
-            read = _read_csv_sql(f)
-            con.execute(f"CREATE TABLE landing.{table} AS {read}", _params(f, path=True))
-            con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
-            con.execute(
-                _rejects_sql(f),
-                _params(
-                    f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines
-                ),
-            )
-            if not ends_with_newline:
-                _quarantine_unterminated_last_row(con, f, table, physical_lines)
-            rows, bad, consumed = _landing_counts(con, f, table)
-            exact = 1 + rows + consumed == physical_lines
-            con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
-            con.execute(
-                "INSERT INTO landing.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [f.relative, f.table, f.part, digest.size_bytes, digest.sha256, fingerprint(f),
-                 _landing_table(f.relative), rows, bad, physical_lines, exact, _utc_now()],
-            )  # fmt: skip
+        con.execute(
+            f"INSERT INTO {target} ({names}, source_file) {_read_csv_sql(f)}",
+            _params(f, path=True),
+        )
+        con.execute(
+            _rejects_sql(f),
+            _params(f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines),
+        )
     except duckdb.Error as exc:
         raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
-    return rows, bad
+    rows = con.execute(f"SELECT count(*) FROM {target} WHERE source_line IS NULL").fetchone()[0]
+    rejected, spanning = con.execute(
+        "SELECT count(DISTINCT line), count(*) FILTER (extra_lines > 0) FROM landing.rejects"
+        " WHERE file_path = ?",
+        [f.relative],
+    ).fetchone()
+    if not spanning and 1 + rows + rejected == physical_lines:
+        return True
+    con.execute(f"DELETE FROM {target} WHERE source_line IS NULL")
+    con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
+    return False
 
 
-def _quarantine_unterminated_last_row(
-    con: duckdb.DuckDBPyConnection, f: SourceFile, table: str, last_line: int
+def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> resync.Split:
+    """The file split into records by pipelines/resync.py; its clean copy parsed by the same
+    typed read_csv into `target` (line numbers included); its bad lines into landing.rejects."""
+    names = ", ".join(c.name for c in schema.TABLES[f.table].columns)
+    with tempfile.TemporaryDirectory(prefix="redflags-resync-", dir=_spill_folder(con)) as tmp:
+        clean = Path(tmp) / "clean.csv"
+        try:
+            split = resync.split_file(f.path, len(f.header), clean)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+        _drop_reject_tables(con)
+        try:
+            con.execute(
+                f"INSERT INTO {target} ({names}, source_file, source_line)"
+                f" {_read_csv_sql(f, numbered=True)}",
+                {"relative": f.relative, "path": str(clean)},
+            )
+            con.execute(
+                _rejects_sql(f, numbered=True),
+                _params(f, table=True, ends_with_newline=True, last_line=0),
+            )
+        except duckdb.Error as exc:
+            raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+    if split.bad:
+        con.execute(
+            "INSERT INTO landing.rejects SELECT $table, $relative, b.line, b.extra_lines, NULL,"
+            " b.reason, b.text FROM (SELECT unnest($bad) AS b)",
+            _params(f, table=True, bad=[vars(b) for b in split.bad]),
+        )
+    return split
+
+
+def _spill_folder(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The warehouse's spill folder (`<warehouse>.tmp/`, on the disk with room for the
+    warehouse) for the slow path's clean copy; None (the system's) when there is none."""
+    folder = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    if not folder:
+        return None
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
+
+
+def _drop_reject_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_errors")
+    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_scans")
+
+
+def _check_accounting(
+    con: duckdb.DuckDBPyConnection, f: SourceFile, parsed: _Parsed, rows: str, bad_lines: str
 ) -> None:
-    """A file that does not end with a newline was cut short (Synthea always ends its lines):
-    its last line is quarantined as truncated_last_line even when it still parses, since a
-    value in it may be cut (`Full-time employment (fi`). Nothing to do when DuckDB already
-    rejected that line, the file has no data row or the text after its last newline is blank."""
-    _quarantine_last_line(con, f, last_line, f"FROM landing.{table}", f"landing.{table}")
+    """Every physical data line is counted exactly once: rows loaded (`rows`, the table holding
+    the file's rows) + lines quarantined (`bad_lines`, a SELECT of distinct `line`s) + blank
+    lines + continuation lines of records spanning lines = lines after the header, as counted
+    by the byte scan (not by the parser). Otherwise IngestError, and the caller's transaction
+    rolls back."""
+    loaded, bad, twice, first, last = con.execute(
+        f"""WITH loaded AS (SELECT source_line AS line FROM {rows} WHERE source_file = $file),
+                 bad AS ({bad_lines}),
+                 every_line AS (SELECT line FROM loaded UNION ALL SELECT line FROM bad)
+            SELECT (SELECT count(*) FROM loaded), (SELECT count(*) FROM bad),
+                   count(*) - count(DISTINCT line), min(line), max(line)
+            FROM every_line""",
+        {"file": f.relative, **({"table": f.table} if "$table" in bad_lines else {})},
+    ).fetchone()
+    data_lines = parsed.physical_lines - 1
+    counted = loaded + bad + parsed.blank_lines + parsed.extra_lines
+    inside = data_lines == 0 or (first is not None and first >= 2 and last <= parsed.physical_lines)
+    if counted == data_lines and not twice and inside:
+        return
+    raise IngestError(
+        f"{f.relative}: rows do not add up for lines 2-{parsed.physical_lines}:"
+        f" {data_lines} data lines, but {loaded} rows loaded + {bad} lines quarantined"
+        f" + {parsed.blank_lines} blank + {parsed.extra_lines} continuation lines"
+        f" ({twice} counted twice, lines {first}-{last} seen); nothing was changed"
+    )
+
+
+# The file's quarantined lines, for _check_accounting (parameters $file, $table)
+_REJECTED_LINES = "SELECT DISTINCT line FROM landing.rejects WHERE file_path = $file"
+_QUARANTINED_LINES = (
+    "SELECT DISTINCT source_line AS line FROM meta.quarantine"
+    " WHERE table_name = $table AND source_file = $file"
+)
+
+
+def load_file(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> _Parsed:
+    """Parse one file into its landing table, in one transaction."""
+    table = f"landing.{_quote(_landing_table(f.relative))}"
+    try:
+        with _Transaction(con):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(schema.create_table_sql(f.table, table))
+            parsed = _parse_into(con, f, digest, table)
+            _check_accounting(con, f, parsed, table, _REJECTED_LINES)
+            _record_file(con, f, digest, parsed, _landing_table(f.relative))
+    except duckdb.Error as exc:
+        raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+    return parsed
+
+
+def _record_file(
+    con: duckdb.DuckDBPyConnection,
+    f: SourceFile,
+    digest: Digest,
+    parsed: _Parsed,
+    landing_table: str | None,
+) -> None:
+    """The file's row in landing.files (line numbers are exact once the accounting passed)."""
+    con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
+    con.execute(
+        "INSERT INTO landing.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, ?)",
+        [f.relative, f.table, f.part, digest.size_bytes, digest.sha256, fingerprint(f),
+         landing_table, parsed.rows, parsed.bad, parsed.physical_lines, _utc_now()],
+    )  # fmt: skip
 
 
 def _quarantine_last_line(
     con: duckdb.DuckDBPyConnection, f: SourceFile, last_line: int, rows_from: str, table: str
 ) -> None:
-    """Move the file's last parsed row (the highest rowid `rows_from`) out of `table`."""
+    """A file that does not end with a newline was cut short (Synthea always ends its lines):
+    its last line is quarantined as truncated_last_line even when it still parses, since a
+    value in it may be cut (`Full-time employment (fi`): the file's last parsed row (the
+    highest rowid `rows_from`) leaves `table`. Nothing to do when DuckDB already rejected
+    that line, the file has no data row or the text after its last newline is blank."""
     rejected = con.execute(
         "SELECT count(*) FROM landing.rejects WHERE file_path = ? AND line + extra_lines = ?",
         [f.relative, last_line],
@@ -426,16 +643,6 @@ def _params(f: SourceFile, *, path: bool = False, table: bool = False, **extra) 
     if table:
         params["table"] = f.table
     return params
-
-
-def _landing_counts(con: duckdb.DuckDBPyConnection, f: SourceFile, table: str) -> tuple:
-    rows = con.execute(f"SELECT count(*) FROM landing.{table}").fetchone()[0]
-    bad, consumed = con.execute(
-        "SELECT count(*), coalesce(sum(1 + extra), 0) FROM (SELECT line, max(extra_lines) AS extra"
-        " FROM landing.rejects WHERE file_path = ? GROUP BY line)",
-        [f.relative],
-    ).fetchone()
-    return rows, bad, consumed
 
 
 def _utc_now() -> datetime:
@@ -481,8 +688,7 @@ def sync_landing(con: duckdb.DuckDBPyConnection, export: Export, log: Log) -> _L
             changes.skipped.append(f.relative)
             continue
         started = time.perf_counter()
-        rows, bad = load_file(con, f, digest)
-        log(f"{f.relative}: {rows} rows parsed, {bad} lines rejected ({_seconds(started)})")
+        log(load_file(con, f, digest).message(f.relative, started))
         changes.loaded.append(f.relative)
     for relative in sorted(set(known) - {f.relative for f in export.files}):
         drop_file(con, relative)
@@ -529,25 +735,12 @@ def _parsed_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str
         [table],
     ).fetchall()
     columns = ", ".join(f"l.{c.name}" for c in schema.TABLES[table].columns)
-    selects = []
-    for rank, (relative, landing_table) in enumerate(ordered):
-        if relative not in files:
-            continue
-        offsets = con.execute(_OFFSETS_SQL, {"file": relative}).fetchall()
-        source = f"landing.{_quote(landing_table)} l"
-        if len(offsets) > _MAX_CASE_OFFSETS:
-            offsets_table = f"offsets_{table}_{rank}"
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {offsets_table} AS {_OFFSETS_SQL}",
-                {"file": relative},
-            )
-            source += f" ASOF LEFT JOIN {offsets_table} o ON l.rowid >= o.accepted_before"
-        line = _line_number_sql(offsets)
-        selects.append(
-            f"SELECT {columns}, l.source_file, {line} AS source_line, {rank} AS file_rank"
-            f" FROM {source}"
-        )
-    return "\nUNION ALL\n".join(selects)
+    return "\nUNION ALL\n".join(
+        f"SELECT {columns}, l.source_file, l.source_line, {rank} AS file_rank"
+        f" FROM landing.{_quote(landing_table)} l"
+        for rank, (relative, landing_table) in enumerate(ordered)
+        if relative in files
+    )
 
 
 def _problem_checks(table: str) -> list[tuple[str, str, str]]:
@@ -792,11 +985,9 @@ def _update_direct_table(
     for relative in changes.fresh:
         f, digest = changes.sources[relative]
         started = time.perf_counter()
-        rows, bad = _load_into_raw(con, f, digest)
+        parsed = _load_into_raw(con, f, digest)
         changes.loaded.append(f.relative)
-        changes.messages.append(
-            f"{f.relative}: {rows} rows parsed, {bad} lines rejected ({_seconds(started)})"
-        )
+        changes.messages.append(parsed.message(f.relative, started))
 
 
 def _held_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -830,73 +1021,40 @@ def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
         )
 
 
-def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> tuple:
-    """Parse one file straight into raw.<table> (inside the update transaction): every parsed
-    row enters in file order without a line number; the line numbers follow from the row ids
-    and the rejected lines; then the rows that fail a check move to the quarantine (rows of
-    unknown patients also to held). Returns (rows parsed, bad lines)."""
-    table = f.table
-    newlines, ends_with_newline = _line_stats(f, digest)
-    physical_lines = newlines + (0 if ends_with_newline else 1)
-    names = ", ".join(c.name for c in schema.TABLES[table].columns)
-    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_errors")
-    con.execute("DROP TABLE IF EXISTS temp.ingest_reject_scans")
+def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> _Parsed:
+    """Parse one file straight into raw.<table> (inside the update transaction): its rows enter
+    with their line numbers (_parse_into); then the rows that fail a check move to the
+    quarantine (rows of unknown patients also to held), and the row accounting is checked."""
     con.execute(f"DROP TABLE IF EXISTS landing.{_quote(_landing_table(f.relative))}")  # old format
-    try:
-        con.execute(
-            f"INSERT INTO raw.{table} ({names}, source_file) {_read_csv_sql(f)}",
-            _params(f, path=True),
-        )
-        con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
-        con.execute(
-            _rejects_sql(f),
-            _params(f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines),
-        )
-    except duckdb.Error as exc:
-        raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
-    new_rows = f"FROM raw.{table} WHERE source_line IS NULL"
-    if not ends_with_newline:
-        _quarantine_unterminated_last_line(con, f, physical_lines, new_rows)
-    rows, base = con.execute(f"SELECT count(*), min(rowid) {new_rows}").fetchone()
-    bad, consumed = con.execute(
-        "SELECT count(*), coalesce(sum(1 + extra), 0) FROM (SELECT line, max(extra_lines) AS extra"
-        " FROM landing.rejects WHERE file_path = ? GROUP BY line)",
-        [f.relative],
-    ).fetchone()
-    if rows:
-        _number_lines(con, f, base)
-    _quarantine_new_rows(con, f, base)
-    exact = 1 + rows + consumed == physical_lines
-    con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
-    con.execute(
-        "INSERT INTO landing.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [f.relative, f.table, f.part, digest.size_bytes, digest.sha256, fingerprint(f),
-         None, rows, bad, physical_lines, exact, _utc_now()],
-    )  # fmt: skip
-    return rows, bad
-
-
-def _line_stats(f: SourceFile, digest: Digest) -> tuple[int, bool]:
-    if digest.newlines is None:
-        try:
-            return _text_line_stats(f.path)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise IngestError(f"{f.relative}: cannot be decompressed: {exc}") from exc
-    return digest.newlines, bool(digest.ends_with_newline)
-
-
-def _quarantine_unterminated_last_line(
-    con: duckdb.DuckDBPyConnection, f: SourceFile, last_line: int, new_rows: str
-) -> None:
-    """As _quarantine_unterminated_last_row, for a file parsed straight into raw."""
-    _quarantine_last_line(con, f, last_line, new_rows, f"raw.{f.table}")
-
-
-def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, base: int) -> None:
-    """source_line of the file's new rows: the row's position in the file (rowid - base) + 2
-    (header, 1-based) plus the lines rejected before it."""
-    offsets = con.execute(_OFFSETS_SQL, {"file": f.relative}).fetchall()
     target = f"raw.{f.table}"
+    parsed = _parse_into(con, f, digest, target)
+    base = con.execute(
+        f"SELECT min(rowid) FROM {target} WHERE source_file = ?", [f.relative]
+    ).fetchone()[0]
+    _quarantine_new_rows(con, f, base)
+    _check_accounting(con, f, parsed, target, _QUARANTINED_LINES)
+    _record_file(con, f, digest, parsed, None)
+    return parsed
+
+
+def _line_stats(f: SourceFile, digest: Digest) -> tuple[int, bool, bool]:
+    """Newlines, whether the text ends with one, and whether it holds a bare CR or NUL byte."""
+    if digest.newlines is not None:
+        return digest.newlines, bool(digest.ends_with_newline), bool(digest.stray_bytes)
+    try:
+        scan = _text_line_stats(f.path)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IngestError(f"{f.relative}: cannot be decompressed: {exc}") from exc
+    return scan.newlines, scan.last == b"\n", scan.stray_bytes
+
+
+def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> None:
+    """source_line of the file's new rows in `target` (those without one): the row's position in
+    the file (rowid - base) + 2 (header, 1-based) plus the lines rejected before it."""
+    base = con.execute(f"SELECT min(rowid) FROM {target} WHERE source_line IS NULL").fetchone()[0]
+    if base is None:
+        return
+    offsets = con.execute(_OFFSETS_SQL, {"file": f.relative}).fetchall()
     if len(offsets) <= _MAX_CASE_OFFSETS:
         line = _line_number_sql(offsets).replace("l.rowid", f"(rowid - {int(base)})")
         con.execute(f"UPDATE {target} SET source_line = {line} WHERE source_line IS NULL")
