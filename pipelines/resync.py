@@ -10,8 +10,9 @@ a blank line, a record spanning lines) or the byte scan found a bare CR or a NUL
 - a line holding a NUL byte or a bare CR is bad on its own (`nul_byte`,
   `bare_carriage_return`); an empty line is blank (DuckDB skips those too);
 - a line that opens a quoted value without closing it may continue on the following lines
-  (legal CSV) for at most MAX_RECORD_LINES lines, and only if the lines together parse as
-  exactly one record of the header's width; otherwise that first line alone is bad
+  (legal CSV) for at most MAX_RECORD_LINES lines, only if none of those lines is a complete
+  record of the header's width by itself, and only if the lines together parse as exactly
+  one record of the header's width; otherwise that first line alone is bad
   (`malformed_quotes`) and the following lines are read again as new records;
 - a record that includes the file's unterminated last line is `truncated_last_line`.
 
@@ -130,9 +131,17 @@ def _longest_record(first: Line, take, width: int) -> tuple[list[Line], list | N
         if state == "complete" and (len(span) == 1 or len(fields) == width):
             return span, fields, []
         following = take() if state == "open" and len(span) < MAX_RECORD_LINES else None
-        if following is None or following.problem:
+        if following is None or following.problem or _whole_record(following, width):
             return [first], None, span[1:] + ([following] if following else [])
         span.append(following)
+
+
+def _whole_record(line: Line, width: int) -> bool:
+    """A line that is a complete record of the header's width on its own is taken for the
+    next record, not for the continuation of a quoted value: so a stray quote never swallows
+    a good line, even when a second stray quote would close it further down."""
+    state, fields = parse([line])
+    return state == "complete" and len(fields) == width
 
 
 def _judge(span: list[Line], fields: list[str] | None) -> tuple[int, int, list[str]] | Bad:
