@@ -296,6 +296,9 @@ _LANDING_DDL = (
     " part INTEGER, size_bytes BIGINT, sha256 VARCHAR, fingerprint VARCHAR,"
     " landing_table VARCHAR, rows_parsed BIGINT, lines_rejected BIGINT,"
     " physical_lines BIGINT, line_numbers_exact BOOLEAN, loaded_at TIMESTAMP)",
+    # the rest of the row accounting (docs/reliability.md); added to older warehouses
+    "ALTER TABLE landing.files ADD COLUMN IF NOT EXISTS blank_lines BIGINT",
+    "ALTER TABLE landing.files ADD COLUMN IF NOT EXISTS continuation_lines BIGINT",
     "CREATE TABLE IF NOT EXISTS landing.rejects (table_name VARCHAR, file_path VARCHAR,"
     " line BIGINT, extra_lines BIGINT, column_name VARCHAR, reason VARCHAR, raw_line VARCHAR)",
 )
@@ -590,9 +593,13 @@ def _record_file(
     """The file's row in landing.files (line numbers are exact once the accounting passed)."""
     con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
     con.execute(
-        "INSERT INTO landing.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, ?)",
+        "INSERT INTO landing.files (file_path, table_name, part, size_bytes, sha256, fingerprint,"
+        " landing_table, rows_parsed, lines_rejected, physical_lines, line_numbers_exact,"
+        " loaded_at, blank_lines, continuation_lines)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, ?, ?, ?)",
         [f.relative, f.table, f.part, digest.size_bytes, digest.sha256, fingerprint(f),
-         landing_table, parsed.rows, parsed.bad, parsed.physical_lines, _utc_now()],
+         landing_table, parsed.rows, parsed.bad, parsed.physical_lines, _utc_now(),
+         parsed.blank_lines, parsed.extra_lines],
     )  # fmt: skip
 
 
