@@ -1328,14 +1328,14 @@ def _quarantine_counts(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, in
 
 def _file_notes(con: duckdb.DuckDBPyConnection) -> list[str]:
     notes = []
-    for relative, parsed, rejected, exact in con.execute(
-        "SELECT file_path, rows_parsed, lines_rejected, line_numbers_exact FROM landing.files"
-        " ORDER BY file_path"
+    for relative, parsed, rejected, blank, continued in con.execute(
+        "SELECT file_path, rows_parsed, lines_rejected, coalesce(blank_lines, 0),"
+        " coalesce(continuation_lines, 0) FROM landing.files ORDER BY file_path"
     ).fetchall():
-        if not exact:
+        if blank or continued:
             notes.append(
-                f"{relative}: blank or multi-line records; line numbers of its rows may be"
-                " approximate"
+                f"{relative}: {blank} blank lines and {continued} lines continuing a quoted"
+                " value (Synthea writes neither; counted, line numbers stay exact)"
             )
         if rejected > parsed:
             notes.append(f"{relative}: most lines could not be parsed; check the export format")
