@@ -221,16 +221,19 @@ class Digest:
     sha256: str
     newlines: int | None  # None for gzip files (counted only when the file is loaded)
     ends_with_newline: bool | None
-    # a bare CR (not before \n) or a NUL byte: DuckDB's parser stops at the first (the whole
-    # file would fail) and lets the second through, so such a file takes the slow path
+    # a bare CR (not before \n), CRLF mixed with LF line ends, or a NUL byte: DuckDB's parser
+    # stops at the first two (the whole file would fail) and lets the third through, so such
+    # a file takes the slow path
     stray_bytes: bool | None = None
 
 
 @dataclass
 class _ByteScan:
-    """Newlines, bare carriage returns and NUL bytes of a byte stream, chunk by chunk."""
+    """Newlines (LF and CRLF), bare carriage returns and NUL bytes of a byte stream, chunk by
+    chunk."""
 
     newlines: int = 0
+    crlf: int = 0
     bare_cr: int = 0
     nul: int = 0
     last: bytes = b""
@@ -238,14 +241,19 @@ class _ByteScan:
     def update(self, chunk: bytes) -> None:
         self.newlines += chunk.count(b"\n")
         self.nul += chunk.count(b"\0")
-        self.bare_cr += chunk.count(b"\r") - chunk.count(b"\r\n")
+        crlf = chunk.count(b"\r\n")
         if self.last == b"\r" and chunk[:1] == b"\n":  # a CRLF split across two chunks
+            crlf += 1
             self.bare_cr -= 1
+        self.crlf += crlf
+        self.bare_cr += chunk.count(b"\r") - chunk.count(b"\r\n")
         self.last = chunk[-1:]
 
     @property
     def stray_bytes(self) -> bool:
-        return bool(self.bare_cr or self.nul)
+        # DuckDB takes the line end of the first lines for the whole file
+        mixed_line_ends = 0 < self.crlf < self.newlines
+        return bool(self.bare_cr or self.nul or mixed_line_ends)
 
 
 def file_digest(path: Path) -> Digest:
@@ -466,7 +474,7 @@ def _fast_parse(
             _params(f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines),
         )
     except duckdb.Error as exc:
-        raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+        raise IngestError(f"{f.relative}: cannot be read: {_first_line(exc)}") from exc
     rows = con.execute(f"SELECT count(*) FROM {target} WHERE source_line IS NULL").fetchone()[0]
     rejected, spanning = con.execute(
         "SELECT count(DISTINCT line), count(*) FILTER (extra_lines > 0) FROM landing.rejects"
@@ -489,7 +497,7 @@ def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> r
         try:
             split = resync.split_file(f.path, len(f.header), clean)
         except (OSError, EOFError, zlib.error) as exc:
-            raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+            raise IngestError(f"{f.relative}: cannot be read: {_first_line(exc)}") from exc
         _drop_reject_tables(con)
         try:
             con.execute(
@@ -502,7 +510,7 @@ def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> r
                 _params(f, table=True, ends_with_newline=True, last_line=0),
             )
         except duckdb.Error as exc:
-            raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+            raise IngestError(f"{f.relative}: cannot be read: {_first_line(exc)}") from exc
     if split.bad:
         con.execute(
             "INSERT INTO landing.rejects SELECT $table, $relative, b.line, b.extra_lines, NULL,"
@@ -510,6 +518,12 @@ def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> r
             _params(f, table=True, bad=[vars(b) for b in split.bad]),
         )
     return split
+
+
+def _first_line(exc: Exception) -> str:
+    """DuckDB's messages run over many lines (hints, the reader's options); a user-facing
+    error is one line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _spill_folder(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -579,7 +593,7 @@ def load_file(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> 
             _check_accounting(con, f, parsed, table, _REJECTED_LINES)
             _record_file(con, f, digest, parsed, _landing_table(f.relative))
     except duckdb.Error as exc:
-        raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
+        raise IngestError(f"{f.relative}: cannot be read: {_first_line(exc)}") from exc
     return parsed
 
 
@@ -699,7 +713,7 @@ def sync_landing(con: duckdb.DuckDBPyConnection, export: Export, log: Log) -> _L
         changes.loaded.append(f.relative)
     for relative in sorted(set(known) - {f.relative for f in export.files}):
         drop_file(con, relative)
-        log(f"{relative}: no longer in the export; its rows are removed")
+        log(f"{display_name(relative)}: no longer in the export; its rows are removed")
         changes.removed.append(relative)
     return changes
 
@@ -1290,7 +1304,8 @@ class IngestSummary:
     def format(self) -> str:
         """Readable multi-line summary for the terminal and the run log."""
         lines = [
-            f"ingest {self.source} -> {self.warehouse} ({self.seconds:.1f} s)",
+            f"ingest {display_name(self.source)} -> {display_name(self.warehouse)}"
+            f" ({self.seconds:.1f} s)",
             f"files: {len(self.files_loaded)} loaded, {len(self.files_skipped)} unchanged"
             f" (not re-read), {len(self.files_removed)} removed",
             f"{'table':<16}{'rows':>12}{'quarantined':>13}",
@@ -1334,11 +1349,13 @@ def _file_notes(con: duckdb.DuckDBPyConnection) -> list[str]:
     ).fetchall():
         if blank or continued:
             notes.append(
-                f"{relative}: {blank} blank lines and {continued} lines continuing a quoted"
+                f"{display_name(relative)}: {blank} blank lines and {continued} lines continuing a quoted"
                 " value (Synthea writes neither; counted, line numbers stay exact)"
             )
         if rejected > parsed:
-            notes.append(f"{relative}: most lines could not be parsed; check the export format")
+            notes.append(
+                f"{display_name(relative)}: most lines could not be parsed; check the export format"
+            )
     return notes
 
 

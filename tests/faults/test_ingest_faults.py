@@ -304,6 +304,48 @@ def test_a_file_cut_inside_a_quoted_value(generated, clean, tmp_path):
     assert query(warehouse, "SELECT count(*) FROM raw.procedures") == [(59,)]
 
 
+def test_crlf_mixed_with_lf_line_ends_loads_every_line(generated, clean, tmp_path):
+    """DuckDB takes the line end of the first lines for the whole file and stops at the
+    first other one ("state machine reached an invalid state"); a copy edited on Windows
+    can mix them. Every line loads, and a CRLF-only line counts as blank."""
+
+    def edit(folder):
+        path = folder / "conditions.csv"
+        lines = path.read_bytes().split(b"\n")
+        for i in range(40, 60, 3):
+            lines[i] += b"\r"
+        lines.insert(70, b"\r")  # line 71: blank
+        path.write_bytes(b"\n".join(lines))
+
+    folder, warehouse = ingest_copy(generated, tmp_path, edit)
+    assert quarantined(warehouse) == []
+    shifted = {
+        (f, line + 1 if f == "conditions.csv" and line > 70 else line): row
+        for (f, line), row in clean.items()
+    }
+    assert_nothing_else_lost(shifted, warehouse, set())
+    assert_every_line_counted(folder, warehouse)
+
+
+def test_a_parser_error_is_one_line(generated, tmp_path, monkeypatch):
+    """Should DuckDB's parser still stop at a file, the error is one line naming the file."""
+    line_stats = ingest._line_stats
+
+    def hide_stray_bytes(f, digest):  # as if the byte scan missed the bare CR
+        newlines, ends_with_newline, _ = line_stats(f, digest)
+        return newlines, ends_with_newline, False
+
+    monkeypatch.setattr(ingest, "_line_stats", hide_stray_bytes)
+
+    def edit(folder):
+        edit_line(folder / "conditions.csv", 5, lambda line: line[:9] + b"\r" + line[9:])
+
+    with pytest.raises(IngestError) as error:
+        ingest_copy(generated, tmp_path, edit)
+    assert str(error.value).startswith("conditions.csv: cannot be read: ")
+    assert "\n" not in str(error.value)
+
+
 # ---------------------------------------------------------------- the accounting itself
 
 
@@ -388,6 +430,8 @@ def test_a_file_name_cannot_fake_a_log_line(generated, tmp_path):
 
 def _corruption(draw_line: bytes, kind: str, position: int, junk: bytes) -> bytes:
     at = position % (len(draw_line) + 1)
+    if kind == "crlf":  # this line alone ends with CRLF
+        return draw_line + b"\r"
     if kind == "drop_comma":
         commas = [i for i, byte in enumerate(draw_line) if byte == ord(",")]
         if not commas:
@@ -398,7 +442,7 @@ def _corruption(draw_line: bytes, kind: str, position: int, junk: bytes) -> byte
     return draw_line[:at] + inserted + draw_line[at:]
 
 
-KINDS = ["quote", "quote", "cr", "nul", "comma", "drop_comma", "bytes", "truncate"]
+KINDS = ["quote", "quote", "cr", "crlf", "nul", "comma", "drop_comma", "bytes", "truncate"]
 faults = st.lists(
     st.tuples(
         st.sampled_from(CSV_FILES),
@@ -447,3 +491,11 @@ def test_random_faults_lose_no_untouched_line(generated, clean, tmp_path_factory
     broken_patients = {clean[k][0] for k in touched if k[0] == "patients.csv" and k in clean}
     cascade = {k for k, row in clean.items() if broken_patients & set(row)}
     assert_nothing_else_lost(clean, warehouse, touched | cascade)
+
+
+def test_an_export_path_cannot_fake_a_summary_line(generated, tmp_path):
+    folder = tmp_path / "export\nredflags ingest: fake line"
+    shutil.copytree(generated, folder)
+    summary = ingest.ingest_export(folder, tmp_path / "w.duckdb", log=quiet)
+    assert "redflags ingest: fake line" not in summary.format().split("\n")
+    assert repr(str(folder)) in summary.format()
