@@ -430,7 +430,7 @@ def _parse_into(
     and rejected lines account for every physical line of the byte scan, one line each;
     otherwise (a stray quote swallowed lines, blank lines, records spanning lines) it is
     undone and the slow path (pipelines/resync.py) re-reads the file line by line, as it
-    does straight away when the byte scan saw a bare CR or a NUL byte."""
+    does straight away when the byte scan saw a bare CR, a NUL byte or mixed line ends."""
     newlines, ends_with_newline, stray_bytes = _line_stats(f, digest)
     physical_lines = newlines + (0 if ends_with_newline else 1)
     con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
