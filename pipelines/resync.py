@@ -10,9 +10,10 @@ a blank line, a record spanning lines) or the byte scan found a bare CR or a NUL
 - a line holding a NUL byte or a bare CR is bad on its own (`nul_byte`,
   `bare_carriage_return`); an empty line is blank (DuckDB skips those too);
 - a line that opens a quoted value without closing it may continue on the following lines
-  (legal CSV) for at most MAX_RECORD_LINES lines, only if none of those lines is a complete
-  record of the header's width by itself, and only if the lines together parse as exactly
-  one record of the header's width; otherwise that first line alone is bad
+  (legal CSV) for at most MAX_RECORD_LINES lines, only if none of those lines is a whole
+  record by itself (no quote, the header's number of fields), and only if the lines
+  together parse as exactly one record of the header's width; otherwise that first line
+  alone is bad
   (`malformed_quotes`) and the following lines are read again as new records;
 - a record that includes the file's unterminated last line is `truncated_last_line`.
 
@@ -137,11 +138,11 @@ def _longest_record(first: Line, take, width: int) -> tuple[list[Line], list | N
 
 
 def _whole_record(line: Line, width: int) -> bool:
-    """A line that is a complete record of the header's width on its own is taken for the
-    next record, not for the continuation of a quoted value: so a stray quote never swallows
-    a good line, even when a second stray quote would close it further down."""
-    state, fields = parse([line])
-    return state == "complete" and len(fields) == width
+    """A line without quotes that holds the header's number of fields is taken for the next
+    record, not for the continuation of a quoted value: so a stray quote never swallows a
+    good line, even when a second stray quote would close it further down. (The closing line
+    of a legal multi-line value holds the closing quote, so it is never taken for one.)"""
+    return '"' not in line.text and line.text.count(",") == width - 1
 
 
 def _judge(span: list[Line], fields: list[str] | None) -> tuple[int, int, list[str]] | Bad:

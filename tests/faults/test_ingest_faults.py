@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipelines import ingest, schema
+from pipelines import ingest, resync, schema
 from pipelines.errors import IngestError
 from pipelines.generator import generate
 
@@ -499,3 +499,39 @@ def test_an_export_path_cannot_fake_a_summary_line(generated, tmp_path):
     summary = ingest.ingest_export(folder, tmp_path / "w.duckdb", log=quiet)
     assert "redflags ingest: fake line" not in summary.format().split("\n")
     assert repr(str(folder)) in summary.format()
+
+
+# ---------------------------------------------------------------- the slow path on small texts
+
+RESYNC_CASES = {
+    # name: (file bytes, loaded lines, {bad line: reason}, blank lines, continuation lines)
+    "stray quote": (b'A,B,C\n1,x,y\n2,"x,y\n3,x,y\n', [2, 4], {3: "malformed_quotes"}, 0, 0),
+    "two stray quotes": (
+        b'A,B,C\n1,"x,y\n2,x,y\n3,"x,y\n4,x,y\n',
+        [3, 5],
+        {2: "malformed_quotes", 4: "malformed_quotes"},
+        0,
+        0,
+    ),
+    "value over two lines": (b'A,B,C\n1,"x\ny",z\n3,x,y\n', [2, 4], {}, 0, 1),
+    "value over three lines, one blank": (b'A,B,C\n1,"x\n\ny",z\n3,x,y\n', [2, 5], {}, 0, 2),
+    "blank line": (b"A,B,C\n1,x,y\n\n3,x,y\n", [2, 4], {}, 1, 0),
+    "text after a closing quote": (b'A,B,C\n1,"x"y,z\n3,x,y\n', [3], {2: "malformed_quotes"}, 0, 0),
+    "bare CR": (b"A,B,C\n1,x\ry,z\n3,x,y\n", [3], {2: "bare_carriage_return"}, 0, 0),
+    "NUL": (b"A,B,C\n1,x\0y,z\n3,x,y\n", [3], {2: "nul_byte"}, 0, 0),
+    "CRLF": (b"A,B,C\r\n1,x,y\r\n2,x,y\r\n", [2, 3], {}, 0, 0),
+    "cut inside a quote": (b'A,B,C\n1,x,y\n2,"x', [2], {3: "truncated_last_line"}, 0, 0),
+    "cut after a value": (b"A,B,C\n1,x,y\n2,x,y", [2], {3: "truncated_last_line"}, 0, 0),
+}
+
+
+@pytest.mark.parametrize("case", RESYNC_CASES)
+def test_the_slow_path_resynchronises_at_the_next_line(tmp_path, case):
+    text, loaded, bad, blank, continued = RESYNC_CASES[case]
+
+    (tmp_path / "in.csv").write_bytes(text)
+    split = resync.split_file(tmp_path / "in.csv", 3, tmp_path / "clean.csv")
+    clean = (tmp_path / "clean.csv").read_text().split("\n")[1:]
+    assert [int(line.split(",")[0]) for line in clean if line[:1].isdigit()] == loaded
+    assert {b.line: b.reason for b in split.bad} == bad
+    assert (split.blank_lines, split.extra_lines) == (blank, continued)
