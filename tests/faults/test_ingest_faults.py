@@ -7,6 +7,7 @@ not touch must be in raw with the same line number and the same values."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
 import shutil
@@ -535,3 +536,33 @@ def test_the_slow_path_resynchronises_at_the_next_line(tmp_path, case):
     assert [int(line.split(",")[0]) for line in clean if line[:1].isdigit()] == loaded
     assert {b.line: b.reason for b in split.bad} == bad
     assert (split.blank_lines, split.extra_lines) == (blank, continued)
+
+
+good_line = st.lists(st.text("abc 019-:", min_size=0, max_size=6), min_size=3, max_size=3).map(
+    lambda fields: ",".join(fields).encode()
+)
+junk_line = st.binary(max_size=12).filter(lambda b: b"\n" not in b) | st.sampled_from(
+    [b'"', b'1,"x,y', b'"a""b",c,d', b'x,"y', b'z",1,2', b"\r", b"a\0b,c,d"]
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=bool(os.environ.get("CI")))
+@given(
+    lines=st.lists(st.tuples(st.booleans(), good_line, junk_line), min_size=1, max_size=30),
+    cut=st.booleans(),
+)
+def test_the_slow_path_never_swallows_a_good_line(tmp_path_factory, lines, cut):
+    """Any mix of good lines and junk: every line is counted once, and every good line that
+    is not the file's cut last line is loaded as a record of its own."""
+    text = [b"A,B,C", *(good if is_good else junk for is_good, good, junk in lines)]
+    data = b"\n".join(text) + (b"" if cut else b"\n")
+    folder = tmp_path_factory.mktemp("split")
+    (folder / "in.csv").write_bytes(data)
+    split = resync.split_file(folder / "in.csv", 3, folder / "clean.csv")
+    lines_read = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1
+    assert split.records + len(split.bad) + split.blank_lines + split.extra_lines == lines_read
+    with open(folder / "clean.csv", newline="", errors="surrogateescape") as handle:
+        written = {int(row[0]): row[1:] for row in list(csv.reader(handle))[1:]}
+    for number, (is_good, good, _) in enumerate(lines, start=2):
+        if is_good and good and not (cut and number == len(lines) + 1):
+            assert written.get(number) == good.decode().split(","), number
