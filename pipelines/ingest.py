@@ -417,7 +417,8 @@ class _Parsed:
 
     def message(self, relative: str, started: float) -> str:
         how = ", re-read line by line" if self.resynced else ""
-        return f"{relative}: {self.rows} rows parsed, {self.bad} lines rejected ({_seconds(started)}{how})"
+        counts = f"{self.rows} rows parsed, {self.bad} lines rejected"
+        return f"{relative}: {counts} ({_seconds(started)}{how})"
 
 
 def _parse_into(
@@ -1349,13 +1350,13 @@ def _file_notes(con: duckdb.DuckDBPyConnection) -> list[str]:
     ).fetchall():
         if blank or continued:
             notes.append(
-                f"{display_name(relative)}: {blank} blank lines and {continued} lines continuing a quoted"
-                " value (Synthea writes neither; counted, line numbers stay exact)"
+                f"{display_name(relative)}: {blank} blank lines and {continued} lines"
+                " continuing a quoted value (Synthea writes neither; counted, line numbers"
+                " stay exact)"
             )
         if rejected > parsed:
-            notes.append(
-                f"{display_name(relative)}: most lines could not be parsed; check the export format"
-            )
+            name = display_name(relative)
+            notes.append(f"{name}: most lines could not be parsed; check the export format")
     return notes
 
 
