@@ -414,6 +414,7 @@ class _Parsed:
     blank_lines: int = 0  # slow path only (the fast path leaves a file with blanks to it)
     extra_lines: int = 0  # continuation lines of records spanning lines (slow path only)
     resynced: bool = False  # parsed by the slow path
+    first_rowid: int | None = None  # of the file's rows in the table (they come last)
 
     def message(self, relative: str, started: float) -> str:
         how = ", re-read line by line" if self.resynced else ""
@@ -444,9 +445,9 @@ def _parse_into(
             rows_from = f"FROM {target} WHERE source_line IS NULL"
             _quarantine_last_line(con, f, physical_lines, rows_from, target)
         _number_lines(con, f, target)
-    parsed.rows = con.execute(
-        f"SELECT count(*) FROM {target} WHERE source_file = ?", [f.relative]
-    ).fetchone()[0]
+    parsed.rows, parsed.first_rowid = con.execute(
+        f"SELECT count(*), min(rowid) FROM {target} WHERE source_file = ?", [f.relative]
+    ).fetchone()
     parsed.bad = con.execute(
         "SELECT count(DISTINCT line) FROM landing.rejects WHERE file_path = ?", [f.relative]
     ).fetchone()[0]
@@ -1050,10 +1051,7 @@ def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest
     con.execute(f"DROP TABLE IF EXISTS landing.{_quote(_landing_table(f.relative))}")  # old format
     target = f"raw.{f.table}"
     parsed = _parse_into(con, f, digest, target)
-    base = con.execute(
-        f"SELECT min(rowid) FROM {target} WHERE source_file = ?", [f.relative]
-    ).fetchone()[0]
-    _quarantine_new_rows(con, f, base)
+    _quarantine_new_rows(con, f, parsed.first_rowid)
     _check_accounting(con, f, parsed, target, _QUARANTINED_LINES)
     _record_file(con, f, digest, parsed, None)
     return parsed
