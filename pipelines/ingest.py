@@ -42,7 +42,7 @@ from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 
 # Bump when the way files are parsed into landing tables changes: every file is then re-read.
-LANDING_FORMAT = "3"
+LANDING_FORMAT = "4"  # 4: staged per file; duplicate_record and unit checks
 _FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?$", re.I)
 _DATE_TYPES = ("DATE", "TIMESTAMP")
 # DuckDB reject error_type -> quarantine reason
@@ -550,10 +550,15 @@ def _parsed_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str
     return "\nUNION ALL\n".join(selects)
 
 
-def _problem_checks(table: str) -> list[tuple[str, str, str]]:
-    """(condition, reason, column) in priority order; a row gets the first that holds."""
+def _problem_checks(table: str, *, staged: bool = False) -> list[tuple[str, str, str | None]]:
+    """(condition, reason, column) in priority order; a row gets the first that holds.
+
+    `staged`: the rows of one file in temp.ingest_lines (tables parsed straight into raw),
+    where exact duplicate lines are known (temp.duplicate_lines) and observations are checked
+    against the unit rules (temp.ingest_unit_rules). The unknown-patient check comes last, so
+    that a held row has no other problem."""
     t = schema.TABLES[table]
-    checks = []
+    checks: list[tuple[str, str, str | None]] = []
     for c in t.columns:
         if c.required:
             blank = f" OR trim({c.name}) = ''" if c.type == "VARCHAR" else ""
@@ -566,22 +571,87 @@ def _problem_checks(table: str) -> list[tuple[str, str, str]]:
             " ORDER BY file_rank, source_line) > 1"
         )
         checks.append((duplicate, "duplicate_patient_id", "patient_id"))
-    else:
-        column = t.patient_column
-        checks.append(
-            (f"{column} NOT IN (SELECT patient_id FROM raw.patients)", "unknown_patient", column)
-        )
+        return checks
+    if staged:
+        duplicate = "source_line IN (SELECT source_line FROM temp.duplicate_lines)"
+        checks.append((duplicate, "duplicate_record", None))
+        if table == "observations":
+            checks += _value_checks()
+    column = t.patient_column
+    checks.append(
+        (f"{column} NOT IN (SELECT patient_id FROM raw.patients)", "unknown_patient", column)
+    )
     return checks
+
+
+# An observation whose code has unit rules (temp.ingest_unit_rules: its concept is numeric in
+# the study, pipelines/valuesets/units.csv) and how its VALUE and UNITS are read.
+_RULE_CODE = "upper(replace(trim(code), '.', ''))"
+_RULE_KEY = f"{_RULE_CODE} || chr(31) || lower(trim(coalesce(units, '')))"
+_IS_RULED = f"{_RULE_CODE} IN (SELECT rule_code FROM temp.ingest_unit_rules)"
+_AS_NUMBER = "try_cast(trim(value) AS DOUBLE)"
+
+
+def _value_checks() -> list[tuple[str, str, str]]:
+    """Checks of the numeric study observations (weight, ALP): a VALUE that is not a finite
+    number, a UNITS without a conversion, and a value outside the plausible range once
+    converted (or too large for the DECIMAL(18, 4) the models read it as)."""
+    # the rules' columns are named apart from the observation's, which the subqueries read
+    rule = f"(SELECT {{}} FROM temp.ingest_unit_rules r WHERE r.rule_key = {_RULE_KEY})"
+    converted = f"{_AS_NUMBER} * {rule.format('factor')}"
+    return [
+        (
+            f"{_IS_RULED} AND ({_AS_NUMBER} IS NULL OR NOT isfinite({_AS_NUMBER}))",
+            "unparseable_value",
+            "value",
+        ),
+        (
+            f"{_IS_RULED} AND {_RULE_KEY} NOT IN (SELECT rule_key FROM temp.ingest_unit_rules)",
+            "unknown_unit",
+            "units",
+        ),
+        (
+            f"{_IS_RULED} AND (try_cast(trim(value) AS DECIMAL(18, 4)) IS NULL"
+            f" OR {converted} < {rule.format('min_value')}"
+            f" OR {converted} > {rule.format('max_value')})",
+            "implausible_value",
+            "value",
+        ),
+    ]
+
+
+def _create_unit_rules(con: duckdb.DuckDBPyConnection) -> None:
+    """temp.ingest_unit_rules: one row per (observation code, accepted unit) of the study's
+    numeric concepts, with the factor to the canonical unit and the plausible range."""
+    from pipelines.valuesets import unit_conversions  # the value sets, read when needed
+
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE ingest_unit_rules (rule_code VARCHAR, rule_key VARCHAR,"
+        " factor DOUBLE, min_value DOUBLE, max_value DOUBLE)"
+    )
+    con.executemany(
+        "INSERT INTO temp.ingest_unit_rules VALUES (?, ? || chr(31) || ?, ?, ?, ?)",
+        [[r.code, r.code, r.unit, r.factor, r.min_value, r.max_value] for r in unit_conversions()],
+    )
+
+
+def _case(checks: list[tuple[str, str, str | None]], part: int) -> str:
+    """CASE expression giving the reason (part 1) or column (part 2) of the first check that
+    holds, NULL when none does."""
+    whens = " ".join(
+        f"WHEN {check[0]} THEN {'NULL' if check[part] is None else repr(check[part])}"
+        for check in checks
+    )
+    return f"CASE {whens} END"
 
 
 def _checked_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> str:
     """The parsed rows of `files` with the first problem each has (NULL when none)."""
     checks = _problem_checks(table)
-    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
-    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
     return (
         f"WITH parsed AS ({_parsed_rows_sql(con, table, files)})\n"
-        f"SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column FROM parsed"
+        f"SELECT *, {_case(checks, 1)} AS problem, {_case(checks, 2)} AS problem_column"
+        " FROM parsed"
     )
 
 
@@ -789,6 +859,8 @@ def _update_direct_table(
         con.execute(schema.create_table_sql(table, held))
     if patient_ids_changed and not changes.recreate:
         _recheck_held(con, table)  # before the fresh files: raw and held hold kept files only
+    if changes.fresh:
+        _create_unit_rules(con)
     for relative in changes.fresh:
         f, digest = changes.sources[relative]
         started = time.perf_counter()
@@ -803,6 +875,23 @@ def _held_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return wh.table_exists(con, "landing", table + "__held")
 
 
+def _insert_rows(
+    con: duckdb.DuckDBPyConnection, target: str, select: str, params: dict | list | None = None
+) -> int:
+    """INSERT INTO `target` the rows of `select`, unless there are none; returns their number.
+
+    Never an empty INSERT ... SELECT inside the update transaction: in DuckDB 2.0, once rows
+    of a table were deleted in a transaction, an INSERT ... SELECT that inserts nothing makes
+    every later large INSERT into that table (about 100k rows and more, which DuckDB writes
+    to disk ahead of COMMIT) invisible for the rest of the transaction; the rows reappear at
+    COMMIT. The ingest's checks then saw none of a big file's rows (issue 11, item 2; the
+    DuckDB behaviour is pinned by tests/faults/test_incremental_and_units.py)."""
+    n = con.execute(f"SELECT count(*) FROM ({select})", params).fetchone()[0]
+    if n:
+        con.execute(f"INSERT INTO {target} {select}", params)
+    return n
+
+
 def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Records of patients that left move from raw to the quarantine and held; held records
     of patients that arrived enter raw."""
@@ -810,17 +899,20 @@ def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
     held = _held_table(table)
     if con.execute("SELECT count(*) FROM patients_removed").fetchone()[0]:
         orphans = f"FROM raw.{table} WHERE {patient} IN (SELECT patient_id FROM patients_removed)"
-        con.execute(
-            f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, '{patient}',"
-            f" 'unknown_patient', {_as_text(table)} {orphans}",
+        _insert_rows(
+            con,
+            "meta.quarantine",
+            f"SELECT $table, source_file, source_line, '{patient}', 'unknown_patient',"
+            f" {_as_text(table)} {orphans}",
             {"table": table},
         )
-        con.execute(f"INSERT INTO {held} SELECT * {orphans}")
+        _insert_rows(con, held, f"SELECT * {orphans}")
         con.execute(f"DELETE {orphans}")
     if con.execute("SELECT count(*) FROM patients_added").fetchone()[0]:
         arrived = f"FROM {held} WHERE {patient} IN (SELECT patient_id FROM patients_added)"
         con.execute(f"CREATE OR REPLACE TEMP TABLE revived AS SELECT * {arrived}")
-        con.execute(f"INSERT INTO raw.{table} SELECT * FROM revived")
+        if not _insert_rows(con, f"raw.{table}", "SELECT * FROM revived"):
+            return
         con.execute(f"DELETE {arrived}")
         con.execute(
             "DELETE FROM meta.quarantine q USING revived r WHERE q.table_name = $table"
@@ -831,20 +923,19 @@ def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
 
 
 def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> tuple:
-    """Parse one file straight into raw.<table> (inside the update transaction): every parsed
-    row enters in file order without a line number; the line numbers follow from the row ids
-    and the rejected lines; then the rows that fail a check move to the quarantine (rows of
-    unknown patients also to held). Returns (rows parsed, bad lines)."""
-    table = f.table
+    """Parse one file into raw.<table> (inside the update transaction) through a staging
+    table: the file is parsed into temp.ingest_stage (in file order), its rows get their line
+    numbers and checks there, then move set-wise: good rows into raw, failed rows into the
+    quarantine (rows of unknown patients also into held). raw is never read back to find the
+    new rows (see _insert_rows for why). Returns (rows parsed, bad lines)."""
     newlines, ends_with_newline = _line_stats(f, digest)
     physical_lines = newlines + (0 if ends_with_newline else 1)
-    names = ", ".join(c.name for c in schema.TABLES[table].columns)
     con.execute("DROP TABLE IF EXISTS temp.ingest_reject_errors")
     con.execute("DROP TABLE IF EXISTS temp.ingest_reject_scans")
     con.execute(f"DROP TABLE IF EXISTS landing.{_quote(_landing_table(f.relative))}")  # old format
     try:
         con.execute(
-            f"INSERT INTO raw.{table} ({names}, source_file) {_read_csv_sql(f)}",
+            f"CREATE OR REPLACE TEMP TABLE ingest_stage AS {_read_csv_sql(f)}",
             _params(f, path=True),
         )
         con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
@@ -854,18 +945,17 @@ def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest
         )
     except duckdb.Error as exc:
         raise IngestError(f"{f.relative}: cannot be read: {exc}") from exc
-    new_rows = f"FROM raw.{table} WHERE source_line IS NULL"
+    new_rows = "FROM temp.ingest_stage"
     if not ends_with_newline:
         _quarantine_unterminated_last_line(con, f, physical_lines, new_rows)
-    rows, base = con.execute(f"SELECT count(*), min(rowid) {new_rows}").fetchone()
+    rows = con.execute(f"SELECT count(*) {new_rows}").fetchone()[0]
     bad, consumed = con.execute(
         "SELECT count(*), coalesce(sum(1 + extra), 0) FROM (SELECT line, max(extra_lines) AS extra"
         " FROM landing.rejects WHERE file_path = ? GROUP BY line)",
         [f.relative],
     ).fetchone()
-    if rows:
-        _number_lines(con, f, base)
-    _quarantine_new_rows(con, f, base)
+    _number_lines(con, f)
+    _quarantine_new_rows(con, f)
     exact = 1 + rows + consumed == physical_lines
     con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
     con.execute(
@@ -888,69 +978,121 @@ def _line_stats(f: SourceFile, digest: Digest) -> tuple[int, bool]:
 def _quarantine_unterminated_last_line(
     con: duckdb.DuckDBPyConnection, f: SourceFile, last_line: int, new_rows: str
 ) -> None:
-    """As _quarantine_unterminated_last_row, for a file parsed straight into raw."""
-    _quarantine_last_line(con, f, last_line, new_rows, f"raw.{f.table}")
+    """As _quarantine_unterminated_last_row, for a file staged in temp.ingest_stage."""
+    _quarantine_last_line(con, f, last_line, new_rows, "temp.ingest_stage")
 
 
-def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, base: int) -> None:
-    """source_line of the file's new rows: the row's position in the file (rowid - base) + 2
-    (header, 1-based) plus the lines rejected before it."""
+def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
+    """temp.ingest_lines: the staged rows with their source_line, i.e. their position among
+    the parsed rows + 2 (header, 1-based) plus the lines rejected before them.
+
+    The position is the row's order in temp.ingest_stage, a table just created from the
+    file (DuckDB keeps the file's order): its row ids are consecutive, so the position is
+    rowid - min(rowid); should they ever not be, it is the rank of the row id."""
+    base, last, n = con.execute(
+        "SELECT min(rowid), max(rowid), count(*) FROM temp.ingest_stage"
+    ).fetchone()
+    consecutive = n == 0 or last - base + 1 == n
+    position = (
+        f"rowid - {int(base or 0)}" if consecutive else "row_number() OVER (ORDER BY rowid) - 1"
+    )
     offsets = con.execute(_OFFSETS_SQL, {"file": f.relative}).fetchall()
-    target = f"raw.{f.table}"
-    if len(offsets) <= _MAX_CASE_OFFSETS:
-        line = _line_number_sql(offsets).replace("l.rowid", f"(rowid - {int(base)})")
-        con.execute(f"UPDATE {target} SET source_line = {line} WHERE source_line IS NULL")
+    line = _line_number_sql(offsets).replace("l.rowid", "l.position")
+    source = f"(SELECT *, {position} AS position FROM temp.ingest_stage) l"
+    if len(offsets) > _MAX_CASE_OFFSETS:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE line_offsets AS {_OFFSETS_SQL}", {"file": f.relative}
+        )
+        source += " ASOF LEFT JOIN line_offsets o ON l.position >= o.accepted_before"
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE ingest_lines AS"
+        f" SELECT l.* EXCLUDE (position), {line} AS source_line FROM {source}"
+    )
+    con.execute("DROP TABLE temp.ingest_stage")
+
+
+def _mark_duplicate_lines(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
+    """temp.duplicate_lines: the later copies of exact duplicate lines of the staged file.
+
+    raw keeps only the canonical columns, so rows with the same loaded values (same hash of
+    them) are only candidates; their original lines are then read from the file and compared
+    byte for byte, so two lines that differ in a column that is not loaded (a cost, say) both
+    stay. The first copy (lowest line) is kept. Lines of one file are compared, not across
+    files."""
+    loaded = ", ".join(c.name for c in schema.TABLES[f.table].columns)
+    candidates = con.execute(
+        f"""WITH hashed AS (SELECT source_line, hash({loaded}) AS h FROM temp.ingest_lines)
+        SELECT source_line, h FROM hashed
+        WHERE h IN (SELECT h FROM hashed GROUP BY ALL HAVING count(*) > 1)
+        ORDER BY source_line"""
+    ).fetchall()
+    con.execute("CREATE OR REPLACE TEMP TABLE duplicate_lines (source_line BIGINT)")
+    if not candidates:
         return
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE line_offsets AS {_OFFSETS_SQL}", {"file": f.relative}
-    )
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE new_lines AS
-        SELECT l.rowid AS row_id, l.rowid - {int(base)} + 2 + coalesce(o.lines_skipped, 0) AS line
-        FROM (SELECT rowid FROM {target} WHERE source_line IS NULL) l
-        ASOF LEFT JOIN line_offsets o ON l.rowid - {int(base)} >= o.accepted_before"""
-    )
-    con.execute(
-        f"UPDATE {target} SET source_line = n.line FROM new_lines n WHERE {target}.rowid = n.row_id"
-    )
+    texts = _line_texts(f.path, {line for line, _ in candidates})
+    seen, later = set(), []
+    for line, h in candidates:
+        key = (h, texts.get(line))
+        if key[1] is not None and key in seen:
+            later.append(line)
+        seen.add(key)
+    if later:
+        con.execute("INSERT INTO temp.duplicate_lines SELECT unnest($lines)", {"lines": later})
 
 
-def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, base: int | None) -> None:
-    """The file's rejected lines into the quarantine; its rows that fail a check from raw into
-    the quarantine (unknown patients also into held)."""
+def _line_texts(path: Path, lines: set[int]) -> dict[int, bytes]:
+    """The bytes (without line end) of some physical lines (1-based) of a CSV or CSV.GZ file."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    texts, last = {}, max(lines)
+    with opener(path, "rb") as handle:
+        for number, text in enumerate(handle, start=1):
+            if number in lines:
+                texts[number] = text.rstrip(b"\r\n")
+            if number >= last:
+                break
+    return texts
+
+
+def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
+    """The file's rejected lines into the quarantine; its numbered rows (temp.ingest_lines)
+    checked set-wise, then moved: good rows into raw, failed rows into the quarantine (unknown
+    patients also into held). Fails when raw then holds another number of the file's rows
+    than passed the checks (rows read = loaded + quarantined)."""
     table = f.table
-    con.execute(
-        "INSERT INTO meta.quarantine SELECT table_name, file_path, line, column_name, reason,"
-        " raw_line FROM landing.rejects WHERE file_path = ?",
-        [f.relative],
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        "SELECT table_name, file_path, line, column_name, reason, raw_line FROM landing.rejects"
+        " WHERE file_path = $file",
+        {"file": f.relative},
     )
-    if base is None:
-        return
-    checks = _problem_checks(table)
-    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
-    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
-    new = f"FROM raw.{table} WHERE rowid >= {int(base)}"
-    checked = f"SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column {new}"
+    _mark_duplicate_lines(con, f)
+    checks = _problem_checks(table, staged=True)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE new_problems AS SELECT * FROM ({checked})"
-        " WHERE problem IS NOT NULL"
+        f"CREATE OR REPLACE TEMP TABLE ingest_checked AS SELECT *, {_case(checks, 1)} AS problem,"
+        f" {_case(checks, 2)} AS problem_column FROM temp.ingest_lines"
     )
-    if not con.execute("SELECT count(*) FROM new_problems").fetchone()[0]:
-        return
+    con.execute("DROP TABLE temp.ingest_lines")
     columns = ", ".join(c.name for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS))
-    con.execute(
-        f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
-        f" problem, {_as_text(table)} FROM new_problems",
+    checked = "FROM temp.ingest_checked WHERE problem"
+    good = _insert_rows(con, f"raw.{table}", f"SELECT {columns} {checked} IS NULL")
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        f"SELECT $table, source_file, source_line, problem_column, problem, {_as_text(table)}"
+        f" {checked} IS NOT NULL",
         {"table": table},
     )
-    con.execute(
-        f"INSERT INTO {_held_table(table)} SELECT {columns} FROM new_problems"
-        " WHERE problem = 'unknown_patient'"
-    )
-    con.execute(
-        f"DELETE FROM raw.{table} WHERE rowid >= {int(base)}"
-        " AND source_line IN (SELECT source_line FROM new_problems)"
-    )
+    _insert_rows(con, _held_table(table), f"SELECT {columns} {checked} = 'unknown_patient'")
+    con.execute("DROP TABLE temp.ingest_checked")
+    loaded = con.execute(
+        f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
+    ).fetchone()[0]
+    if loaded != good:
+        raise IngestError(
+            f"{f.relative}: {good} rows passed the checks but raw.{table} holds {loaded} of them;"
+            " nothing was changed"
+        )
 
 
 def _apply_file_changes(con: duckdb.DuckDBPyConnection, table: str, changes: TableChanges) -> None:
@@ -974,18 +1116,23 @@ def _insert_checked_rows(con: duckdb.DuckDBPyConnection, table: str, files: list
     """Good rows of `files` into raw, their rejected lines and failed rows into the quarantine."""
     columns = ", ".join(c.name for c in schema.TABLES[table].columns)
     checked = _checked_rows_sql(con, table, files)
-    con.execute(
-        f"INSERT INTO raw.{table} SELECT {columns}, source_file, source_line"
-        f" FROM ({checked}) WHERE problem IS NULL"
+    _insert_rows(
+        con,
+        f"raw.{table}",
+        f"SELECT {columns}, source_file, source_line FROM ({checked}) WHERE problem IS NULL",
     )
-    con.execute(
-        "INSERT INTO meta.quarantine SELECT table_name, file_path, line, column_name, reason,"
-        " raw_line FROM landing.rejects WHERE file_path IN (SELECT unnest($files))",
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        "SELECT table_name, file_path, line, column_name, reason, raw_line FROM landing.rejects"
+        " WHERE file_path IN (SELECT unnest($files))",
         {"files": files},
     )
-    con.execute(
-        f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
-        f" problem, {_as_text(table)} FROM ({checked}) WHERE problem IS NOT NULL",
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        f"SELECT $table, source_file, source_line, problem_column, problem, {_as_text(table)}"
+        f" FROM ({checked}) WHERE problem IS NOT NULL",
         {"table": table},
     )
 
