@@ -553,7 +553,7 @@ def _parsed_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str
 def _problem_checks(table: str, *, staged: bool = False) -> list[tuple[str, str, str | None]]:
     """(condition, reason, column) in priority order; a row gets the first that holds.
 
-    `staged`: the rows of one file in temp.ingest_lines (tables parsed straight into raw),
+    `staged`: the rows of one file being loaded (tables parsed straight into raw),
     where exact duplicate lines are known (temp.duplicate_lines) and observations are checked
     against the unit rules (temp.ingest_unit_rules). The unknown-patient check comes last, so
     that a held row has no other problem."""
@@ -584,11 +584,11 @@ def _problem_checks(table: str, *, staged: bool = False) -> list[tuple[str, str,
     return checks
 
 
-# An observation whose code has unit rules (temp.ingest_unit_rules: its concept is numeric in
-# the study, pipelines/valuesets/units.csv) and how its VALUE and UNITS are read.
-_RULE_CODE = "upper(replace(trim(code), '.', ''))"
-_RULE_KEY = f"{_RULE_CODE} || chr(31) || lower(trim(coalesce(units, '')))"
-_IS_RULED = f"{_RULE_CODE} IN (SELECT rule_code FROM temp.ingest_unit_rules)"
+# Observations whose code has unit rules (its concept is numeric in the study,
+# pipelines/valuesets/units.csv) are read with their rule joined once (_checked_source):
+# unit_ruled (the code has rules), unit_factor, unit_min, unit_max (NULL: unit not listed).
+_RULE_CODE = "upper(replace(trim(l.code), '.', ''))"
+_RULE_KEY = f"{_RULE_CODE} || chr(31) || lower(trim(coalesce(l.units, '')))"
 _AS_NUMBER = "try_cast(trim(value) AS DOUBLE)"
 
 
@@ -596,28 +596,34 @@ def _value_checks() -> list[tuple[str, str, str]]:
     """Checks of the numeric study observations (weight, ALP): a VALUE that is not a finite
     number, a UNITS without a conversion, and a value outside the plausible range once
     converted (or too large for the DECIMAL(18, 4) the models read it as)."""
-    # the rules' columns are named apart from the observation's, which the subqueries read
-    rule = f"(SELECT {{}} FROM temp.ingest_unit_rules r WHERE r.rule_key = {_RULE_KEY})"
-    converted = f"{_AS_NUMBER} * {rule.format('factor')}"
+    converted = f"{_AS_NUMBER} * unit_factor"
     return [
         (
-            f"{_IS_RULED} AND ({_AS_NUMBER} IS NULL OR NOT isfinite({_AS_NUMBER}))",
+            f"unit_ruled AND ({_AS_NUMBER} IS NULL OR NOT isfinite({_AS_NUMBER}))",
             "unparseable_value",
             "value",
         ),
+        ("unit_ruled AND unit_factor IS NULL", "unknown_unit", "units"),
         (
-            f"{_IS_RULED} AND {_RULE_KEY} NOT IN (SELECT rule_key FROM temp.ingest_unit_rules)",
-            "unknown_unit",
-            "units",
-        ),
-        (
-            f"{_IS_RULED} AND (try_cast(trim(value) AS DECIMAL(18, 4)) IS NULL"
-            f" OR {converted} < {rule.format('min_value')}"
-            f" OR {converted} > {rule.format('max_value')})",
+            "unit_ruled AND (try_cast(trim(value) AS DECIMAL(18, 4)) IS NULL"
+            f" OR {converted} < unit_min OR {converted} > unit_max)",
             "implausible_value",
             "value",
         ),
     ]
+
+
+def _checked_source(table: str, numbered: str) -> str:
+    """What the checks of a staged file read: its numbered rows, for observations with their
+    unit rule (see _value_checks)."""
+    if table != "observations":
+        return f"({numbered})"
+    return f"""(SELECT l.*, c.rule_code IS NOT NULL AS unit_ruled, r.factor AS unit_factor,
+               r.min_value AS unit_min, r.max_value AS unit_max
+        FROM ({numbered}) l
+        LEFT JOIN (SELECT DISTINCT rule_code FROM temp.ingest_unit_rules) c
+            ON c.rule_code = {_RULE_CODE}
+        LEFT JOIN temp.ingest_unit_rules r ON r.rule_key = {_RULE_KEY})"""
 
 
 def _create_unit_rules(con: duckdb.DuckDBPyConnection) -> None:
@@ -859,7 +865,7 @@ def _update_direct_table(
         con.execute(schema.create_table_sql(table, held))
     if patient_ids_changed and not changes.recreate:
         _recheck_held(con, table)  # before the fresh files: raw and held hold kept files only
-    if changes.fresh:
+    if changes.fresh and table == "observations":
         _create_unit_rules(con)
     for relative in changes.fresh:
         f, digest = changes.sources[relative]
@@ -954,8 +960,7 @@ def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest
         " FROM landing.rejects WHERE file_path = ? GROUP BY line)",
         [f.relative],
     ).fetchone()
-    _number_lines(con, f)
-    _quarantine_new_rows(con, f)
+    _quarantine_new_rows(con, f, _number_lines(con, f))
     exact = 1 + rows + consumed == physical_lines
     con.execute("DELETE FROM landing.files WHERE file_path = ?", [f.relative])
     con.execute(
@@ -982,9 +987,9 @@ def _quarantine_unterminated_last_line(
     _quarantine_last_line(con, f, last_line, new_rows, "temp.ingest_stage")
 
 
-def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
-    """temp.ingest_lines: the staged rows with their source_line, i.e. their position among
-    the parsed rows + 2 (header, 1-based) plus the lines rejected before them.
+def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile) -> str:
+    """SELECT of the staged rows with their source_line, i.e. their position among the
+    parsed rows + 2 (header, 1-based) plus the lines rejected before them.
 
     The position is the row's order in temp.ingest_stage, a table just created from the
     file (DuckDB keeps the file's order): its row ids are consecutive, so the position is
@@ -1004,14 +1009,10 @@ def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
             f"CREATE OR REPLACE TEMP TABLE line_offsets AS {_OFFSETS_SQL}", {"file": f.relative}
         )
         source += " ASOF LEFT JOIN line_offsets o ON l.position >= o.accepted_before"
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE ingest_lines AS"
-        f" SELECT l.* EXCLUDE (position), {line} AS source_line FROM {source}"
-    )
-    con.execute("DROP TABLE temp.ingest_stage")
+    return f"SELECT l.* EXCLUDE (position), {line} AS source_line FROM {source}"
 
 
-def _mark_duplicate_lines(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
+def _mark_duplicate_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered: str) -> None:
     """temp.duplicate_lines: the later copies of exact duplicate lines of the staged file.
 
     raw keeps only the canonical columns, so rows with the same loaded values (same hash of
@@ -1021,7 +1022,7 @@ def _mark_duplicate_lines(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None
     files."""
     loaded = ", ".join(c.name for c in schema.TABLES[f.table].columns)
     candidates = con.execute(
-        f"""WITH hashed AS (SELECT source_line, hash({loaded}) AS h FROM temp.ingest_lines)
+        f"""WITH hashed AS (SELECT source_line, hash({loaded}) AS h FROM ({numbered}))
         SELECT source_line, h FROM hashed
         WHERE h IN (SELECT h FROM hashed GROUP BY ALL HAVING count(*) > 1)
         ORDER BY source_line"""
@@ -1053,9 +1054,9 @@ def _line_texts(path: Path, lines: set[int]) -> dict[int, bytes]:
     return texts
 
 
-def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
-    """The file's rejected lines into the quarantine; its numbered rows (temp.ingest_lines)
-    checked set-wise, then moved: good rows into raw, failed rows into the quarantine (unknown
+def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered: str) -> None:
+    """The file's rejected lines into the quarantine; its rows (`numbered`: the SELECT of
+    the staged rows with their line numbers) checked set-wise, then moved: good rows into raw, failed rows into the quarantine (unknown
     patients also into held). Fails when raw then holds another number of the file's rows
     than passed the checks (rows read = loaded + quarantined)."""
     table = f.table
@@ -1066,13 +1067,13 @@ def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
         " WHERE file_path = $file",
         {"file": f.relative},
     )
-    _mark_duplicate_lines(con, f)
+    _mark_duplicate_lines(con, f, numbered)
     checks = _problem_checks(table, staged=True)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE ingest_checked AS SELECT *, {_case(checks, 1)} AS problem,"
-        f" {_case(checks, 2)} AS problem_column FROM temp.ingest_lines"
+        f" {_case(checks, 2)} AS problem_column FROM {_checked_source(table, numbered)}"
     )
-    con.execute("DROP TABLE temp.ingest_lines")
+    con.execute("DROP TABLE temp.ingest_stage")
     columns = ", ".join(c.name for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS))
     checked = "FROM temp.ingest_checked WHERE problem"
     good = _insert_rows(con, f"raw.{table}", f"SELECT {columns} {checked} IS NULL")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
 from pipelines import codesystems
 
@@ -175,6 +174,8 @@ def value_set_hashes() -> dict[str, str]:
 def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
     """Write `meta.value_sets`, `meta.unit_conversions` and the code-system tables; returns
     the number of codes."""
+    import pandas as pd  # here, so that ingest (which reads units.csv) does not load pandas
+
     frame = pd.DataFrame([r.__dict__ for r in read_value_sets()])
     con.execute("CREATE SCHEMA IF NOT EXISTS meta")
     con.register("_value_sets", frame)
