@@ -24,6 +24,7 @@ final export, without rewriting the big tables at each run. See docs/ingest.md.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import re
@@ -182,8 +183,10 @@ def _example_header(table: str) -> list[str]:
 
 
 def fingerprint(source_file: SourceFile) -> str:
-    """Identifies how a file is parsed: a change of schema.py or of the parser re-reads it."""
-    text = repr((LANDING_FORMAT, schema.TABLES[source_file.table], source_file.positions))
+    """Identifies how a file is parsed: a change of schema.py or of the parser re-reads it
+    (for observations, also a change of the unit rules: units.csv or the value sets)."""
+    rules = _unit_rules_digest() if source_file.table == "observations" else ""
+    text = repr((LANDING_FORMAT, schema.TABLES[source_file.table], source_file.positions, rules))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -624,6 +627,13 @@ def _checked_source(table: str, numbered: str) -> str:
         LEFT JOIN (SELECT DISTINCT rule_code FROM temp.ingest_unit_rules) c
             ON c.rule_code = {_RULE_CODE}
         LEFT JOIN temp.ingest_unit_rules r ON r.rule_key = {_RULE_KEY})"""
+
+
+@functools.cache
+def _unit_rules_digest() -> str:
+    from pipelines.valuesets import unit_conversions
+
+    return hashlib.sha256(repr(unit_conversions()).encode()).hexdigest()[:16]
 
 
 def _create_unit_rules(con: duckdb.DuckDBPyConnection) -> None:

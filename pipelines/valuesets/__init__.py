@@ -48,8 +48,10 @@ class ValueSetRow:
 
 
 def value_set_files() -> list[Path]:
-    """Every value-set CSV, sorted by name (versions.csv excluded)."""
-    return sorted(p for p in FOLDER.glob("*.csv") if p not in (VERSIONS_FILE, UNITS_FILE))
+    """Every value-set CSV, sorted by name (versions.csv and units.csv excluded)."""
+    return sorted(
+        p for p in FOLDER.glob("*.csv") if p != VERSIONS_FILE and p.name != UNITS_FILE.name
+    )
 
 
 def _versions() -> dict[str, str]:

@@ -315,3 +315,35 @@ def test_bad_units_and_values_of_study_observations_are_quarantined(small_export
             [kept[1]],
         ).fetchall()
     assert [(float(v), u) for v, u in pounds] == [(round(220 * LB, 4), "kg")]
+
+
+def test_a_new_unit_rule_rechecks_the_observations(small_export, tmp_path, monkeypatch):
+    from pipelines import valuesets
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    stone = []
+
+    def in_stone(fields, i):
+        if fields[4] == WEIGHT and not stone:
+            stone.append(i + 2)
+            return [*fields[:6], "14", "[stone_av]", *fields[8:]]
+        return None
+
+    _rewrite_observations(export, in_stone)
+    warehouse = tmp_path / "w.duckdb"
+    first = ingest_export(export, warehouse, log=quiet)
+    assert first.quarantined["observations"] == {"unknown_unit": 1}
+    units = tmp_path / "units.csv"
+    units.write_text(
+        valuesets.UNITS_FILE.read_text() + "body_weight,[stone_av],6.35029318,kg,0,500,UCUM\n"
+    )
+    monkeypatch.setattr(valuesets, "UNITS_FILE", units)
+    ingest._unit_rules_digest.cache_clear()
+    second = ingest_export(export, warehouse, log=quiet)
+    ingest._unit_rules_digest.cache_clear()
+    assert second.files_loaded == ["observations.csv"]
+    assert "observations" not in second.quarantined
+    assert query(warehouse, "SELECT units FROM raw.observations WHERE source_line = ?", stone) == [
+        ("[stone_av]",)
+    ]
