@@ -24,6 +24,7 @@ final export, without rewriting the big tables at each run. See docs/ingest.md.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import re
@@ -43,7 +44,10 @@ from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 
 # Bump when the way files are parsed into landing tables changes: every file is then re-read.
-LANDING_FORMAT = "4"
+# 5: rows carry their line numbers from the parse (a fast path, or the line-by-line slow path
+# of pipelines/resync.py), checked by the row accounting; and the files of the tables parsed
+# into raw go through a staging table, with the duplicate_record and unit checks.
+LANDING_FORMAT = "5"
 # \Z, not $: `$` also matches before a final newline ("conditions.csv\n")
 _FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?\Z", re.I)
 _DATE_TYPES = ("DATE", "TIMESTAMP")
@@ -207,8 +211,10 @@ def _example_header(table: str) -> list[str]:
 
 
 def fingerprint(source_file: SourceFile) -> str:
-    """Identifies how a file is parsed: a change of schema.py or of the parser re-reads it."""
-    text = repr((LANDING_FORMAT, schema.TABLES[source_file.table], source_file.positions))
+    """Identifies how a file is parsed: a change of schema.py or of the parser re-reads it
+    (for observations, also a change of the unit rules: units.csv or the value sets)."""
+    rules = _unit_rules_digest() if source_file.table == "observations" else ""
+    text = repr((LANDING_FORMAT, schema.TABLES[source_file.table], source_file.positions, rules))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -370,8 +376,9 @@ def _read_csv_sql(f: SourceFile, *, numbered: bool = False) -> str:
 
 
 def _rejects_sql(f: SourceFile, *, numbered: bool = False) -> str:
-    """INSERT of the file's rejected lines (one row per line and problem) into landing.rejects.
-    With `numbered` (the slow path's clean copy), a record's line is its first field."""
+    """SELECT of the file's rejected lines (one row per line and problem) for landing.rejects,
+    inserted by _insert_rows (never an empty INSERT). With `numbered` (the slow path's clean
+    copy), a record's line is its first field."""
     columns = schema.TABLES[f.table].columns
     shift = int(numbered)
     mapped = [
@@ -383,7 +390,6 @@ def _rejects_sql(f: SourceFile, *, numbered: bool = False) -> str:
     line = "TRY_CAST(split_part(csv_line, ',', 1) AS BIGINT)" if numbered else "line"
     text = "substr(text, strpos(text, ',') + 1)" if numbered else "text"
     return f"""
-        INSERT INTO landing.rejects
         WITH errors AS (
             SELECT {line} AS line, error_type::VARCHAR AS error_type, column_name AS read_column,
                    trim(csv_line, chr(13) || chr(10)) AS text
@@ -415,7 +421,6 @@ class _Parsed:
     blank_lines: int = 0  # slow path only (the fast path leaves a file with blanks to it)
     extra_lines: int = 0  # continuation lines of records spanning lines (slow path only)
     resynced: bool = False  # parsed by the slow path
-    first_rowid: int | None = None  # of the file's rows in the table (they come last)
 
     def message(self, relative: str, started: float) -> str:
         how = ", re-read line by line" if self.resynced else ""
@@ -446,9 +451,9 @@ def _parse_into(
             rows_from = f"FROM {target} WHERE source_line IS NULL"
             _quarantine_last_line(con, f, physical_lines, rows_from, target)
         _number_lines(con, f, target)
-    parsed.rows, parsed.first_rowid = con.execute(
-        f"SELECT count(*), min(rowid) FROM {target} WHERE source_file = ?", [f.relative]
-    ).fetchone()
+    parsed.rows = con.execute(
+        f"SELECT count(*) FROM {target} WHERE source_file = ?", [f.relative]
+    ).fetchone()[0]
     parsed.bad = con.execute(
         "SELECT count(DISTINCT line) FROM landing.rejects WHERE file_path = ?", [f.relative]
     ).fetchone()[0]
@@ -465,14 +470,16 @@ def _fast_parse(
     """The whole file by one read_csv into `target` (rows without a line number yet) and its
     rejects into landing.rejects. False, with both undone, when the rows and rejected lines do
     not account for the physical lines one for one."""
-    names = ", ".join(c.name for c in schema.TABLES[f.table].columns)
     _drop_reject_tables(con)
     try:
         con.execute(
-            f"INSERT INTO {target} ({names}, source_file) {_read_csv_sql(f)}",
+            f"{_create_or_replace(target)} AS SELECT *, CAST(NULL AS BIGINT) AS source_line"
+            f" FROM ({_read_csv_sql(f)})",
             _params(f, path=True),
         )
-        con.execute(
+        _insert_rows(
+            con,
+            "landing.rejects",
             _rejects_sql(f),
             _params(f, table=True, ends_with_newline=ends_with_newline, last_line=physical_lines),
         )
@@ -486,7 +493,8 @@ def _fast_parse(
     ).fetchone()
     if not spanning and 1 + rows + rejected == physical_lines:
         return True
-    con.execute(f"DELETE FROM {target} WHERE source_line IS NULL")
+    # undone: the slow path replaces `target`; the rejects are deleted (no INSERT follows
+    # here that could be empty: see _insert_rows)
     con.execute("DELETE FROM landing.rejects WHERE file_path = ?", [f.relative])
     return False
 
@@ -494,7 +502,6 @@ def _fast_parse(
 def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> resync.Split:
     """The file split into records by pipelines/resync.py; its clean copy parsed by the same
     typed read_csv into `target` (line numbers included); its bad lines into landing.rejects."""
-    names = ", ".join(c.name for c in schema.TABLES[f.table].columns)
     with tempfile.TemporaryDirectory(prefix="redflags-resync-", dir=_spill_folder(con)) as tmp:
         clean = Path(tmp) / "clean.csv"
         try:
@@ -504,11 +511,12 @@ def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> r
         _drop_reject_tables(con)
         try:
             con.execute(
-                f"INSERT INTO {target} ({names}, source_file, source_line)"
-                f" {_read_csv_sql(f, numbered=True)}",
+                f"{_create_or_replace(target)} AS {_read_csv_sql(f, numbered=True)}",
                 {"relative": f.relative, "path": str(clean)},
             )
-            con.execute(
+            _insert_rows(
+                con,
+                "landing.rejects",
                 _rejects_sql(f, numbered=True),
                 _params(f, table=True, ends_with_newline=True, last_line=0),
             )
@@ -521,6 +529,14 @@ def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> r
             _params(f, table=True, bad=[vars(b) for b in split.bad]),
         )
     return split
+
+
+def _create_or_replace(target: str) -> str:
+    """CREATE ... TABLE statement head for the parse's `target`: created from the parse's
+    SELECT, never filled by an INSERT (which could be empty: see _insert_rows)."""
+    if target.startswith("temp."):
+        return f"CREATE OR REPLACE TEMP TABLE {target.removeprefix('temp.')}"
+    return f"CREATE OR REPLACE TABLE {target}"
 
 
 def _first_line(exc: Exception) -> str:
@@ -595,8 +611,6 @@ def load_file(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> 
     table = f"landing.{_quote(_landing_table(f.relative))}"
     try:
         with _Transaction(con):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
-            con.execute(schema.create_table_sql(f.table, table))
             parsed = _parse_into(con, f, digest, table)
             _check_accounting(con, f, parsed, table, _REJECTED_LINES)
             _record_file(con, f, digest, parsed, _landing_table(f.relative))
@@ -772,10 +786,15 @@ def _parsed_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str
     )
 
 
-def _problem_checks(table: str) -> list[tuple[str, str, str]]:
-    """(condition, reason, column) in priority order; a row gets the first that holds."""
+def _problem_checks(table: str, *, staged: bool = False) -> list[tuple[str, str, str | None]]:
+    """(condition, reason, column) in priority order; a row gets the first that holds.
+
+    `staged`: the rows of one file being loaded (tables parsed straight into raw),
+    where exact duplicate lines are known (temp.duplicate_lines) and observations are checked
+    against the unit rules (temp.ingest_unit_rules). The unknown-patient check comes last, so
+    that a held row has no other problem."""
     t = schema.TABLES[table]
-    checks = []
+    checks: list[tuple[str, str, str | None]] = []
     for c in t.columns:
         if c.required:
             blank = f" OR trim({c.name}) = ''" if c.type == "VARCHAR" else ""
@@ -788,22 +807,100 @@ def _problem_checks(table: str) -> list[tuple[str, str, str]]:
             " ORDER BY file_rank, source_line) > 1"
         )
         checks.append((duplicate, "duplicate_patient_id", "patient_id"))
-    else:
-        column = t.patient_column
-        checks.append(
-            (f"{column} NOT IN (SELECT patient_id FROM raw.patients)", "unknown_patient", column)
-        )
+        return checks
+    if staged:
+        duplicate = "source_line IN (SELECT source_line FROM temp.duplicate_lines)"
+        checks.append((duplicate, "duplicate_record", None))
+        if table == "observations":
+            checks += _value_checks()
+    column = t.patient_column
+    checks.append(
+        (f"{column} NOT IN (SELECT patient_id FROM raw.patients)", "unknown_patient", column)
+    )
     return checks
+
+
+# Observations whose code has unit rules (its concept is numeric in the study,
+# pipelines/valuesets/units.csv) are read with their rule joined once (_checked_source):
+# unit_ruled (the code has rules), unit_factor, unit_min, unit_max (NULL: unit not listed).
+_RULE_CODE = "upper(replace(trim(l.code), '.', ''))"
+_RULE_KEY = f"{_RULE_CODE} || chr(31) || lower(trim(coalesce(l.units, '')))"
+_AS_NUMBER = "try_cast(trim(value) AS DOUBLE)"
+
+
+def _value_checks() -> list[tuple[str, str, str]]:
+    """Checks of the numeric study observations (weight, ALP): a VALUE that is not a finite
+    number, a UNITS without a conversion, and a value outside the plausible range once
+    converted (or too large for the DECIMAL(18, 4) the models read it as)."""
+    converted = f"{_AS_NUMBER} * unit_factor"
+    return [
+        (
+            f"unit_ruled AND ({_AS_NUMBER} IS NULL OR NOT isfinite({_AS_NUMBER}))",
+            "unparseable_value",
+            "value",
+        ),
+        ("unit_ruled AND unit_factor IS NULL", "unknown_unit", "units"),
+        (
+            "unit_ruled AND (try_cast(trim(value) AS DECIMAL(18, 4)) IS NULL"
+            f" OR {converted} < unit_min OR {converted} > unit_max)",
+            "implausible_value",
+            "value",
+        ),
+    ]
+
+
+def _checked_source(table: str, numbered: str) -> str:
+    """What the checks of a staged file read: its numbered rows, for observations with their
+    unit rule (see _value_checks)."""
+    if table != "observations":
+        return f"({numbered})"
+    return f"""(SELECT l.*, c.rule_code IS NOT NULL AS unit_ruled, r.factor AS unit_factor,
+               r.min_value AS unit_min, r.max_value AS unit_max
+        FROM ({numbered}) l
+        LEFT JOIN (SELECT DISTINCT rule_code FROM temp.ingest_unit_rules) c
+            ON c.rule_code = {_RULE_CODE}
+        LEFT JOIN temp.ingest_unit_rules r ON r.rule_key = {_RULE_KEY})"""
+
+
+@functools.cache
+def _unit_rules_digest() -> str:
+    from pipelines.valuesets import unit_conversions
+
+    return hashlib.sha256(repr(unit_conversions()).encode()).hexdigest()[:16]
+
+
+def _create_unit_rules(con: duckdb.DuckDBPyConnection) -> None:
+    """temp.ingest_unit_rules: one row per (observation code, accepted unit) of the study's
+    numeric concepts, with the factor to the canonical unit and the plausible range."""
+    from pipelines.valuesets import unit_conversions  # the value sets, read when needed
+
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE ingest_unit_rules (rule_code VARCHAR, rule_key VARCHAR,"
+        " factor DOUBLE, min_value DOUBLE, max_value DOUBLE)"
+    )
+    con.executemany(
+        "INSERT INTO temp.ingest_unit_rules VALUES (?, ? || chr(31) || ?, ?, ?, ?)",
+        [[r.code, r.code, r.unit, r.factor, r.min_value, r.max_value] for r in unit_conversions()],
+    )
+
+
+def _case(checks: list[tuple[str, str, str | None]], part: int) -> str:
+    """CASE expression giving the reason (part 1) or column (part 2) of the first check that
+    holds, NULL when none does."""
+    whens = " ".join(
+        f"WHEN {check[0]} THEN {'NULL' if check[part] is None else repr(check[part])}"
+        for check in checks
+    )
+    return f"CASE {whens} END"
 
 
 def _checked_rows_sql(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> str:
     """The parsed rows of `files` with the first problem each has (NULL when none)."""
     checks = _problem_checks(table)
-    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
-    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
     return (
         f"WITH parsed AS ({_parsed_rows_sql(con, table, files)})\n"
-        f"SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column FROM parsed"
+        f"SELECT *, {_case(checks, 1)} AS problem, {_case(checks, 2)} AS problem_column"
+        " FROM parsed"
     )
 
 
@@ -1011,6 +1108,8 @@ def _update_direct_table(
         con.execute(schema.create_table_sql(table, held))
     if patient_ids_changed and not changes.recreate:
         _recheck_held(con, table)  # before the fresh files: raw and held hold kept files only
+    if changes.fresh and table == "observations":
+        _create_unit_rules(con)
     for relative in changes.fresh:
         f, digest = changes.sources[relative]
         started = time.perf_counter()
@@ -1023,6 +1122,23 @@ def _held_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return wh.table_exists(con, "landing", table + "__held")
 
 
+def _insert_rows(
+    con: duckdb.DuckDBPyConnection, target: str, select: str, params: dict | list | None = None
+) -> int:
+    """INSERT INTO `target` the rows of `select`, unless there are none; returns their number.
+
+    Never an empty INSERT ... SELECT inside the update transaction: in DuckDB 2.0, once rows
+    of a table were deleted in a transaction, an INSERT ... SELECT that inserts nothing makes
+    every later large INSERT into that table (measured: 120,000 rows hidden, 110,000 not;
+    close to one row group of 122,880, which DuckDB writes to disk ahead of COMMIT) invisible for the rest of the transaction; the rows reappear at
+    COMMIT. The ingest's checks then saw none of a big file's rows (issue 11, item 2; the
+    DuckDB behaviour is pinned by tests/faults/test_incremental_and_units.py)."""
+    n = con.execute(f"SELECT count(*) FROM ({select})", params).fetchone()[0]
+    if n:
+        con.execute(f"INSERT INTO {target} {select}", params)
+    return n
+
+
 def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Records of patients that left move from raw to the quarantine and held; held records
     of patients that arrived enter raw."""
@@ -1030,17 +1146,20 @@ def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
     held = _held_table(table)
     if con.execute("SELECT count(*) FROM patients_removed").fetchone()[0]:
         orphans = f"FROM raw.{table} WHERE {patient} IN (SELECT patient_id FROM patients_removed)"
-        con.execute(
-            f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, '{patient}',"
-            f" 'unknown_patient', {_as_text(table)} {orphans}",
+        _insert_rows(
+            con,
+            "meta.quarantine",
+            f"SELECT $table, source_file, source_line, '{patient}', 'unknown_patient',"
+            f" {_as_text(table)} {orphans}",
             {"table": table},
         )
-        con.execute(f"INSERT INTO {held} SELECT * {orphans}")
+        _insert_rows(con, held, f"SELECT * {orphans}")
         con.execute(f"DELETE {orphans}")
     if con.execute("SELECT count(*) FROM patients_added").fetchone()[0]:
         arrived = f"FROM {held} WHERE {patient} IN (SELECT patient_id FROM patients_added)"
         con.execute(f"CREATE OR REPLACE TEMP TABLE revived AS SELECT * {arrived}")
-        con.execute(f"INSERT INTO raw.{table} SELECT * FROM revived")
+        if not _insert_rows(con, f"raw.{table}", "SELECT * FROM revived"):
+            return
         con.execute(f"DELETE {arrived}")
         con.execute(
             "DELETE FROM meta.quarantine q USING revived r WHERE q.table_name = $table"
@@ -1050,15 +1169,22 @@ def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
         )
 
 
+# The staging table of one file parsed into raw (created by the parse, dropped once its rows
+# moved): it lives in memory and outside raw, so the checks never read raw back.
+_STAGE = "temp.ingest_stage"
+
+
 def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> _Parsed:
-    """Parse one file straight into raw.<table> (inside the update transaction): its rows enter
-    with their line numbers (_parse_into); then the rows that fail a check move to the
-    quarantine (rows of unknown patients also to held), and the row accounting is checked."""
+    """Parse one file into raw.<table> (inside the update transaction) through a staging
+    table: the file is parsed (fast or slow path, _parse_into) into temp.ingest_stage with
+    its line numbers; its rows are checked there set-wise, then move in bulk: good rows into
+    raw, failed rows into the quarantine (rows of unknown patients also into held). raw is
+    never read back by rowid to find the new rows (see _insert_rows for why). Last, the row
+    accounting of the file is checked against raw and the quarantine."""
     con.execute(f"DROP TABLE IF EXISTS landing.{_quote(_landing_table(f.relative))}")  # old format
-    target = f"raw.{f.table}"
-    parsed = _parse_into(con, f, digest, target)
-    _quarantine_new_rows(con, f, parsed.first_rowid)
-    _check_accounting(con, f, parsed, target, _QUARANTINED_LINES)
+    parsed = _parse_into(con, f, digest, _STAGE)
+    _quarantine_new_rows(con, f, f"SELECT * FROM {_STAGE}")
+    _check_accounting(con, f, parsed, f"raw.{f.table}", _QUARANTINED_LINES)
     _record_file(con, f, digest, parsed, None)
     return parsed
 
@@ -1099,42 +1225,88 @@ def _number_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) ->
     )
 
 
-def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, base: int | None) -> None:
-    """The file's rejected lines into the quarantine; its rows that fail a check from raw into
-    the quarantine (unknown patients also into held)."""
+def _mark_duplicate_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered: str) -> None:
+    """temp.duplicate_lines: the later copies of exact duplicate lines of the staged file.
+
+    raw keeps only the canonical columns, so rows with the same loaded values (same hash of
+    them) are only candidates; their original lines are then read from the file and compared
+    byte for byte, so two lines that differ in a column that is not loaded (a cost, say) both
+    stay. The first copy (lowest line) is kept. Lines of one file are compared, not across
+    files."""
+    loaded = ", ".join(c.name for c in schema.TABLES[f.table].columns)
+    candidates = con.execute(
+        f"""WITH hashed AS (SELECT source_line, hash({loaded}) AS h FROM ({numbered}))
+        SELECT source_line, h FROM hashed
+        WHERE h IN (SELECT h FROM hashed GROUP BY ALL HAVING count(*) > 1)
+        ORDER BY source_line"""
+    ).fetchall()
+    con.execute("CREATE OR REPLACE TEMP TABLE duplicate_lines (source_line BIGINT)")
+    if not candidates:
+        return
+    texts = _line_texts(f.path, {line for line, _ in candidates})
+    seen, later = set(), []
+    for line, h in candidates:
+        key = (h, texts.get(line))
+        if key[1] is not None and key in seen:
+            later.append(line)
+        seen.add(key)
+    if later:
+        con.execute("INSERT INTO temp.duplicate_lines SELECT unnest($lines)", {"lines": later})
+
+
+def _line_texts(path: Path, lines: set[int]) -> dict[int, bytes]:
+    """The bytes (without line end) of some physical lines (1-based) of a CSV or CSV.GZ file."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    texts, last = {}, max(lines)
+    with opener(path, "rb") as handle:
+        for number, text in enumerate(handle, start=1):
+            if number in lines:
+                texts[number] = text.rstrip(b"\r\n")
+            if number >= last:
+                break
+    return texts
+
+
+def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered: str) -> None:
+    """The file's rejected lines into the quarantine; its rows (`numbered`: the SELECT of
+    the staged rows with their line numbers) checked set-wise, then moved: good rows into raw, failed rows into the quarantine (unknown
+    patients also into held). Fails when raw then holds another number of the file's rows
+    than passed the checks (rows read = loaded + quarantined)."""
     table = f.table
-    con.execute(
-        "INSERT INTO meta.quarantine SELECT table_name, file_path, line, column_name, reason,"
-        " raw_line FROM landing.rejects WHERE file_path = ?",
-        [f.relative],
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        "SELECT table_name, file_path, line, column_name, reason, raw_line FROM landing.rejects"
+        " WHERE file_path = $file",
+        {"file": f.relative},
     )
-    if base is None:
-        return
-    checks = _problem_checks(table)
-    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
-    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
-    new = f"FROM raw.{table} WHERE rowid >= {int(base)}"
-    checked = f"SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column {new}"
+    _mark_duplicate_lines(con, f, numbered)
+    checks = _problem_checks(table, staged=True)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE new_problems AS SELECT * FROM ({checked})"
-        " WHERE problem IS NOT NULL"
+        f"CREATE OR REPLACE TEMP TABLE ingest_checked AS SELECT *, {_case(checks, 1)} AS problem,"
+        f" {_case(checks, 2)} AS problem_column FROM {_checked_source(table, numbered)}"
     )
-    if not con.execute("SELECT count(*) FROM new_problems").fetchone()[0]:
-        return
+    con.execute("DROP TABLE temp.ingest_stage")
     columns = ", ".join(c.name for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS))
-    con.execute(
-        f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
-        f" problem, {_as_text(table)} FROM new_problems",
+    checked = "FROM temp.ingest_checked WHERE problem"
+    good = _insert_rows(con, f"raw.{table}", f"SELECT {columns} {checked} IS NULL")
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        f"SELECT $table, source_file, source_line, problem_column, problem, {_as_text(table)}"
+        f" {checked} IS NOT NULL",
         {"table": table},
     )
-    con.execute(
-        f"INSERT INTO {_held_table(table)} SELECT {columns} FROM new_problems"
-        " WHERE problem = 'unknown_patient'"
-    )
-    con.execute(
-        f"DELETE FROM raw.{table} WHERE rowid >= {int(base)}"
-        " AND source_line IN (SELECT source_line FROM new_problems)"
-    )
+    _insert_rows(con, _held_table(table), f"SELECT {columns} {checked} = 'unknown_patient'")
+    con.execute("DROP TABLE temp.ingest_checked")
+    loaded = con.execute(
+        f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
+    ).fetchone()[0]
+    if loaded != good:
+        raise IngestError(
+            f"{f.relative}: {good} rows passed the checks but raw.{table} holds {loaded} of them;"
+            " nothing was changed"
+        )
 
 
 def _apply_file_changes(con: duckdb.DuckDBPyConnection, table: str, changes: TableChanges) -> None:
@@ -1158,18 +1330,23 @@ def _insert_checked_rows(con: duckdb.DuckDBPyConnection, table: str, files: list
     """Good rows of `files` into raw, their rejected lines and failed rows into the quarantine."""
     columns = ", ".join(c.name for c in schema.TABLES[table].columns)
     checked = _checked_rows_sql(con, table, files)
-    con.execute(
-        f"INSERT INTO raw.{table} SELECT {columns}, source_file, source_line"
-        f" FROM ({checked}) WHERE problem IS NULL"
+    _insert_rows(
+        con,
+        f"raw.{table}",
+        f"SELECT {columns}, source_file, source_line FROM ({checked}) WHERE problem IS NULL",
     )
-    con.execute(
-        "INSERT INTO meta.quarantine SELECT table_name, file_path, line, column_name, reason,"
-        " raw_line FROM landing.rejects WHERE file_path IN (SELECT unnest($files))",
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        "SELECT table_name, file_path, line, column_name, reason, raw_line FROM landing.rejects"
+        " WHERE file_path IN (SELECT unnest($files))",
         {"files": files},
     )
-    con.execute(
-        f"INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
-        f" problem, {_as_text(table)} FROM ({checked}) WHERE problem IS NOT NULL",
+    _insert_rows(
+        con,
+        "meta.quarantine",
+        f"SELECT $table, source_file, source_line, problem_column, problem, {_as_text(table)}"
+        f" FROM ({checked}) WHERE problem IS NOT NULL",
         {"table": table},
     )
 
