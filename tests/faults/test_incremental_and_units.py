@@ -172,6 +172,44 @@ def test_incremental_ingest_of_a_big_changed_file_equals_one_fresh_ingest(small_
     assert third.files_loaded == [] and snapshot(warehouse) == snapshot(fresh)
 
 
+def test_a_big_file_of_rejected_lines_after_one_without_any_loses_none(small_export, tmp_path):
+    """The parse's inserts into landing.rejects are guarded too: in one update transaction,
+    conditions-1.csv (whose old rejected line is deleted) now has no rejected line, and then
+    conditions-2.csv has more rejected lines than one row group. Were the empty insert of
+    the first file's rejects run, DuckDB 2.0 would hide the second file's rejects from the
+    rest of the transaction (its quarantine and row accounting)."""
+    header, body = lines_of(small_export / "conditions.csv")
+    half = len(body) // 2
+    first, second = body[:half], body[half:]
+    bad_dates = [
+        b",".join([b"not a date %d" % k, *line.split(b",")[1:]])
+        for k, line in enumerate(second * (ROW_GROUP // len(second) + 2))
+    ][: ROW_GROUP + 5_000]
+    export, warehouse = tmp_path / "export", tmp_path / "w.duckdb"
+    shutil.copytree(small_export, export)
+    (export / "conditions.csv").unlink()
+    # run 1: one rejected line in conditions-1.csv
+    write_csv(export / "conditions-1.csv", header, [b"2020-13-45" + first[0][10:], *first[1:]])
+    write_csv(export / "conditions-2.csv", header, second)
+    ingest_export(export, warehouse, log=quiet)
+    assert query(warehouse, "SELECT count(*) FROM landing.rejects") == [(1,)]
+    # run 2: conditions-1.csv fixed, conditions-2.csv with many unparseable dates
+    write_csv(export / "conditions-1.csv", header, first)
+    write_csv(export / "conditions-2.csv", header, second + bad_dates)
+    summary = ingest_export(export, warehouse, log=quiet)
+    assert summary.files_loaded == ["conditions-1.csv", "conditions-2.csv"]
+    assert summary.quarantined["conditions"]["unparseable_date"] == len(bad_dates)
+    quarantined = query(
+        warehouse,
+        "SELECT min(source_line), max(source_line), count(DISTINCT source_line)"
+        " FROM meta.quarantine WHERE source_file = 'conditions-2.csv'"
+        " AND reason = 'unparseable_date'",
+    )
+    first_bad = 2 + len(second)
+    assert quarantined == [(first_bad, first_bad + len(bad_dates) - 1, len(bad_dates))]
+    assert query(warehouse, "SELECT count(*) FROM landing.rejects") == [(len(bad_dates),)]
+
+
 # ---------------------------------------------------------------- duplicate records (item 9)
 
 
