@@ -1135,9 +1135,12 @@ def _insert_rows(
     Never an empty INSERT ... SELECT inside the update transaction: in DuckDB 2.0, once rows
     of a table were deleted in a transaction, an INSERT ... SELECT that inserts nothing makes
     every later large INSERT into that table (measured: 120,000 rows hidden, 110,000 not;
-    close to one row group of 122,880, which DuckDB writes to disk ahead of COMMIT) invisible for the rest of the transaction; the rows reappear at
-    COMMIT. The ingest's checks then saw none of a big file's rows (issue 11, item 2; the
-    DuckDB behaviour is pinned by tests/faults/test_incremental_and_units.py)."""
+    close to one row group of 122,880, which DuckDB writes to disk ahead of COMMIT)
+    invisible for the rest of the transaction; the rows reappear at COMMIT. The ingest's
+    checks then saw none of a big file's rows (issue 11, item 2; the DuckDB behaviour is
+    pinned by tests/faults/test_incremental_and_units.py). Measured too: an empty INSERT
+    whose SELECT is DISTINCT (as the parse's rejects) did not trigger it; guarded all the
+    same, since that is an accident of DuckDB's plan."""
     n = con.execute(f"SELECT count(*) FROM ({select})", params).fetchone()[0]
     if n:
         con.execute(f"INSERT INTO {target} {select}", params)
@@ -1274,8 +1277,8 @@ def _line_texts(path: Path, lines: set[int]) -> dict[int, bytes]:
 
 def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered: str) -> None:
     """The file's rejected lines into the quarantine; its rows (`numbered`: the SELECT of
-    the staged rows with their line numbers) checked set-wise, then moved: good rows into raw, failed rows into the quarantine (unknown
-    patients also into held). Fails when raw then holds another number of the file's rows
+    the staged rows with their line numbers) checked set-wise, then moved: good rows into
+    raw, failed rows into the quarantine (unknown patients also into held). Fails when raw then holds another number of the file's rows
     than passed the checks (rows read = loaded + quarantined)."""
     table = f.table
     _insert_rows(
