@@ -414,11 +414,11 @@ def _read_with_rejects(con, path: Path, parallel: bool) -> int:
     return rows + con.execute("SELECT count(DISTINCT line) FROM temp.r_errors").fetchone()[0]
 
 
-def test_duckdb_parallel_reader_loses_lines_of_a_file_with_many_rejects(tmp_path):
-    """The DuckDB 2.0 behaviour behind the slow path's `parallel = false`, with DuckDB
-    alone: of a file with very many unparseable dates, the parallel reader returns fewer
-    rows + rejected lines than the file has; one thread returns them all. When the first
-    assertion fails, DuckDB has fixed it and the slow path may read in parallel again."""
+def test_one_thread_reads_every_line_of_a_file_with_many_rejects(tmp_path):
+    """Why the slow path reads with `parallel = false`: of a file with very many unparseable
+    dates, DuckDB 2.0's parallel reader often returns fewer rows + rejected lines than the
+    file has (here 5 runs of 6 on 2 threads; timing-dependent, so not asserted); one
+    thread returns them all."""
     filler = "x" * 150  # the loss shows in a file of several of the reader's buffers
     lines = [f"2020-01-{1 + k % 28:02d},good {k} {filler}" for k in range(2_000)]
     lines += [f"not a date {k},bad {k} {filler}" for k in range(125_000)]
@@ -426,7 +426,7 @@ def test_duckdb_parallel_reader_loses_lines_of_a_file_with_many_rejects(tmp_path
     path.write_text("d,x\n" + "\n".join(lines) + "\n")
     with duckdb.connect() as con:
         con.execute("SET threads = 2")
-        assert _read_with_rejects(con, path, parallel=True) < len(lines)
+        assert _read_with_rejects(con, path, parallel=True) <= len(lines)
         assert _read_with_rejects(con, path, parallel=False) == len(lines)
 
 
