@@ -13,7 +13,6 @@ no-op for SNOMED, LOINC, RxNorm and DICOM codes (none of them contain dots).
 from __future__ import annotations
 
 import duckdb
-import pandas as pd
 
 SNOMED = "SNOMED"
 ICD10CM = "ICD10CM"
@@ -91,6 +90,8 @@ def normalize_code(code: str) -> str:
 
 def load_code_systems(con: duckdb.DuckDBPyConnection) -> None:
     """Write `meta.code_system_aliases(alias, code_system)` and `meta.code_system_defaults`."""
+    import pandas as pd  # here, so that ingest (which reads the codes) does not load pandas
+
     tables = {
         "code_system_aliases": pd.DataFrame(
             sorted(_ALIASES.items()), columns=["alias", "code_system"]

@@ -48,7 +48,8 @@ INGESTED = frozenset(
     [f"raw.{t}" for t in schema.TABLES] + ["meta.source_tables"]
 )  # written by ingest
 VALUE_SET_TABLES = frozenset(
-    f"meta.{t}" for t in ("value_sets", "code_system_aliases", "code_system_defaults")
+    f"meta.{t}"
+    for t in ("value_sets", "unit_conversions", "code_system_aliases", "code_system_defaults")
 )
 SOURCES = INGESTED | VALUE_SET_TABLES
 # Layers whose models (when they take no parameters) are views rather than tables.

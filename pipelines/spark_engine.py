@@ -66,7 +66,7 @@ DATETIME_PATTERN = (
     r"([T ]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)?)?\s*$"
 )
 CORRUPT = "_corrupt_record"
-META_TABLES = ("value_sets", "code_system_aliases", "code_system_defaults")
+META_TABLES = ("value_sets", "unit_conversions", "code_system_aliases", "code_system_defaults")
 
 
 # ---------------------------------------------------------------- transpiling
@@ -461,11 +461,15 @@ def _row_problem(table: str, loaded: DataFrame) -> DataFrame:
         order = Window.partitionBy("patient_id", incomplete).orderBy("file_rank", "source_line")
         checks.append((F.row_number().over(order) > 1, "duplicate_patient_id", "patient_id"))
     else:
+        # an exact copy of an earlier line of the same file (raw_line is the whole line) is
+        # quarantined, the first kept (as ingest._mark_duplicate_lines)
+        copies = Window.partitionBy("source_file", "raw_line").orderBy("source_line")
+        checks.append((F.row_number().over(copies) > 1, "duplicate_record", None))
         checks.append((F.col("_known_patient").isNull(), "unknown_patient", t.patient_column))
     problem, column = F.lit(None).cast("string"), F.lit(None).cast("string")
     for cond, reason, name in reversed(checks):
         problem = F.when(cond, F.lit(reason)).otherwise(problem)
-        column = F.when(cond, F.lit(name)).otherwise(column)
+        column = F.when(cond, F.lit(name).cast("string")).otherwise(column)
     return loaded.withColumns({"problem": problem, "problem_column": column})
 
 

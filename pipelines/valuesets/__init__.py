@@ -5,6 +5,11 @@ Each `<value_set>.csv` has the columns concept, code_system, code, match, descri
 `prefix` (a prefix row matches every code that starts with it, e.g. ICD-10-CM C50).
 `versions.csv` gives each value set's version and date. Sources and verification
 status of every code: docs/value-sets.md.
+
+`units.csv` (not a value set) lists, for each numeric concept the study reads a value of
+(body weight, alkaline phosphatase), the UNITS accepted, the factor to its canonical unit
+and the plausible range in that unit; ingest quarantines other units and implausible
+values, the staging model converts (docs/study-definitions.md, "Units").
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
 from pipelines import codesystems
 
 FOLDER = Path(__file__).resolve().parent
 VERSIONS_FILE = FOLDER / "versions.csv"
+UNITS_FILE = FOLDER / "units.csv"
+UNIT_COLUMNS = ("concept", "unit", "factor", "canonical_unit", "min_value", "max_value", "source")
 COLUMNS = ("concept", "code_system", "code", "match", "description")
 MATCH_KINDS = ("exact", "prefix")
 
@@ -42,8 +48,10 @@ class ValueSetRow:
 
 
 def value_set_files() -> list[Path]:
-    """Every value-set CSV, sorted by name (versions.csv excluded)."""
-    return sorted(p for p in FOLDER.glob("*.csv") if p != VERSIONS_FILE)
+    """Every value-set CSV, sorted by name (versions.csv and units.csv excluded)."""
+    return sorted(
+        p for p in FOLDER.glob("*.csv") if p != VERSIONS_FILE and p.name != UNITS_FILE.name
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -111,6 +119,54 @@ def read_value_sets() -> list[ValueSetRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class UnitConversion:
+    """One accepted unit of a numeric observation code (units.csv joined to the value sets)."""
+
+    concept: str
+    code: str  # normalized observation code of the concept
+    unit: str  # lower case, trimmed (UNITS is compared case-insensitively)
+    factor: float  # value in `unit` * factor = value in canonical_unit
+    canonical_unit: str
+    min_value: float  # plausible range, in canonical_unit
+    max_value: float
+
+
+def unit_conversions() -> list[UnitConversion]:
+    """units.csv for every observation code of its concepts; a concept without codes, a
+    unit listed twice or disagreeing canonical units or ranges are an error."""
+    with UNITS_FILE.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != UNIT_COLUMNS:
+            raise ValueSetError(f"{UNITS_FILE.name}: columns must be {', '.join(UNIT_COLUMNS)}")
+        units = list(reader)
+    codes: dict[str, list[str]] = {}
+    for r in read_value_sets():
+        if r.code_system == "LOINC":  # observation codes
+            codes.setdefault(r.concept, []).append(r.code)
+    per_concept: dict[str, tuple[str, str, str]] = {}
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for line, u in enumerate(units, start=2):
+        concept, unit = u["concept"], u["unit"].strip().lower()
+        shape = (u["canonical_unit"], u["min_value"], u["max_value"])
+        if per_concept.setdefault(concept, shape) != shape:
+            raise ValueSetError(
+                f"{UNITS_FILE.name}:{line}: {concept} has another canonical unit or range"
+            )
+        if (concept, unit) in seen or concept not in codes:
+            raise ValueSetError(
+                f"{UNITS_FILE.name}:{line}: {u['unit']} listed twice or {concept} has no LOINC code"
+            )
+        seen.add((concept, unit))
+        for code in codes[concept]:
+            rows.append(
+                UnitConversion(concept, code, unit, float(u["factor"]), u["canonical_unit"],
+                               float(u["min_value"]), float(u["max_value"]))
+            )  # fmt: skip
+    return rows
+
+
 def value_set_hashes() -> dict[str, str]:
     """sha256 of each value-set file (and of versions.csv), for run records."""
     files = [*value_set_files(), VERSIONS_FILE]
@@ -118,11 +174,21 @@ def value_set_hashes() -> dict[str, str]:
 
 
 def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
-    """Write `meta.value_sets` and the code-system tables; returns the number of codes."""
+    """Write `meta.value_sets`, `meta.unit_conversions` and the code-system tables; returns
+    the number of codes."""
+    import pandas as pd  # here, so that ingest (which reads units.csv) does not load pandas
+
     frame = pd.DataFrame([r.__dict__ for r in read_value_sets()])
     con.execute("CREATE SCHEMA IF NOT EXISTS meta")
     con.register("_value_sets", frame)
     con.execute("CREATE OR REPLACE TABLE meta.value_sets AS SELECT * FROM _value_sets")
     con.unregister("_value_sets")
+    conversions = pd.DataFrame([r.__dict__ for r in unit_conversions()])
+    con.register("_unit_conversions", conversions)
+    con.execute(
+        "CREATE OR REPLACE TABLE meta.unit_conversions AS SELECT code, unit, factor,"
+        " canonical_unit FROM _unit_conversions"
+    )
+    con.unregister("_unit_conversions")
     codesystems.load_code_systems(con)
     return len(frame)
