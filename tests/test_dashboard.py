@@ -10,6 +10,7 @@ import duckdb
 import pytest
 from report_fixtures import study_warehouse
 from streamlit.testing.v1 import AppTest
+from test_report import chromium  # noqa: F401 - the Debian chromium fixture, shared
 
 from pipelines.dashboard import data
 from pipelines.dashboard.app import PAGES
@@ -140,3 +141,195 @@ def test_missing_source_is_one_line_error(tmp_path, monkeypatch):
     assert at.error and at.error[0].value.startswith(
         "redflags dashboard: error: warehouse not found"
     )
+
+
+# --- the real server in headless Chromium -------------------------------------------------
+
+# page -> Streamlit test ids that must be on it once rendered (stImage = a figure)
+BROWSER_EXPECTED = {
+    "overview": ("stMetric", "stImage", "stDataFrame"),
+    "time_to_diagnosis": ("stImage", "stDataFrame"),
+    "accuracy": ("stImage", "stTable"),
+    "model": ("stImage",),
+    "sensitivity": ("stDataFrame",),
+    "data_quality": ("stDataFrame",),
+    "run_history": ("stTable",),
+}
+PAGE_TIMEOUT = 90  # seconds for one page to render on a loaded machine
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_http(url: str, timeout: float, process=None) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                pytest.fail(f"{url}: the process exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer within {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def dashboard_server(warehouse, tmp_path):
+    """`streamlit run` as `redflags dashboard` starts it, on a free port; always stopped."""
+    import subprocess
+
+    from pipelines.cli_dashboard import streamlit_command, streamlit_env
+    from pipelines.dashboard.data import Source
+
+    port = _free_port()
+    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        streamlit_command(port), env=streamlit_env(Source(warehouse)), stdout=log, stderr=log
+    )
+    try:
+        _wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", 90, server)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(15)
+        log.close()
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol: Streamlit draws a page after
+    its script runs on the server (over a websocket), so a plain `--screenshot` would
+    catch an empty page; this waits until the page's elements are there."""
+
+    def __init__(self, executable: Path, profile: Path):
+        import json
+        import subprocess
+        import urllib.request
+
+        from test_report import CHROMIUM_FLAGS
+        from websockets.sync.client import connect
+
+        port = _free_port()
+        self.process = subprocess.Popen(
+            [str(executable), *CHROMIUM_FLAGS, f"--remote-debugging-port={port}",
+             f"--user-data-dir={profile}", "--window-size=1280,2000", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_for_http(f"http://127.0.0.1:{port}/json/version", 60, self.process)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        self.calls = 0
+        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=2000,
+                  deviceScaleFactor=1, mobile=False)  # fmt: skip
+
+    def call(self, method: str, **params):
+        import json
+
+        self.calls += 1
+        self.ws.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == self.calls:
+                assert "error" not in message, message
+                return message.get("result", {})
+
+    def present(self, test_ids: tuple[str, ...]) -> dict[str, int]:
+        """How many of each element the main area shows, and whether a script still runs."""
+        counts = {t: f"m.querySelectorAll('[data-testid=\"{t}\"]').length" for t in test_ids}
+        js = ("(() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+              " if (!m) return {}; return {" + ", ".join(f"{t}: {c}" for t, c in counts.items())
+              + ", running: document.querySelectorAll('[data-testid=\"stStatusWidget\"]').length,"
+              " exception: m.querySelectorAll('[data-testid=\"stException\"]').length}; })()")  # fmt: skip
+        return self.call("Runtime.evaluate", expression=js, returnByValue=True)["result"]["value"]
+
+    def screenshot(self, url: str, expected: tuple[str, ...], out: Path) -> dict[str, int]:
+        import base64
+        import time
+
+        self.call("Page.navigate", url=url)
+        deadline, stable, seen = time.monotonic() + PAGE_TIMEOUT, 0, {}
+        while stable < 3:  # the expected elements there, nothing running, three polls in a row
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url} did not render {expected} within {PAGE_TIMEOUT} s: {seen}")
+            time.sleep(0.5)
+            seen = self.present(expected)
+            done = seen and all(seen.get(t) for t in expected) and not seen["running"]
+            stable = stable + 1 if done else 0
+        out.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))  # fmt: skip
+        return seen
+
+    def close(self) -> None:
+        self.ws.close()
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def assert_not_blank(png: Path) -> None:
+    """The main area (right of the page list) holds drawn content, not just the app's frame
+    (an empty frame measured variance 5 and 0.01% dark pixels; the sparsest page 200, 0.5%)."""
+    from PIL import Image, ImageStat
+
+    image = Image.open(png).convert("L")
+    assert image.size == (1280, 2000)
+    main = image.crop((320, 0, 1280, 2000))
+    stat = ImageStat.Stat(main)
+    assert stat.var[0] > 50, f"{png.name} looks blank (pixel variance {stat.var[0]:.0f})"
+    dark = sum(main.histogram()[:128]) / (main.size[0] * main.size[1])
+    assert dark > 0.002, f"{png.name} has almost no text or lines ({dark:.2%} dark pixels)"
+
+
+@pytest.mark.browser
+def test_every_page_renders_in_chromium(
+    chromium,  # noqa: F811 - fixture from test_report
+    dashboard_server,
+    tmp_path,
+):
+    assert set(BROWSER_EXPECTED) == {name for name, _ in PAGES}
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        for page, expected in BROWSER_EXPECTED.items():
+            png = tmp_path / f"{page}.png"
+            seen = browser.screenshot(f"{dashboard_server}/{page}", expected, png)
+            assert not seen["exception"], f"{page} shows an exception"
+            assert_not_blank(png)
+    finally:
+        browser.close()
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def test_dashboard_command_serves_on_loopback_without_telemetry():
+    from pipelines.cli_dashboard import streamlit_command
+
+    command = streamlit_command(8600)
+    assert command[1:4] == ["-m", "streamlit", "run"]
+    assert "--server.address=127.0.0.1" in command and "--server.port=8600" in command
+    assert "--server.headless=true" in command
+    assert "--browser.gatherUsageStats=false" in command
+
+
+def test_dashboard_command_errors_are_one_line(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["dashboard", "--warehouse", str(tmp_path / "none.duckdb")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"redflags dashboard: error: warehouse not found: {tmp_path / 'none.duckdb'}"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["dashboard", "--parquet", str(empty)]) == 2
+    assert "no release tables" in capsys.readouterr().err

@@ -33,6 +33,7 @@ def forest_figure(rel, acc, limit: int):
         else:
             ax.set_xlim(0, 1)
         ax.set_title(title)
+    axes[0].set_ylim(-0.7, len(acc) - 0.3)  # room for the first and last row's text
     axes[0].set_yticks(y, [rel.label("rule", r) for r in acc["rule"]], fontsize=8)
     fig.tight_layout()
     return fig
