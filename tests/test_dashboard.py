@@ -333,3 +333,29 @@ def test_dashboard_command_errors_are_one_line(tmp_path, capsys):
     empty.mkdir()
     assert main(["dashboard", "--parquet", str(empty)]) == 2
     assert "no release tables" in capsys.readouterr().err
+
+
+# --- labels -----------------------------------------------------------------------------
+
+
+def test_release_labels_name_every_code_the_release_uses(warehouse):
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        labels = set(con.execute("SELECT kind, code FROM release.labels").fetchall())
+        used = con.execute(
+            "SELECT DISTINCT 'rule', rule FROM release.flag_accuracy"
+            " UNION SELECT DISTINCT 'rule', rule FROM release.sensitivity_analyses"
+            " UNION SELECT DISTINCT 'subgroup', subgroup FROM release.flag_accuracy"
+            " UNION SELECT DISTINCT 'measure', measure FROM release.sensitivity_analyses"
+            " UNION SELECT DISTINCT 'analysis', analysis FROM release.sensitivity_analyses"
+            " UNION SELECT DISTINCT 'step', step FROM release.attrition"
+            " UNION SELECT DISTINCT 'stratum', stratum_variable || '=' || stratum"
+            " FROM release.time_to_diagnosis"
+        ).fetchall()
+    assert used and set(used) <= labels, sorted(set(used) - labels)
+
+
+def test_dashboard_shows_the_runs_labels(warehouse, monkeypatch):
+    """Attrition steps read with this run's parameters, from release.labels."""
+    at = render("overview", monkeypatch, warehouse=warehouse)
+    flow = at.dataframe[0].value
+    assert "Patients with a back-pain record from 2015-01-01" in set(flow["label"])
