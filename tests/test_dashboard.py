@@ -359,3 +359,14 @@ def test_dashboard_shows_the_runs_labels(warehouse, monkeypatch):
     at = render("overview", monkeypatch, warehouse=warehouse)
     flow = at.dataframe[0].value
     assert "Patients with a back-pain record from 2015-01-01" in set(flow["label"])
+
+
+def test_demo_ends_with_a_working_dashboard_command(tmp_path):
+    """The last line `redflags demo` prints is a dashboard command the CLI accepts."""
+    from pipelines.cli import build_parser
+    from pipelines.cli_study import where_to_look
+
+    last = where_to_look(tmp_path, tmp_path / "export").splitlines()[-1].split()
+    assert last[0] == "dashboard" and last[1].endswith("redflags")
+    args = build_parser().parse_args(last[2:])
+    assert args.command == "dashboard" and args.warehouse == tmp_path / "warehouse.duckdb"
