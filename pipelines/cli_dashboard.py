@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,29 @@ def run_cli(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise UserFacingError(str(exc)) from None
     print(f"Serving the dashboard on http://{ADDRESS}:{args.port} (Ctrl-C stops it)", flush=True)
-    return subprocess.call(streamlit_command(args.port), env=streamlit_env(source))
+    return serve(streamlit_command(args.port), streamlit_env(source))
+
+
+def serve(command: list[str], env: dict[str, str]) -> int:
+    """Run the server until it ends; stopping this process (Ctrl-C or SIGTERM, as a service
+    manager sends) stops the server too, so no orphan keeps the port and the data open."""
+    server = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return server.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def streamlit_command(port: int) -> list[str]:

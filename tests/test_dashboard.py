@@ -370,3 +370,36 @@ def test_demo_ends_with_a_working_dashboard_command(tmp_path):
     assert last[0] == "dashboard" and last[1].endswith("redflags")
     args = build_parser().parse_args(last[2:])
     assert args.command == "dashboard" and args.warehouse == tmp_path / "warehouse.duckdb"
+
+
+def test_stopping_the_command_stops_the_server(warehouse, tmp_path):
+    """`redflags dashboard` serves on 127.0.0.1; SIGTERM to it leaves no server behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    command = [sys.executable, "-m", "pipelines.cli", "dashboard",
+               "--warehouse", str(warehouse), "--port", str(port)]  # fmt: skip
+    log = tmp_path / "dashboard.log"
+    with open(log, "w") as out:
+        cli = subprocess.Popen(command, stdout=out, stderr=out)
+    try:
+        _wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", 90, cli)
+        cli.send_signal(signal.SIGTERM)
+        cli.wait(30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+            except OSError:
+                break  # nothing answers any more: the server went with the command
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the server still answers on port {port} after the command stopped")
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
