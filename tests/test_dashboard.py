@@ -253,7 +253,8 @@ class Browser:
         js = ("(() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
               " if (!m) return {}; return {" + ", ".join(f"{t}: {c}" for t, c in counts.items())
               + ", running: document.querySelectorAll('[data-testid=\"stStatusWidget\"]').length,"
-              " exception: m.querySelectorAll('[data-testid=\"stException\"]').length}; })()")  # fmt: skip
+              " exception: m.querySelectorAll('[data-testid=\"stException\"]').length,"
+              " not_found: document.body.innerText.includes('Page not found')}; })()")  # fmt: skip
         return self.call("Runtime.evaluate", expression=js, returnByValue=True)["result"]["value"]
 
     def screenshot(self, url: str, expected: tuple[str, ...], out: Path) -> dict[str, int]:
@@ -303,7 +304,9 @@ def test_every_page_renders_in_chromium(
     try:
         for page, expected in BROWSER_EXPECTED.items():
             png = tmp_path / f"{page}.png"
-            seen = browser.screenshot(f"{dashboard_server}/{page}", expected, png)
+            path = "" if page == PAGES[0][0] else page  # the first page is the app's root
+            seen = browser.screenshot(f"{dashboard_server}/{path}", expected, png)
+            assert not seen["not_found"], f"{page}: Streamlit says the page does not exist"
             assert not seen["exception"], f"{page} shows an exception"
             assert_not_blank(png)
     finally:

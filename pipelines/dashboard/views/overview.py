@@ -35,6 +35,16 @@ def headline(rel, limit: int) -> list[tuple[str, str]]:
     return figures
 
 
+def metric(col, label: str, text: str) -> None:
+    """A headline figure; a hidden one reads "suppressed" large and its full reason below
+    (a metric's value is cut after a dozen characters)."""
+    if text.startswith("suppressed") or text == "not estimable":
+        col.metric(label, text.split(" (")[0])
+        col.caption(text)
+    else:
+        col.metric(label, text)
+
+
 def flow_figure(rel, attrition, limit: int):
     """Participant flow as bars of the patients/episodes remaining after each step."""
     fig, ax = session.figure(9, 0.45 * len(attrition) + 1)
@@ -60,7 +70,7 @@ def render(rel) -> None:
     if not figures:
         st.warning("No headline figures: the release tables are missing.")
     for col, (label, text) in zip(st.columns(3) * 3, figures, strict=False):
-        col.metric(label, text)
+        metric(col, label, text)
     st.header("Participant flow")
     if not rel.has("attrition"):
         session.missing_table("attrition")
