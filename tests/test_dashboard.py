@@ -3,6 +3,7 @@ alone, in Streamlit's headless AppTest and in a real browser, and hidden values 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -406,3 +407,47 @@ def test_stopping_the_command_stops_the_server(warehouse, tmp_path):
         if cli.poll() is None:
             cli.kill()
             cli.wait()
+
+
+# --- a warehouse that changes or is busy --------------------------------------------------
+
+
+def _copy(warehouse: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(warehouse, copy)
+    return copy
+
+
+def test_a_new_run_shows_without_restarting(warehouse, tmp_path, monkeypatch):
+    """The session's tables follow the warehouse: a rewritten release is read again."""
+    copy = _copy(warehouse, tmp_path)
+    before = render("run_history", monkeypatch, warehouse=copy).table[0].value
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE release.attrition SET run_id = 'run-2'")
+    os.utime(copy, (copy.stat().st_atime, copy.stat().st_mtime + 5))  # coarse file clocks
+    after = render("run_history", monkeypatch, warehouse=copy).table[0].value
+    assert "run-2" not in before.to_string() and "run-2" in after.to_string()
+
+
+def test_a_warehouse_held_by_a_run_is_a_one_line_error(warehouse, tmp_path, monkeypatch):
+    """DuckDB lets no reader in while a run writes: the page says so and names --parquet."""
+    import subprocess
+    import sys
+
+    copy = _copy(warehouse, tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]);"
+         " print('held', flush=True); time.sleep(120)", str(copy)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        at = render("accuracy", monkeypatch, warehouse=copy)
+        assert not at.exception, [e.value for e in at.exception]
+        message = at.error[0].value
+        assert (
+            message.startswith("redflags dashboard: error: cannot open") and "--parquet" in message
+        )
+    finally:
+        holder.kill()
+        holder.wait()

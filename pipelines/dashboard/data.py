@@ -79,10 +79,23 @@ def read_table(source: Source, table: str) -> pd.DataFrame:
         return con.execute(f"SELECT * FROM {SCHEMA}.{_identifier(table)}").df()
 
 
+def source_stamp(source: Source) -> float:
+    """When the source last changed (file times): a new run gives the session new tables."""
+    if source.warehouse is not None:
+        return source.warehouse.stat().st_mtime
+    return max((p.stat().st_mtime for p in source.parquet.glob("*.parquet")), default=0.0)
+
+
 def _connect(path: Path):
     import duckdb
 
-    return duckdb.connect(str(path), read_only=True)
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:  # a run holds the file for writing: DuckDB allows no reader
+        raise SourceError(
+            f"cannot open {path} read-only (a run may be writing it; serve the Parquet copy "
+            f"with --parquet instead): {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def _identifier(name: str) -> str:

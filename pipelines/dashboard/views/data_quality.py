@@ -41,4 +41,4 @@ def render(rel) -> None:
 
 
 if __name__ == "__main__":
-    render(session.release())
+    session.run_page(render)
