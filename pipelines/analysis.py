@@ -456,7 +456,19 @@ def build_release(
         for name, frame in released.items()
     }
     written["disclosure_log"] = write_table(con, target_schema, "disclosure_log", log, run_id)
+    written["labels"] = write_labels(con, target_schema, settings, run_id)
     return written
+
+
+# --- labels (issue 15): code -> words for dashboards; words only, no values, so no disclosure
+def write_labels(
+    con: duckdb.DuckDBPyConnection, target_schema: str, settings: StudySettings, run_id: str
+) -> int:
+    """`release.labels` (kind, code, label) from pipelines/labels.py, attrition steps filled
+    with this run's parameters."""
+    from pipelines.labels import labels_frame
+
+    return write_table(con, target_schema, "labels", labels_frame(settings.as_dict()), run_id)
 
 
 def release_tables(

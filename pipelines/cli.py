@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipelines.cli_study", "run the whole study flow on an export"),
     "report": ("pipelines.report", "write the HTML report from the release tables"),
     "export": ("pipelines.export", "write the release tables as Parquet for BI tools"),
+    "dashboard": ("pipelines.cli_dashboard", "serve the results dashboard on 127.0.0.1"),
+    "docs": ("pipelines.docsite", "write the documentation site of the SQL models"),
     "serve": (
         "pipelines.cli_study",
         "serve the study flow on a cron schedule (Prefect deployment)",

@@ -172,14 +172,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         **_engine_options(args),
     )
     _print_result(result)
-    print(
-        "\nWhere to look:\n"
-        f"  report      {out / 'report.html'}\n"
-        f"  warehouse   {out / 'warehouse.duckdb'}  (schemas mart, release, meta)\n"
-        f"  parquet     {out / 'release'}/  (release tables for BI tools)\n"
-        f"  export      {export}/  (the generated {layout} export; truth.json holds the planted truth)\n"
-        f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} .venv/bin/jupyter notebook notebooks/"
-    )
+    print(where_to_look(out, export, layout))
     if args.engine == "spark":
         spark_dir = args.spark_dir or Path(str(out / "warehouse.duckdb") + ".spark")
         print(
@@ -187,6 +180,19 @@ def run_demo_cli(args: argparse.Namespace) -> int:
             " spark_meta in the warehouse)"
         )
     return 0
+
+
+def where_to_look(out: Path, export: Path, layout: str = "synthea") -> str:
+    """What `redflags demo` prints at the end: each output and the command that opens it."""
+    return (
+        "\nWhere to look:\n"
+        f"  report      {out / 'report.html'}\n"
+        f"  warehouse   {out / 'warehouse.duckdb'}  (schemas mart, release, meta)\n"
+        f"  parquet     {out / 'release'}/  (release tables for BI tools)\n"
+        f"  export      {export}/  (the generated {layout} export; truth.json holds the planted truth)\n"
+        f"  notebooks   REDFLAGS_WAREHOUSE={out / 'warehouse.duckdb'} .venv/bin/jupyter notebook notebooks/\n"
+        f"  dashboard   .venv/bin/redflags dashboard --warehouse {out / 'warehouse.duckdb'}"
+    )
 
 
 def run_serve_cli(args: argparse.Namespace) -> int:

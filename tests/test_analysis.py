@@ -305,7 +305,8 @@ def test_release_holds_only_safe_aggregates(built):
     assert not released & {"cohort", "red_flags", "red_flag_evidence", "episode_pathway"}
     specs = release_specs(SETTINGS.cumulative_incidence_days)
     assert "disclosure_log" in released  # issue 10: the output checker's log
-    for table in released - {"disclosure_log"}:
+    assert "labels" in released  # issue 15: words for the codes, no values
+    for table in released - {"disclosure_log", "labels"}:
         frame = read(con, table, "release")
         assert (frame["run_id"] == "run-1").all()
         # issue 10 (intended): the mart's columns (less the curve's daily n_outcome), the
