@@ -482,6 +482,7 @@ def _cif_figure(data: Released) -> Chart:
         "suppressed in Table 1 is not drawn (disclosure control)."
     )
     cif = data.table("cumulative_incidence")
+    caption += _time_zero_note(cif)
     ttd = data.table("time_to_diagnosis")
     overall = ttd[ttd["stratum_variable"] == "overall"].to_dict("records") if len(ttd) else []
     episodes = overall[0]["n_episodes"] if overall else None
@@ -525,6 +526,21 @@ def _cif_figure(data: Released) -> Chart:
     return Chart(title, caption, image=_png(fig), alt="Cumulative incidence curves by stratum")
 
 
+def _time_zero_note(cif: pd.DataFrame) -> str:
+    """Which time zero each curve uses (PROTOCOL 6.5), from the table's time_zero_day."""
+    if "time_zero_day" not in cif.columns or not len(cif):
+        return ""
+    late = cif[cif["time_zero_day"] > 0]
+    if not len(late):
+        return ""
+    day = int(late["time_zero_day"].iloc[0])
+    return (
+        f" Time zero: the curves by number of seed red flags start at the landmark (day {day}), "
+        "among episodes alive, under observation and undiagnosed then, because the flags are "
+        "assessed up to the landmark; the other curves start at day 0."
+    )
+
+
 def _cif_panel(ax: Axes, df: pd.DataFrame, variable: str) -> None:
     from matplotlib.ticker import PercentFormatter
 
@@ -556,7 +572,9 @@ def _at_risk_table(data: Released, fmt: Fmt) -> Table:
             s = s.sort_values("day")
             # after its last released day a curve has ended: no number at risk is known
             cells = [
-                fmt.count(s[s["day"] <= d].iloc[-1]["at_risk"]) if s["day"].max() >= d else DASH
+                fmt.count(s[s["day"] <= d].iloc[-1]["at_risk"])
+                if s["day"].min() <= d <= s["day"].max()
+                else DASH  # before a curve's time zero (landmark) or after its end
                 for d in days
             ]
             rows.append([_stratum_label(variable, stratum), *cells])
