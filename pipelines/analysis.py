@@ -112,6 +112,21 @@ def rules(episodes: pd.DataFrame) -> dict[str, pd.Series]:
     return tests
 
 
+# A subgroup defined by a flag: every rule that is positive whenever that flag is (the flag
+# itself, "any seed flag" when it is a seed flag) is positive for everyone in the subgroup,
+# so its accuracy there is a tautology (incorporation bias), not a result.
+SUBGROUP_DEFINING_FLAG = {"breast_cancer_history": "breast_cancer_history"}
+NOT_APPLICABLE_REASON = "not applicable: the rule contains the subgroup's defining flag ({flag})"
+
+
+def is_incorporated(rule: str, subgroup_name: str) -> bool:
+    """True when `rule` is positive for every episode of the subgroup by construction."""
+    flag = SUBGROUP_DEFINING_FLAG.get(subgroup_name)
+    if flag is None:
+        return False
+    return rule == f"flag_{flag}" or (rule == "any_seed_flag" and flag in SEED_FLAGS)
+
+
 # ---- time to diagnosis ---------------------------------------------------------------------
 
 
@@ -303,7 +318,13 @@ def flag_accuracy_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.D
                 "no events" if table.tp + table.fn == 0 else "",
             )
             row = accuracy.accuracy_row(table, settings.confidence_level)
-            rows.append({"subgroup": name, "rule": rule, **row, "note": note})
+            status = "estimated"
+            if is_incorporated(rule, name):
+                # counts stay (they are the subgroup's margins); the measures are not published
+                status = "not_applicable"
+                row |= {c: np.nan for c in row if c not in ("tp", "fp", "fn", "tn")}
+                note = _note(NOT_APPLICABLE_REASON.format(flag=SUBGROUP_DEFINING_FLAG[name]), note)
+            rows.append({"subgroup": name, "rule": rule, **row, "status": status, "note": note})
     return pd.DataFrame(rows)
 
 

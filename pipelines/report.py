@@ -649,6 +649,8 @@ def _forest_panel(ax: Axes, acc: pd.DataFrame, measure: str, y: list[int]) -> No
 def _why_missing(row: dict) -> str:
     """Why an accuracy estimate is absent: no events, suppression, or a degenerate table."""
     note = str(row.get("note") or "")
+    if "not applicable" in note:  # a tautology in this subgroup (issue 14 item 6)
+        return "not applicable (the rule contains the subgroup's defining flag)"
     if "no events" in note:
         return "not estimable (no events)"
     if "not ascertainable" in note and "partly" not in note:

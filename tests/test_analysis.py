@@ -171,6 +171,23 @@ def test_flag_accuracy_equals_the_functions_on_the_episodes(built):
     assert alp["note"].str.contains("not ascertainable").all() and alp["sensitivity"].isna().all()
 
 
+def test_rules_containing_the_subgroups_defining_flag_are_not_applicable_there(built):
+    # issue 14 item 6: in the breast_cancer_history subgroup that flag and "any seed flag" are
+    # positive for everyone: a tautology, marked not applicable and not published as a result
+    con, _, _ = built
+    acc = read(con, "flag_accuracy").set_index(["subgroup", "rule"])
+    for rule in ("flag_breast_cancer_history", "any_seed_flag"):
+        row = acc.loc[("breast_cancer_history", rule)]
+        assert row["status"] == "not_applicable", rule
+        assert "defining flag" in row["note"] and np.isnan(row["sensitivity"])
+        assert row["fn"] + row["tn"] == 0  # the tautology: no test negatives
+        assert acc.loc[("all", rule), "status"] == "estimated"
+        assert not np.isnan(acc.loc[("all", rule), "sensitivity"])
+    others = acc.loc["breast_cancer_history"].drop(["flag_breast_cancer_history", "any_seed_flag"])
+    assert (others["status"] == "estimated").all()
+    assert (acc.loc["female", "status"] == "estimated").all()
+
+
 def test_time_to_diagnosis_equals_the_functions_on_the_episodes(built):
     con, marts, _ = built
     cohort = marts["cohort"]
