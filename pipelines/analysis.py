@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
 from pipelines.stats import accuracy, model, roc, survival
@@ -445,7 +446,11 @@ def run_statistics(
     """Compute every analysis table from {schema}'s episode marts and write them there."""
     episodes = load_episodes(con, schema)
     tables = analysis_tables(episodes, settings)
-    return {name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()}
+    written = {
+        name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()
+    }
+    # issue 14: Table 1, care after diagnosis, prognosis (pipelines/clinical.py; not released yet)
+    return written | clinical.run_clinical_tables(con, settings, run_id, schema)
 
 
 # ---- sensitivity analyses ----------------------------------------------------------------

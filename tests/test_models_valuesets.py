@@ -26,6 +26,9 @@ CONCEPTS = {
     "spine_imaging_mri",
     "spine_imaging_bone_scan",
     "spine_body_site",
+    "other_cancer",
+    "osteoporosis",
+    "vertebral_fracture",
 }
 
 
