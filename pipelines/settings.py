@@ -43,6 +43,9 @@ class StudySettings:
     cv_folds: int = 5
     random_seed: int = 20261123
     confidence_level: float = 0.95
+    # Care after diagnosis and prognosis (sections 6.7-6.8)
+    care_window_days: int = 90  # care counted from the diagnosis date to this many days after
+    sre_window_days: int = 30  # skeletal-related event at presentation: diagnosis +/- these days
     # Disclosure control (section 7)
     min_cell: int = 11
     # Which sensitivity analyses to run (section 6.4); empty to skip them
@@ -92,6 +95,8 @@ def _validate(s: StudySettings) -> list[str]:
         "flag_lookback_days",
         "weight_baseline_days",
         "min_age",
+        "care_window_days",
+        "sre_window_days",
     ):
         if getattr(s, name) < 0:
             problems.append(f"{name} must not be negative (got {getattr(s, name)})")

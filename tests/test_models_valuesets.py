@@ -29,6 +29,7 @@ CONCEPTS = {
     "other_cancer",
     "osteoporosis",
     "vertebral_fracture",
+    "skeletal_related_event",
 }
 
 
