@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.flags import FLAGS
 from pipelines.settings import StudySettings
-from pipelines.stats import baseline, prognosis
+from pipelines.stats import baseline, care, prognosis
 from pipelines.warehouse import table_exists
 
 # PROTOCOL 6.6, in the order Table 1 shows them
@@ -81,6 +81,9 @@ def clinical_tables(
     if table_exists(con, schema, "baseline_characteristics"):
         frame = con.execute(f"select * from {_schema(schema)}.baseline_characteristics").df()
         tables["table_one"] = table_one(frame)
+    if table_exists(con, schema, "care_after_diagnosis"):
+        frame = con.execute(f"select * from {_schema(schema)}.care_after_diagnosis").df()
+        tables["care_after_diagnosis_summary"] = care.care_summary(frame, settings.confidence_level)
     if table_exists(con, schema, "prognosis"):
         frame = con.execute(f"select * from {_schema(schema)}.prognosis").df()
         level = settings.confidence_level

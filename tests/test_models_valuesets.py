@@ -30,6 +30,13 @@ CONCEPTS = {
     "osteoporosis",
     "vertebral_fracture",
     "skeletal_related_event",
+    "chemotherapy",
+    "endocrine_therapy",
+    "targeted_therapy",
+    "radiotherapy",
+    "bone_targeted_agent",
+    "neuropathic_agent",
+    "corticosteroid",
 }
 
 
