@@ -4,7 +4,7 @@ Among diagnosed episodes (mart.prognosis): the diagnostic interval (days from in
 diagnosis) in thirds; skeletal-related events (SRE) at presentation per third (Wilson CIs)
 and as a logistic trend per 30 days (statsmodels); overall survival from diagnosis by
 Kaplan-Meier (lifelines; log(-log) CIs), its median and 1-year survival; the Cox hazard ratio
-per 30 days of interval adjusted for age (lifelines, Breslow ties, Wald CI).
+per 30 days of interval adjusted for age (lifelines, Efron ties, Wald CI).
 """
 
 from __future__ import annotations
