@@ -860,7 +860,10 @@ def _ttd_table(data: Released, fmt: Fmt) -> Table:
         caption=(
             "Follow-up runs from the first visit of the episode to the earliest of diagnosis, "
             "death, end of observation and the horizon. Median and IQR are among those "
-            "diagnosed. Cumulative incidence treats death as a competing risk."
+            "diagnosed. Cumulative incidence treats death as a competing risk. Time zero: "
+            "the index date, except for the strata by number of seed red flags (assessed up "
+            "to the landmark), which contain only episodes alive, observed and undiagnosed at "
+            "the landmark and start there (no estimate before it)."
         ),
     )
 

@@ -124,3 +124,10 @@ def test_clinical_tables_write_the_prognosis_tables():
         "select n, n_sre from mart.presentation_by_interval where interval_third = 'all'"
     ).fetchone()
     assert sre == (2, 1)
+
+
+def test_a_separated_sre_trend_is_not_estimable_rather_than_a_huge_number():
+    # every SRE at the longest intervals: the slope is not identified (statsmodels warns)
+    frame = tiny().assign(has_sre_at_presentation=[False] * 6 + [True] * 3)
+    odds = prognosis.sre_odds_ratio(frame)
+    assert np.isnan(odds["estimate"]) and "separation" in odds["note"]

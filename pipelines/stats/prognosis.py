@@ -9,11 +9,14 @@ per 30 days of interval adjusted for age (lifelines, Efron ties, Wald CI).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.utils import median_survival_times
+from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from pipelines.stats.accuracy import wilson, z_value
 
@@ -62,7 +65,13 @@ def sre_odds_ratio(frame: pd.DataFrame, confidence_level: float = 0.95) -> dict[
     x = frame["diagnostic_interval_days"].astype(float).to_numpy() / PER_DAYS
     if len(y) < 3 or y.min() == y.max():
         return _missing("too few episodes, or SRE in all or none")
-    fit = sm.Logit(y, sm.add_constant(x)).fit(disp=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = sm.Logit(y, sm.add_constant(x)).fit(disp=0)
+    separated = any(issubclass(w.category, PerfectSeparationWarning) for w in caught)
+    if separated or not fit.mle_retvals.get("converged", False):
+        # small samples: the interval separates SRE from none, the slope is not identified
+        return _missing("not estimable: perfect separation or no convergence")
     beta, se = float(fit.params[1]), float(fit.bse[1])
     return _ratio(beta, se, confidence_level) | {"n": len(y), "n_events": int(y.sum())}
 
