@@ -131,3 +131,15 @@ def test_a_separated_sre_trend_is_not_estimable_rather_than_a_huge_number():
     frame = tiny().assign(has_sre_at_presentation=[False] * 6 + [True] * 3)
     odds = prognosis.sre_odds_ratio(frame)
     assert np.isnan(odds["estimate"]) and "separation" in odds["note"]
+
+
+def test_a_cox_model_that_cannot_converge_gives_a_note():
+    # every death at the shortest intervals, everyone else censored later: the partial
+    # likelihood has no maximum (monotone likelihood), lifelines raises ConvergenceError
+    frame = tiny().assign(
+        is_dead=[True] * 3 + [False] * 6,
+        days_diagnosis_to_death_or_censoring=[10, 20, 30, 400, 410, 420, 430, 440, 450],
+        age_at_index=[60] * 9,
+    )
+    hr = prognosis.cox_hazard_ratio(frame)
+    assert np.isnan(hr["estimate"]) and "did not converge" in hr["note"], hr

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.exceptions import ConvergenceError
 from lifelines.utils import median_survival_times
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
@@ -136,7 +137,10 @@ def cox_hazard_ratio(frame: pd.DataFrame, confidence_level: float = 0.95) -> dic
         return _missing("too few deaths")
     # a zero time (death on the diagnosis day) is a valid Cox time; lifelines wants > 0
     data["time"] = data["time"].clip(lower=0.5)
-    fit = CoxPHFitter(alpha=1 - confidence_level).fit(data, "time", "dead")
+    try:
+        fit = CoxPHFitter(alpha=1 - confidence_level).fit(data, "time", "dead")
+    except ConvergenceError:
+        return _missing("not estimable: the Cox model did not converge")
     beta = float(fit.params_["interval_per_30_days"])
     se = float(fit.standard_errors_["interval_per_30_days"])
     return _ratio(beta, se, confidence_level) | {
