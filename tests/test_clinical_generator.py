@@ -94,3 +94,36 @@ def test_survival_after_diagnosis_recovers_the_planted_median_and_hazard_ratio(r
     assert median["lower"] <= expected <= median["upper"], (median.to_dict(), expected)
     one_year = summary.loc["survival_1_year"]
     assert 0 < one_year["lower"] < one_year["estimate"] < one_year["upper"] < 1
+
+
+COVERAGE_SEEDS = (31, 32, 33)
+
+
+def test_the_hazard_and_odds_ratio_intervals_cover_the_planted_values_across_seeds(tmp_path):
+    """Three smaller exports (about 300 diagnosed each): 95% intervals should cover the
+    planted hazard ratio and SRE odds ratio in (nearly) every one; one miss in three is
+    allowed per quantity (P(two or more misses) is about 0.7%)."""
+    from pipelines import warehouse as wh
+    from pipelines.ingest import ingest_export
+    from pipelines.models import build_models
+
+    planted = PlantedParameters(case_fraction=0.3, edge_case_fraction=0.0)
+    hr, odds = [], []
+    for seed in COVERAGE_SEEDS:
+        root = tmp_path / str(seed)
+        result = generator.generate(root / "export", patients=4000, seed=seed, planted=planted)
+        ingest_export(root / "export", root / "w.duckdb", log=lambda message: None)
+        con = wh.connect(root / "w.duckdb")
+        try:
+            build_models(con, StudySettings())
+            summary = clinical.clinical_tables(con, StudySettings())["prognosis_summary"]
+        finally:
+            con.close()
+        truth = result.summary["after_diagnosis"]
+        rows = summary.set_index("measure")
+        h = rows.loc["hazard_ratio_per_30_days_age_adjusted"]
+        o = rows.loc["sre_odds_ratio_per_30_days"]
+        hr.append(h["lower"] <= truth["survival"]["hazard_ratio_per_30_days"] <= h["upper"])
+        odds.append(o["lower"] <= truth["sre"]["odds_ratio_per_30_days"] <= o["upper"])
+    assert sum(hr) >= len(COVERAGE_SEEDS) - 1, hr
+    assert sum(odds) >= len(COVERAGE_SEEDS) - 1, odds
