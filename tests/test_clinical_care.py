@@ -38,6 +38,8 @@ MEDICATIONS = """
 PROCEDURES = """
     patient_id | start_at            | code
     p1         | 2016-05-11 10:00:00 | 33195004
+    p1         | 2016-04-25 10:00:00 | 41747008
+    p1         | 2016-05-04 10:00:00 | 394451000119106
 """
 
 
@@ -47,7 +49,8 @@ def test_care_is_counted_from_the_diagnosis_day_to_the_end_of_the_window():
         medications=MEDICATIONS, procedures=PROCEDURES,
     )  # fmt: skip
     # diagnosis 2016-05-01: the opioid 11 days before is not care after it; tamoxifen on the
-    # day itself is (first of two); zoledronic acid on day 90 is in, gabapentin on day 91 out
+    # day itself is (first of two); zoledronic acid on day 90 is in, gabapentin on day 91 out;
+    # the bone scan before diagnosis is not imaging after it, the MRI on day 3 is
     assert_rows(
         con,
         "select care_category, has_care, days_diagnosis_to_first_care "
@@ -63,6 +66,10 @@ def test_care_is_counted_from_the_diagnosis_day_to_the_end_of_the_window():
         chemotherapy         | false    |
         endocrine_therapy    | true     | 0
         targeted_therapy     | false    |
+        spine_imaging_xray   | false    |
+        spine_imaging_ct     | false    |
+        spine_imaging_mri    | true     | 3
+        spine_imaging_bone_scan | false |
         """,
     )
 

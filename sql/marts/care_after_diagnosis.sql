@@ -13,21 +13,31 @@ care_categories as (
         values
             ('non_opioid_analgesic'), ('opioid'), ('neuropathic_agent'), ('corticosteroid'),
             ('radiotherapy'), ('bone_targeted_agent'), ('chemotherapy'), ('endocrine_therapy'),
-            ('targeted_therapy')
+            ('targeted_therapy'), ('spine_imaging_xray'), ('spine_imaging_ct'), ('spine_imaging_mri'),
+            ('spine_imaging_bone_scan')
     ) as categories (care_category)
+),
+
+care_records as (
+    select patient_id, record_date, concept as care_category
+    from intermediate.int_concept_records
+    where source_table in ('medications', 'procedures')
+    union all
+    -- imaging after diagnosis (staging, follow-up), by modality, procedures and imaging studies
+    select patient_id, imaging_date, 'spine_imaging_' || modality
+    from intermediate.int_spine_imaging
 ),
 
 first_care as (
     -- from the diagnosis day on: treatment started the day of diagnosis is care after it
-    select diagnosed.patient_id, diagnosed.index_date, records.concept as care_category,
+    select diagnosed.patient_id, diagnosed.index_date, records.care_category,
         min(records.record_date) as first_care_date
     from diagnosed
-    inner join intermediate.int_concept_records as records
+    inner join care_records as records
         on records.patient_id = diagnosed.patient_id
-        and records.source_table in ('medications', 'procedures')
         and records.record_date between diagnosed.outcome_date and diagnosed.outcome_date + $care_window_days
-    inner join care_categories on care_categories.care_category = records.concept
-    group by diagnosed.patient_id, diagnosed.index_date, records.concept
+    inner join care_categories on care_categories.care_category = records.care_category
+    group by diagnosed.patient_id, diagnosed.index_date, records.care_category
 )
 
 select
