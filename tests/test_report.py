@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from report_fixtures import study_warehouse
 
@@ -278,3 +279,14 @@ def test_report_command(with_events, tmp_path, capsys):
     assert main(["report", "--warehouse", str(with_events), "--out", str(out)]) == 0
     assert out.exists() and str(out) in capsys.readouterr().out
     assert main(["report", "--warehouse", str(tmp_path / "none.duckdb"), "--out", str(out)]) == 2
+
+
+def test_the_cif_caption_says_which_time_zero_each_curve_uses():
+    # PROTOCOL 6.5: curves by red-flag count start at the landmark; the report says so
+    from pipelines import report
+
+    cif = pd.DataFrame({"stratum_variable": ["overall", "red_flag_count"],
+                        "time_zero_day": [0, 42]})  # fmt: skip
+    note = report._time_zero_note(cif)
+    assert "landmark (day 42)" in note and "other curves start at day 0" in note
+    assert report._time_zero_note(cif.assign(time_zero_day=0)) == ""
