@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
 import pandas as pd
 
+from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
 from pipelines.stats import accuracy, coarsen, model, roc, survival
@@ -111,6 +113,21 @@ def rules(episodes: pd.DataFrame) -> dict[str, pd.Series]:
     return tests
 
 
+# A subgroup defined by a flag: every rule that is positive whenever that flag is (the flag
+# itself, "any seed flag" when it is a seed flag) is positive for everyone in the subgroup,
+# so its accuracy there is a tautology (incorporation bias), not a result.
+SUBGROUP_DEFINING_FLAG = {"breast_cancer_history": "breast_cancer_history"}
+NOT_APPLICABLE_REASON = "not applicable: the rule contains the subgroup's defining flag ({flag})"
+
+
+def is_incorporated(rule: str, subgroup_name: str) -> bool:
+    """True when `rule` is positive for every episode of the subgroup by construction."""
+    flag = SUBGROUP_DEFINING_FLAG.get(subgroup_name)
+    if flag is None:
+        return False
+    return rule == f"flag_{flag}" or (rule == "any_seed_flag" and flag in SEED_FLAGS)
+
+
 # ---- time to diagnosis ---------------------------------------------------------------------
 
 
@@ -123,22 +140,48 @@ def competing_events(episodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return episodes["days_to_follow_up_end"].to_numpy(dtype=float, na_value=np.nan), event
 
 
-def strata(episodes: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(stratum_variable, stratum, episodes): overall, red_flag_count 0/1/2+, history yes/no."""
-    score = episodes[SCORE]
+class Stratum(NamedTuple):
+    """One curve: its variable and level, its episodes, and its time zero (days after index)."""
+
+    variable: str
+    name: str
+    episodes: pd.DataFrame
+    time_zero_day: int
+
+    @property
+    def time_zero(self) -> str:
+        return "index_date" if self.time_zero_day == 0 else "landmark"
+
+
+def strata(episodes: pd.DataFrame, landmark_days: int) -> list[Stratum]:
+    """Overall, red_flag_count 0/1/2+, history yes/no (PROTOCOL 6.5).
+
+    red_flag_count uses flags up to the landmark and only before the outcome, so a diagnosis
+    before the landmark could only ever sit in the low strata (immortal time): those strata
+    start at the landmark, among the episodes alive, observed and undiagnosed there.
+    Strata known at index (history) and the overall curve start at the index date.
+    """
     history = episodes["has_breast_cancer_history"]
+    at_landmark = episodes[episodes["is_in_landmark_population"].fillna(False).to_numpy(bool)]
+    score = at_landmark[SCORE]
     return [
-        ("overall", "all", episodes),
-        ("red_flag_count", "0", episodes[(score == 0).fillna(False).to_numpy(bool)]),
-        ("red_flag_count", "1", episodes[(score == 1).fillna(False).to_numpy(bool)]),
-        ("red_flag_count", "2+", episodes[(score >= 2).fillna(False).to_numpy(bool)]),
-        ("breast_cancer_history", "yes", episodes[history.fillna(False).to_numpy(bool)]),
-        ("breast_cancer_history", "no", episodes[(~history).fillna(False).to_numpy(bool)]),
-    ]
+        Stratum("overall", "all", episodes, 0),
+        Stratum("red_flag_count", "0", at_landmark[(score == 0).fillna(False).to_numpy(bool)], landmark_days),
+        Stratum("red_flag_count", "1", at_landmark[(score == 1).fillna(False).to_numpy(bool)], landmark_days),
+        Stratum("red_flag_count", "2+", at_landmark[(score >= 2).fillna(False).to_numpy(bool)], landmark_days),
+        Stratum("breast_cancer_history", "yes", episodes[history.fillna(False).to_numpy(bool)], 0),
+        Stratum("breast_cancer_history", "no", episodes[(~history).fillna(False).to_numpy(bool)], 0),
+    ]  # fmt: skip
 
 
-def time_to_diagnosis_row(episodes: pd.DataFrame, settings: StudySettings) -> dict[str, float]:
-    """Counts, median/IQR among the diagnosed, and the CIF with CI and at-risk at fixed days."""
+def time_to_diagnosis_row(
+    episodes: pd.DataFrame, settings: StudySettings, time_zero_day: int = 0
+) -> dict[str, float]:
+    """Counts, median/IQR among the diagnosed, and the CIF with CI and at-risk at fixed days.
+
+    Days are counted from the index date; with a later time zero the curve is conditional on
+    being event-free then, and days before it have no estimate (NaN).
+    """
     time, event = competing_events(episodes)
     diagnosed = episodes["days_to_outcome"][event == survival.OUTCOME]
     q1, median, q3 = survival.quartiles(diagnosed.astype(float))
@@ -153,41 +196,76 @@ def time_to_diagnosis_row(episodes: pd.DataFrame, settings: StudySettings) -> di
     }
     days = np.array(settings.cumulative_incidence_days)
     at = survival.cumulative_incidence_at(
-        time, event, days, confidence_level=settings.confidence_level
+        time - time_zero_day,
+        event,
+        days - time_zero_day,
+        confidence_level=settings.confidence_level,
     )
     for d, r in zip(days, at.itertuples(), strict=True):
-        row |= {f"cif_{d}": r.estimate, f"cif_{d}_lower": r.lower, f"cif_{d}_upper": r.upper}
-        row[f"at_risk_{d}"] = int(r.at_risk)
+        before = d < time_zero_day
+        row |= {
+            f"cif_{d}": np.nan if before else r.estimate,
+            f"cif_{d}_lower": np.nan if before else r.lower,
+            f"cif_{d}_upper": np.nan if before else r.upper,
+            f"at_risk_{d}": np.nan if before else int(r.at_risk),
+        }
     return row
 
 
 def time_to_diagnosis_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {"stratum_variable": var, "stratum": name, **time_to_diagnosis_row(part, settings)}
-            for var, name, part in strata(episodes)
-        ]
-    )
+    rows = [
+        {
+            "stratum_variable": s.variable,
+            "stratum": s.name,
+            "time_zero": s.time_zero,
+            "time_zero_day": s.time_zero_day,
+            **time_to_diagnosis_row(s.episodes, settings, s.time_zero_day),
+        }
+        for s in strata(episodes, settings.landmark_days)
+    ]
+    out = pd.DataFrame(rows)
+    at_risk = [f"at_risk_{d}" for d in settings.cumulative_incidence_days]
+    return out.astype({c: "Int64" for c in at_risk})
 
 
 def cumulative_incidence_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
-    """The daily Aalen-Johansen curve from day 0 to the horizon, per stratum."""
-    days = np.arange(settings.horizon_days + 1)
+    """The daily Aalen-Johansen curve from each stratum's time zero to the horizon.
+
+    `day` counts from the index date; `time_zero` says where the curve starts (index_date, or
+    the landmark for strata defined by flags assessed up to it).
+    """
     frames = []
-    for var, name, part in strata(episodes):
-        time, event = competing_events(part)
+    for s in strata(episodes, settings.landmark_days):
+        days = np.arange(s.time_zero_day, settings.horizon_days + 1)
+        time, event = competing_events(s.episodes)
         curve = survival.cumulative_incidence_at(
-            time, event, days, confidence_level=settings.confidence_level
+            time - s.time_zero_day,
+            event,
+            days - s.time_zero_day,
+            confidence_level=settings.confidence_level,
         )
-        # diagnoses per day: the release pools days by them (stats/coarsen.py); never released
-        outcome_days = time[(event == survival.OUTCOME) & np.isfinite(time)]
-        outcome_days = outcome_days[outcome_days <= settings.horizon_days].astype(int)
-        n_outcome = np.bincount(outcome_days, minlength=days.size)[: days.size]
-        frames.append(curve.assign(stratum_variable=var, stratum=name, n_outcome=n_outcome))
+        curve["day"] = days
+        frames.append(
+            curve.assign(
+                stratum_variable=s.variable,
+                stratum=s.name,
+                time_zero=s.time_zero,
+                time_zero_day=s.time_zero_day,
+            )
+        )
+        # diagnoses per day since the index date: the release pools days by them
+        # (stats/coarsen.py); never released
+        outcome_days = time[(event == survival.OUTCOME) & np.isfinite(time)].astype(int)
+        outcome_days = outcome_days[
+            (outcome_days >= s.time_zero_day) & (outcome_days <= settings.horizon_days)
+        ]
+        frames[-1]["n_outcome"] = np.bincount(outcome_days - s.time_zero_day, minlength=days.size)[
+            : days.size
+        ]
     out = pd.concat(frames, ignore_index=True)
     out["day"] = out["day"].astype(int)
-    columns = ["stratum_variable", "stratum", "day", "estimate", "lower", "upper", "at_risk"]
-    return out[[*columns, "n_outcome"]]
+    columns = ["stratum_variable", "stratum", "time_zero", "time_zero_day", "day"]
+    return out[[*columns, "estimate", "lower", "upper", "at_risk", "n_outcome"]]
 
 
 # ---- diagnostic pathway ------------------------------------------------------------------
@@ -250,7 +328,13 @@ def flag_accuracy_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.D
                 "no events" if table.tp + table.fn == 0 else "",
             )
             row = accuracy.accuracy_row(table, settings.confidence_level)
-            rows.append({"subgroup": name, "rule": rule, **row, "note": note})
+            status = "estimated"
+            if is_incorporated(rule, name):
+                # counts stay (they are the subgroup's margins); the measures are not published
+                status = "not_applicable"
+                row |= {c: np.nan for c in row if c not in ("tp", "fp", "fn", "tn")}
+                note = _note(NOT_APPLICABLE_REASON.format(flag=SUBGROUP_DEFINING_FLAG[name]), note)
+            rows.append({"subgroup": name, "rule": rule, **row, "status": status, "note": note})
     return pd.DataFrame(rows)
 
 
@@ -371,7 +455,11 @@ def run_statistics(
     """Compute every analysis table from {schema}'s episode marts and write them there."""
     episodes = load_episodes(con, schema)
     tables = analysis_tables(episodes, settings)
-    return {name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()}
+    written = {
+        name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()
+    }
+    # issue 14: Table 1, care after diagnosis, prognosis (pipelines/clinical.py; not released yet)
+    return written | clinical.run_clinical_tables(con, settings, run_id, schema)
 
 
 # ---- sensitivity analyses ----------------------------------------------------------------

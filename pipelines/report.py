@@ -484,6 +484,7 @@ def _cif_figure(data: Released) -> Chart:
         "stratum whose number diagnosed is suppressed in Table 1 is not drawn."
     )
     cif = data.table("cumulative_incidence")
+    caption += _time_zero_note(cif)
     ttd = data.table("time_to_diagnosis")
     overall = ttd[ttd["stratum_variable"] == "overall"].to_dict("records") if len(ttd) else []
     episodes = overall[0]["n_episodes"] if overall else None
@@ -527,6 +528,21 @@ def _cif_figure(data: Released) -> Chart:
     return Chart(title, caption, image=_png(fig), alt="Cumulative incidence curves by stratum")
 
 
+def _time_zero_note(cif: pd.DataFrame) -> str:
+    """Which time zero each curve uses (PROTOCOL 6.5), from the table's time_zero_day."""
+    if "time_zero_day" not in cif.columns or not len(cif):
+        return ""
+    late = cif[cif["time_zero_day"] > 0]
+    if not len(late):
+        return ""
+    day = int(late["time_zero_day"].iloc[0])
+    return (
+        f" Time zero: the curves by number of seed red flags start at the landmark (day {day}), "
+        "among episodes alive, under observation and undiagnosed then, because the flags are "
+        "assessed up to the landmark; the other curves start at day 0."
+    )
+
+
 def _cif_panel(ax: Axes, df: pd.DataFrame, variable: str) -> None:
     import pandas as pd
     from matplotlib.ticker import PercentFormatter
@@ -561,7 +577,9 @@ def _at_risk_table(data: Released, fmt: Fmt) -> Table:
             s = s.sort_values("day")
             # after its last released day a curve has ended: no number at risk is known
             cells = [
-                fmt.count(s[s["day"] <= d].iloc[-1]["at_risk"]) if s["day"].max() >= d else DASH
+                fmt.count(s[s["day"] <= d].iloc[-1]["at_risk"])
+                if s["day"].min() <= d <= s["day"].max()
+                else DASH  # before a curve's time zero (landmark) or after its end
                 for d in days
             ]
             rows.append([_stratum_label(variable, stratum), *cells])
@@ -636,6 +654,8 @@ def _forest_panel(ax: Axes, acc: pd.DataFrame, measure: str, y: list[int]) -> No
 def _why_missing(row: dict) -> str:
     """Why an accuracy estimate is absent: no events, suppression, or a degenerate table."""
     note = str(row.get("note") or "")
+    if "not applicable" in note:  # a tautology in this subgroup (issue 14 item 6)
+        return "not applicable (the rule contains the subgroup's defining flag)"
     if "no events" in note:
         return "not estimable (no events)"
     if "not ascertainable" in note and "partly" not in note:
@@ -854,7 +874,10 @@ def _ttd_table(data: Released, fmt: Fmt) -> Table:
         caption=(
             "Follow-up runs from the first visit of the episode to the earliest of diagnosis, "
             "death, end of observation and the horizon. Median and IQR are among those "
-            "diagnosed. Cumulative incidence treats death as a competing risk."
+            "diagnosed. Cumulative incidence treats death as a competing risk. Time zero: "
+            "the index date, except for the strata by number of seed red flags (assessed up "
+            "to the landmark), which contain only episodes alive, observed and undiagnosed at "
+            "the landmark and start there (no estimate before it)."
         ),
     )
 

@@ -47,6 +47,9 @@ class StudySettings:
     cv_folds: int = 5
     random_seed: int = 20261123
     confidence_level: float = 0.95
+    # Care after diagnosis and prognosis (sections 6.7-6.8)
+    care_window_days: int = 90  # care counted from the diagnosis date to this many days after
+    sre_window_days: int = 30  # skeletal-related event at presentation: diagnosis +/- these days
     # Disclosure control (section 7)
     min_cell: int = 11
     # Rounding of every released count after suppression: "none", or a base such as "5"
@@ -108,6 +111,8 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "cv_folds": (2, 100),
     "random_seed": (0, 2**32 - 1),  # numpy's seed range
     "min_cell": (1, 1_000_000),
+    "care_window_days": (0, 36_500),
+    "sre_window_days": (0, 36_500),
 }
 MAX_ALP_UPPER_LIMIT = 10_000.0  # U/L; the ALP flag's threshold, far above any lab's range
 

@@ -171,6 +171,23 @@ def test_flag_accuracy_equals_the_functions_on_the_episodes(built):
     assert alp["note"].str.contains("not ascertainable").all() and alp["sensitivity"].isna().all()
 
 
+def test_rules_containing_the_subgroups_defining_flag_are_not_applicable_there(built):
+    # issue 14 item 6: in the breast_cancer_history subgroup that flag and "any seed flag" are
+    # positive for everyone: a tautology, marked not applicable and not published as a result
+    con, _, _ = built
+    acc = read(con, "flag_accuracy").set_index(["subgroup", "rule"])
+    for rule in ("flag_breast_cancer_history", "any_seed_flag"):
+        row = acc.loc[("breast_cancer_history", rule)]
+        assert row["status"] == "not_applicable", rule
+        assert "defining flag" in row["note"] and np.isnan(row["sensitivity"])
+        assert row["fn"] + row["tn"] == 0  # the tautology: no test negatives
+        assert acc.loc[("all", rule), "status"] == "estimated"
+        assert not np.isnan(acc.loc[("all", rule), "sensitivity"])
+    others = acc.loc["breast_cancer_history"].drop(["flag_breast_cancer_history", "any_seed_flag"])
+    assert (others["status"] == "estimated").all()
+    assert (acc.loc["female", "status"] == "estimated").all()
+
+
 def test_time_to_diagnosis_equals_the_functions_on_the_episodes(built):
     con, marts, _ = built
     cohort = marts["cohort"]
@@ -188,10 +205,49 @@ def test_time_to_diagnosis_equals_the_functions_on_the_episodes(built):
     q1, median, q3 = survival.quartiles(cohort["days_to_outcome"].dropna().astype(float))
     assert (row["q1_days"], row["median_days"], row["q3_days"]) == pytest.approx((q1, median, q3))
     strata = read(con, "time_to_diagnosis").set_index(["stratum_variable", "stratum"])["n_episodes"]
-    assert strata["red_flag_count"].sum() == strata[("overall", "all")] == len(cohort)
+    assert strata[("overall", "all")] == len(cohort)
+    assert strata["red_flag_count"].sum() == cohort["is_in_landmark_population"].sum()
     assert strata["breast_cancer_history"].sum() == len(cohort)
     curve = read(con, "cumulative_incidence").query("stratum_variable == 'overall' and day == 90")
     assert curve["estimate"].iloc[0] == pytest.approx(row["cif_90"])
+
+
+def tiny_episodes() -> pd.DataFrame:
+    """Five episodes: one diagnosed on day 10 (before the landmark, no flags by then)."""
+    return pd.DataFrame({
+        "end_reason": ["bone_metastasis", "bone_metastasis", "horizon", "death", "horizon"],
+        "days_to_follow_up_end": [10.0, 100.0, 365.0, 200.0, 365.0],
+        "days_to_outcome": pd.array([10, 100, None, None, None], dtype="Float64"),
+        "has_breast_cancer_history": pd.array([False, True, False, False, True], dtype="boolean"),
+        "is_in_landmark_population": pd.array([False, True, True, True, True], dtype="boolean"),
+        analysis.SCORE: pd.array([0, 2, 0, 1, 2], dtype="Float64"),
+    })  # fmt: skip
+
+
+def test_landmark_strata_start_at_the_landmark_without_early_diagnoses():
+    # PROTOCOL 6.5: red_flag_count is assessed up to the landmark, so its strata are analysed
+    # from the landmark on, in the landmark population; a day-10 diagnosis is in none of them
+    table = analysis.time_to_diagnosis_table(tiny_episodes(), SETTINGS).set_index(
+        ["stratum_variable", "stratum"]
+    )
+    flags = table.loc["red_flag_count"]
+    assert flags["n_episodes"].sum() == 4 and flags.loc["0", "n_diagnosed"] == 0
+    assert flags.loc["2+", ["n_diagnosed", "median_days"]].tolist() == [1, 100]
+    assert (flags["time_zero"] == "landmark").all()
+    assert (flags["time_zero_day"] == SETTINGS.landmark_days).all()
+    # a day before the landmark has no conditional estimate; later ones are conditional on it
+    assert flags[["cif_30", "at_risk_30"]].isna().all().all()
+    assert flags.loc["2+", "cif_365"] == pytest.approx(0.5)
+    assert flags.loc["2+", "at_risk_90"] == 2
+    # strata known at index still start at the index date and keep every episode
+    assert table.loc[("overall", "all"), "time_zero"] == "index_date"
+    assert table.loc["breast_cancer_history", "n_episodes"].sum() == 5
+    curve = analysis.cumulative_incidence_table(tiny_episodes(), SETTINGS)
+    by_flags = curve[curve["stratum_variable"] == "red_flag_count"]
+    assert by_flags["day"].min() == SETTINGS.landmark_days
+    assert (by_flags.query("stratum == '0'")["estimate"] == 0).all()
+    overall = curve[curve["stratum_variable"] == "overall"]
+    assert overall["day"].min() == 0 and overall.query("day == 10")["estimate"].iloc[0] == 0.2
 
 
 def test_score_and_model_rows(built):

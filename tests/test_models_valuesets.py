@@ -26,6 +26,17 @@ CONCEPTS = {
     "spine_imaging_mri",
     "spine_imaging_bone_scan",
     "spine_body_site",
+    "other_cancer",
+    "osteoporosis",
+    "vertebral_fracture",
+    "skeletal_related_event",
+    "chemotherapy",
+    "endocrine_therapy",
+    "targeted_therapy",
+    "radiotherapy",
+    "bone_targeted_agent",
+    "neuropathic_agent",
+    "corticosteroid",
 }
 
 

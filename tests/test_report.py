@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from report_fixtures import study_warehouse
 
@@ -290,3 +291,14 @@ def test_suppressed_release_still_draws_the_model_figures(report):
     assert page.embedded_figures >= 3, page.notices
     assert "calibration" not in notices and "decision curve" not in notices
     assert "coarsen" in page.text and "suppressed_complement" in page.text  # the key explains
+
+
+def test_the_cif_caption_says_which_time_zero_each_curve_uses():
+    # PROTOCOL 6.5: curves by red-flag count start at the landmark; the report says so
+    from pipelines import report
+
+    cif = pd.DataFrame({"stratum_variable": ["overall", "red_flag_count"],
+                        "time_zero_day": [0, 42]})  # fmt: skip
+    note = report._time_zero_note(cif)
+    assert "landmark (day 42)" in note and "other curves start at day 0" in note
+    assert report._time_zero_note(cif.assign(time_zero_day=0)) == ""

@@ -720,6 +720,22 @@ OPIOIDS = (
     _sn("856987", "Acetaminophen 300 MG / Hydrocodone Bitartrate 5 MG Oral Tablet"),
     _sn("1049625", "Acetaminophen 325 MG / Oxycodone Hydrochloride 10 MG Oral Tablet [Percocet]"),
 )
+# After diagnosis (care_after_diagnosis.csv, skeletal_related_events.csv); medications are
+# RxNorm and procedures SNOMED, as in the real Synthea breast-cancer export
+CARE_CODES = {
+    "chemotherapy": ("medications", _sn("583214", "Paclitaxel 100 MG Injection")),
+    "endocrine_therapy": ("medications", _sn("198240", "Tamoxifen 10 MG Oral Tablet")),
+    "radiotherapy": (
+        "procedures",
+        _sn("33195004", "External beam radiation therapy procedure (procedure)"),
+    ),
+    "bone_targeted_agent": (
+        "medications",
+        _sn("1114085", "100 ML zoledronic acid 0.04 MG/ML Injection"),
+    ),
+    "corticosteroid": ("medications", _sn("197582", "dexamethasone 4 MG Oral Tablet")),
+}
+SPINAL_CORD_COMPRESSION = _sn("71286001", "Compression of spinal cord (disorder)")
 LUMBAR_SPINE = ("122496007", "Lumbar spine structure (body structure)")  # unverified body-site code
 SPINE_IMAGING = {  # modality -> imaging study and procedure (clinical-anchors.md section 3)
     "xray": ImagingKind(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -14,8 +15,14 @@ import pandas as pd
 
 from pipelines.generator import truth
 from pipelines.generator.background import add_background
+from pipelines.generator.catalog import CARE_CODES, SPINAL_CORD_COMPRESSION
 from pipelines.generator.layouts import LAYOUTS, TABLES, has_system
-from pipelines.generator.params import SCENARIOS, PlantedParameterError, PlantedParameters
+from pipelines.generator.params import (
+    CARE_CATEGORIES,
+    SCENARIOS,
+    PlantedParameterError,
+    PlantedParameters,
+)
 from pipelines.generator.planting import plant_episodes
 from pipelines.generator.population import HORIZON, LANDMARK, day_number, plan_population
 from pipelines.generator.quirks import Quirks, plant_quirks
@@ -201,6 +208,22 @@ def _finish(
                 "sigma": planted.diagnosis_sigma,
                 "redrawn_outside_days": [1, HORIZON - 5],
                 "redrawn_inside_days": [40, 44],
+            },
+        },
+        "after_diagnosis": {
+            "care_rates": {c: getattr(planted, f"care_{c}_rate") for c in CARE_CATEGORIES},
+            "care_codes": {c: code.code for c, (_, code) in CARE_CODES.items()},
+            "care_days_after_diagnosis": [0, 60],
+            "sre": {
+                "code": SPINAL_CORD_COMPRESSION.code,
+                "days_after_diagnosis": [0, 20],
+                "logit_intercept": planted.sre_logit_intercept,
+                "odds_ratio_per_30_days": math.exp(planted.sre_log_odds_per_30_days),
+            },
+            "survival": {
+                "distribution": "exponential",
+                "median_days_at_interval_0": planted.survival_median_days,
+                "hazard_ratio_per_30_days": math.exp(planted.survival_log_hr_per_30_days),
             },
         },
         "codes": truth.code_lists(),

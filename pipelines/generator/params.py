@@ -38,6 +38,16 @@ EDGE_SCENARIOS = (
 SCENARIOS = ("background", *REGULAR_SCENARIOS, *EDGE_SCENARIOS)
 
 
+# Treatments planted after diagnosis (value-set concepts of care_after_diagnosis.csv)
+CARE_CATEGORIES = (
+    "chemotherapy",
+    "endocrine_therapy",
+    "radiotherapy",
+    "bone_targeted_agent",
+    "corticosteroid",
+)
+
+
 class PlantedParameterError(UserFacingError, ValueError):
     """Generator arguments or planted parameters that cannot be generated (unknown name, impossible value)."""
 
@@ -87,6 +97,20 @@ class PlantedParameters:
     icd10_fraction: float = 0.2  # study records coded in ICD-10-CM (layouts with SYSTEM only)
     encounter_reason_fraction: float = 0.15  # index events that are an encounter REASONCODE only
     flags: dict[str, FlagRate] = field(default_factory=_default_flags)
+    # After diagnosis (PROTOCOL 6.7-6.8; docs/generator.md): each diagnosed episode receives
+    # each treatment with its rate, within 60 days of the diagnosis; a skeletal-related event
+    # (spinal cord compression, 0-20 days after diagnosis) with logit = intercept + slope x
+    # interval/30; death after diagnosis exponential with median survival_median_days at
+    # interval 0 and log hazard ratio survival_log_hr_per_30_days per 30 days of interval.
+    care_chemotherapy_rate: float = 0.40
+    care_endocrine_therapy_rate: float = 0.50
+    care_radiotherapy_rate: float = 0.60
+    care_bone_targeted_agent_rate: float = 0.45
+    care_corticosteroid_rate: float = 0.30
+    sre_logit_intercept: float = -2.0
+    sre_log_odds_per_30_days: float = 0.30
+    survival_median_days: float = 720.0
+    survival_log_hr_per_30_days: float = 0.15
 
     def __post_init__(self) -> None:
         problems = _validate(self)
@@ -120,6 +144,7 @@ def _validate(p: PlantedParameters) -> list[str]:
         "decoy_fraction",
         "icd10_fraction",
         "encounter_reason_fraction",
+        *(f"care_{c}_rate" for c in CARE_CATEGORIES),
     )
     for name in fractions:
         if not 0 <= getattr(p, name) <= 1:
@@ -130,6 +155,8 @@ def _validate(p: PlantedParameters) -> list[str]:
         problems.append(
             "episode_fraction + edge_case_fraction * number of edge scenarios exceeds 0.9"
         )
+    if p.survival_median_days <= 0:
+        problems.append("survival_median_days must be positive")
     if not 1 <= p.diagnosis_median_days <= 300 or not 0 < p.diagnosis_sigma <= 3:
         problems.append("diagnosis_median_days must be 1-300 and diagnosis_sigma 0-3")
     if p.study_start_date.year < 1990 or p.extract_date < p.study_start_date + dt.timedelta(

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipelines.generator import catalog as cat
 from pipelines.generator.catalog import ENCOUNTER_INDEX as ENC
-from pipelines.generator.params import PlantedParameters
+from pipelines.generator.params import CARE_CATEGORIES, PlantedParameters
 from pipelines.generator.population import (
     CASE_LIKE,
     EXCLUDED_STEP,
@@ -107,6 +107,7 @@ def plant_episodes(
     _decoys(ctx)
     _imaging(ctx)
     _outcomes(ctx)
+    _after_diagnosis(ctx)
     for name, values in pop.flags.items():
         pop.flags[name] = values & ctx.included
     pop.evidence["is_included"] = ctx.included
@@ -533,3 +534,45 @@ def _outcomes(ctx: _Ctx) -> None:
         + np.isin(np.arange(pop.n), again)
         + (pop.prevalent_day < NEVER)
     )
+
+
+def _after_diagnosis(ctx: _Ctx) -> None:
+    """Treatments and a skeletal-related event after the diagnosis (PROTOCOL 6.7-6.8).
+
+    Drawn for every patient (so all layouts plant the same), kept for included diagnosed
+    episodes. Records fall from the diagnosis day to 60 (SRE: 20) days after it, never after
+    death or the last encounter, so every planted record is within the care window (90)
+    and the SRE window (30). Planted values are in truth_episodes.csv.
+    """
+    pop, rng, p = ctx.pop, ctx.rng, ctx.p
+    diagnosed = ctx.included & pop.is_scenario(*CASE_LIKE) & (pop.outcome < NEVER)
+    relative = np.where(diagnosed, pop.outcome - pop.index, 0)
+    latest = np.minimum(pop.last_day, pop.death) - pop.index
+
+    def day_within(days: int) -> np.ndarray:
+        return ctx.days(relative, np.maximum(relative, np.minimum(relative + days, latest)))
+
+    for category in CARE_CATEGORIES:
+        table, code = cat.CARE_CODES[category]
+        given = diagnosed & (rng.random(pop.n) < getattr(p, f"care_{category}_rate"))
+        day = day_within(60)
+        who = np.flatnonzero(given)
+        if table == "procedures":
+            enc = ctx.rec.add_encounters(
+                who, pop.index[who] + day[who], ENC["outpatient_procedure"]
+            )
+            ctx.rec.add_procedures(enc, np.full(who.size, code_id(code)))
+        else:
+            enc = ctx.rec.add_encounters(who, pop.index[who] + day[who], ENC["consultation"])
+            stop = ctx.stop_day(who, pop.index[who] + day[who] + 14)
+            ctx.rec.add_medications(enc, np.full(who.size, code_id(code)), stop)
+        pop.evidence[f"planted_care_{category}"] = given
+    logit = p.sre_logit_intercept + p.sre_log_odds_per_30_days * relative / 30
+    sre = diagnosed & (rng.random(pop.n) < 1 / (1 + np.exp(-logit)))
+    day = day_within(20)
+    who = np.flatnonzero(sre)
+    ctx.condition_at(
+        who, day[who], np.full(who.size, code_id(cat.SPINAL_CORD_COMPRESSION)),
+        etype="consultation", stop_after=None,
+    )  # fmt: skip
+    pop.evidence["planted_sre"] = sre

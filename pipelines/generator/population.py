@@ -235,10 +235,25 @@ def _plan_events(
     pop.death[died] = pop.index[died] + avoiding_landmark(rng, died.sum())
     lost = pop.is_scenario("lost_to_follow_up")
     pop.last_day[lost] = pop.index[lost] + avoiding_landmark(rng, lost.sum())
-    # Some diagnosed patients die later (median survival after bone metastasis ~2 years).
-    later = (case | leak) & (rng.random(n) < 0.3)
-    pop.death[later] = pop.outcome[later] + uniform_days(rng, np.full(later.sum(), 60), 900)
+    # Survival after diagnosis (PROTOCOL 6.8): exponential, hazard rising with the diagnostic
+    # interval by the planted hazard ratio per 30 days; at least a day after the diagnosis
+    diagnosed = case | leak
+    pop.death[diagnosed] = pop.outcome[diagnosed] + survival_days(
+        rng, pop.outcome[diagnosed] - pop.index[diagnosed], p
+    )
     pop.death[pop.death > extract] = NEVER
+
+
+def survival_days(
+    rng: np.random.Generator, interval: np.ndarray, p: PlantedParameters
+) -> np.ndarray:
+    """Days from diagnosis to death: exponential with rate ln 2 / median x HR^(interval / 30)."""
+    rate = (
+        np.log(2)
+        / p.survival_median_days
+        * np.exp(p.survival_log_hr_per_30_days * np.asarray(interval, dtype=float) / 30)
+    )
+    return 1 + np.floor(rng.exponential(1 / rate)).astype(np.int64)
 
 
 def _time_to_diagnosis(rng: np.random.Generator, n: int, p: PlantedParameters) -> np.ndarray:

@@ -97,6 +97,8 @@ def episode_truth(pop: Population, patient_ids: np.ndarray) -> pd.DataFrame:
     df["weight_loss_measured"] = pop.evidence["weight_loss_measured"][rows]
     df["persistence_mechanism"] = np.array(PERSISTENCE)[pop.evidence["persistence_mechanism"][rows]]
     df["has_family_history_record"] = pop.evidence["has_family_history_record"][rows]
+    for name in [k for k in pop.evidence if k.startswith("planted_")]:  # after diagnosis
+        df[name] = pop.evidence[name][rows]
     df["first_spine_imaging_date"] = _dates(pop.evidence["imaging_day"][rows])
     df["first_spine_imaging_modality"] = np.where(
         pop.evidence["imaging_modality"][rows] >= 0,
