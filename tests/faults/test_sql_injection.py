@@ -55,10 +55,15 @@ INTERNAL_NAMES = {
     "text", "typed", "fields", "temp", "concept", "code", "coded", "system_sql",
     "select_sql", "relation", "visit", "genders", "gender", "birth", "death",
     "_OFFSET", "_SNOMED_SYSTEMS", "UNMAPPED", "LOCAL_CONCEPTS",
+    # ingest.py: the staging table's name, read options and SQL built from schema.py and the
+    # unit rules' column names (the checks' reasons are the code's own words)
+    "_STAGE", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
+    # dashboard/data.py: the one schema it reads
+    "SCHEMA",
 }  # fmt: skip
 INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name"}
 # Constant mapping tables indexed by an internal name (sources/fhir.py, generator/convert.py)
-INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM"}
+INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM", "check"}  # check: a (condition, reason, column)
 # Calls whose result is quoted for SQL or is SQL the code builds from internal names.
 SAFE_CALLS = {
     "_quote", "quote_identifier", "_schema", "_held_table", "_as_text", "_read_csv_sql",
@@ -68,6 +73,9 @@ SAFE_CALLS = {
     # source adapters and converters: SQL expressions over internal column names
     "_ref", "c.id", "c.text", "c.day_time", "_concept", "_types", "_iso", "_system",
     "_first_code", "_codings", "_with_reason", "records.format", "', '.join",
+    # ingest.py: CASE expressions and sources built from schema.py checks; a target table name
+    "_case", "_checked_source", "_create_or_replace", "target.removeprefix",
+    "_identifier",  # dashboard/data.py: a catalog-listed table name, quoted
 }  # fmt: skip
 SQL_START = re.compile(
     r"^\s*(select|insert|create|drop|delete|update|copy|set|alter|comment|with|describe|"
@@ -91,11 +99,15 @@ def _safe(expr: ast.expr) -> bool:
         return ast.unparse(expr) in INTERNAL_ATTRIBUTES
     if isinstance(expr, ast.Subscript):
         return isinstance(expr.value, ast.Name) and expr.value.id in INTERNAL_SUBSCRIPTS
+    if isinstance(expr, ast.Call) and ast.unparse(expr.func) == "repr":
+        return all(_safe(a) for a in expr.args)  # repr of an internal string
     if isinstance(expr, ast.Call):
         func = expr.func.id if isinstance(expr.func, ast.Name) else ast.unparse(expr.func)
         if isinstance(expr.func, ast.Attribute) and func.endswith(".replace"):
             return _safe(expr.func.value)  # `_ref(...).replace('r->>', 'f.r->>')`
         return func in SAFE_CALLS
+    if isinstance(expr, ast.IfExp):  # `'NULL' if check[1] is None else repr(check[1])`
+        return all(isinstance(p, ast.Constant) or _safe(p) for p in (expr.body, expr.orelse))
     if isinstance(expr, ast.BoolOp | ast.BinOp):  # `a or 'raw.' + b`: every part safe
         parts = expr.values if isinstance(expr, ast.BoolOp) else [expr.left, expr.right]
         return all(isinstance(p, ast.Constant) or _safe(p) for p in parts)
