@@ -465,7 +465,7 @@ def run_statistics(
     written = {
         name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()
     }
-    # issue 14: Table 1, care after diagnosis, prognosis (pipelines/clinical.py; not released yet)
+    # issue 14: Table 1, care after diagnosis, prognosis (pipelines/clinical.py)
     return written | clinical.run_clinical_tables(con, settings, run_id, schema)
 
 
