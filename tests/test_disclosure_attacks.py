@@ -386,6 +386,8 @@ def episodes_with_a_small_stratum() -> pd.DataFrame:
         "end_reason": reason,
         "days_to_follow_up_end": pd.array(end, dtype="Float64"),
         "days_to_outcome": pd.array(np.where(reason == "bone_metastasis", end, np.nan), dtype="Float64"),
+        # alive, observed and undiagnosed at the landmark (the red_flag_count strata start there)
+        "is_in_landmark_population": pd.array(end > SETTINGS.landmark_days, dtype="boolean"),
     })  # fmt: skip
 
 
