@@ -23,7 +23,7 @@ from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
 from pipelines.stats import accuracy, coarsen, model, roc, survival
 from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
-from pipelines.stats.release_tables import release_specs
+from pipelines.stats.release_tables import NOT_RELEASED, release_specs
 from pipelines.warehouse import table_exists
 
 FLAG_COLUMNS = tuple(f"flag_{f}" for f in FLAGS)
@@ -42,7 +42,14 @@ ANALYSIS_TABLES = (
     "calibration",
     "decision_curve",
 )
-RELEASED_TABLES = (*ANALYSIS_TABLES, "sensitivity_analyses", "attrition")
+CLINICAL_TABLES = (  # pipelines/clinical.py (issue 14); specs in stats/release_tables.py
+    "table_one",
+    "care_after_diagnosis_summary",
+    "presentation_by_interval",
+    "prognosis_summary",
+    "survival_after_diagnosis",
+)
+RELEASED_TABLES = (*ANALYSIS_TABLES, "sensitivity_analyses", "attrition", *CLINICAL_TABLES)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 EPISODES_SQL = """
@@ -458,7 +465,7 @@ def run_statistics(
     written = {
         name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()
     }
-    # issue 14: Table 1, care after diagnosis, prognosis (pipelines/clinical.py; not released yet)
+    # issue 14: Table 1, care after diagnosis, prognosis (pipelines/clinical.py)
     return written | clinical.run_clinical_tables(con, settings, run_id, schema)
 
 
@@ -566,6 +573,7 @@ def release_tables(
     specs = release_specs(settings.cumulative_incidence_days)
     released, logs = {}, []
     for name, frame in frames.items():
+        frame = frame.drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
         out = disclose(frame, specs[name], settings.min_cell, settings.rounding_base, name)
         released[name] = out.frame
         logs.append(out.log)
@@ -577,6 +585,7 @@ def release_tables(
         align_model_counts(released["model_performance"], released["decision_curve"], specs)
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
+    align_clinical_tables(released, specs)
     log = final_log(released, logs, specs)
     return released, pd.concat([log, disclosure_summary(released, settings)], ignore_index=True)
 
@@ -719,6 +728,102 @@ def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySet
             for col, source in zip(columns, ("estimate", "lower", "upper"), strict=True):
                 ttd.at[i, col] = coarsen.step_value(mine, d, source)
                 ttd.at[i, f"{col}_status"] = "rounded"
+
+
+# ---- clinical tables (issue 14) -----------------------------------------------------------
+
+# Counts of the same diagnosed episodes (or their deaths / SREs) shown by several clinical
+# tables: (table, column, {key column: value}) per count; hidden in one, hidden in all.
+SHARED_CLINICAL_COUNTS = (
+    (
+        ("prognosis_summary", "n", {}),
+        ("presentation_by_interval", "n", {"interval_third": "all"}),
+        ("care_after_diagnosis_summary", "n_diagnosed", {}),
+        (
+            "table_one",
+            "n_group",
+            {"population": "cohort", "comparison": "reference_standard", "group": "positive"},
+        ),
+    ),
+    (
+        ("prognosis_summary", "n_events", {"measure": "sre_odds_ratio_per_30_days"}),
+        ("presentation_by_interval", "n_sre", {"interval_third": "all"}),
+    ),
+)
+
+
+def _rows(frame: pd.DataFrame, where: dict) -> pd.Index:
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in where.items():
+        keep &= (frame[column].astype(str) == value).to_numpy()
+    return frame.index[keep]
+
+
+def align_clinical_tables(released: dict[str, pd.DataFrame], specs: dict) -> None:
+    """The rules that link the clinical tables (in place); hiding more never reveals.
+
+    1. a count the clinical tables share (SHARED_CLINICAL_COUNTS) hidden in one is hidden in
+       all, with the values built on it;
+    2. Table 1's SMD compares two groups: hidden on every row of a variable where a count
+       (or the median) of that variable is hidden;
+    3. the survival curve is released only when the deaths and episodes it rests on are shown
+       (a group whose counts are hidden releases no curve); median and 1-year survival are
+       read from the coarsened curve, so they add nothing to it."""
+    for shared in SHARED_CLINICAL_COUNTS:
+        present = [(t, c, w) for t, c, w in shared if t in released]
+        hidden = any(
+            released[t].loc[_rows(released[t], w), f"{c}_status"].isin(HIDDEN).any()
+            for t, c, w in present
+        )
+        for table, column, where in present if hidden else ():
+            derived = [d for d, sources in specs[table].derived.items() if column in sources]
+            rows = _rows(released[table], where)
+            _hide(released[table], rows, [column, *derived], "suppressed_complement")
+    if "table_one" in released:
+        hide_smds_of_hidden_counts(released["table_one"])
+    if "survival_after_diagnosis" in released:
+        survival_from_coarsened_curve(released)
+
+
+def hide_smds_of_hidden_counts(table: pd.DataFrame) -> None:
+    columns = [f"{c}_status" for c in ("count", "n_group", "n_missing", "median")]
+    keys = ["population", "comparison", "variable"]
+    hidden = (
+        table[columns].isin(HIDDEN).any(axis=1).groupby([table[k] for k in keys]).transform("any")
+    )
+    _hide(table, table.index[hidden.to_numpy(bool)], ["smd"], "suppressed_complement")
+
+
+SURVIVAL_MEASURES = ("median_survival_days", "survival_1_year")
+
+
+def survival_from_coarsened_curve(released: dict[str, pd.DataFrame]) -> None:
+    curve = released["survival_after_diagnosis"]
+    summary = released.get("prognosis_summary")
+    if summary is None:
+        return
+    rows = summary.index[summary["measure"].isin(SURVIVAL_MEASURES)]
+    counts_hidden = summary.loc[rows, ["n_status", "n_events_status"]].isin(HIDDEN).any(axis=None)
+    if counts_hidden or curve.empty:
+        released["survival_after_diagnosis"] = curve.iloc[0:0]
+        _hide(summary, rows, ["estimate", "lower", "upper"], "suppressed_complement")
+        return
+    for i in rows:
+        if summary.at[i, "estimate_status"] in (*HIDDEN, "not_estimable"):
+            continue
+        for col, source in (("estimate", "estimate"), ("lower", "lower"), ("upper", "upper")):
+            if summary.at[i, "measure"] == "survival_1_year":
+                value = coarsen.step_value(curve, survival_days_one_year(), source)
+            else:  # the median of the curve (its CI: where the CI curves cross one half)
+                value = coarsen.first_day_at_or_below(curve, source, 0.5)
+            summary.at[i, col] = value
+            summary.at[i, f"{col}_status"] = "rounded" if np.isfinite(value) else "not_estimable"
+
+
+def survival_days_one_year() -> int:
+    from pipelines.stats.prognosis import ONE_YEAR
+
+    return ONE_YEAR
 
 
 CROSS_TABLE_RULES = {

@@ -4,8 +4,8 @@ presentation and prognosis by diagnostic interval.
 Thin: reads the episode-grain marts (mart.baseline_characteristics, ...), calls the plain
 functions of pipelines.stats.baseline / .prognosis, and writes aggregate tables to the
 same schema with a run_id (`run_clinical_tables`, one call from analysis.run_statistics).
-They are not in `release` yet: disclosure control of these tables comes with the release
-layer (docs/statistics.md).
+build_release publishes them through the one disclosure layer (specs in
+stats/release_tables.py, docs/statistics.md section 7).
 """
 
 from __future__ import annotations

@@ -357,6 +357,7 @@ def render_html(data: Released) -> str:
             "roc_figure": _roc_figure(data, fmt),
             "calibration_figure": _calibration_figure(data, fmt),
             "decision_figure": _decision_figure(data),
+            "survival_figure": _survival_figure(data),
         }
     context = figures | {
         "title": "Back pain as a red flag for bone metastasis of breast cancer",
@@ -373,6 +374,11 @@ def render_html(data: Released) -> str:
         "accuracy_tables": _accuracy_tables(data, fmt),
         "performance_table": _performance_table(data, fmt),
         "sensitivity_table": _sensitivity_table(data, fmt),
+        "table_one_tables": _table_one_tables(data, fmt),
+        "care_table": _care_table(data, fmt),
+        "sre_table": _sre_table(data, fmt),
+        "prognosis_table": _prognosis_table(data, fmt),
+        "caution": _caution(),
         "provenance": _provenance(data),
         "quality_tables": _quality_tables(data),
     }
@@ -1199,3 +1205,214 @@ def _quality_tables(data: Released) -> list[Table]:
             )  # fmt: skip
         )
     return tables
+
+
+# --- clinical tables (issue 14): Table 1, after diagnosis, prognosis ----------------------
+
+TABLE_ONE_COMPARISONS = (
+    ("landmark", "reference_standard", "Landmark population, by reference standard",
+     ("positive", "Metastasis within the horizon"), ("negative", "No metastasis")),
+    ("cohort", "reference_standard", "Cohort, by diagnosis within follow-up",
+     ("positive", "Diagnosed"), ("negative", "Not diagnosed")),
+    ("cohort", "breast_cancer_history", "Cohort, by breast cancer history",
+     ("yes", "History"), ("no", "No history")),
+)  # fmt: skip
+CARE_LABELS = {
+    "non_opioid_analgesic": "Non-opioid analgesic",
+    "opioid": "Opioid",
+    "neuropathic_agent": "Neuropathic agent",
+    "corticosteroid": "Corticosteroid",
+    "radiotherapy": "Radiotherapy",
+    "bone_targeted_agent": "Bone-targeted agent",
+    "chemotherapy": "Chemotherapy",
+    "endocrine_therapy": "Endocrine therapy",
+    "targeted_therapy": "Targeted therapy",
+    "spine_imaging_xray": "Spine imaging: X-ray",
+    "spine_imaging_ct": "Spine imaging: CT",
+    "spine_imaging_mri": "Spine imaging: MRI",
+    "spine_imaging_bone_scan": "Spine imaging: bone scan",
+}
+PROGNOSIS_LABELS = {
+    "median_survival_days": "Median survival, days (95% CI)",
+    "survival_1_year": "Survival at 1 year, % (95% CI)",
+    "hazard_ratio_per_30_days_age_adjusted": "Hazard ratio of death per 30 days of interval, "
+    "adjusted for age (95% CI)",
+    "sre_odds_ratio_per_30_days": "Odds ratio of an SRE per 30 days of interval (95% CI)",
+}
+
+
+def _variable_label(variable: str) -> str:
+    return {"age_at_index": "Age at index, years", "age_band": "Age band", "sex": "Sex",
+            "n_encounters_lookback": "Encounters in the year before"}.get(
+        variable, _rule_label(variable))  # fmt: skip
+
+
+def _table_one_cell(row: dict, fmt: Fmt) -> str:
+    if row.get("count_status") == "not_estimable":  # a continuous variable
+        return fmt.days(row.get("median"), row.get("q1"), row.get("q3"))
+    if _missing(row.get("count")):
+        return SUPPRESSED
+    pct = row.get("percent")
+    return f"{fmt.count(row['count'])} ({DASH if _missing(pct) else f'{pct:.1f}%'})"
+
+
+def _table_one_tables(data: Released, fmt: Fmt) -> list[Table]:
+    """Table 1 per population and comparison: overall, the two groups, SMD."""
+    t1 = data.table("table_one")
+    if not len(t1):
+        return []
+    t1 = t1.assign(level=t1["level"].fillna("").astype(str))
+    tables = []
+    for population, comparison, title, *groups in TABLE_ONE_COMPARISONS:
+        part = t1[t1["population"] == population]
+        overall = part[part["comparison"] == "overall"]
+        split = part[part["comparison"] == comparison]
+        if not len(overall):
+            continue
+        columns, rows = ["Characteristic"], []
+        sizes = [overall] + [split[split["group"] == g] for g, _ in groups]
+        for label, rows_of in zip(("Overall", *(lb for _, lb in groups)), sizes, strict=True):
+            n = rows_of["n_group"].iloc[0] if len(rows_of) else None
+            columns.append(f"{label} (N = {fmt.count(n)})")
+        columns.append("SMD")
+        for variable in dict.fromkeys(overall["variable"]):
+            for level in dict.fromkeys(overall.loc[overall["variable"] == variable, "level"]):
+                cells = []
+                for rows_of in sizes:
+                    hit = rows_of[(rows_of["variable"] == variable) & (rows_of["level"] == level)]
+                    cells.append(_table_one_cell(hit.iloc[0].to_dict(), fmt) if len(hit) else DASH)
+                smd = split.loc[split["variable"] == variable, "smd"]
+                smd_text = (
+                    DASH if not len(smd) or _missing(smd.iloc[0]) else _sig(float(smd.iloc[0]))
+                )
+                name = _variable_label(variable) + (f": {level}" if level else ", median (IQR)")
+                rows.append(
+                    [
+                        name,
+                        *cells,
+                        smd_text if level in ("", _first_level(overall, variable)) else "",
+                    ]
+                )
+        tables.append(Table(columns, rows, title=f"Baseline characteristics (Table 1). {title}",
+                            caption=_TABLE_ONE_CAPTION))  # fmt: skip
+    return tables
+
+
+def _first_level(overall: pd.DataFrame, variable: str) -> str:
+    return str(overall.loc[overall["variable"] == variable, "level"].iloc[0])
+
+
+_TABLE_ONE_CAPTION = (
+    "Counts (percent of episodes with the variable known); continuous variables as median "
+    "(IQR). SMD: standardized mean difference between the two groups (Yang & Dalton for "
+    "categories; inf when a level is in one group only). 'suppressed': hidden by disclosure "
+    "control (a small count, or a count that would reveal one); an SMD is not shown when a "
+    "count of its variable is hidden."
+)
+
+
+def _care_table(data: Released, fmt: Fmt) -> Table:
+    care = data.table("care_after_diagnosis_summary")
+    rows = []
+    for row in care.to_dict("records"):
+        rows.append([
+            CARE_LABELS.get(row["care_category"], row["care_category"]),
+            f"{fmt.count(row['n_received'])} / {fmt.count(row['n_diagnosed'])}",
+            fmt.pct(row["proportion"], row["lower"], row["upper"]),
+            fmt.days(row["median_days"], row["q1_days"], row["q3_days"]),
+        ])  # fmt: skip
+    return Table(
+        ["Care", "Received / diagnosed", "% (95% CI)", "Days to first record, median (IQR)"],
+        rows,
+        title="Care after diagnosis",
+        caption=(
+            "Among episodes diagnosed with bone metastasis: a medication, procedure or spine "
+            "imaging of the category from the diagnosis date to the end of the care window. "
+            "Wilson 95% CIs. Days among those who received it."
+        ),
+    )
+
+
+def _sre_table(data: Released, fmt: Fmt) -> Table:
+    sre = data.table("presentation_by_interval")
+    labels = {"all": "All diagnosed", "first": "Shortest third", "second": "Middle third",
+              "third": "Longest third"}  # fmt: skip
+    rows = [
+        [labels.get(r["interval_third"], r["interval_third"]), fmt.count(r["n"]),
+         fmt.count(r["n_sre"]), fmt.pct(r["proportion"], r["lower"], r["upper"])]
+        for r in sre.to_dict("records")
+    ]  # fmt: skip
+    return Table(
+        ["Diagnostic interval", "Diagnosed", "With an SRE", "% (95% CI)"],
+        rows,
+        title="Skeletal-related events (SRE) at presentation, by third of the diagnostic interval",
+        caption=(
+            "Thirds of the days from back-pain onset to diagnosis (equal-sized, by rank). "
+            "SRE: spinal cord compression or pathological vertebral fracture around diagnosis."
+        ),
+    )
+
+
+def _prognosis_table(data: Released, fmt: Fmt) -> Table:
+    summary = data.table("prognosis_summary")
+    rows = []
+    for r in summary.to_dict("records"):
+        measure = r["measure"]
+        if measure == "survival_1_year":
+            value = fmt.pct(r["estimate"], r["lower"], r["upper"])
+        elif measure == "median_survival_days":
+            value = fmt.days(r["estimate"]) + (
+                f" ({fmt.days(r['lower'])}{DASH}{fmt.days(r['upper'])})"
+                if not _missing(r["estimate"]) else "")  # fmt: skip
+            if not _missing(r["estimate"]) and not math.isfinite(float(r["estimate"])):
+                value = "not reached"
+        else:
+            value = fmt.ratio(r["estimate"], r["lower"], r["upper"])
+        note = "" if not _missing(r["estimate"]) else _prognosis_why(r)
+        rows.append([PROGNOSIS_LABELS.get(measure, measure), value, fmt.count(r["n"]),
+                     fmt.count(r["n_events"]), note])  # fmt: skip
+    return Table(["Measure", "Estimate", "Diagnosed", "Events", "Note"], rows,
+                 title="Prognosis after diagnosis")  # fmt: skip
+
+
+def _prognosis_why(row: dict) -> str:
+    if row.get("estimate_status") in ("suppressed_small", "suppressed_complement"):
+        return "hidden: its events or non-events are fewer than min_cell (disclosure control)"
+    return str(row.get("note") or "not estimable")
+
+
+def _survival_figure(data: Released) -> Chart:
+    from pipelines.stats.prognosis import CAUTION
+
+    title = "Overall survival from diagnosis (Kaplan-Meier)"
+    caption = (
+        "Kaplan-Meier estimate with 95% CI (log(-log)). Disclosure control pools the curve: "
+        f"each drawn step holds at least {data.min_cell} deaths; numbers at risk are rounded. "
+        + CAUTION
+    )
+    km = data.table("survival_after_diagnosis")
+    if not len(km) or km["estimate"].isna().all():
+        return Chart(title, caption, notice=(
+            "No survival curve was released: with fewer than min_cell deaths, or fewer than "
+            "min_cell diagnosed episodes alive at the end, the curve would reveal a small count."
+        ))  # fmt: skip
+    km = km.sort_values("day")
+    fig = _new_figure(6.4, 4.4)
+    ax = fig.subplots()
+    days = km["day"].astype(float)
+    ax.step(days, km["estimate"].astype(float), where="post", color=COLOURS[0], lw=1.8,
+            label="Overall survival")  # fmt: skip
+    ax.fill_between(days, km["lower"].astype(float), km["upper"].astype(float), step="post",
+                    color=COLOURS[0], alpha=0.18, label="95% CI")  # fmt: skip
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("Days since diagnosis")
+    ax.set_ylabel("Survival")
+    ax.legend(loc="upper right")
+    _style(ax)
+    return Chart(title, caption, image=_png(fig), alt="Kaplan-Meier overall survival")
+
+
+def _caution() -> str:
+    from pipelines.stats.prognosis import CAUTION
+
+    return CAUTION

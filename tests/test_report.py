@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -30,7 +31,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--hide-scrollbars",
 ]
-FIGURES_WITH_EVENTS = 5  # cumulative incidence, forest, ROC, calibration, decision curve
+FIGURES_WITH_EVENTS = 6  # cumulative incidence, forest, ROC, calibration, decision, survival
 
 
 class Page(HTMLParser):
@@ -302,3 +303,63 @@ def test_the_cif_caption_says_which_time_zero_each_curve_uses():
     note = report._time_zero_note(cif)
     assert "landmark (day 42)" in note and "other curves start at day 0" in note
     assert report._time_zero_note(cif.assign(time_zero_day=0)) == ""
+
+
+# ---- the clinical sections (issue 14) ----------------------------------------------------------
+
+CLINICAL_HEADINGS = (
+    "Baseline characteristics (Table 1)",
+    "After diagnosis",
+    "Presentation and prognosis by diagnostic interval",
+)
+
+
+def test_report_has_table_one_care_and_prognosis(unsuppressed, tmp_path):
+    """Table 1 with SMDs, care proportions, the KM figure with median, 1-year survival, the
+    hazard ratio and the caution, and SRE by interval third: all from release."""
+    from pipelines.stats.prognosis import CAUTION
+
+    page = Page(write_report(unsuppressed, tmp_path / "r.html").read_text(encoding="utf-8"))
+    for heading in CLINICAL_HEADINGS:
+        assert heading in page.text
+    for header in ("Characteristic", "SMD", "Care", "Received / diagnosed", "Measure",
+                   "Diagnostic interval", "With an SRE"):  # fmt: skip
+        assert header in page.headers, f"no table header {header!r}"
+    assert "Median survival, days (95% CI)" in page.text
+    assert "Survival at 1 year, % (95% CI)" in page.text
+    assert "Hazard ratio of death per 30 days of interval, adjusted for age" in page.text
+    assert "Shortest third" in page.text and "Longest third" in page.text
+    assert "Endocrine therapy" in page.text  # a care category the generator plants
+    assert " ".join(CAUTION.split()) in unescape(page.text)  # printed beside the figure
+    with duckdb.connect(str(unsuppressed), read_only=True) as con:
+        smd = con.execute(
+            "SELECT smd FROM release.table_one WHERE population = 'landmark'"
+            " AND comparison = 'reference_standard' AND variable = 'age_at_index'"
+        ).fetchone()[0]
+    assert smd is not None and f"{smd:.2f}" in page.text or f"{smd:.1f}" in page.text
+
+
+def test_suppressed_report_keeps_the_clinical_sections(report, with_events):
+    """With min_cell 11 the small diagnosed group hides much; the sections, the caution and
+    'suppressed' (never a small number) remain, and the curve is drawn only if released."""
+    page = Page(report.read_text(encoding="utf-8"))
+    for heading in CLINICAL_HEADINGS:
+        assert heading in page.text
+    assert "Descriptive, not causal." in page.text
+    with duckdb.connect(str(with_events), read_only=True) as con:
+        steps = con.execute("SELECT count(*) FROM release.survival_after_diagnosis").fetchone()[0]
+    if steps == 0:
+        assert any("No survival curve was released" in n for n in page.notices)
+    else:
+        assert "Kaplan-Meier overall survival" in report.read_text(encoding="utf-8")
+
+
+@pytest.mark.browser
+def test_clinical_sections_render_in_chromium(chromium, report, tmp_path):
+    """Chromium's DOM after loading the page holds the three clinical sections."""
+    command = [str(chromium), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+               "--dump-dom", report.resolve().as_uri()]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for anchor in ('id="table-one"', 'id="after-diagnosis"', 'id="prognosis"'):
+        assert anchor in done.stdout

@@ -250,3 +250,32 @@ def step_value(curve: pd.DataFrame, day: float, column: str) -> float:
     before = curve[curve["day"] <= day].sort_values("day")
     value = before[column].iloc[-1] if len(before) else np.nan
     return np.nan if pd.isna(value) else float(value)
+
+
+# ---- Kaplan-Meier survival: days --------------------------------------------------------------
+
+
+def survival_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
+    """The days where the survival curve may step: >= min_cell deaths since the last one.
+
+    Like cumulative incidence: day 0 (the origin) is kept when no one died on it, a step
+    also needs >= min_cell at risk, and the deaths after the last released step are 0 or
+    >= min_cell (the total is released as prognosis_summary's n_events). `n_deaths` is not
+    released; an outsider inverting a step (1 - S_k / S_k-1) x at risk finds pooled deaths.
+    """
+    if frame.empty or "n_deaths" not in frame.columns:
+        return Coarsened(frame.drop(columns=["n_deaths"], errors="ignore"))
+    rows = frame.sort_values("day").reset_index(drop=True)
+    cumulative = np.cumsum(rows["n_deaths"].to_numpy(dtype=float))[:, None]
+    at_risk = rows["at_risk"].to_numpy(dtype=float)
+    step_day = np.concatenate(([True], np.diff(cumulative[:, 0]) > 0)) & (at_risk >= min_cell)
+    kept = safe_steps(cumulative, np.zeros(1), cumulative[-1], min_cell, step_day) or []
+    out = rows.iloc[kept].drop(columns=["n_deaths"]).reset_index(drop=True)
+    return Coarsened(out, (_note("overall", len(kept), int(step_day.sum()), "days"),))
+
+
+def first_day_at_or_below(curve: pd.DataFrame, column: str, level: float) -> float:
+    """The first released day where a survival curve is at or below `level` (the median at
+    0.5), inf when it never gets there (not reached)."""
+    below = curve[curve[column].astype(float) <= level]
+    return float(below["day"].min()) if len(below) else float("inf")

@@ -9,6 +9,7 @@ from the primary analysis. Row-level tables have no spec and never reach `releas
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from pipelines.stats import coarsen
@@ -213,6 +214,140 @@ def _sensitivity_analyses(frame: pd.DataFrame) -> Linkage:
 
 STRATUM = ("stratum_variable", "stratum")
 
+# ---- clinical tables (issue 14): Table 1, care after diagnosis, prognosis -----------------
+
+KNOWN = "n_known"  # virtual: n_group - n_missing (episodes with the variable known)
+NOT_RECEIVED = "n_not_received"  # virtual: n_diagnosed - n_received
+NO_SRE = "n_no_sre"  # virtual: n - n_sre
+TABLE_ONE_GROUP = ["population", "comparison", "group"]
+# Columns of a clinical table that are never released: extremes are one patient's value.
+NOT_RELEASED = {"presentation_by_interval": ("min_interval_days", "max_interval_days")}
+
+
+def _aliases(frame: pd.DataFrame, rows: np.ndarray, column: str) -> Linkage:
+    """The marked rows repeat one count (the same episodes): aliases of the first of them."""
+    positions = np.flatnonzero(rows)
+    if len(positions) < 2:
+        return Linkage()
+    first = int(positions[0])
+    return Linkage(aliases={(int(p), column): (first, column) for p in positions[1:]})
+
+
+def _table_one(frame: pd.DataFrame) -> Linkage:
+    """Long Table 1: levels of a variable plus its missing add up to the group; the groups of
+    a comparison add up to `overall`; the landmark population is nested in the cohort (the
+    complement is virtual). n_group repeats per group, n_missing per variable."""
+    linkage = row_complement(frame, "n_group", "n_missing", KNOWN)
+    linkage += identical_rows(frame, TABLE_ONE_GROUP, ["n_group"])
+    linkage += identical_rows(frame, [*TABLE_ONE_GROUP, "variable"], ["n_missing"])
+    categorical = frame["count"].notna().to_numpy()
+    groups = []
+    positions = pd.Series(range(len(frame)), index=frame.index)[categorical]
+    for _, block in positions.groupby(
+        [frame.loc[categorical, k] for k in [*TABLE_ONE_GROUP, "variable"]], sort=False
+    ):
+        rows = block.tolist()
+        parts = (*((r, "count") for r in rows), (rows[0], "n_missing"))
+        groups.append(Group(parts, (rows[0], "n_group")))
+    linkage += Linkage(tuple(groups))
+    columns = ["count", "n_group", "n_missing"]
+    overall = frame["comparison"] == "overall"
+    for comparison in ("reference_standard", "breast_cancer_history"):
+        linkage += partition(
+            frame,
+            overall,
+            frame["comparison"] == comparison,
+            ["population", "variable", "level"],
+            columns,
+        )
+    cohort, landmark = frame["population"] == "cohort", frame["population"] == "landmark"
+    for comparison in ("overall", "breast_cancer_history"):  # same groups in both populations
+        same = frame["comparison"] == comparison
+        linkage += partition(
+            frame, cohort & same, landmark & same, ["group", "variable", "level"], columns
+        )
+    return linkage
+
+
+def _care(frame: pd.DataFrame) -> Linkage:
+    """Every care category counts the same diagnosed episodes (n_diagnosed repeats)."""
+    return row_complement(frame, "n_diagnosed", "n_received", NOT_RECEIVED) + _aliases(
+        frame, np.ones(len(frame), dtype=bool), "n_diagnosed"
+    )
+
+
+def _presentation(frame: pd.DataFrame) -> Linkage:
+    third = frame["interval_third"] != "all"
+    return row_complement(frame, "n", "n_sre", NO_SRE) + partition(
+        frame, frame["interval_third"] == "all", third, [], ["n", "n_sre"]
+    )
+
+
+def _prognosis(frame: pd.DataFrame) -> Linkage:
+    """n repeats on every row; deaths on every row but the SRE odds ratio's (SRE events)."""
+    deaths = (frame["measure"] != "sre_odds_ratio_per_30_days").to_numpy()
+    return (
+        row_complement(frame, "n", "n_events", NON_EVENTS)
+        + _aliases(frame, np.ones(len(frame), dtype=bool), "n")
+        + _aliases(frame, deaths, "n_events")
+    )
+
+
+def clinical_specs() -> dict[str, TableSpec]:
+    """Disclosure specs of the clinical aggregate tables (pipelines/clinical.py)."""
+    interval = ("proportion", "lower", "upper")
+    quartiles = ("median_days", "q1_days", "q3_days")
+    return {
+        "table_one": TableSpec(
+            counts=("n_group", "n_missing", "count"),
+            derived={
+                "percent": ("count", KNOWN),
+                **{c: (KNOWN,) for c in ("median", "q1", "q3")},
+                # the SMD compares two groups: hidden with any count of its variable
+                # (analysis.hide_smds_of_hidden_counts)
+                "smd": (),
+            },
+            linkage=_table_one,
+            hide_cost={"n_missing": 0},
+            headline=_rows_where("comparison", "overall"),
+            keys=("population", "comparison", "group", "variable", "level"),
+        ),
+        "care_after_diagnosis_summary": TableSpec(
+            counts=("n_diagnosed", "n_received"),
+            derived={
+                **{c: ("n_received", NOT_RECEIVED) for c in interval},
+                **{c: ("n_received",) for c in quartiles},
+            },
+            linkage=_care,
+            hide_cost={"n_diagnosed": 5},
+            keys=("care_category",),
+        ),
+        "presentation_by_interval": TableSpec(
+            counts=("n", "n_sre"),
+            derived={c: ("n_sre", NO_SRE) for c in interval},
+            linkage=_presentation,
+            headline=_rows_where("interval_third", "all"),
+            keys=("interval_third",),
+        ),
+        # Medians, 1-year survival, hazard and odds ratios rest on their events and
+        # non-events: hidden when either is small (docs/statistics.md 7).
+        "prognosis_summary": TableSpec(
+            counts=("n", "n_events"),
+            derived={c: ("n_events", NON_EVENTS) for c in ("estimate", "lower", "upper")},
+            linkage=_prognosis,
+            keys=("measure",),
+        ),
+        # Kaplan-Meier: steps pooled to >= min_cell deaths (coarsen.survival_curve).
+        "survival_after_diagnosis": TableSpec(
+            counts=("at_risk",),
+            curve={"at_risk": ("estimate", "lower", "upper")},
+            drop_cut_rows=True,
+            coarsen=coarsen.survival_curve,
+            always_rounded=("at_risk",),
+            keys=("day",),
+        ),
+    }
+
 
 def _with_bounds(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for m in names for c in (m, f"{m}_lower", f"{m}_upper"))
@@ -323,4 +458,5 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
             hide_cost={"n_excluded": 0},
             keys=("step_order",),
         ),
+        **clinical_specs(),
     }
