@@ -120,3 +120,11 @@ def test_the_runs_own_report_shows_its_final_status_and_provenance(export, tmp_p
     assert value_set in text and digest in text
     patients = next(m for m in json.loads(manifest) if m["file"] == "patients.csv")
     assert patients["sha256"] in text
+
+
+def test_stage_lines_count_in_proper_english():
+    from pipelines.study import describe
+
+    assert describe({"release.a": 1}) == "1 table, 1 row"
+    assert describe({"release.a": 1, "release.b": 1233}) == "2 tables, 1,234 rows"
+    assert describe([Path("out/a.parquet")]) == "1 file in out"
