@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redflags", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"redflags {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they show only on a terminal anyway)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -191,6 +197,9 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    from pipelines import progress
+
+    progress.set_quiet(args.quiet)
     module = importlib.import_module(args._module)
     run = getattr(module, f"run_{args.command}_cli", None) or module.run_cli
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import __version__, spark_study
+from pipelines import __version__, progress, spark_study
 from pipelines.errors import UserFacingError
 from pipelines.settings import StudySettings
 from pipelines.spark_study import SparkEngine, SparkRun
@@ -304,7 +304,8 @@ class Stages:
         timing = StageTiming(name, 0.0)
         start = time.perf_counter()
         try:
-            value = step(*args, **kwargs)
+            with progress.track(f"[{name}]"):  # a spinner and the elapsed time (TTY only)
+                value = step(*args, **kwargs)
             timing.detail = describe(value)
             return value
         except BaseException:
