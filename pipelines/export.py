@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from pipelines.errors import UserFacingError
 from pipelines.warehouse import quote_identifier
 
 MANIFEST = "manifest.json"
@@ -42,13 +43,13 @@ def export_release(warehouse: Path, out_dir: Path, run_id: str | None = None) ->
     replaces `out_dir` by renames, so a reader sees the previous release or the new one,
     never half of one; on any failure the previous folder is left as it was. Returns the
     final paths (tables' Parquet, CSV, then the manifest last)."""
-    from pipelines.errors import UserFacingError
     from pipelines.study import tables_in
     from pipelines.warehouse import open_warehouse
 
     warehouse, out_dir = Path(warehouse), Path(out_dir)
     if not warehouse.exists():
         raise UserFacingError(f"warehouse not found: {warehouse}")
+    _refuse_foreign_folder(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
@@ -88,6 +89,26 @@ def _release_run_id(con, tables: list[str]) -> str | None:
         if len(rows) == 1:
             return str(rows[0][0])
     return None
+
+
+def _refuse_foreign_folder(out_dir: Path) -> None:
+    """The swap replaces the whole folder: refuse one that holds anything but a previous
+    export (e.g. `--out .` or the warehouse's own folder), rather than delete it."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise UserFacingError(f"{out_dir} is a file, not a folder")
+    ours = {".parquet", ".csv"}
+    foreign = [
+        p.name
+        for p in out_dir.iterdir()
+        if p.name != MANIFEST and not (p.is_file() and p.suffix in ours)
+    ]
+    if foreign or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists()):
+        raise UserFacingError(
+            f"{out_dir} holds other files ({', '.join(sorted(foreign)[:3]) or 'no manifest'});"
+            " the release folder is replaced as a whole: choose a new or empty folder"
+        )
 
 
 def _swap(staging: Path, out_dir: Path) -> None:

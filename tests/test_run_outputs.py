@@ -128,3 +128,15 @@ def test_stage_lines_count_in_proper_english():
     assert describe({"release.a": 1}) == "1 table, 1 row"
     assert describe({"release.a": 1, "release.b": 1233}) == "2 tables, 1,234 rows"
     assert describe([Path("out/a.parquet")]) == "1 file in out"
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_run_and_serve_write_the_release_beside_the_warehouse_unless_told(command, tmp_path):
+    from pipelines.cli import build_parser
+    from pipelines.cli_study import _parquet_dir
+
+    base = [command, "--source", "x", "--warehouse", str(tmp_path / "wh.duckdb")]
+    parse = build_parser().parse_args
+    assert _parquet_dir(parse(base)) == str(tmp_path / "wh.release")
+    assert _parquet_dir(parse([*base, "--parquet-dir", "bi"])) == "bi"
+    assert _parquet_dir(parse([*base, "--no-parquet"])) is None
