@@ -82,7 +82,14 @@ def _write_table(con, table: str, folder: Path, run_id: str | None) -> dict:
 
 def _release_run_id(con, tables: list[str]) -> str | None:
     """The run that published the release tables (every published row carries run_id)."""
-    for table in tables:
+    stamped = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_columns()"
+            " WHERE schema_name = 'release' AND column_name = 'run_id'"
+        ).fetchall()
+    }
+    for table in (t for t in tables if t in stamped):
         rows = con.execute(
             f"SELECT DISTINCT run_id FROM release.{quote_identifier(table)} LIMIT 2"
         ).fetchall()
