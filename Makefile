@@ -42,8 +42,11 @@ format: install
 	$(VENV)/bin/ruff format pipelines tests
 	$(VENV)/bin/ruff check --fix pipelines tests
 
+# Jupyter refuses to start as root without --allow-root (containers often run as root).
+JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 notebooks: install
-	REDFLAGS_WAREHOUSE=$${REDFLAGS_WAREHOUSE:-demo/warehouse.duckdb} $(VENV)/bin/jupyter notebook notebooks/
+	REDFLAGS_WAREHOUSE=$${REDFLAGS_WAREHOUSE:-demo/warehouse.duckdb} $(VENV)/bin/jupyter notebook $(JUPYTER_ROOT) notebooks/
 
 bench: install
 	$(VENV)/bin/python -m pipelines.bench

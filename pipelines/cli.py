@@ -53,10 +53,23 @@ class CliError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
+# What `redflags --help` says first (a whole sentence, not the module docstring's first line).
+DESCRIPTION = (
+    "redflags: back-pain red flags and the time to a bone-metastasis diagnosis, from a"
+    " de-identified EHR export (Synthea, OMOP or FHIR) to disclosure-controlled statistics."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="redflags", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="redflags", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"redflags {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they show only on a terminal anyway)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -89,6 +102,31 @@ class _NoTraceback(logging.Filter):
 TRACEBACK_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine", "prefect")
 
 
+class _OnlyOurInfo(logging.Filter):
+    """Without -v, INFO lines only from our own stages: not Great Expectations' internals
+    ("Created temporary directory ... for ephemeral docs site"), not Prefect's own
+    (temporary server start/stop, task states, flow-run begin/completed). Warnings and
+    errors always pass. A filter, not a level: Prefect resets its loggers' levels when it
+    configures logging, and filters survive that."""
+
+    PREFECT_CHATTER = ("Beginning flow run", "Finished in state Completed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        name = record.name
+        if name.startswith(("great_expectations", "prefect.task_runs")) or name == "prefect":
+            return False
+        if name == "prefect.flow_runs":
+            return not str(record.msg).startswith(self.PREFECT_CHATTER)
+        return True
+
+
+# Where the filter goes: Prefect's loggers (their records may not reach the root's
+# handlers) and Great Expectations' (whose library sets its own INFO level).
+CHATTY_LOGGERS = ("prefect", "prefect.task_runs", "prefect.flow_runs", "great_expectations")
+
+
 def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -101,6 +139,11 @@ def configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
         for name in TRACEBACK_LOGGERS:
             logging.getLogger(name).addFilter(_NoTraceback())
+        only_ours = _OnlyOurInfo()
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).addFilter(only_ours)
+        for handler in logging.getLogger().handlers:  # GX's child loggers propagate here
+            handler.addFilter(only_ours)
 
 
 # OSError numbers that describe the machine, not a bug: the user can act on them.
@@ -154,6 +197,9 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    from pipelines import progress
+
+    progress.set_quiet(args.quiet)
     module = importlib.import_module(args._module)
     run = getattr(module, f"run_{args.command}_cli", None) or module.run_cli
     try:

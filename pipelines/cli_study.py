@@ -58,6 +58,30 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_parquet_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--parquet-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder for the release tables as Parquet and CSV with a manifest, replaced"
+        " atomically after each successful run (default <warehouse stem>.release/ beside"
+        " the warehouse)",
+    )
+    group.add_argument(
+        "--no-parquet", action="store_true", help="do not write the release as Parquet and CSV"
+    )
+
+
+def _parquet_dir(args: argparse.Namespace) -> str | None:
+    """--parquet-dir, or the default beside the warehouse; None with --no-parquet."""
+    from pipelines.study import default_parquet_dir
+
+    if args.no_parquet:
+        return None
+    return str(args.parquet_dir or default_parquet_dir(args.warehouse))
+
+
 def configure_run_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source", type=Path, required=True, help="folder of the Synthea CSV export"
@@ -66,6 +90,7 @@ def configure_run_cli(parser: argparse.ArgumentParser) -> None:
         "--warehouse", type=Path, required=True, help="DuckDB file to build (created if absent)"
     )
     parser.add_argument("--report", type=Path, help="also write the HTML report here")
+    _add_parquet_options(parser)
     _add_study_options(parser)
 
 
@@ -98,6 +123,7 @@ def configure_serve_cli(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", default="redflags-nightly", help="deployment name")
     parser.add_argument("--report", type=Path, help="also write the HTML report here on every run")
+    _add_parquet_options(parser)
     _add_study_options(parser)
 
 
@@ -140,6 +166,7 @@ def run_run_cli(args: argparse.Namespace) -> int:
         warehouse=str(args.warehouse),
         config=str(args.config) if args.config else None,
         report=str(args.report) if args.report else None,
+        parquet_dir=_parquet_dir(args),
         wait_seconds=args.wait,
         **_engine_options(args),
     )
@@ -217,6 +244,7 @@ def run_serve_cli(args: argparse.Namespace) -> int:
         name=args.name,
         config=str(args.config) if args.config else None,
         report=str(args.report) if args.report else None,
+        parquet_dir=_parquet_dir(args),
         **_engine_options(args),
     )
     return 0

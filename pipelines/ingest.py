@@ -39,7 +39,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines import resync, schema
+from pipelines import progress, resync, schema
 from pipelines import warehouse as wh
 from pipelines.errors import IngestError
 
@@ -731,15 +731,19 @@ def sync_landing(con: duckdb.DuckDBPyConnection, export: Export, log: Log) -> _L
     }
     changes = _LandingChanges()
     digests = changes.digests = digest_files(export.files)
-    for f in export.files:
-        digest = digests[f.relative]
-        if f.table not in LANDED_TABLES:
-            continue  # parsed in phase 2 if needed (update_table)
-        if known.get(f.relative) == (digest.sha256, fingerprint(f)):
-            changes.skipped.append(f.relative)
-            continue
-        started = time.perf_counter()
-        log(load_file(con, f, digest).message(f.relative, started))
+    landed = [f for f in export.files if f.table in LANDED_TABLES]
+    total = sum(digests[f.relative].size_bytes for f in landed)
+    with progress.track("ingest: landing files", total) as bar:
+        for f in landed:  # the others are parsed in phase 2 if needed (update_table)
+            digest = digests[f.relative]
+            if known.get(f.relative) == (digest.sha256, fingerprint(f)):
+                changes.skipped.append(f.relative)
+                bar.advance(digest.size_bytes)
+                continue
+            started = time.perf_counter()
+            parsed = load_file(con, f, digest)
+            bar.advance(digest.size_bytes, parsed.rows)
+            log(parsed.message(f.relative, started))
         changes.loaded.append(f.relative)
     for relative in sorted(set(known) - {f.relative for f in export.files}):
         drop_file(con, relative)
@@ -1118,12 +1122,15 @@ def _update_direct_table(
         _recheck_held(con, table)  # before the fresh files: raw and held hold kept files only
     if changes.fresh and table == "observations":
         _create_unit_rules(con)
-    for relative in changes.fresh:
-        f, digest = changes.sources[relative]
-        started = time.perf_counter()
-        parsed = _load_into_raw(con, f, digest)
-        changes.loaded.append(f.relative)
-        changes.messages.append(parsed.message(f.relative, started))
+    total = sum(changes.sources[r][1].size_bytes for r in changes.fresh)
+    with progress.track(f"ingest: {table}", total) as bar:
+        for relative in changes.fresh:
+            f, digest = changes.sources[relative]
+            started = time.perf_counter()
+            parsed = _load_into_raw(con, f, digest)
+            bar.advance(digest.size_bytes, parsed.rows)
+            changes.loaded.append(f.relative)
+            changes.messages.append(parsed.message(f.relative, started))
 
 
 def _held_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:

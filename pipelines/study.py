@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import __version__, spark_study
+from pipelines import __version__, progress, spark_study
 from pipelines.errors import UserFacingError
 from pipelines.settings import StudySettings
 from pipelines.spark_study import SparkEngine, SparkRun
@@ -270,16 +270,24 @@ def publish(
     return counts
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 table`, `2 tables`, `1,234 rows`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def describe(result: object) -> str:
     """A short, count-only description of what a step returned, for its progress line."""
     if isinstance(result, dict) and all(isinstance(v, int) for v in result.values()):
-        return f"{len(result)} tables, {sum(result.values()):,} rows"
+        rows = sum(result.values())
+        return f"{plural(len(result), 'table')}, {plural(rows, 'row')}"
     if isinstance(result, str):
         return result.splitlines()[0] if result else ""
     if isinstance(result, Path):
         return str(result)
     if isinstance(result, list):
-        return f"{len(result)} files"
+        folders = {p.parent for p in result if isinstance(p, Path)}
+        where = f" in {folders.pop()}" if len(folders) == 1 else ""
+        return f"{plural(len(result), 'file')}{where}"
     return ""
 
 
@@ -296,7 +304,8 @@ class Stages:
         timing = StageTiming(name, 0.0)
         start = time.perf_counter()
         try:
-            value = step(*args, **kwargs)
+            with progress.track(f"[{name}]"):  # a spinner and the elapsed time (TTY only)
+                value = step(*args, **kwargs)
             timing.detail = describe(value)
             return value
         except BaseException:
@@ -489,11 +498,18 @@ def step_publish(warehouse: Path, run_id: str, spark_run: SparkRun | None = None
     return counts
 
 
-def step_parquet(warehouse: Path, out_dir: Path) -> list[Path]:
-    """Parquet copy of every release table (and a manifest) for BI tools."""
+def default_parquet_dir(warehouse: Path) -> Path:
+    """Where a run writes the release as Parquet and CSV unless told: beside the warehouse."""
+    warehouse = Path(warehouse)
+    return warehouse.with_name(f"{warehouse.stem}.release")
+
+
+def step_parquet(warehouse: Path, out_dir: Path, run_id: str | None = None) -> list[Path]:
+    """Parquet and CSV copy of every release table (and a manifest) for BI tools, swapped
+    in atomically (pipelines/export.py)."""
     from pipelines.export import export_release
 
-    return export_release(Path(warehouse), Path(out_dir))
+    return export_release(Path(warehouse), Path(out_dir), run_id=run_id)
 
 
 def step_report(warehouse: Path, out: Path, run_id: str) -> Path:
@@ -591,8 +607,13 @@ def run_study(
         stage("output contracts", steps.output_contracts, warehouse, settings)
         stage("release", steps.release, warehouse, settings, run.run_id)
         run.row_counts = stage("publish", steps.publish, warehouse, run.run_id, spark)
+        # The outputs are published: record the end now so that the run's own report shows
+        # its final status and provenance (recorded again at the very end, with the timings
+        # of the last stages, or as failed if one of them fails).
+        run.status = "succeeded"
+        step_end(warehouse, run)
         if report:
             run.report = stage("report", steps.report, warehouse, Path(report), run.run_id)
         if parquet_dir:
-            stage("parquet", steps.parquet, warehouse, Path(parquet_dir))
+            stage("parquet", steps.parquet, warehouse, Path(parquet_dir), run.run_id)
     return run

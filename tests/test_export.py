@@ -122,3 +122,16 @@ def test_data_dictionary_matches_the_warehouse(built):
     for table, columns in actual.items():
         assert columns - documented[table] == set(), f"{table}: columns not in the dictionary"
         assert documented[table] - columns == set(), f"{table}: dictionary columns not in the table"
+
+
+def test_the_export_refuses_to_replace_a_folder_holding_other_files(built, tmp_path):
+    """The release folder is swapped as a whole: `--out` on a folder with other files (the
+    warehouse's own, the repository root) is refused, and nothing in it is touched."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "study.duckdb").write_bytes(b"precious")
+    with pytest.raises(UserFacingError, match="holds other files"):
+        export_release(built, busy)
+    assert [p.name for p in busy.iterdir()] == ["study.duckdb"]
+    again = export_release(built, tmp_path / "fresh")  # a previous export is replaced
+    assert export_release(built, tmp_path / "fresh") == again

@@ -68,6 +68,11 @@ def resolve_format(folder: Path, fmt: str = "auto", log: Log | None = None) -> s
             log(f"source format: {fmt} (auto-detected: {adapters()[fmt].describe(folder)})")
     elif not folder.is_dir():
         raise IngestError(f"export folder not found: {folder}")
+    elif fmt != "synthea" and not adapters()[fmt].detect(folder):
+        # Checked before anything is opened: a wrong --source must not leave an empty
+        # warehouse (or its lock file) behind. Synthea's missing files get the CSV
+        # ingest's own, more precise message (ingest.discover_export).
+        raise IngestError(f"{folder}: no {fmt} files found (layouts: docs/sources.md)")
     return fmt
 
 

@@ -409,3 +409,21 @@ def test_a_killed_run_leaves_no_prefect_server_behind(export, tmp_path):
     for pid in left:  # do not leave them to the next test either
         os.kill(pid, 9)
     assert not left, f"Prefect's temporary server outlived the killed run: {left}"
+
+
+@pytest.mark.parametrize("command", ["run", "ingest"])
+@pytest.mark.parametrize("source_format", ["omop", "fhir"])
+def test_a_wrong_source_creates_nothing(command, source_format, tmp_path):
+    """A folder with none of the layout's files is refused before anything is opened: no
+    empty warehouse, no lock file (issue 15)."""
+    empty = tmp_path / "not-an-export"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an export\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = redflags(
+        command, "--source", empty, "--source-format", source_format,
+        "--warehouse", work / "w.duckdb",
+    )  # fmt: skip
+    assert f"no {source_format} files found" in assert_clear_error(result, command, 2)
+    assert list(work.iterdir()) == []

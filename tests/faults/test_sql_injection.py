@@ -199,7 +199,7 @@ def test_hostile_paths_run_no_sql(tiny_export, tmp_path, name):
     con.execute("CREATE TABLE release.t AS SELECT 1 AS n")
     con.close()
     written = export_release(warehouse, base / f"parquet{name}")
-    assert [p.name for p in written] == ["t.parquet", "manifest.json"]
+    assert [p.name for p in written] == ["t.parquet", "t.csv", "manifest.json"]
     assert pwned_tables(warehouse) == 0
 
 
