@@ -744,7 +744,7 @@ def sync_landing(con: duckdb.DuckDBPyConnection, export: Export, log: Log) -> _L
             parsed = load_file(con, f, digest)
             bar.advance(digest.size_bytes, parsed.rows)
             log(parsed.message(f.relative, started))
-        changes.loaded.append(f.relative)
+            changes.loaded.append(f.relative)
     for relative in sorted(set(known) - {f.relative for f in export.files}):
         drop_file(con, relative)
         log(f"{display_name(relative)}: no longer in the export; its rows are removed")

@@ -37,6 +37,13 @@ def adapters() -> dict[str, ModuleType]:
     return {m.NAME: m for m in (synthea_csv, omop, fhir)}
 
 
+# What each layout's files look like, for the message when a folder holds none of them.
+_EXPECTED = {
+    "omop": "OMOP CDM tables (person, concept, ... as CSV, Parquet or a DuckDB file)",
+    "fhir": "FHIR R4 files (Type.ndjson or Bundle .json)",
+}
+
+
 def detect_format(folder: Path) -> str:
     """The one layout the folder matches; IngestError when it matches none or several."""
     folder = Path(folder)
@@ -72,7 +79,7 @@ def resolve_format(folder: Path, fmt: str = "auto", log: Log | None = None) -> s
         # Checked before anything is opened: a wrong --source must not leave an empty
         # warehouse (or its lock file) behind. Synthea's missing files get the CSV
         # ingest's own, more precise message (ingest.discover_export).
-        raise IngestError(f"{folder}: no {fmt} files found (layouts: docs/sources.md)")
+        raise IngestError(f"{folder}: no {_EXPECTED[fmt]} found (layouts: docs/sources.md)")
     return fmt
 
 

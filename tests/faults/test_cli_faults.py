@@ -425,5 +425,6 @@ def test_a_wrong_source_creates_nothing(command, source_format, tmp_path):
         command, "--source", empty, "--source-format", source_format,
         "--warehouse", work / "w.duckdb",
     )  # fmt: skip
-    assert f"no {source_format} files found" in assert_clear_error(result, command, 2)
+    expected = {"omop": "no OMOP CDM tables", "fhir": "no FHIR R4 files"}[source_format]
+    assert expected in assert_clear_error(result, command, 2)
     assert list(work.iterdir()) == []
