@@ -79,13 +79,22 @@ def clinical_tables(
     """Every clinical aggregate table whose episode mart exists in `schema`."""
     tables: dict[str, pd.DataFrame] = {}
     if table_exists(con, schema, "baseline_characteristics"):
-        frame = con.execute(f"select * from {_schema(schema)}.baseline_characteristics").df()
+        # a fixed row order: the same sums in the same order give the same bits on every run
+        frame = con.execute(
+            f"select * from {_schema(schema)}.baseline_characteristics"
+            " order by patient_id, index_date"
+        ).df()
         tables["table_one"] = table_one(frame)
     if table_exists(con, schema, "care_after_diagnosis"):
-        frame = con.execute(f"select * from {_schema(schema)}.care_after_diagnosis").df()
+        frame = con.execute(
+            f"select * from {_schema(schema)}.care_after_diagnosis"
+            " order by patient_id, index_date, care_category"
+        ).df()
         tables["care_after_diagnosis_summary"] = care.care_summary(frame, settings.confidence_level)
     if table_exists(con, schema, "prognosis"):
-        frame = con.execute(f"select * from {_schema(schema)}.prognosis").df()
+        frame = con.execute(
+            f"select * from {_schema(schema)}.prognosis order by patient_id, index_date"
+        ).df()
         level = settings.confidence_level
         tables["presentation_by_interval"] = prognosis.sre_by_third(frame, level)
         tables["survival_after_diagnosis"] = prognosis.survival_curve(frame, level)
