@@ -13,7 +13,7 @@ from pipelines.stats.survival import quartiles
 def care_summary(frame: pd.DataFrame, confidence_level: float = 0.95) -> pd.DataFrame:
     """One row per care_category from mart.care_after_diagnosis (episode x category grain)."""
     rows = []
-    for category, part in frame.groupby("care_category", sort=False):
+    for category, part in frame.groupby("care_category", sort=True):  # same order on every engine
         received = part["has_care"].astype(bool)
         est = wilson(int(received.sum()), len(part), confidence_level)
         q1, median, q3 = quartiles(part.loc[received.to_numpy(), "days_diagnosis_to_first_care"])
