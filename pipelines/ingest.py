@@ -299,7 +299,8 @@ def digest_files(files: list[SourceFile]) -> dict[str, Digest]:
 
 # ---------------------------------------------------------------- warehouse tables
 
-_META_DDL = (
+# The ingest meta tables every source layout writes (pipelines/sources/common.py too).
+META_DDL = (
     "CREATE TABLE IF NOT EXISTS meta.ingest_manifest (table_name VARCHAR, file_path VARCHAR,"
     " size_bytes BIGINT, sha256 VARCHAR, row_count BIGINT, rows_quarantined BIGINT,"
     " loaded_at TIMESTAMP)",
@@ -323,7 +324,7 @@ _LANDING_DDL = (
 
 
 def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for statement in (*_LANDING_DDL, *_META_DDL):
+    for statement in (*_LANDING_DDL, *META_DDL):
         con.execute(statement)
 
 

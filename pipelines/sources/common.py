@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import schema
+from pipelines import ingest, schema
 from pipelines.ingest import IngestSummary
 
 Log = Callable[[str], object]
@@ -30,13 +30,7 @@ Log = Callable[[str], object]
 META_DDL = (
     "CREATE SCHEMA IF NOT EXISTS meta",
     "CREATE SCHEMA IF NOT EXISTS raw",
-    "CREATE TABLE IF NOT EXISTS meta.ingest_manifest (table_name VARCHAR, file_path VARCHAR,"
-    " size_bytes BIGINT, sha256 VARCHAR, row_count BIGINT, rows_quarantined BIGINT,"
-    " loaded_at TIMESTAMP)",
-    "CREATE TABLE IF NOT EXISTS meta.quarantine (table_name VARCHAR, source_file VARCHAR,"
-    " source_line BIGINT, column_name VARCHAR, reason VARCHAR, raw_line VARCHAR)",
-    "CREATE TABLE IF NOT EXISTS meta.source_tables (table_name VARCHAR, is_required BOOLEAN,"
-    " is_present BOOLEAN, n_files INTEGER, n_rows BIGINT, note VARCHAR)",
+    *ingest.META_DDL,  # one definition of the meta tables' shapes, shared with the CSV ingest
 )
 
 # A FHIR dateTime or an ISO timestamp with an offset: converted to UTC (naive), as the
