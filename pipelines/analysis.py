@@ -10,7 +10,6 @@ docs/statistics.md.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -24,7 +23,8 @@ from pipelines.settings import StudySettings
 from pipelines.stats import accuracy, coarsen, model, roc, survival
 from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
 from pipelines.stats.release_tables import NOT_RELEASED, release_specs
-from pipelines.warehouse import table_exists
+from pipelines.warehouse import plain_name as _schema
+from pipelines.warehouse import table_exists, write_table
 
 FLAG_COLUMNS = tuple(f"flag_{f}" for f in FLAGS)
 SUBGROUPS = ("all", "breast_cancer_history", "female")
@@ -50,7 +50,6 @@ CLINICAL_TABLES = (  # pipelines/clinical.py (issue 14); specs in stats/release_
     "survival_after_diagnosis",
 )
 RELEASED_TABLES = (*ANALYSIS_TABLES, "sensitivity_analyses", "attrition", *CLINICAL_TABLES)
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 EPISODES_SQL = """
 select
@@ -67,12 +66,6 @@ order by c.patient_id, c.index_date
 
 
 # ---- reading -------------------------------------------------------------------------------
-
-
-def _schema(name: str) -> str:
-    if not _IDENTIFIER.match(name):
-        raise ValueError(f"not a plain schema name: {name!r}")
-    return name
 
 
 def load_episodes(con: duckdb.DuckDBPyConnection, schema: str = "mart") -> pd.DataFrame:
@@ -437,23 +430,6 @@ def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str
 
 
 # ---- writing -------------------------------------------------------------------------------
-
-
-def write_table(
-    con: duckdb.DuckDBPyConnection, schema: str, name: str, frame: pd.DataFrame, run_id: str
-) -> int:
-    """CREATE OR REPLACE {schema}.{name} from a frame, with run_id on every row."""
-    out = frame.drop(columns=["run_id"], errors="ignore").assign(run_id=run_id)
-    view = f"_redflags_{name}"
-    con.register(view, out)
-    try:
-        con.execute(f"create schema if not exists {_schema(schema)}")
-        con.execute(
-            f"create or replace table {_schema(schema)}.{_schema(name)} as select * from {view}"
-        )
-    finally:
-        con.unregister(view)
-    return len(out)
 
 
 def run_statistics(

@@ -36,10 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipelines.generator.cli",
         "write a synthetic Synthea-layout export with planted truth",
     ),
-    "ingest": ("pipelines.ingest", "load a Synthea export into the DuckDB warehouse"),
+    "ingest": ("pipelines.cli_ingest", "load a Synthea export into the DuckDB warehouse"),
     "run": ("pipelines.cli_study", "run the whole study flow on an export"),
-    "report": ("pipelines.report", "write the HTML report from the release tables"),
-    "export": ("pipelines.export", "write the release tables as Parquet for BI tools"),
+    "report": ("pipelines.cli_outputs", "write the HTML report from the release tables"),
+    "export": ("pipelines.cli_outputs", "write the release tables as Parquet for BI tools"),
     "dashboard": ("pipelines.cli_dashboard", "serve the results dashboard on 127.0.0.1"),
     "docs": ("pipelines.docsite", "write the documentation site of the SQL models"),
     "serve": (

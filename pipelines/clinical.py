@@ -16,7 +16,8 @@ import pandas as pd
 from pipelines.flags import FLAGS
 from pipelines.settings import StudySettings
 from pipelines.stats import baseline, care, prognosis
-from pipelines.warehouse import table_exists
+from pipelines.warehouse import plain_name as _schema
+from pipelines.warehouse import table_exists, write_table
 
 # PROTOCOL 6.6, in the order Table 1 shows them
 TABLE_ONE_VARIABLES = {
@@ -67,12 +68,6 @@ def table_one(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _schema(name: str) -> str:
-    from pipelines.analysis import _schema as checked  # one rule for schema names
-
-    return checked(name)
-
-
 def clinical_tables(
     con: duckdb.DuckDBPyConnection, settings: StudySettings, schema: str = "mart"
 ) -> dict[str, pd.DataFrame]:
@@ -105,7 +100,5 @@ def clinical_tables(
 def run_clinical_tables(
     con: duckdb.DuckDBPyConnection, settings: StudySettings, run_id: str, schema: str = "mart"
 ) -> dict[str, int]:
-    from pipelines.analysis import write_table  # analysis calls us: import here, no cycle
-
     tables = clinical_tables(con, settings, schema)
     return {name: write_table(con, schema, name, f, run_id) for name, f in tables.items()}

@@ -9,7 +9,6 @@ columns and the sha256 of its files; `disclosure_log.csv` is the output checker'
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -24,18 +23,6 @@ MANIFEST = "manifest.json"
 DISCLOSURE_LOG = "disclosure_log.csv"  # the output checker's log, readable without tools
 
 
-def configure_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB warehouse file")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the Parquet files")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    written = export_release(args.warehouse, args.out)
-    tables = [p for p in written if p.suffix == ".parquet"]
-    print(f"Wrote {len(tables)} release tables (Parquet and CSV) and {MANIFEST} to {args.out}")
-    return 0
-
-
 def export_release(warehouse: Path, out_dir: Path, run_id: str | None = None) -> list[Path]:
     """Write `<table>.parquet` and `<table>.csv` for every release table and `manifest.json`.
 
@@ -43,8 +30,7 @@ def export_release(warehouse: Path, out_dir: Path, run_id: str | None = None) ->
     replaces `out_dir` by renames, so a reader sees the previous release or the new one,
     never half of one; on any failure the previous folder is left as it was. Returns the
     final paths (tables' Parquet, CSV, then the manifest last)."""
-    from pipelines.study import tables_in
-    from pipelines.warehouse import open_warehouse
+    from pipelines.warehouse import open_warehouse, tables_in
 
     warehouse, out_dir = Path(warehouse), Path(out_dir)
     if not warehouse.exists():

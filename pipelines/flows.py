@@ -16,12 +16,10 @@ from prefect.runtime import flow_run
 
 from pipelines import study
 from pipelines.contracts import validate_raw
-from pipelines.errors import UserFacingError
+from pipelines.engines import DEFAULT_ENGINE, engine_for
 from pipelines.ingest import IngestSummary
 from pipelines.settings import load_settings
 from pipelines.sources import load_source
-from pipelines.spark_engine import DEFAULT_MASTER
-from pipelines.spark_study import ENGINES, SparkEngine
 
 STUDY_FLOW_NAME = "redflags-study"
 DEFAULT_DEPLOYMENT = "redflags-nightly"
@@ -85,8 +83,8 @@ def study_flow(
     report: str | None = None,
     parquet_dir: str | None = None,
     wait_seconds: float = 0.0,
-    engine: str = "duckdb",
-    spark_master: str = DEFAULT_MASTER,
+    engine: str = DEFAULT_ENGINE,
+    spark_master: str = "local[*]",
     spark_dir: str | None = None,
     source_format: str = "auto",
     accept_shrink: bool = False,
@@ -106,21 +104,10 @@ def study_flow(
         say=get_run_logger().info,
         flow_run_id=flow_run.id,
         steps=TASK_STEPS,
-        engine=engine_for(engine, spark_master, spark_dir),
+        engine=engine_for(engine, spark_master=spark_master, spark_dir=spark_dir),
         source_format=source_format,
         accept_shrink=accept_shrink,
     )
-
-
-def engine_for(
-    engine: str, spark_master: str = DEFAULT_MASTER, spark_dir: str | None = None
-) -> SparkEngine | None:
-    """The Spark engine chosen, or None for DuckDB; a clear error for an unknown engine."""
-    if engine not in ENGINES:
-        raise UserFacingError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if engine == "duckdb":
-        return None
-    return SparkEngine(spark_master, Path(spark_dir) if spark_dir else None)
 
 
 def study_parameters(
@@ -130,8 +117,8 @@ def study_parameters(
     report: str | None = None,
     parquet_dir: str | None = None,
     wait_seconds: float = 600.0,
-    engine: str = "duckdb",
-    spark_master: str = DEFAULT_MASTER,
+    engine: str = DEFAULT_ENGINE,
+    spark_master: str = "local[*]",
     spark_dir: str | None = None,
     source_format: str = "auto",
     accept_shrink: bool = False,

@@ -50,7 +50,8 @@ from pipelines.errors import IngestError
 LANDING_FORMAT = "5"
 # \Z, not $: `$` also matches before a final newline ("conditions.csv\n")
 _FILE_NAME = re.compile(r"^(?P<stem>[A-Za-z_]+?)(?:-(?P<part>\d+))?\.csv(?P<gz>\.gz)?\Z", re.I)
-_DATE_TYPES = ("DATE", "TIMESTAMP")
+# the canonical column types read as dates (the Spark engine parses them the same way)
+DATE_TYPES = ("DATE", "TIMESTAMP")
 # DuckDB reject error_type -> quarantine reason
 _REJECT_REASONS = {
     "CAST": "unparseable_value",
@@ -394,7 +395,7 @@ def _rejects_sql(f: SourceFile, *, numbered: bool = False) -> str:
         (c, pos + shift) for c, pos in zip(columns, f.positions, strict=True) if pos is not None
     ]
     name = " ".join(f"WHEN 'c{pos}' THEN '{c.name}'" for c, pos in mapped)
-    dates = ", ".join(f"'c{pos}'" for c, pos in mapped if c.type in _DATE_TYPES) or "NULL"
+    dates = ", ".join(f"'c{pos}'" for c, pos in mapped if c.type in DATE_TYPES) or "NULL"
     reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _REJECT_REASONS.items())
     line = "TRY_CAST(split_part(csv_line, ',', 1) AS BIGINT)" if numbered else "line"
     text = "substr(text, strpos(text, ',') + 1)" if numbered else "text"
@@ -1460,11 +1461,12 @@ def write_source_tables(con: duckdb.DuckDBPyConnection, export: Export) -> None:
         n_rows = con.execute(f"SELECT count(*) FROM raw.{name}").fetchone()[0]
         con.execute(
             "INSERT INTO meta.source_tables VALUES (?, ?, ?, ?, ?, ?)",
-            [name, t.required, bool(files), len(files), n_rows, _table_note(export, name)],
+            [name, t.required, bool(files), len(files), n_rows, table_note(export, name)],
         )
 
 
-def _table_note(export: Export, table: str) -> str:
+def table_note(export: Export, table: str) -> str:
+    """The `meta.source_tables` note of one table (also written by the Spark engine)."""
     notes = []
     if table in export.empty_optional:
         notes.append(f"empty file(s) treated as absent: {', '.join(export.empty_optional[table])}")
@@ -1621,49 +1623,3 @@ def ingest_export(
         )
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def configure_cli(parser) -> None:
-    parser.add_argument("--source", required=True, help="folder of the Synthea CSV export")
-    parser.add_argument(
-        "--warehouse", required=True, help="DuckDB warehouse file (created if needed)"
-    )
-    parser.add_argument(
-        "--wait",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="if a run or another ingest holds the warehouse, wait this long (default: 0)",
-    )
-    parser.add_argument(
-        "--accept-shrink",
-        action="store_true",
-        help="accept tables that lost more than half their rows since the previous ingest",
-    )
-    from pipelines.sources.options import add_source_format_option  # sources: --source-format
-
-    add_source_format_option(parser)
-
-
-def run_cli(args) -> int:
-    # Checked before Prefect starts, so a bad export or a busy warehouse is one clear line:
-    # the export's headers, then the lock, held for the whole flow (ingest and contracts).
-    from pipelines.sources import resolve_format
-
-    if resolve_format(Path(args.source), args.source_format) == "synthea":
-        discover_export(Path(args.source))
-    with wh.warehouse_lock(args.warehouse, args.wait):
-        from pipelines.flows import ingest_flow  # Prefect and GX load only when needed
-        from pipelines.prefect_server import start_watchdog
-
-        start_watchdog()  # Prefect's temporary server stops even if this process is killed
-
-        summary = ingest_flow(
-            source=str(args.source),
-            warehouse=str(args.warehouse),
-            source_format=args.source_format,
-            accept_shrink=args.accept_shrink,
-            lock=False,  # held here
-        )
-    print(summary.format())
-    return 0

@@ -8,7 +8,6 @@ Empty or suppressed results are said in words, never drawn as if they were findi
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import io
@@ -104,21 +103,6 @@ FIGURE_STYLE = {
 }
 
 
-# --- the command line ------------------------------------------------------------------
-
-
-def configure_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB warehouse file")
-    parser.add_argument("--out", type=Path, required=True, help="HTML file to write")
-    parser.add_argument("--run-id", help="run to report (default: the latest released run)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    path = write_report(args.warehouse, args.out, run_id=args.run_id)
-    print(f"Report written to {path}")
-    return 0
-
-
 # --- the entry point -------------------------------------------------------------------
 
 
@@ -161,7 +145,7 @@ def load_released(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> 
     """Read the release tables of one run, and that run's record from meta.runs."""
     from pipelines.errors import UserFacingError
     from pipelines.settings import StudySettings
-    from pipelines.study import tables_in
+    from pipelines.warehouse import tables_in
 
     present = tables_in(con, "release")
     if not present:
@@ -1135,7 +1119,7 @@ def _text(v: Any) -> str:
 
 def _read_quality(con: duckdb.DuckDBPyConnection, run_id: str | None) -> pd.DataFrame | None:
     """The run's data-quality profile: one row per input check, counts only (no values)."""
-    from pipelines.study import tables_in
+    from pipelines.warehouse import tables_in
 
     if "data_quality_profile" not in tables_in(con, "dq"):
         return None

@@ -15,22 +15,27 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from pipelines import __version__, progress, spark_study
-from pipelines.errors import UserFacingError
+from pipelines import __version__, progress
+from pipelines.engines import DuckDBEngine, Engine, EngineRun
 from pipelines.settings import StudySettings
-from pipelines.spark_study import SparkEngine, SparkRun
-from pipelines.warehouse import WarehouseBusyError, connect, warehouse_lock
+from pipelines.warehouse import (
+    BUILD_SUFFIX,
+    WarehouseBusyError,
+    drop_schema,
+    run_connection,
+    tables_in,
+    warehouse_lock,
+)
 
 log = logging.getLogger("redflags")
 
-BUILD_SUFFIX = "__build"
 # dq: the run's data-quality profile and flagged input records (contracts.check_raw)
 PUBLISHED_SCHEMAS = ("mart", "release", "dq")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +51,8 @@ SENSITIVITY_VARIANTS: dict[str, dict[str, int]] = {
 # The lock lives with the warehouse (every writer takes it: run, ingest, demo, serve's runs);
 # these names stay here for the callers and tests that know them from the study.
 RunLockedError = WarehouseBusyError
+# The default engine: ingest and models in the warehouse itself (pipelines/engines).
+DUCKDB = DuckDBEngine()
 
 
 @dataclass
@@ -66,24 +73,13 @@ class RunResult:
     error: str | None = None
     current_stage: str = "start"
     engine: str = "duckdb"
+    # where the run's ingest manifest is: `<schema>__build` until publish, then `<schema>`
+    manifest_schema: str = "meta"
 
 
 def new_run_id() -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
-
-
-def open_for_run(warehouse: Path) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse for writing, turning DuckDB's lock error into a clear message."""
-    try:
-        return connect(warehouse)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise RunLockedError(
-                f"{warehouse} is open in another process (a run, a notebook or a dashboard); "
-                "close it and try again"
-            ) from exc
-        raise
 
 
 def code_version() -> str:
@@ -163,8 +159,11 @@ def record_run_start(
 
 
 def record_run_end(con: duckdb.DuckDBPyConnection, result: RunResult) -> None:
-    # The files this run read: the DuckDB ingest's manifest, or the Spark run's copy of its own.
-    manifest_schema = "spark_meta__build" if result.engine == "spark" else "meta"
+    # The files this run read, from the engine's manifest: its build copy before publish (and
+    # when the run failed), the published one after (the build schemas are dropped then).
+    manifest_schema = result.manifest_schema + BUILD_SUFFIX
+    if not _exists(con, manifest_schema, "ingest_manifest"):
+        manifest_schema = result.manifest_schema
     manifest = (
         con.execute(
             "SELECT coalesce(json_group_array(json_object('file', file_path, 'sha256', sha256, "
@@ -204,20 +203,6 @@ def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     )
 
 
-def tables_in(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
-    return [
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name",
-            [schema],
-        ).fetchall()
-    ]
-
-
-def drop_schema(con: duckdb.DuckDBPyConnection, schema: str) -> None:
-    con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
 def publish(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
@@ -228,7 +213,7 @@ def publish(
 
     Every published row carries `run_id`. Either all of the run's outputs become visible or
     none do; tables the new run no longer makes are dropped in the same transaction.
-    `also(con)` runs inside the same transaction (the Spark engine's tables) and returns
+    `also(con)` runs inside the same transaction (the engine's own tables) and returns
     row counts of what it published.
     """
     counts: dict[str, int] = {}
@@ -325,11 +310,11 @@ def recorded_run(
     source: Path,
     flow_run_id: str | None,
     say: Callable[[str], None] = print,
+    note: str = "",
 ) -> Iterator[RunResult]:
     """Record the run in meta.runs: `running` now, `succeeded` or `failed` (with why) at the end."""
     step_begin(result.warehouse, settings, source, result.run_id, flow_run_id, result.engine)
-    engine = "" if result.engine == "duckdb" else f" (engine {result.engine})"
-    say(f"run {result.run_id}: {source} -> {result.warehouse}{engine}")
+    say(f"run {result.run_id}: {source} -> {result.warehouse}{note}")
     try:
         yield result
     except BaseException as exc:
@@ -359,37 +344,24 @@ def step_ingest(
     source: Path,
     warehouse: Path,
     say: Callable[[str], None] = print,
-    spark_run: SparkRun | None = None,
+    engine: EngineRun = DUCKDB,
     source_format: str = "auto",
     accept_shrink: bool = False,
 ) -> dict[str, int]:
-    """Load the export into raw.* (atomic; Synthea CSV incrementally) in any source layout
-    (`pipelines/sources`); on Spark, read the (Synthea CSV) export into the run's Parquet
-    (`pipelines/spark_study.py`). The run holds the lock."""
-    from pipelines.sources import load_source
-
-    if spark_run is not None:
-        if source_format not in ("auto", "synthea"):
-            raise UserFacingError(
-                f"--engine spark reads Synthea CSV only, not --source-format {source_format}"
-            )
-        return spark_study.ingest(Path(source), Path(warehouse), spark_run, say)
-
-    summary = load_source(
-        Path(source), Path(warehouse), source_format, say, accept_shrink=accept_shrink, lock=False
-    )
-    say(summary.format())
-    return summary.counts()
+    """Read the export on the run's engine (DuckDB: into raw.*, atomic, in any source layout,
+    `pipelines/sources`). The run holds the lock."""
+    return engine.ingest(Path(source), Path(warehouse), say, source_format, accept_shrink)
 
 
-def step_input_contracts(warehouse: Path, spark_run: SparkRun | None = None) -> str:
+def step_input_contracts(warehouse: Path, engine: EngineRun = DUCKDB) -> str:
     """Run the raw-table contracts and write the data-quality profile and flagged records
     into dq__build (published with mart and release); raises ContractError (one line) when
     an error-severity check fails beyond its threshold."""
     from pipelines.contracts import check_raw
 
-    raw = "raw" if spark_run is None else spark_study.RAW_SCHEMA + BUILD_SUFFIX
-    return str(check_raw(Path(warehouse), schema=raw, target_schema="dq" + BUILD_SUFFIX))
+    return str(
+        check_raw(Path(warehouse), schema=engine.raw_schema, target_schema="dq" + BUILD_SUFFIX)
+    )
 
 
 def step_models(
@@ -398,46 +370,24 @@ def step_models(
     suffix: str = BUILD_SUFFIX,
     *,
     reuse_suffix: str | None = None,
-    spark_run: SparkRun | None = None,
+    engine: EngineRun = DUCKDB,
 ) -> dict[str, int]:
     """Build every SQL model into the build schemas; returns the row count of each table built.
 
     With `reuse_suffix`, models identical to those of that build (same SQL and parameter
-    values up their dependency chain) are views on it instead of being computed again.
-    Views (parameter-free staging models, reused models) are not counted: counting would
-    compute them. On Spark, every model is built there and the mart tables are copied in."""
-    from pipelines.models import build_models
-
-    if spark_run is not None:
-        return spark_study.models(Path(warehouse), settings, spark_run, suffix)
-
-    with _connection(warehouse) as con:
-        for schema in ("staging", "intermediate", "mart"):
-            drop_schema(con, schema + suffix)
-        built = build_models(con, settings, schema_suffix=suffix, reuse_suffix=reuse_suffix)
-        tables = {
-            f"{s}.{t}"
-            for s, t in con.execute(
-                "SELECT table_schema, table_name FROM information_schema.tables"
-                " WHERE table_type = 'BASE TABLE'"
-            ).fetchall()
-        }
-        return {
-            name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-            for name in built
-            if name in tables
-        }
+    values up their dependency chain) are views on it instead of being computed again."""
+    return engine.build_models(Path(warehouse), settings, suffix, reuse_suffix)
 
 
 def step_statistics(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
     from pipelines.analysis import run_statistics
 
-    with _connection(warehouse) as con:
+    with run_connection(warehouse) as con:
         return run_statistics(con, settings, run_id, schema="mart" + BUILD_SUFFIX)
 
 
 def step_sensitivity(
-    warehouse: Path, settings: StudySettings, run_id: str, spark_run: SparkRun | None = None
+    warehouse: Path, settings: StudySettings, run_id: str, engine: EngineRun = DUCKDB
 ) -> dict[str, int]:
     """Rebuild the study under each sensitivity variant and tabulate it beside the primary.
 
@@ -446,20 +396,17 @@ def step_sensitivity(
     from pipelines.analysis import sensitivity_rows, write_sensitivity_table
 
     frames = []
-    with _connection(warehouse) as con:
+    with run_connection(warehouse) as con:
         frames.append(sensitivity_rows(con, settings, "primary", schema="mart" + BUILD_SUFFIX))
     for name in settings.sensitivity_analyses:
         variant = settings.replace(**SENSITIVITY_VARIANTS[name])
         suffix = f"__sens_{name}"
-        if spark_run is not None:
-            spark_study.build_variant(Path(warehouse), settings, variant, suffix, spark_run)
-        else:
-            step_models(warehouse, variant, suffix=suffix, reuse_suffix=BUILD_SUFFIX)
-        with _connection(warehouse) as con:
+        engine.build_variant(Path(warehouse), settings, variant, suffix)
+        with run_connection(warehouse) as con:
             frames.append(sensitivity_rows(con, variant, name, schema="mart" + suffix))
             for schema in ("staging", "intermediate", "mart"):
                 drop_schema(con, schema + suffix)
-    with _connection(warehouse) as con:
+    with run_connection(warehouse) as con:
         n = write_sensitivity_table(con, frames, run_id, schema="mart" + BUILD_SUFFIX)
     return {"mart.sensitivity_analyses": int(n)}
 
@@ -474,7 +421,7 @@ def step_output_contracts(warehouse: Path, settings: StudySettings) -> str:
 def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
     from pipelines.analysis import build_release
 
-    with _connection(warehouse) as con:
+    with run_connection(warehouse) as con:
         drop_schema(con, "release" + BUILD_SUFFIX)
         result = build_release(
             con,
@@ -486,15 +433,11 @@ def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[
         return dict(result or {})
 
 
-def step_publish(warehouse: Path, run_id: str, spark_run: SparkRun | None = None) -> dict[str, int]:
-    """Publish mart and release (and the Spark run's tables) in one transaction."""
-    with _connection(warehouse) as con:
-        if spark_run is None:
-            return publish(con, run_id)
-        counts = publish(
-            con, run_id, also=lambda c: spark_study.publish_extra(c, spark_run, run_id)
-        )
-    spark_study.remove_other_runs(spark_run)
+def step_publish(warehouse: Path, run_id: str, engine: EngineRun = DUCKDB) -> dict[str, int]:
+    """Publish mart and release (and the engine's own tables) in one transaction."""
+    with run_connection(warehouse) as con:
+        counts = publish(con, run_id, also=lambda c: engine.publish_extra(c, run_id))
+    engine.after_publish()
     return counts
 
 
@@ -526,22 +469,13 @@ def step_begin(
     flow_run_id: str | None,
     engine: str = "duckdb",
 ) -> None:
-    with _connection(warehouse) as con:
+    with run_connection(warehouse) as con:
         record_run_start(con, run_id, settings, source, flow_run_id, engine)
 
 
 def step_end(warehouse: Path, result: RunResult) -> None:
-    with _connection(warehouse) as con:
+    with run_connection(warehouse) as con:
         record_run_end(con, result)
-
-
-@contextmanager
-def _connection(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = open_for_run(Path(warehouse))
-    try:
-        yield con
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------------------
@@ -579,34 +513,35 @@ def run_study(
     say: Callable[[str], None] = print,
     flow_run_id: str | None = None,
     steps: StudySteps = StudySteps(),
-    engine: SparkEngine | None = None,
+    engine: Engine = DUCKDB,
     source_format: str = "auto",
     accept_shrink: bool = False,
 ) -> RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> publish -> report.
 
     Everything before publish builds apart; a failure stops the run, records it and re-raises,
-    leaving the previously published tables as they were. With `engine` (a SparkEngine),
-    ingest and the SQL models run on Spark (`pipelines/spark_study.py`), the rest as always.
+    leaving the previously published tables as they were. `engine` (pipelines/engines) runs
+    ingest and the SQL models; the rest always runs in the warehouse.
     The warehouse lock is held from start to end, ingest included; `accept_shrink` lets
     ingest accept tables that lost many rows (pipelines/guards.py)."""
     source, warehouse = Path(source), Path(warehouse)
-    run = RunResult(new_run_id(), warehouse, engine="duckdb" if engine is None else "spark")
-    spark = engine.for_run(warehouse, run.run_id) if engine is not None else None
+    run = RunResult(new_run_id(), warehouse, engine=engine.name)
+    on = engine.for_run(warehouse, run.run_id)
+    run.manifest_schema = on.meta_schema
     with (
         warehouse_lock(warehouse, wait_seconds),
-        recorded_run(run, settings, source, flow_run_id, say),
-        spark_study.run_folder(warehouse, spark) if spark else nullcontext(),
+        recorded_run(run, settings, source, flow_run_id, say, on.note),
+        on.resources(warehouse),
     ):
         stage = Stages(run, say)
-        stage("ingest", steps.ingest, source, warehouse, say, spark, source_format, accept_shrink)
-        stage("input contracts", steps.input_contracts, warehouse, spark)
-        stage("models", steps.models, warehouse, settings, BUILD_SUFFIX, spark_run=spark)
+        stage("ingest", steps.ingest, source, warehouse, say, on, source_format, accept_shrink)
+        stage("input contracts", steps.input_contracts, warehouse, on)
+        stage("models", steps.models, warehouse, settings, BUILD_SUFFIX, engine=on)
         stage("statistics", steps.statistics, warehouse, settings, run.run_id)
-        stage("sensitivity", steps.sensitivity, warehouse, settings, run.run_id, spark)
+        stage("sensitivity", steps.sensitivity, warehouse, settings, run.run_id, on)
         stage("output contracts", steps.output_contracts, warehouse, settings)
         stage("release", steps.release, warehouse, settings, run.run_id)
-        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id, spark)
+        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id, on)
         # The outputs are published: record the end now so that the run's own report shows
         # its final status and provenance (recorded again at the very end, with the timings
         # of the last stages, or as failed if one of them fails).

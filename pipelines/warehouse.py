@@ -170,3 +170,75 @@ def warehouse_lock(warehouse: str | Path, wait_seconds: float = 0.0) -> Iterator
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------
+# What a study run needs of the warehouse (the study and every engine use these: they live
+# here, below both, so that neither imports the other).
+
+# A run builds everything into `<schema>__build` and publishes it at the end (study.publish).
+BUILD_SUFFIX = "__build"
+
+
+def open_for_run(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse for writing, turning DuckDB's lock error into a clear message."""
+    try:
+        return connect(warehouse)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseBusyError(
+                f"{warehouse} is open in another process (a run, a notebook or a dashboard); "
+                "close it and try again"
+            ) from exc
+        raise
+
+
+@contextmanager
+def run_connection(warehouse: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`open_for_run` as a context manager: one connection per step, always closed."""
+    con = open_for_run(Path(warehouse))
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def tables_in(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    """The base tables of one schema, sorted by name."""
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name",
+            [schema],
+        ).fetchall()
+    ]
+
+
+def drop_schema(con: duckdb.DuckDBPyConnection, schema: str) -> None:
+    con.execute(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE")
+
+
+# A schema or table name the statistics put into SQL: lowercase letters, digits, underscores.
+_PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def plain_name(name: str) -> str:
+    """`name` itself when it is a plain lowercase identifier; ValueError otherwise."""
+    if not _PLAIN_NAME.match(name):
+        raise ValueError(f"not a plain schema name: {name!r}")
+    return name
+
+
+def write_table(con: duckdb.DuckDBPyConnection, schema: str, name: str, frame, run_id: str) -> int:
+    """CREATE OR REPLACE {schema}.{name} from a pandas frame, with run_id on every row."""
+    out = frame.drop(columns=["run_id"], errors="ignore").assign(run_id=run_id)
+    view = f"_redflags_{name}"
+    con.register(view, out)
+    try:
+        con.execute(f"create schema if not exists {plain_name(schema)}")
+        con.execute(
+            f"create or replace table {plain_name(schema)}.{plain_name(name)} as select * from {view}"
+        )
+    finally:
+        con.unregister(view)
+    return len(out)

@@ -1,4 +1,4 @@
-"""The Spark engine builds the same study as DuckDB (pipelines/spark_engine.py, docs/spark.md).
+"""The Spark engine builds the same study as DuckDB (pipelines/engines/spark/, docs/spark.md).
 
 Without Spark: every model transpiles to Spark SQL with its parameters bound as typed
 literals, and no model uses a construct sqlglot translates wrongly (the guard itself is
@@ -19,10 +19,11 @@ import textwrap
 import duckdb
 import pytest
 import sqlglot
+from spark_compare import compare_table, compare_with_duckdb
 
 from pipelines import schema
-from pipelines import spark_engine as se
 from pipelines import warehouse as wh
+from pipelines.engines.spark import execution as se
 from pipelines.errors import ModelError
 from pipelines.ingest import ingest_export
 from pipelines.models import build_models, model_graph, parameter_values
@@ -192,7 +193,7 @@ def test_every_mart_table_agrees_with_duckdb(spark_run, generated):
     _, con = generated
     out_dir, marts = spark_run
     assert set(marts) == {m.name for m in model_graph() if m.schema == "mart"}
-    assert se.compare_with_duckdb(out_dir / "mart", con) == {}
+    assert compare_with_duckdb(out_dir / "mart", con) == {}
     # not vacuous: the planted cases made a cohort with outcomes, flags and imaging
     counts = con.execute(
         "SELECT count(*), count(outcome_date), count(DISTINCT end_reason) FROM mart.cohort"
@@ -207,7 +208,7 @@ def test_every_mart_table_agrees_with_duckdb(spark_run, generated):
 def test_other_settings_agree_with_duckdb(spark, generated, spark_run, tmp_path):
     _, con = generated
     se.build_models_on_spark(spark, OTHER_SETTINGS, tmp_path)  # reads the run's raw/meta views
-    assert se.compare_with_duckdb(tmp_path / "mart", con, duckdb_schema="mart__other") == {}
+    assert compare_with_duckdb(tmp_path / "mart", con, duckdb_schema="mart__other") == {}
     ascertainable = con.execute("SELECT count(flag_persistent_pain) FROM mart__other.red_flags")
     assert ascertainable.fetchall()[0][0] == 0  # landmark 0: persistence is not ascertainable
 
@@ -217,8 +218,8 @@ def test_raw_and_meta_tables_agree_with_duckdb(spark_run, generated):
     _, con = generated
     out_dir, _ = spark_run
     for table in schema.TABLES:
-        assert se.compare_table(con, f"raw.{table}", out_dir / "raw" / table) == [], table
-    assert se.compare_table(con, "meta.source_tables", out_dir / "meta" / "source_tables") == []
+        assert compare_table(con, f"raw.{table}", out_dir / "raw" / table) == [], table
+    assert compare_table(con, "meta.source_tables", out_dir / "meta" / "source_tables") == []
 
 
 @pytest.mark.spark
@@ -256,7 +257,7 @@ def test_real_exports_load_like_duckdb(spark, real_exports, tmp_path):
         se.ingest_to_spark(spark, export, out / "spark")
         with wh.open_warehouse(out / "w.duckdb") as con:
             for table in schema.TABLES:
-                assert se.compare_table(con, f"raw.{table}", out / "spark" / "raw" / table) == [], (
+                assert compare_table(con, f"raw.{table}", out / "spark" / "raw" / table) == [], (
                     export.name,
                     table,
                 )
@@ -311,11 +312,9 @@ def test_messy_export_is_loaded_and_quarantined_like_duckdb(spark, tmp_path):
     spark_meta = f"read_parquet('{tmp_path}/spark/meta/{{}}/*.parquet')"
     with wh.open_warehouse(tmp_path / "w.duckdb") as con:
         for table in schema.TABLES:
-            assert se.compare_table(con, f"raw.{table}", tmp_path / "spark" / "raw" / table) == []
+            assert compare_table(con, f"raw.{table}", tmp_path / "spark" / "raw" / table) == []
         assert (
-            se.compare_table(
-                con, "meta.source_tables", tmp_path / "spark" / "meta" / "source_tables"
-            )
+            compare_table(con, "meta.source_tables", tmp_path / "spark" / "meta" / "source_tables")
             == []
         )
         for query, table in ((QUARANTINE, "quarantine"), (MANIFEST, "ingest_manifest")):

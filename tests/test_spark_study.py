@@ -135,7 +135,7 @@ def test_spark_run_keeps_its_own_raw_quarantine_and_manifest_beside_the_duckdb_t
 
 
 def test_a_failed_spark_run_leaves_the_published_tables_and_folder_as_they_were(runs, tmp_path):
-    from pipelines.spark_study import SparkEngine
+    from pipelines.engines.spark import SparkEngine
 
     root, warehouse, _ = runs
     before = snapshot(warehouse, ("mart", "release", "spark_meta"))

@@ -68,8 +68,9 @@ INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM", "check"}  # check: a (conditio
 SAFE_CALLS = {
     "_quote", "quote_identifier", "_schema", "_held_table", "_as_text", "_read_csv_sql",
     "_parsed_rows_sql", "render_sql", "int",
-    "_parquet_glob",  # a path inside a SQL string literal, with ' doubled (spark_engine.py)
+    "parquet_glob",  # a path inside a SQL string literal, with ' doubled (engines/spark/execution.py)
     "_name",  # contracts.py: a quoted schema.table
+    "plain_name",  # warehouse.py: a name checked to be a plain lowercase identifier
     # source adapters and converters: SQL expressions over internal column names
     "_ref", "c.id", "c.text", "c.day_time", "_concept", "_types", "_iso", "_system",
     "_first_code", "_codings", "_with_reason", "records.format", "', '.join",

@@ -1,9 +1,9 @@
-"""The study's ingest, models and sensitivity steps on Spark (`redflags run --engine spark`).
+"""The Spark engine (`redflags run --engine spark`): ingest, models and sensitivity on Spark.
 
-`pipelines.study.run_study` calls the same stages for both engines; with a `SparkRun` the
-steps in this module do the engine's part:
+`pipelines.study.run_study` calls the same stages for every engine (`pipelines/engines`);
+with a `SparkEngine`, the `SparkRun` it binds to the run does the engine's part:
 
-- ingest: the export is read by Spark (`spark_engine.ingest_to_spark`) into Parquet under
+- ingest: the export is read by Spark (`execution.ingest_to_spark`) into Parquet under
   the run's folder, `<spark-dir>/runs/<run_id>/{raw,meta}`. The DuckDB engine's `raw`,
   `meta` and `landing` tables are never touched, so the two engines can share a
   warehouse. The warehouse gets views `spark_raw__build.<table>` on the raw Parquet (the
@@ -18,7 +18,7 @@ steps in this module do the engine's part:
   raw Parquet) are replaced in one transaction; older run folders are then removed. A run
   that fails removes its own folder and leaves the published tables and folder as they were.
 
-pyspark is imported only when a session is started (`spark_engine.spark_session`).
+pyspark is imported only when a session is started (`execution.spark_session`).
 """
 
 from __future__ import annotations
@@ -27,19 +27,20 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from pipelines import spark_engine as se
+from pipelines.engines.spark import execution as se
+from pipelines.errors import UserFacingError
 from pipelines.models import model_graph
 from pipelines.settings import StudySettings
+from pipelines.warehouse import BUILD_SUFFIX, open_for_run
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("duckdb", "spark")
 RAW_SCHEMA = "spark_raw"  # views on the published run's raw Parquet
 META_SCHEMA = "spark_meta"  # copies of the published run's quarantine, source_tables, manifest
 META_COPIED = ("quarantine", "source_tables", "ingest_manifest")
@@ -52,6 +53,14 @@ class SparkEngine:
 
     master: str = se.DEFAULT_MASTER
     spark_dir: Path | None = None  # default: beside the warehouse, <warehouse>.spark/
+    name: str = "spark"
+
+    @classmethod
+    def from_options(
+        cls, spark_master: str = se.DEFAULT_MASTER, spark_dir: str | Path | None = None
+    ) -> SparkEngine:
+        """From the command line's or the flow's parameters (`--spark-master`, `--spark-dir`)."""
+        return cls(spark_master or se.DEFAULT_MASTER, Path(spark_dir) if spark_dir else None)
 
     def folder(self, warehouse: Path) -> Path:
         return Path(self.spark_dir) if self.spark_dir else Path(str(warehouse) + ".spark")
@@ -62,15 +71,57 @@ class SparkEngine:
 
 @dataclass(frozen=True)
 class SparkRun:
-    """One run on Spark: the master, and the folder its Parquet tables go to."""
+    """One run on Spark: the master, and the folder its Parquet tables go to
+    (`pipelines.engines.base.EngineRun`)."""
 
     master: str
     run_dir: Path
+    name: str = "spark"
+    raw_schema: str = RAW_SCHEMA + BUILD_SUFFIX  # views on this run's raw Parquet
+    meta_schema: str = META_SCHEMA
+    note: str = " (engine spark)"
+
+    def resources(self, warehouse: Path) -> AbstractContextManager[SparkRun]:
+        return run_folder(warehouse, self)
+
+    def ingest(
+        self,
+        source: Path,
+        warehouse: Path,
+        say: Callable[[str], None] = print,
+        source_format: str = "auto",
+        accept_shrink: bool = False,
+    ) -> dict[str, int]:
+        if source_format not in ("auto", "synthea"):
+            raise UserFacingError(
+                f"--engine spark reads Synthea CSV only, not --source-format {source_format}"
+            )
+        return ingest(Path(source), Path(warehouse), self, say)
+
+    def build_models(
+        self,
+        warehouse: Path,
+        settings: StudySettings,
+        suffix: str = BUILD_SUFFIX,
+        reuse_suffix: str | None = None,
+    ) -> dict[str, int]:
+        """Every model on Spark (`reuse_suffix` is DuckDB's: Spark builds a variant with
+        `build_variant`); the mart tables are copied in."""
+        return models(Path(warehouse), settings, self, suffix)
+
+    def build_variant(
+        self, warehouse: Path, primary: StudySettings, variant: StudySettings, suffix: str
+    ) -> None:
+        build_variant(Path(warehouse), primary, variant, suffix, self)
+
+    def publish_extra(self, con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+        return publish_extra(con, self, run_id)
+
+    def after_publish(self) -> None:
+        remove_other_runs(self)
 
 
 def _connect(warehouse: Path) -> duckdb.DuckDBPyConnection:
-    from pipelines.study import open_for_run
-
     return open_for_run(Path(warehouse))
 
 
@@ -105,13 +156,6 @@ def ingest(
         f"{quarantined:,} quarantine rows ({META_SCHEMA}__build.quarantine), Parquet in {root}"
     )
     return {f"raw.{t}": n for t, n in counts.items()}
-
-
-def input_contracts(warehouse: Path) -> str:
-    """The raw-table contracts, on the views of this run's raw Parquet."""
-    from pipelines.contracts import validate_raw
-
-    return str(validate_raw(Path(warehouse), schema=RAW_SCHEMA + "__build"))
 
 
 def _prepare_session(spark_run: SparkRun):

@@ -1,0 +1,57 @@
+"""`redflags ingest`: load an export into the warehouse behind the input contracts.
+
+Heavy imports (Prefect, the ingest) happen inside `run_cli` so `redflags --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.sources.options import add_source_format_option
+from pipelines.warehouse import warehouse_lock
+
+
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="folder of the Synthea CSV export")
+    parser.add_argument(
+        "--warehouse", required=True, help="DuckDB warehouse file (created if needed)"
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if a run or another ingest holds the warehouse, wait this long (default: 0)",
+    )
+    parser.add_argument(
+        "--accept-shrink",
+        action="store_true",
+        help="accept tables that lost more than half their rows since the previous ingest",
+    )
+    add_source_format_option(parser)  # pipelines/sources: --source-format
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    # Checked before Prefect starts, so a bad export or a busy warehouse is one clear line:
+    # the export's headers, then the lock, held for the whole flow (ingest and contracts).
+    from pipelines.ingest import discover_export
+    from pipelines.sources import resolve_format
+
+    if resolve_format(Path(args.source), args.source_format) == "synthea":
+        discover_export(Path(args.source))
+    with warehouse_lock(args.warehouse, args.wait):
+        from pipelines.flows import ingest_flow  # Prefect and GX load only when needed
+        from pipelines.prefect_server import start_watchdog
+
+        start_watchdog()  # Prefect's temporary server stops even if this process is killed
+
+        summary = ingest_flow(
+            source=str(args.source),
+            warehouse=str(args.warehouse),
+            source_format=args.source_format,
+            accept_shrink=args.accept_shrink,
+            lock=False,  # held here
+        )
+    print(summary.format())
+    return 0
