@@ -327,7 +327,8 @@ def recorded_run(
         outputs = (
             "the new tables were published"
             if published
-            else "the previous mart and release tables are unchanged"
+            else "the previous mart and release tables are unchanged; the build schemas"
+            " (*__build) are kept for diagnosis"
         )
         say(f"run {result.run_id} {result.status} at {result.current_stage}; {outputs}")
         raise
@@ -434,11 +435,36 @@ def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[
 
 
 def step_publish(warehouse: Path, run_id: str, engine: EngineRun = DUCKDB) -> dict[str, int]:
-    """Publish mart and release (and the engine's own tables) in one transaction."""
+    """Publish mart and release (and the engine's own tables) in one transaction, then drop
+    the build schemas (a failed run never gets here: it keeps them, for diagnosis)."""
     with run_connection(warehouse) as con:
         counts = publish(con, run_id, also=lambda c: engine.publish_extra(c, run_id))
+        try:
+            dropped = drop_build_schemas(con)
+        except duckdb.Error as exc:  # the outputs are published: a leftover copy is no failure
+            dropped = []
+            log.warning("publish: could not drop the build schemas: %s", exc)
     engine.after_publish()
+    if dropped:
+        log.info("publish: dropped the build schemas %s", ", ".join(dropped))
     return counts
+
+
+def drop_build_schemas(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Drop every `*__build` schema; returns their names. Once published they are a second
+    copy of every output that an analyst browsing the warehouse would have to learn to
+    ignore; a run that fails keeps them (the next run replaces them)."""
+    schemas = [
+        name
+        for (name,) in con.execute(
+            "SELECT schema_name FROM duckdb_schemas()"
+            " WHERE database_name = current_database() ORDER BY schema_name"
+        ).fetchall()
+        if name.endswith(BUILD_SUFFIX)
+    ]
+    for schema in schemas:
+        drop_schema(con, schema)
+    return schemas
 
 
 def default_parquet_dir(warehouse: Path) -> Path:
