@@ -35,12 +35,12 @@ test-spark: install-spark
 	$(VENV)/bin/python -m pytest -m spark
 
 lint: install
-	$(VENV)/bin/ruff check pipelines tests
-	$(VENV)/bin/ruff format --check pipelines tests
+	$(VENV)/bin/ruff check pipelines tests bench
+	$(VENV)/bin/ruff format --check pipelines tests bench
 
 format: install
-	$(VENV)/bin/ruff format pipelines tests
-	$(VENV)/bin/ruff check --fix pipelines tests
+	$(VENV)/bin/ruff format pipelines tests bench
+	$(VENV)/bin/ruff check --fix pipelines tests bench
 
 # Jupyter refuses to start as root without --allow-root (containers often run as root).
 JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -49,7 +49,7 @@ notebooks: install
 	REDFLAGS_WAREHOUSE=$${REDFLAGS_WAREHOUSE:-demo/warehouse.duckdb} $(VENV)/bin/jupyter notebook $(JUPYTER_ROOT) notebooks/
 
 bench: install
-	$(VENV)/bin/python -m pipelines.bench
+	$(VENV)/bin/python -m bench.bench
 
 clean:
 	rm -rf demo .prefect .pytest_cache

@@ -29,14 +29,14 @@ from typing import Any
 
 import duckdb
 
+from pipelines import resources
 from pipelines import warehouse as wh
 from pipelines.errors import ContractError
 from pipelines.schema import TABLES
 from pipelines.settings import StudySettings
 
-REPO = Path(__file__).resolve().parents[1]
-RAW_SUITES = REPO / "data_contracts" / "raw"
-MART_SUITES = REPO / "data_contracts" / "mart"
+RAW_SUITES = resources.CONTRACTS_DIR / "raw"  # package data (pipelines/resources.py)
+MART_SUITES = resources.CONTRACTS_DIR / "mart"
 # result_format: counts of unexpected rows, never their values
 _RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
 

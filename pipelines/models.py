@@ -34,14 +34,14 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from pipelines import schema
+from pipelines import resources, schema
 from pipelines.errors import ModelError
 from pipelines.settings import StudySettings
 from pipelines.valuesets import load_value_sets
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+SQL_DIR = resources.SQL_DIR  # package data (pipelines/resources.py)
 LAYERS = {"staging": "staging", "intermediate": "intermediate", "marts": "mart"}  # folder -> schema
 MODEL_SCHEMAS = tuple(LAYERS.values())
 INGESTED = frozenset(

@@ -24,6 +24,7 @@ import duckdb
 
 from pipelines import __version__, progress
 from pipelines.engines import DuckDBEngine, Engine, EngineRun
+from pipelines.resources import PACKAGE_DIR, SQL_DIR, VALUESETS_DIR
 from pipelines.settings import StudySettings
 from pipelines.warehouse import (
     BUILD_SUFFIX,
@@ -38,7 +39,6 @@ log = logging.getLogger("redflags")
 
 # dq: the run's data-quality profile and flagged input records (contracts.check_raw)
 PUBLISHED_SCHEMAS = ("mart", "release", "dq")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # How each sensitivity analysis (PROTOCOL.md section 6.4) changes the settings.
 SENSITIVITY_VARIANTS: dict[str, dict[str, int]] = {
@@ -85,15 +85,19 @@ def new_run_id() -> str:
 def code_version() -> str:
     """Package version, git commit when available, and a hash of the SQL and value sets."""
     digest = hashlib.sha256()
-    for path in sorted((REPO_ROOT / "sql").rglob("*.sql")) + sorted(
-        (REPO_ROOT / "pipelines" / "valuesets").glob("*.csv")
-    ):
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+    # named as in the repository (sql/..., pipelines/valuesets/...) in either layout, so an
+    # installed package and its checkout record the same hash
+    files = [
+        (f"sql/{p.relative_to(SQL_DIR).as_posix()}", p) for p in sorted(SQL_DIR.rglob("*.sql"))
+    ]
+    files += [(f"pipelines/valuesets/{p.name}", p) for p in sorted(VALUESETS_DIR.glob("*.csv"))]
+    for name, path in files:
+        digest.update(name.encode())
         digest.update(path.read_bytes())
     commit = ""
     with suppress(OSError):
         commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(PACKAGE_DIR.parent), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from pipelines.baseline_pandas import FLAGS, run_baseline
+from bench.baseline_pandas import FLAGS, run_baseline
 
 PATIENTS = 400
 SEED = 11
@@ -140,8 +140,8 @@ def test_missing_optional_file_makes_its_flags_not_ascertainable(export, tmp_pat
 
 
 def test_bench_harness_measures_baselines_in_subprocesses(export, tmp_path):
-    """Smoke test of `python -m pipelines.bench` plumbing (no timing is asserted)."""
-    from pipelines import bench
+    """Smoke test of `python -m bench.bench` plumbing (no timing is asserted)."""
+    from bench import bench
 
     (tmp_path / f"p{PATIENTS}").mkdir()
     (tmp_path / f"p{PATIENTS}" / "export").symlink_to(export)

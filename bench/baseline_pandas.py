@@ -18,7 +18,7 @@ comparison, not a strawman:
 It shares the project's knowledge of CSV headers (`pipelines.schema`), value sets
 (`pipelines.valuesets`) and code systems (`pipelines.codesystems`), nothing else.
 
-    python -m pipelines.baseline_pandas EXPORT_DIR [--json OUT.json]
+    python -m bench.baseline_pandas EXPORT_DIR [--json OUT.json]
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 For each export size: generate a synthetic export, then measure, each in a fresh
 subprocess (so a stage's peak RSS is its own): DuckDB plainly scanning and plainly
-loading the same CSV files (the floor), the pandas baseline (`pipelines.baseline_pandas`,
+loading the same CSV files (the floor), the pandas baseline (`bench.baseline_pandas`,
 under a memory cap), every pipeline stage one by one, and the whole pipeline as one run.
 Results go to `<out>/results.json`, `<out>/results.csv` and `<out>/summary.md`; see
 docs/benchmark.md.
 
-    python -m pipelines.bench                                  # 10k and 100k patients
-    python -m pipelines.bench --patients 1m --gzip --out bench-out/run-1m
+    python -m bench.bench                                  # 10k and 100k patients
+    python -m bench.bench --patients 1m --gzip --out bench-out/run-1m
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from pathlib import Path
 
 from pipelines.schema import TABLES
 
+# the repository root: the stage subprocesses run `python -m bench.bench` from there
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (10_000, 100_000)
 DEFAULT_SEED = 20261123
 BASELINES = ("plain_scan", "plain_load", "pandas")
@@ -130,7 +132,7 @@ def _stage_plain_scan(spec: dict) -> Callable[[], dict]:
 
 
 def _stage_pandas(spec: dict) -> Callable[[], dict]:
-    from pipelines.baseline_pandas import run_baseline, summarise
+    from bench.baseline_pandas import run_baseline, summarise
 
     def run() -> dict:
         t0 = time.perf_counter()
@@ -373,7 +375,7 @@ def run_child(
     cmd = [
         sys.executable,
         "-m",
-        "pipelines.bench",
+        "bench.bench",
         "--child",
         stage,
         "--spec",
@@ -384,7 +386,9 @@ def run_child(
     load = round(os.getloadavg()[0], 2)
     with open(log_dir / f"{stage}.log", "w") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT
+        )
         peak = [0]
         killed: list[str] = []
         done = threading.Event()
@@ -748,9 +752,7 @@ def _default_cap_mb() -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipelines.bench", description=__doc__.splitlines()[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__.splitlines()[0])
     p.add_argument(
         "--patients",
         type=_sizes,
