@@ -21,7 +21,7 @@ import pandas as pd
 from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
-from pipelines.stats import accuracy, coarsen, model, roc, survival
+from pipelines.stats import accuracy, coarsen, model, roc, smooth_calibration, survival
 from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
 from pipelines.stats.release_tables import NOT_RELEASED, release_specs
 from pipelines.warehouse import table_exists
@@ -40,6 +40,7 @@ ANALYSIS_TABLES = (
     "score_performance",
     "model_performance",
     "calibration",
+    "calibration_smoothed",
     "decision_curve",
 )
 CLINICAL_TABLES = (  # pipelines/clinical.py (issue 14); specs in stats/release_tables.py
@@ -385,9 +386,9 @@ def fit_model(population: pd.DataFrame, settings: StudySettings) -> model.ModelR
 
 def model_tables(
     episodes: pd.DataFrame, settings: StudySettings
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """model_performance, calibration and decision_curve, per subgroup."""
-    performance, calibration, decision = [], [], []
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """model_performance, calibration, decision_curve and calibration_smoothed, per subgroup."""
+    performance, calibration, decision, smoothed = [], [], [], []
     for name in SUBGROUPS:
         population = landmark_population(subgroup(episodes, name))
         fit = fit_model(population, settings)
@@ -402,6 +403,10 @@ def model_tables(
         if fit.predictions is not None:
             table = model.calibration_table(y, fit.predictions, CALIBRATION_BINS)
             calibration.append(table.assign(subgroup=name))
+            points = smooth_calibration.smoothed_calibration(
+                y, fit.predictions, settings.min_cell, CALIBRATION_BINS
+            )
+            smoothed.append(points.assign(subgroup=name))
         curve = model.decision_curve(y, fit.predictions, settings.decision_thresholds)
         decision.append(curve.assign(subgroup=name))
     calibration_columns = ["subgroup", "bin", "n", "n_events", "mean_predicted", "observed_rate"]
@@ -413,16 +418,24 @@ def model_tables(
     decision_columns = ["subgroup", "threshold", "n", "n_events", "tp", "fp",
                         "net_benefit_model", "net_benefit_treat_all", "net_benefit_treat_none"]  # fmt: skip
     calibration_frame["subgroup"] = calibration_frame["subgroup"].astype(str)
+    smoothed_columns = ["subgroup", *smooth_calibration.COLUMNS]
+    smoothed_frame = (
+        pd.concat(smoothed, ignore_index=True)[smoothed_columns]
+        if smoothed
+        else pd.DataFrame({c: pd.Series(dtype=float) for c in smoothed_columns})
+    )
+    smoothed_frame["subgroup"] = smoothed_frame["subgroup"].astype(str)
     return (
         pd.DataFrame(performance),
         calibration_frame,
         pd.concat(decision, ignore_index=True)[decision_columns],
+        smoothed_frame,
     )
 
 
 def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str, pd.DataFrame]:
     """Every analysis table of docs/architecture.md, computed from episode-level data."""
-    performance, calibration, decision = model_tables(episodes, settings)
+    performance, calibration, decision, smoothed = model_tables(episodes, settings)
     return {
         "time_to_diagnosis": time_to_diagnosis_table(episodes, settings),
         "cumulative_incidence": cumulative_incidence_table(episodes, settings),
@@ -432,6 +445,7 @@ def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str
         "score_performance": score_performance_table(episodes, settings),
         "model_performance": performance,
         "calibration": calibration,
+        "calibration_smoothed": smoothed,
         "decision_curve": decision,
     }
 
@@ -505,7 +519,7 @@ def sensitivity_rows(
 ) -> pd.DataFrame:
     """Long-format accuracy and AUROC rows of one analysis, from the marts built in `schema`."""
     episodes = load_episodes(con, schema)
-    performance, _, _ = model_tables(episodes, settings)
+    performance, *_ = model_tables(episodes, settings)
     long = pd.concat(
         [
             _accuracy_long(flag_accuracy_table(episodes, settings)),
@@ -583,6 +597,8 @@ def release_tables(
         align_primary_analysis(released, specs)
     if {"model_performance", "decision_curve"} <= set(released):
         align_model_counts(released["model_performance"], released["decision_curve"], specs)
+    if {"model_performance", "calibration_smoothed"} <= set(released):
+        align_smoothed_calibration(released["model_performance"], released["calibration_smoothed"])
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
     align_clinical_tables(released, specs)
@@ -696,6 +712,14 @@ def align_model_counts(performance: pd.DataFrame, curve: pd.DataFrame, specs: di
             spec_p, spec_c = specs["model_performance"], specs["decision_curve"]
             _hide(performance, p, [*spec_p.counts, *spec_p.derived], "suppressed_complement")
             _hide(curve, c, [*spec_c.counts, *spec_c.derived], "suppressed_complement")
+
+
+def align_smoothed_calibration(performance: pd.DataFrame, points: pd.DataFrame) -> None:
+    """A subgroup whose model counts are hidden releases no smoothed calibration point (in
+    place): a window as wide as the subgroup would show its event rate."""
+    hidden = performance[performance[["n_status", "n_events_status"]].isin(HIDDEN).any(axis=1)]
+    rows = points.index[points["subgroup"].isin(hidden["subgroup"])]
+    _hide(points, rows, ["observed_smoothed", "mean_predicted"], "suppressed_complement")
 
 
 def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:

@@ -69,6 +69,23 @@ def no_linkage(frame: pd.DataFrame) -> Linkage:
 
 
 @dataclass(frozen=True)
+class Nested:
+    """Rows with `column` == `inner` count a subset of the episodes of the row with `column`
+    == `outer` and the same `match` values (or a superset: the difference may be negative),
+    for the count columns `counts` (a count may be a virtual cell of the spec's linkage, such
+    as the non-events of `row_complement`). Each difference outer - inner is then a count of
+    episodes (virtual, sensitive): e.g. the episodes a sensitivity analysis adds to the
+    primary cohort, or `all` minus a subgroup. Two declared nestings over different columns
+    also give the difference of differences (e.g. the men a sensitivity analysis adds)."""
+
+    column: str
+    outer: str
+    inner: str
+    match: tuple[str, ...]
+    counts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TableSpec:
     counts: tuple[str, ...]
     derived: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -76,8 +93,9 @@ class TableSpec:
     curve: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     drop_cut_rows: bool = False
     # Which cells complementary suppression hides first: a lower cost per column (default 1),
-    # plus HEADLINE_COST for the rows `headline` marks (the `all` subgroup, the overall
-    # stratum, the primary analysis), so a censored count or a subgroup cell goes first.
+    # plus HEADLINE_COST times the weight `headline` gives the row (True = 1: the `all`
+    # subgroup, the overall stratum; graded for the sensitivity analyses: primary `all` 2,
+    # other primary rows 1), so a censored count or a subgroup cell goes first.
     hide_cost: Mapping[str, int] = field(default_factory=dict)
     headline: Callable[[pd.DataFrame], np.ndarray] | None = None
     # Curves: pools steps (thresholds, days, bins) before suppression (stats/coarsen.py).
@@ -86,6 +104,11 @@ class TableSpec:
     always_rounded: tuple[str, ...] = ()
     # Columns naming a row in the output-checking log (labels, never patient data).
     keys: tuple[str, ...] = ()
+    # Counts that decide statuses but are never released (dropped with their status and log
+    # rows), e.g. the weighted events in a smoothed calibration point's window.
+    internal: tuple[str, ...] = ()
+    # Rows that count nested populations (data, not per-table code): see `Nested`.
+    nested: tuple[Nested, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +216,60 @@ def public_totals(frame: pd.DataFrame, keys: Iterable[str], columns: Iterable[st
     return Linkage(tuple(groups))
 
 
+def nested_linkage(frame: pd.DataFrame, nested: Iterable[Nested], base: Linkage) -> Linkage:
+    """The relations of declared nested rows: outer = inner + difference (a virtual count),
+    per match key and count column; for two nestings over different columns, the difference
+    of the differences too. Only the first row of each key counts (long formats repeat)."""
+    nested = tuple(nested)
+    groups: list[Group] = []
+    virtual: dict[Cell, float] = {}
+    differences: dict[tuple, Cell] = {}  # (nesting, key values, column) -> difference cell
+
+    columns = {c: frame[c].to_numpy(dtype=float, na_value=np.nan)
+               for rule in nested for c in rule.counts if c in frame.columns}  # fmt: skip
+
+    def value(i: int, col: str) -> float:
+        if col in columns:
+            return float(columns[col][i])
+        return float(base.virtual.get((i, col), np.nan))
+
+    for k, rule in enumerate(nested):
+        if rule.column not in frame.columns or not all(m in frame.columns for m in rule.match):
+            continue
+        first = ~frame.duplicated([rule.column, *rule.match]).to_numpy()
+        side = frame[rule.column].astype(str).to_numpy()
+        keys = _row_keys(frame, list(rule.match))
+        outer = {keys[i]: i for i in np.flatnonzero(first & (side == rule.outer))}
+        for i in np.flatnonzero(first & (side == rule.inner)):
+            o = outer.get(keys[i])
+            if o is None:
+                continue
+            for col in rule.counts:
+                d = value(o, col) - value(int(i), col)
+                if not np.isfinite(d):
+                    continue
+                cell: Cell = (("nested", rule.column, rule.outer, rule.inner, keys[i]), col)
+                virtual[cell] = d
+                differences[(k, keys[i], col)] = cell
+                groups.append(Group(((int(i), col), cell), (int(o), col)))
+    for (a, key, col), outer_cell in list(differences.items()):
+        for b, other in enumerate(nested):
+            rule = nested[a]
+            if other.column == rule.column or other.column not in rule.match:
+                continue
+            at = rule.match.index(other.column)
+            if str(key[at]) != other.outer or col not in other.counts:
+                continue
+            inner_key = (*key[:at], other.inner, *key[at + 1 :])
+            inner_cell = differences.get((a, inner_key, col))
+            if inner_cell is None:
+                continue
+            rest: Cell = (("nested_rest", a, b, key), col)
+            virtual[rest] = virtual[outer_cell] - virtual[inner_cell]
+            groups.append(Group((inner_cell, rest), outer_cell))
+    return Linkage(tuple(groups), virtual)
+
+
 # ---- the suppression engine --------------------------------------------------------------
 
 
@@ -229,7 +306,7 @@ class _State:
     virtual: set[Cell]
     sensitive: set[Cell]
     suppressed: set[Cell]
-    cost: Callable[[Cell], int] = lambda cell: 1
+    cost: Callable[[Cell], float] = lambda cell: 1
     by_cell: dict[Cell, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -359,6 +436,8 @@ def suppressed_cells(
 ) -> tuple[set[Cell], set[Cell]]:
     """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression."""
     linkage = spec.linkage(frame)
+    if spec.nested:
+        linkage += nested_linkage(frame, spec.nested, linkage)
     values = _cell_values(frame, spec, linkage)
     sensitive = {c for c, v in values.items() if is_small(v, min_cell)}
     virtual = set(linkage.virtual)
@@ -392,16 +471,16 @@ def suppressed_cells(
         _propagate(state, [k for c in added for k in state.by_cell.get(c, [])])
 
 
-def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], int]:
+def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], float]:
     headline = (
-        np.asarray(spec.headline(frame), dtype=bool)
+        np.asarray(spec.headline(frame), dtype=float)
         if spec.headline is not None
-        else np.zeros(len(frame), dtype=bool)
+        else np.zeros(len(frame), dtype=float)
     )
 
-    def cost(cell: Cell) -> int:
+    def cost(cell: Cell) -> float:
         row, col = cell
-        extra = HEADLINE_COST if isinstance(row, int | np.integer) and headline[row] else 0
+        extra = HEADLINE_COST * headline[row] if isinstance(row, int | np.integer) else 0.0
         return spec.hide_cost.get(col, 1) + extra
 
     return cost
@@ -537,6 +616,9 @@ def disclose(
         out[col] = _masked(pd.Series(values), hidden, "Int64" if col in spec.counts else "Float64")
         out[f"{col}_status"] = status[col]
     log = _log_rows(name, out, spec, status, rule)
+    if spec.internal:
+        out = out.drop(columns=[c for col in spec.internal for c in (col, f"{col}_status")])
+        log = log[~log["column_name"].isin(spec.internal)]
     if spec.drop_cut_rows:
         keep = ~cut_rows
         out = out[keep].reset_index(drop=True)

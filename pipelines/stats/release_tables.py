@@ -18,6 +18,7 @@ from pipelines.stats.disclosure import (
     Cell,
     Group,
     Linkage,
+    Nested,
     TableSpec,
     identical_rows,
     partition,
@@ -30,6 +31,7 @@ from pipelines.stats.disclosure import (
 NESTED_SUBGROUPS = ("female", "breast_cancer_history")
 CELLS = ("tp", "fp", "fn", "tn")
 NON_EVENTS = "n_non_events"  # virtual: n - n_events
+WINDOW_EVENTS, WINDOW_NON_EVENTS = "window_events", "window_non_events"
 # Complementary suppression hides the cheapest cell: censored before died before diagnosed.
 TIME_TO_DIAGNOSIS_COST = {"n_censored": 0, "n_died": 1, "n_diagnosed": 2, "n_episodes": 3}
 
@@ -43,8 +45,11 @@ def _rows_where(column: str, value: str):
     return headline
 
 
-def _primary_all(frame: pd.DataFrame):
-    return ((frame["analysis"] == "primary") & (frame["subgroup"] == "all")).to_numpy()
+def _primary_first(frame: pd.DataFrame):
+    """Hide a sensitivity analysis's cell before a primary one, a primary subgroup's before
+    the primary `all` row (weights of HEADLINE_COST: 0, 1, 2)."""
+    primary = (frame["analysis"] == "primary").to_numpy()
+    return primary * (1.0 + (frame["subgroup"] == "all").to_numpy())
 
 
 def margins_public(frame: pd.DataFrame) -> Linkage:
@@ -189,24 +194,43 @@ def _attrition(frame: pd.DataFrame) -> Linkage:
     return sequence_differences(frame, "step_order", "n_remaining", "n_excluded")
 
 
+SENSITIVITY_COUNTS = ("n_episodes", "n_events", NON_EVENTS, *CELLS)
+POPULATION_COUNTS = ("n_episodes", "n_events", NON_EVENTS)
+# Which sensitivity analyses count nested populations of the primary one, and for which
+# counts (study.SENSITIVITY_VARIANTS; defaults washout 365, persistence 42, landmark 42 days):
+# - washout_180: every episode incident after a 365-day washout is incident after 180 days,
+#   with the same index date and flags: every count differs by the episodes it adds;
+# - persistence_28: the same episodes; a flag persistent for 42 days is persistent for 28,
+#   so the positives of a rule differ by the episodes the shorter rule adds;
+# - landmark_0: everyone in the landmark population at day 42 is in it at day 0 (episodes,
+#   events, non-events nested), but flags are read up to the landmark, so the 2x2 cells are
+#   net differences (added minus lost), not counts of episodes, and are not declared.
+SENSITIVITY_NESTING = {
+    "washout_180": SENSITIVITY_COUNTS,
+    "persistence_28": SENSITIVITY_COUNTS,
+    "landmark_0": POPULATION_COUNTS,
+}
+SENSITIVITY_NESTED = (
+    *(
+        Nested("subgroup", "all", child, ("analysis", "rule"), SENSITIVITY_COUNTS)
+        for child in NESTED_SUBGROUPS
+    ),
+    *(
+        Nested("analysis", analysis, "primary", ("subgroup", "rule"), counts)
+        for analysis, counts in SENSITIVITY_NESTING.items()
+    ),
+)
+
+
 def _sensitivity_analyses(frame: pd.DataFrame) -> Linkage:
-    """Long format: counts repeat across measures; AUROC rows have no 2x2 (NULL cells)."""
+    """Long format: counts repeat across measures; AUROC rows have no 2x2 (NULL cells).
+
+    Subgroups nested in `all` and analyses nested in the primary one are declared in the
+    spec (`SENSITIVITY_NESTED`); the primary rows are aligned with flag_accuracy and the
+    AUROC tables (analysis.py)."""
     counts = ["n_episodes", "n_events", *CELLS]
-    first = ~frame.duplicated(["analysis", "subgroup", "rule"])  # the other rows are aliases
-    linkage = Linkage()
-    for child in NESTED_SUBGROUPS:
-        linkage += partition(
-            frame,
-            first & (frame["subgroup"] == "all"),
-            first & (frame["subgroup"] == child),
-            ["analysis", "rule"],
-            counts,
-        )
-    # Analyses are different cohort definitions, each suppressed like the primary one; the
-    # primary rows are aligned with flag_accuracy and the AUROC tables (analysis.py).
     return (
-        linkage
-        + row_complement(frame, "n_episodes", "n_events", NON_EVENTS)
+        row_complement(frame, "n_episodes", "n_events", NON_EVENTS)
         + margins_public(frame)
         + identical_rows(frame, ["analysis", "subgroup", "rule"], counts)
     )
@@ -431,6 +455,14 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
             coarsen=coarsen.calibration,
             keys=("subgroup", "bin", "bin_to"),
         ),
+        # Smoothed observed risk per decile (stats/smooth_calibration.py): shown when its
+        # window weighs >= min_cell events and non-events; the weights are never released.
+        "calibration_smoothed": TableSpec(
+            counts=(WINDOW_EVENTS, WINDOW_NON_EVENTS),
+            derived={"mean_predicted": (), "observed_smoothed": (WINDOW_EVENTS, WINDOW_NON_EVENTS)},
+            internal=(WINDOW_EVENTS, WINDOW_NON_EVENTS),
+            keys=("subgroup", "bin"),
+        ),
         "decision_curve": TableSpec(
             counts=("n", "n_events", "tp", "fp"),
             derived={
@@ -449,7 +481,8 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
                 for c in ("estimate", "lower", "upper")
             },
             linkage=_sensitivity_analyses,
-            headline=_primary_all,
+            nested=SENSITIVITY_NESTED,
+            headline=_primary_first,
             keys=("analysis", "subgroup", "rule", "measure"),
         ),
         "attrition": TableSpec(
