@@ -22,7 +22,14 @@ from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
 from pipelines.stats import accuracy, coarsen, model, roc, smooth_calibration, survival
-from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
+from pipelines.stats.disclosure import (
+    LOG_COLUMNS,
+    align_shared,
+    disclose,
+    hide,
+    row_labels,
+    shared_cells,
+)
 from pipelines.stats.release_tables import NOT_RELEASED, release_specs
 from pipelines.warehouse import table_exists
 
@@ -583,26 +590,39 @@ def write_labels(
 def release_tables(
     frames: dict[str, pd.DataFrame], settings: StudySettings
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Every table through the one disclosure layer, then the rules that link tables."""
+    """Every table through the one disclosure layer, then the rules that link tables.
+
+    Counts shared across tables are declared in the specs (`TableSpec.shared`): a count one
+    table hides is hidden in every table sharing it, by disclosing that table again with the
+    count forced hidden (so its complements there are hidden too), until nothing changes;
+    values that are not counts (curves, smoothed points) follow (`align_shared`)."""
     specs = release_specs(settings.cumulative_incidence_days)
-    released, logs = {}, []
-    for name, frame in frames.items():
-        frame = frame.drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
-        out = disclose(frame, specs[name], settings.min_cell, settings.rounding_base, name)
-        released[name] = out.frame
-        logs.append(out.log)
-    if {"flag_accuracy", "roc_points"} <= set(released):
-        align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
-    if {"flag_accuracy", "sensitivity_analyses"} <= set(released):
-        align_primary_analysis(released, specs)
-    if {"model_performance", "decision_curve"} <= set(released):
-        align_model_counts(released["model_performance"], released["decision_curve"], specs)
-    if {"model_performance", "calibration_smoothed"} <= set(released):
-        align_smoothed_calibration(released["model_performance"], released["calibration_smoothed"])
+    released, logs = {}, {}
+    force: dict[str, set] = {}
+    pending = set(frames)
+    while pending:
+        for name in sorted(pending):
+            frame = frames[name].drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
+            out = disclose(
+                frame,
+                specs[name],
+                settings.min_cell,
+                settings.rounding_base,
+                name,
+                force=force.get(name, ()),
+            )
+            released[name], logs[name] = out.frame, out.log
+        if {"flag_accuracy", "roc_points"} <= set(released):
+            align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
+        extra = shared_cells(released, specs)
+        pending = {n for n, cells in extra.items() if not cells <= force.get(n, set())}
+        for name in pending:
+            force[name] = force.get(name, set()) | extra[name]
+    align_shared(released, specs)
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
     align_clinical_tables(released, specs)
-    log = final_log(released, logs, specs)
+    log = final_log(released, list(logs.values()), specs)
     return released, pd.concat([log, disclosure_summary(released, settings)], ignore_index=True)
 
 
@@ -611,11 +631,7 @@ HIDDEN = ("suppressed_small", "suppressed_complement")
 
 def _hide(frame: pd.DataFrame, rows, columns: Iterable[str], status: str) -> None:
     """Set values NULL with a status (in place), unless already hidden or not estimable."""
-    for col in columns:
-        shown = ~frame.loc[rows, f"{col}_status"].isin([*HIDDEN, "not_estimable"])
-        target = shown[shown].index
-        frame.loc[target, col] = pd.NA
-        frame.loc[target, f"{col}_status"] = status
+    hide(frame, rows, columns, status)
 
 
 # Rules of flag_accuracy that are rows of roc_points too: the same episodes, the same counts.
@@ -646,80 +662,6 @@ def align_shared_counts(flags: pd.DataFrame, roc: pd.DataFrame, specs: dict) -> 
                 drop.extend(r)
     roc.drop(index=drop, inplace=True)
     roc.reset_index(drop=True, inplace=True)
-
-
-def align_primary_analysis(released: dict[str, pd.DataFrame], specs: dict) -> None:
-    """Primary rows of sensitivity_analyses show exactly what flag_accuracy and the AUROC
-    tables show (in place).
-
-    The same counts suppressed by two tables could get different complements; a count hidden
-    in either is hidden in both (with what is built on it)."""
-    flags, sens = released["flag_accuracy"], released["sensitivity_analyses"]
-    derived = list(specs["sensitivity_analyses"].derived)
-    for row in flags.itertuples(index=False):
-        s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row.subgroup)
-                       & (sens["rule"] == row.rule)]  # fmt: skip
-        if not len(s):
-            continue
-        hidden_flags = [c for c in CELL_COLUMNS if getattr(row, f"{c}_status") in HIDDEN]
-        hidden_sens = [c for c in CELL_COLUMNS if sens.loc[s, f"{c}_status"].isin(HIDDEN).any()]
-        if hidden_flags or hidden_sens:
-            f = flags.index[(flags["subgroup"] == row.subgroup) & (flags["rule"] == row.rule)]
-            _hide(
-                flags, f, [*CELL_COLUMNS, *specs["flag_accuracy"].derived], "suppressed_complement"
-            )
-            _hide(
-                sens,
-                s,
-                [*CELL_COLUMNS, "n_episodes", "n_events", *derived],
-                "suppressed_complement",
-            )
-    for table, rule in (("score_performance", SCORE), ("model_performance", "model")):
-        if table in released:
-            _align_auroc_rows(released[table], sens, rule, specs[table], derived)
-
-
-def _align_auroc_rows(
-    performance: pd.DataFrame, sens: pd.DataFrame, rule: str, spec, derived: list[str]
-) -> None:
-    """The primary AUROC rows repeat n / n_events of an AUROC table: a count hidden in one
-    is hidden in the other, with the values built on it."""
-    pairs = {"n": "n_episodes", "n_events": "n_events"}
-    for i, row in performance.iterrows():
-        s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row["subgroup"])
-                       & (sens["rule"] == rule)]  # fmt: skip
-        if not len(s):
-            continue
-        for mine, theirs in pairs.items():
-            here = row[f"{mine}_status"] in HIDDEN
-            there = sens.loc[s, f"{theirs}_status"].isin(HIDDEN).any()
-            if here or there:
-                _hide(performance, [i], [mine, *spec.derived], "suppressed_complement")
-                _hide(sens, s, [theirs, *derived], "suppressed_complement")
-
-
-def align_model_counts(performance: pd.DataFrame, curve: pd.DataFrame, specs: dict) -> None:
-    """decision_curve repeats model_performance's n / n_events per subgroup (and treat-all's
-    net benefit gives the prevalence): a subgroup hidden in one is hidden in both (in place)."""
-    for sub in performance["subgroup"]:
-        p = performance.index[performance["subgroup"] == sub]
-        c = curve.index[curve["subgroup"] == sub]
-        counts = ["n_status", "n_events_status"]
-        hidden = performance.loc[p, counts].isin(HIDDEN).any(axis=None) or curve.loc[
-            c, counts
-        ].isin(HIDDEN).any(axis=None)
-        if hidden and len(c):
-            spec_p, spec_c = specs["model_performance"], specs["decision_curve"]
-            _hide(performance, p, [*spec_p.counts, *spec_p.derived], "suppressed_complement")
-            _hide(curve, c, [*spec_c.counts, *spec_c.derived], "suppressed_complement")
-
-
-def align_smoothed_calibration(performance: pd.DataFrame, points: pd.DataFrame) -> None:
-    """A subgroup whose model counts are hidden releases no smoothed calibration point (in
-    place): a window as wide as the subgroup would show its event rate."""
-    hidden = performance[performance[["n_status", "n_events_status"]].isin(HIDDEN).any(axis=1)]
-    rows = points.index[points["subgroup"].isin(hidden["subgroup"])]
-    _hide(points, rows, ["observed_smoothed", "mean_predicted"], "suppressed_complement")
 
 
 def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:
@@ -756,53 +698,17 @@ def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySet
 
 # ---- clinical tables (issue 14) -----------------------------------------------------------
 
-# Counts of the same diagnosed episodes (or their deaths / SREs) shown by several clinical
-# tables: (table, column, {key column: value}) per count; hidden in one, hidden in all.
-SHARED_CLINICAL_COUNTS = (
-    (
-        ("prognosis_summary", "n", {}),
-        ("presentation_by_interval", "n", {"interval_third": "all"}),
-        ("care_after_diagnosis_summary", "n_diagnosed", {}),
-        (
-            "table_one",
-            "n_group",
-            {"population": "cohort", "comparison": "reference_standard", "group": "positive"},
-        ),
-    ),
-    (
-        ("prognosis_summary", "n_events", {"measure": "sre_odds_ratio_per_30_days"}),
-        ("presentation_by_interval", "n_sre", {"interval_third": "all"}),
-    ),
-)
-
-
-def _rows(frame: pd.DataFrame, where: dict) -> pd.Index:
-    keep = np.ones(len(frame), dtype=bool)
-    for column, value in where.items():
-        keep &= (frame[column].astype(str) == value).to_numpy()
-    return frame.index[keep]
-
 
 def align_clinical_tables(released: dict[str, pd.DataFrame], specs: dict) -> None:
-    """The rules that link the clinical tables (in place); hiding more never reveals.
+    """The rules that link the clinical tables beyond shared counts (in place; the counts
+    they share with each other and with the older tables are declared in the specs and
+    aligned by `disclosure.align_shared`); hiding more never reveals.
 
-    1. a count the clinical tables share (SHARED_CLINICAL_COUNTS) hidden in one is hidden in
-       all, with the values built on it;
-    2. Table 1's SMD compares two groups: hidden on every row of a variable where a count
+    1. Table 1's SMD compares two groups: hidden on every row of a variable where a count
        (or the median) of that variable is hidden;
-    3. the survival curve is released only when the deaths and episodes it rests on are shown
+    2. the survival curve is released only when the deaths and episodes it rests on are shown
        (a group whose counts are hidden releases no curve); median and 1-year survival are
        read from the coarsened curve, so they add nothing to it."""
-    for shared in SHARED_CLINICAL_COUNTS:
-        present = [(t, c, w) for t, c, w in shared if t in released]
-        hidden = any(
-            released[t].loc[_rows(released[t], w), f"{c}_status"].isin(HIDDEN).any()
-            for t, c, w in present
-        )
-        for table, column, where in present if hidden else ():
-            derived = [d for d, sources in specs[table].derived.items() if column in sources]
-            rows = _rows(released[table], where)
-            _hide(released[table], rows, [column, *derived], "suppressed_complement")
     if "table_one" in released:
         hide_smds_of_hidden_counts(released["table_one"])
     if "survival_after_diagnosis" in released:

@@ -700,7 +700,7 @@ def test_release_log_lists_every_hidden_or_rounded_value_and_a_summary():
 def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
     """sensitivity_analyses repeats n / n_events of score_performance: a count hidden in one
     (here: forced, as a complement chosen by that table alone would be) is hidden in both."""
-    from pipelines.analysis import align_primary_analysis
+    from pipelines.stats.disclosure import align_shared
 
     score = pd.DataFrame({"subgroup": ["all", "female"], "score": "red_flag_count", "n": [500, 300],
                           "n_events": [60, 40], "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8})  # fmt: skip
@@ -719,7 +719,7 @@ def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
     performance = released["score_performance"]
     performance.loc[1, ["n_events", "auroc"]] = pd.NA
     performance.loc[1, ["n_events_status", "auroc_status"]] = "suppressed_complement"
-    align_primary_analysis(released, SPECS)
+    align_shared(released, SPECS)
     out = released["sensitivity_analyses"]
     assert pd.isna(out.loc[1, "n_events"]) and pd.isna(out.loc[1, "estimate"])
     assert out.loc[1, "n_events_status"] == "suppressed_complement"
@@ -727,7 +727,7 @@ def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
 
 
 def test_decision_curve_hides_a_subgroup_model_performance_hides():
-    from pipelines.analysis import align_model_counts
+    from pipelines.stats.disclosure import align_shared
 
     perf = pd.DataFrame({"subgroup": ["all", "female"], "n": [500, 300], "n_events": [60, 40],
                          "cv_folds": 5, "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8,
@@ -738,7 +738,7 @@ def test_decision_curve_hides_a_subgroup_model_performance_hides():
     perf = disclose(perf, SPECS["model_performance"], MIN_CELL).frame
     dc = disclose(dc, SPECS["decision_curve"], MIN_CELL).frame
     perf.loc[1, "n_events"], perf.loc[1, "n_events_status"] = pd.NA, "suppressed_complement"
-    align_model_counts(perf, dc, SPECS)
+    align_shared({"model_performance": perf, "decision_curve": dc}, SPECS)
     assert dc.loc[1, ["n_events", "tp", "net_benefit_treat_all"]].isna().all()
     assert dc.loc[1, "net_benefit_treat_all_status"] == "suppressed_complement"
     assert dc.loc[0, "n_events"] == 60 and pd.isna(perf.loc[1, "auroc"])

@@ -742,3 +742,48 @@ def test_a_group_with_hidden_deaths_releases_no_survival_curve():
     summary = released["prognosis_summary"].set_index("measure")
     assert pd.isna(summary.loc["hazard_ratio_per_30_days_age_adjusted", "estimate"])
     assert pd.isna(summary.loc["median_survival_days", "n_events"])
+
+
+# ---- counts shared across tables (declared in the specs, one routine) ----------------------
+
+
+def cohort_table_one() -> pd.DataFrame:
+    """The cohort's overall Table 1 block (sex, age band), 1370 episodes, none missing."""
+    levels = {"sex": {"F": 805, "M": 565}, "age_band": {"18-49": 941, "50+": 429}}
+    rows = [{"population": "cohort", "comparison": "overall", "group": "all", "variable": v,
+             "level": level, "n_group": 1370, "n_missing": 0, "count": n, "percent": n / 13.7,
+             "median": np.nan, "q1": np.nan, "q3": np.nan, "smd": np.nan}
+            for v, counts in levels.items() for level, n in counts.items()]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_count_hidden_elsewhere_is_hidden_in_table_one_with_its_complements():
+    """time_to_diagnosis hides the cohort's episodes (here forced): Table 1 repeats them as
+    n_group, which its levels add up to; the declared link hides n_group there and one more
+    cell per variable, so the linear attack on Table 1 cannot work n_group out."""
+    from pipelines.stats.disclosure import shared_cells
+
+    specs = release_specs(SETTINGS.cumulative_incidence_days)
+    ttd = pd.DataFrame({"stratum_variable": ["overall"], "stratum": ["all"],
+                        "n_episodes": pd.array([pd.NA], dtype="Int64"),
+                        "n_episodes_status": ["suppressed_complement"]})  # fmt: skip
+    t1 = disclose(cohort_table_one(), specs["table_one"], MIN_CELL).frame
+    assert t1["n_group"].notna().all()  # on its own, Table 1 shows everything
+    cells = shared_cells({"time_to_diagnosis": ttd, "table_one": t1}, specs)
+    assert {c for _, c in cells["table_one"]} == {"n_group"}
+    t1 = disclose(cohort_table_one(), specs["table_one"], MIN_CELL, force=cells["table_one"]).frame
+    assert t1["n_group"].isna().all()
+    assert set(t1["n_group_status"]) == {"suppressed_complement"}
+    assert table_one_solutions(t1) == {}  # nothing hidden comes back
+
+
+def test_declared_links_cover_the_tables_that_share_counts():
+    """The linked pairs are data in the specs: Table 1 with time_to_diagnosis and the AUROC
+    tables, the primary sensitivity rows with flag_accuracy, the model's tables together."""
+    specs = release_specs(SETTINGS.cumulative_incidence_days)
+    keys = {name: {s.key for s in spec.shared} for name, spec in specs.items()}
+    assert keys["table_one"] & keys["time_to_diagnosis"]
+    assert keys["table_one"] & keys["score_performance"]
+    assert keys["flag_accuracy"] & keys["sensitivity_analyses"]
+    assert keys["model_performance"] & keys["decision_curve"] & keys["calibration_smoothed"]
+    assert keys["prognosis_summary"] & keys["care_after_diagnosis_summary"]

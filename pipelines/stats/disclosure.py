@@ -86,6 +86,26 @@ class Nested:
 
 
 @dataclass(frozen=True)
+class Shared:
+    """Counts this table shares with other released tables (the same episodes counted twice).
+
+    Every table declaring the same `key` shows the same count: where one hides it, all hide
+    it, with the values built on it (`derived`) and `also_hide`. `where` picks the rows
+    ({column: value or values}); `by` names the columns whose values match rows across tables
+    (e.g. subgroup), or `value` gives the match key of every picked row (e.g. Table 1's
+    group `yes` is subgroup `breast_cancer_history`). An endpoint without `columns` only
+    depends on the count (a curve built on it): hidden with it, never hiding it elsewhere.
+    `release_tables` applies every declaration with one routine, `align_shared`."""
+
+    key: str
+    columns: tuple[str, ...] = ()
+    where: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    by: tuple[str, ...] = ()
+    value: tuple[str, ...] | None = None
+    also_hide: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TableSpec:
     counts: tuple[str, ...]
     derived: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -109,6 +129,8 @@ class TableSpec:
     internal: tuple[str, ...] = ()
     # Rows that count nested populations (data, not per-table code): see `Nested`.
     nested: tuple[Nested, ...] = ()
+    # Counts shared with other released tables (cross-table alignment): see `Shared`.
+    shared: tuple[Shared, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -432,14 +454,18 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
 
 
 def suppressed_cells(
-    frame: pd.DataFrame, spec: TableSpec, min_cell: int
+    frame: pd.DataFrame, spec: TableSpec, min_cell: int, force: Iterable[Cell] = ()
 ) -> tuple[set[Cell], set[Cell]]:
-    """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression."""
+    """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression.
+
+    `force`: cells hidden because another table hides the same count; protected like a
+    small count (complements chosen so they cannot be worked out) but not small."""
     linkage = spec.linkage(frame)
     if spec.nested:
         linkage += nested_linkage(frame, spec.nested, linkage)
     values = _cell_values(frame, spec, linkage)
     sensitive = {c for c, v in values.items() if is_small(v, min_cell)}
+    sensitive |= {linkage.aliases.get(c, c) for c in force} & set(values)
     virtual = set(linkage.virtual)
     state = _State(
         values=values,
@@ -535,6 +561,7 @@ LOG_COLUMNS = ["table_name", "row_number", "row_key", "column_name", "status", "
 RULES = {
     "suppressed_small": "primary: a count in 1..min_cell-1, or a value built on one",
     "suppressed_complement": "complementary: hidden so no suppressed count can be worked out",
+    "shared": "cross-table: a linked table hides the same count (and its complements here)",
     "curve_cut": "curve: fewer than min_cell at risk",
     "rounded": "rounding: count rounded to base {base} (never shown as 1..min_cell-1)",
     "at_risk": "curve: number at risk rounded to base {base}",
@@ -542,7 +569,12 @@ RULES = {
 
 
 def disclose(
-    frame: pd.DataFrame, spec: TableSpec, min_cell: int, rounding: int = 0, name: str = ""
+    frame: pd.DataFrame,
+    spec: TableSpec,
+    min_cell: int,
+    rounding: int = 0,
+    name: str = "",
+    force: Iterable[Cell] = (),
 ) -> Disclosed:
     """The releasable copy of an aggregate table, with a status per value and a log.
 
@@ -556,7 +588,9 @@ def disclose(
         coarsened = spec.coarsen(frame.reset_index(drop=True), min_cell)
         frame, notes = coarsened.frame, coarsened.notes
     frame = frame.reset_index(drop=True)
-    suppressed, sensitive = suppressed_cells(frame, spec, min_cell)
+    force = set(force)
+    suppressed, sensitive = suppressed_cells(frame, spec, min_cell, force)
+    sensitive -= _expand(force, spec.linkage(frame).aliases) if force else set()
     n = len(frame)
 
     def mask(columns: Iterable[str], cells: set[Cell]) -> np.ndarray:
@@ -584,6 +618,7 @@ def disclose(
         mark(
             col, mask({col}, sensitive & suppressed), "suppressed_small", RULES["suppressed_small"]
         )
+        mark(col, mask({col}, force), "suppressed_complement", RULES["shared"])
         mark(col, mask({col}, suppressed), "suppressed_complement", RULES["suppressed_complement"])
     for col, sources in spec.derived.items():
         mark(col, mask(set(sources), sensitive), "suppressed_small", RULES["suppressed_small"])
@@ -667,3 +702,101 @@ def suppress(frame: pd.DataFrame, spec: TableSpec, min_cell: int) -> pd.DataFram
     """The releasable values of an aggregate table (no rounding, status columns dropped)."""
     released = disclose(frame, spec, min_cell).frame
     return released.drop(columns=[c for c in released.columns if c.endswith("_status")])
+
+
+# ---- cross-table alignment ---------------------------------------------------------------
+
+HIDDEN = ("suppressed_small", "suppressed_complement")
+
+
+def hide(frame: pd.DataFrame, rows, columns: Iterable[str], status: str) -> bool:
+    """Set values NULL with a status (in place), unless already hidden or not estimable.
+    True when anything changed."""
+    changed = False
+    for col in columns:
+        if f"{col}_status" not in frame.columns:
+            continue
+        shown = ~frame.loc[rows, f"{col}_status"].isin([*HIDDEN, "not_estimable"])
+        target = shown[shown].index
+        if len(target):
+            frame.loc[target, col] = pd.NA
+            frame.loc[target, f"{col}_status"] = status
+            changed = True
+    return changed
+
+
+def _endpoint_rows(frame: pd.DataFrame, share: Shared) -> dict[tuple, pd.Index]:
+    """The rows a declaration picks, by match key."""
+    keep = np.ones(len(frame), dtype=bool)
+    for column, wanted in share.where.items():
+        values = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+        keep &= frame[column].astype(str).isin(values).to_numpy()
+    picked = frame[keep]
+    if picked.empty:
+        return {}
+    if share.value is not None or not share.by:
+        return {tuple(share.value or ()): picked.index}
+    keys = _row_keys(picked.astype({c: str for c in share.by}), list(share.by))
+    rows: dict[tuple, list] = {}
+    for key, index in zip(keys, picked.index, strict=True):
+        rows.setdefault(key, []).append(index)
+    return {k: pd.Index(v) for k, v in rows.items()}
+
+
+def _hidden_matches(released: Mapping[str, pd.DataFrame], members: list) -> set[tuple]:
+    hidden: set[tuple] = set()
+    for name, share, rows in members:
+        frame = released[name]
+        status = [f"{c}_status" for c in share.columns if f"{c}_status" in frame.columns]
+        for match, index in rows.items():
+            if status and frame.loc[index, status].isin(HIDDEN).any(axis=None):
+                hidden.add(match)
+    return hidden
+
+
+def _members(released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]) -> dict:
+    members: dict[str, list] = {}
+    for name in released:
+        for share in specs[name].shared:
+            rows = _endpoint_rows(released[name], share)
+            members.setdefault(share.key, []).append((name, share, rows))
+    return members
+
+
+def shared_cells(
+    released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]
+) -> dict[str, set[Cell]]:
+    """Per table, the count cells to hide because a linked table hides the same count: for
+    `disclose(force=...)`, which also hides their complements within the table."""
+    cells: dict[str, set[Cell]] = {}
+    for members in _members(released, specs).values():
+        hidden = _hidden_matches(released, members)
+        for name, share, rows in members:
+            counts = [c for c in (*share.columns, *share.also_hide) if c in specs[name].counts]
+            frame = released[name]
+            for match in hidden & set(rows):
+                positions = np.flatnonzero(frame.index.isin(rows[match]))
+                cells.setdefault(name, set()).update((int(i), c) for i in positions for c in counts)
+    return cells
+
+
+def align_shared(released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]) -> None:
+    """Hide a shared count everywhere it is hidden anywhere (in place), until nothing changes.
+
+    Hiding more never reveals: each table stays safe on its own, and a count hidden in one
+    table and shown in another would undo the first table's suppression."""
+    changed = True
+    while changed:
+        changed = False
+        for members in _members(released, specs).values():
+            hidden = _hidden_matches(released, members)
+            for name, share, rows in members:
+                built_on = [
+                    d
+                    for d, sources in specs[name].derived.items()
+                    if set(sources) & set(share.columns)
+                ]
+                columns = list(dict.fromkeys([*share.columns, *share.also_hide, *built_on]))
+                for match in hidden & set(rows):
+                    if hide(released[name], rows[match], columns, "suppressed_complement"):
+                        changed = True

@@ -9,6 +9,8 @@ from the primary analysis. Row-level tables have no spec and never reach `releas
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,7 @@ from pipelines.stats.disclosure import (
     Group,
     Linkage,
     Nested,
+    Shared,
     TableSpec,
     identical_rows,
     partition,
@@ -378,7 +381,99 @@ def _with_bounds(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, TableSpec]:
-    """Disclosure spec per releasable table name."""
+    """Disclosure spec per releasable table name, with the counts each shares (SHARED)."""
+    specs = _own_specs(cumulative_incidence_days)
+    return {
+        name: dataclasses.replace(spec, shared=SHARED.get(name, ())) for name, spec in specs.items()
+    }
+
+
+# ---- counts shared across tables (cross-table alignment, disclosure.align_shared) -----------
+
+SUBGROUP = ("subgroup",)
+PRIMARY = {"analysis": "primary"}
+AUROC_RULES = ("red_flag_count", "model")
+DIAGNOSED, SRE = "cohort_diagnosed", "sre_at_diagnosis"
+LANDMARK_N, LANDMARK_EVENTS = "landmark_episodes", "landmark_events"
+COHORT_N, COHORT_N_HISTORY = "cohort_episodes", "cohort_episodes_by_history"
+MODEL_CURVE = ("n", "n_events", "tp", "fp", "net_benefit_model", "net_benefit_treat_all")
+CALIBRATION_BINS = ("n", "n_events", "mean_predicted", "observed_rate")
+SMOOTHED = ("mean_predicted", "observed_smoothed")
+T1_COHORT, T1_LANDMARK = {"population": "cohort"}, {"population": "landmark"}
+
+
+def _t1(population: dict, comparison: str, group: str | None = None) -> dict:
+    where = {**population, "comparison": comparison}
+    return where if group is None else {**where, "group": group}
+
+
+# Per table, the counts it shares with others: the same key is the same episodes' count.
+# - cohort episodes (overall and by breast cancer history): time_to_diagnosis, Table 1;
+# - diagnosed episodes in the cohort: time_to_diagnosis, Table 1, care, presentation,
+#   prognosis; skeletal-related events at diagnosis: presentation, prognosis;
+# - the landmark population and its events per subgroup: score, model, decision curve,
+#   the primary AUROC rows of sensitivity_analyses, Table 1's landmark rows; calibration
+#   (bins add up to them; smoothed points rest on them) depends on them;
+# - each primary 2x2: flag_accuracy and the primary rows of sensitivity_analyses.
+SHARED: dict[str, tuple[Shared, ...]] = {
+    "time_to_diagnosis": (
+        Shared(COHORT_N, ("n_episodes",), {"stratum_variable": "overall"}),
+        Shared(COHORT_N_HISTORY, ("n_episodes",), {"stratum_variable": "breast_cancer_history"},
+               by=("stratum",)),
+        Shared(DIAGNOSED, ("n_diagnosed",), {"stratum_variable": "overall"}),
+    ),
+    "table_one": (
+        Shared(COHORT_N, ("n_group",), _t1(T1_COHORT, "overall")),
+        Shared(COHORT_N_HISTORY, ("n_group",), _t1(T1_COHORT, "breast_cancer_history"),
+               by=("group",)),
+        Shared(DIAGNOSED, ("n_group",), _t1(T1_COHORT, "reference_standard", "positive")),
+        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "overall"), value=("all",)),
+        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "breast_cancer_history", "yes"),
+               value=("breast_cancer_history",)),
+        Shared(LANDMARK_EVENTS, ("n_group",), _t1(T1_LANDMARK, "reference_standard", "positive"),
+               value=("all",)),
+    ),
+    "care_after_diagnosis_summary": (Shared(DIAGNOSED, ("n_diagnosed",)),),
+    "presentation_by_interval": (
+        Shared(DIAGNOSED, ("n",), {"interval_third": "all"}),
+        Shared(SRE, ("n_sre",), {"interval_third": "all"}),
+    ),
+    "prognosis_summary": (
+        Shared(DIAGNOSED, ("n",)),
+        Shared(SRE, ("n_events",), {"measure": "sre_odds_ratio_per_30_days"}),
+    ),
+    "score_performance": (
+        Shared(LANDMARK_N, ("n",), by=SUBGROUP),
+        Shared(LANDMARK_EVENTS, ("n_events",), by=SUBGROUP),
+    ),
+    "model_performance": (
+        Shared(LANDMARK_N, ("n",), by=SUBGROUP),
+        Shared(LANDMARK_EVENTS, ("n_events",), by=SUBGROUP),
+    ),
+    "decision_curve": (  # treat-all's step shows n_events as tp: the whole curve goes
+        Shared(LANDMARK_N, ("n",), by=SUBGROUP, also_hide=MODEL_CURVE),
+        Shared(LANDMARK_EVENTS, ("n_events",), by=SUBGROUP, also_hide=MODEL_CURVE),
+    ),
+    "calibration": (
+        Shared(LANDMARK_N, by=SUBGROUP, also_hide=CALIBRATION_BINS),
+        Shared(LANDMARK_EVENTS, by=SUBGROUP, also_hide=CALIBRATION_BINS),
+    ),
+    "calibration_smoothed": (
+        Shared(LANDMARK_N, by=SUBGROUP, also_hide=SMOOTHED),
+        Shared(LANDMARK_EVENTS, by=SUBGROUP, also_hide=SMOOTHED),
+    ),
+    "flag_accuracy": (Shared("primary_2x2", CELLS, by=("subgroup", "rule")),),
+    "sensitivity_analyses": (
+        Shared("primary_2x2", CELLS, PRIMARY, by=("subgroup", "rule"),
+               also_hide=("n_episodes", "n_events")),
+        Shared(LANDMARK_N, ("n_episodes",), {**PRIMARY, "rule": AUROC_RULES}, by=SUBGROUP),
+        Shared(LANDMARK_EVENTS, ("n_events",), {**PRIMARY, "rule": AUROC_RULES}, by=SUBGROUP),
+    ),
+}  # fmt: skip
+
+
+def _own_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, TableSpec]:
+    """Each table's own disclosure spec."""
     days = cumulative_incidence_days
     cell_sources = CELLS
     auroc = _with_bounds(("auroc",))
