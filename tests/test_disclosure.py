@@ -742,3 +742,26 @@ def test_decision_curve_hides_a_subgroup_model_performance_hides():
     assert dc.loc[1, ["n_events", "tp", "net_benefit_treat_all"]].isna().all()
     assert dc.loc[1, "net_benefit_treat_all_status"] == "suppressed_complement"
     assert dc.loc[0, "n_events"] == 60 and pd.isna(perf.loc[1, "auroc"])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(accuracy_tables(), st.sampled_from([5, 10]))
+def test_rounded_release_shows_no_small_count_and_rates_on_exact_counts(data, base):
+    """Rounding (docs/statistics.md 7, decision): counts still shown are rounded, never to
+    1..min_cell-1, and rates and intervals stay computed on the exact counts (a rate is
+    `shown`, not recomputed from rounded cells), in every table of the release."""
+    from pipelines.analysis import release_tables
+    from pipelines.settings import StudySettings
+
+    frame, _ = data
+    frame = frame.assign(sensitivity=frame["tp"] / (frame["tp"] + frame["fn"]).replace(0, np.nan))
+    settings = StudySettings(rounding=str(base))
+    released, log = release_tables({"flag_accuracy": frame}, settings)
+    out = released["flag_accuracy"]
+    assert_no_small_counts(out, CELLS)
+    shown = out["tp_status"] == "rounded"
+    assert (out.loc[shown, "tp"] % base == 0).all()
+    exact = frame["sensitivity"].to_numpy(dtype=float)
+    kept = out["sensitivity_status"] == "shown"
+    assert np.allclose(out.loc[kept, "sensitivity"].astype(float), exact[kept.to_numpy()])
+    assert (log["status"] == "rounded").any() or not shown.any()
