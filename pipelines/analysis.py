@@ -20,8 +20,15 @@ import pandas as pd
 from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
-from pipelines.stats import accuracy, coarsen, model, roc, survival
-from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
+from pipelines.stats import accuracy, coarsen, model, roc, smooth_calibration, survival
+from pipelines.stats.disclosure import (
+    LOG_COLUMNS,
+    align_shared,
+    disclose,
+    hide,
+    row_labels,
+    shared_cells,
+)
 from pipelines.stats.release_tables import NOT_RELEASED, release_specs
 from pipelines.warehouse import plain_name as _schema
 from pipelines.warehouse import table_exists, write_table
@@ -40,6 +47,7 @@ ANALYSIS_TABLES = (
     "score_performance",
     "model_performance",
     "calibration",
+    "calibration_smoothed",
     "decision_curve",
 )
 CLINICAL_TABLES = (  # pipelines/clinical.py (issue 14); specs in stats/release_tables.py
@@ -378,9 +386,9 @@ def fit_model(population: pd.DataFrame, settings: StudySettings) -> model.ModelR
 
 def model_tables(
     episodes: pd.DataFrame, settings: StudySettings
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """model_performance, calibration and decision_curve, per subgroup."""
-    performance, calibration, decision = [], [], []
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """model_performance, calibration, decision_curve and calibration_smoothed, per subgroup."""
+    performance, calibration, decision, smoothed = [], [], [], []
     for name in SUBGROUPS:
         population = landmark_population(subgroup(episodes, name))
         fit = fit_model(population, settings)
@@ -395,6 +403,10 @@ def model_tables(
         if fit.predictions is not None:
             table = model.calibration_table(y, fit.predictions, CALIBRATION_BINS)
             calibration.append(table.assign(subgroup=name))
+            points = smooth_calibration.smoothed_calibration(
+                y, fit.predictions, settings.min_cell, CALIBRATION_BINS
+            )
+            smoothed.append(points.assign(subgroup=name))
         curve = model.decision_curve(y, fit.predictions, settings.decision_thresholds)
         decision.append(curve.assign(subgroup=name))
     calibration_columns = ["subgroup", "bin", "n", "n_events", "mean_predicted", "observed_rate"]
@@ -406,16 +418,24 @@ def model_tables(
     decision_columns = ["subgroup", "threshold", "n", "n_events", "tp", "fp",
                         "net_benefit_model", "net_benefit_treat_all", "net_benefit_treat_none"]  # fmt: skip
     calibration_frame["subgroup"] = calibration_frame["subgroup"].astype(str)
+    smoothed_columns = ["subgroup", *smooth_calibration.COLUMNS]
+    smoothed_frame = (
+        pd.concat(smoothed, ignore_index=True)[smoothed_columns]
+        if smoothed
+        else pd.DataFrame({c: pd.Series(dtype=float) for c in smoothed_columns})
+    )
+    smoothed_frame["subgroup"] = smoothed_frame["subgroup"].astype(str)
     return (
         pd.DataFrame(performance),
         calibration_frame,
         pd.concat(decision, ignore_index=True)[decision_columns],
+        smoothed_frame,
     )
 
 
 def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str, pd.DataFrame]:
     """Every analysis table of docs/architecture.md, computed from episode-level data."""
-    performance, calibration, decision = model_tables(episodes, settings)
+    performance, calibration, decision, smoothed = model_tables(episodes, settings)
     return {
         "time_to_diagnosis": time_to_diagnosis_table(episodes, settings),
         "cumulative_incidence": cumulative_incidence_table(episodes, settings),
@@ -425,6 +445,7 @@ def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str
         "score_performance": score_performance_table(episodes, settings),
         "model_performance": performance,
         "calibration": calibration,
+        "calibration_smoothed": smoothed,
         "decision_curve": decision,
     }
 
@@ -481,7 +502,7 @@ def sensitivity_rows(
 ) -> pd.DataFrame:
     """Long-format accuracy and AUROC rows of one analysis, from the marts built in `schema`."""
     episodes = load_episodes(con, schema)
-    performance, _, _ = model_tables(episodes, settings)
+    performance, *_ = model_tables(episodes, settings)
     long = pd.concat(
         [
             _accuracy_long(flag_accuracy_table(episodes, settings)),
@@ -545,24 +566,39 @@ def write_labels(
 def release_tables(
     frames: dict[str, pd.DataFrame], settings: StudySettings
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Every table through the one disclosure layer, then the rules that link tables."""
+    """Every table through the one disclosure layer, then the rules that link tables.
+
+    Counts shared across tables are declared in the specs (`TableSpec.shared`): a count one
+    table hides is hidden in every table sharing it, by disclosing that table again with the
+    count forced hidden (so its complements there are hidden too), until nothing changes;
+    values that are not counts (curves, smoothed points) follow (`align_shared`)."""
     specs = release_specs(settings.cumulative_incidence_days)
-    released, logs = {}, []
-    for name, frame in frames.items():
-        frame = frame.drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
-        out = disclose(frame, specs[name], settings.min_cell, settings.rounding_base, name)
-        released[name] = out.frame
-        logs.append(out.log)
-    if {"flag_accuracy", "roc_points"} <= set(released):
-        align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
-    if {"flag_accuracy", "sensitivity_analyses"} <= set(released):
-        align_primary_analysis(released, specs)
-    if {"model_performance", "decision_curve"} <= set(released):
-        align_model_counts(released["model_performance"], released["decision_curve"], specs)
+    released, logs = {}, {}
+    force: dict[str, set] = {}
+    pending = set(frames)
+    while pending:
+        for name in sorted(pending):
+            frame = frames[name].drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
+            out = disclose(
+                frame,
+                specs[name],
+                settings.min_cell,
+                settings.rounding_base,
+                name,
+                force=force.get(name, ()),
+            )
+            released[name], logs[name] = out.frame, out.log
+        if {"flag_accuracy", "roc_points"} <= set(released):
+            align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
+        extra = shared_cells(released, specs)
+        pending = {n for n, cells in extra.items() if not cells <= force.get(n, set())}
+        for name in pending:
+            force[name] = force.get(name, set()) | extra[name]
+    align_shared(released, specs)
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
     align_clinical_tables(released, specs)
-    log = final_log(released, logs, specs)
+    log = final_log(released, list(logs.values()), specs)
     return released, pd.concat([log, disclosure_summary(released, settings)], ignore_index=True)
 
 
@@ -571,11 +607,7 @@ HIDDEN = ("suppressed_small", "suppressed_complement")
 
 def _hide(frame: pd.DataFrame, rows, columns: Iterable[str], status: str) -> None:
     """Set values NULL with a status (in place), unless already hidden or not estimable."""
-    for col in columns:
-        shown = ~frame.loc[rows, f"{col}_status"].isin([*HIDDEN, "not_estimable"])
-        target = shown[shown].index
-        frame.loc[target, col] = pd.NA
-        frame.loc[target, f"{col}_status"] = status
+    hide(frame, rows, columns, status)
 
 
 # Rules of flag_accuracy that are rows of roc_points too: the same episodes, the same counts.
@@ -606,72 +638,6 @@ def align_shared_counts(flags: pd.DataFrame, roc: pd.DataFrame, specs: dict) -> 
                 drop.extend(r)
     roc.drop(index=drop, inplace=True)
     roc.reset_index(drop=True, inplace=True)
-
-
-def align_primary_analysis(released: dict[str, pd.DataFrame], specs: dict) -> None:
-    """Primary rows of sensitivity_analyses show exactly what flag_accuracy and the AUROC
-    tables show (in place).
-
-    The same counts suppressed by two tables could get different complements; a count hidden
-    in either is hidden in both (with what is built on it)."""
-    flags, sens = released["flag_accuracy"], released["sensitivity_analyses"]
-    derived = list(specs["sensitivity_analyses"].derived)
-    for row in flags.itertuples(index=False):
-        s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row.subgroup)
-                       & (sens["rule"] == row.rule)]  # fmt: skip
-        if not len(s):
-            continue
-        hidden_flags = [c for c in CELL_COLUMNS if getattr(row, f"{c}_status") in HIDDEN]
-        hidden_sens = [c for c in CELL_COLUMNS if sens.loc[s, f"{c}_status"].isin(HIDDEN).any()]
-        if hidden_flags or hidden_sens:
-            f = flags.index[(flags["subgroup"] == row.subgroup) & (flags["rule"] == row.rule)]
-            _hide(
-                flags, f, [*CELL_COLUMNS, *specs["flag_accuracy"].derived], "suppressed_complement"
-            )
-            _hide(
-                sens,
-                s,
-                [*CELL_COLUMNS, "n_episodes", "n_events", *derived],
-                "suppressed_complement",
-            )
-    for table, rule in (("score_performance", SCORE), ("model_performance", "model")):
-        if table in released:
-            _align_auroc_rows(released[table], sens, rule, specs[table], derived)
-
-
-def _align_auroc_rows(
-    performance: pd.DataFrame, sens: pd.DataFrame, rule: str, spec, derived: list[str]
-) -> None:
-    """The primary AUROC rows repeat n / n_events of an AUROC table: a count hidden in one
-    is hidden in the other, with the values built on it."""
-    pairs = {"n": "n_episodes", "n_events": "n_events"}
-    for i, row in performance.iterrows():
-        s = sens.index[(sens["analysis"] == "primary") & (sens["subgroup"] == row["subgroup"])
-                       & (sens["rule"] == rule)]  # fmt: skip
-        if not len(s):
-            continue
-        for mine, theirs in pairs.items():
-            here = row[f"{mine}_status"] in HIDDEN
-            there = sens.loc[s, f"{theirs}_status"].isin(HIDDEN).any()
-            if here or there:
-                _hide(performance, [i], [mine, *spec.derived], "suppressed_complement")
-                _hide(sens, s, [theirs, *derived], "suppressed_complement")
-
-
-def align_model_counts(performance: pd.DataFrame, curve: pd.DataFrame, specs: dict) -> None:
-    """decision_curve repeats model_performance's n / n_events per subgroup (and treat-all's
-    net benefit gives the prevalence): a subgroup hidden in one is hidden in both (in place)."""
-    for sub in performance["subgroup"]:
-        p = performance.index[performance["subgroup"] == sub]
-        c = curve.index[curve["subgroup"] == sub]
-        counts = ["n_status", "n_events_status"]
-        hidden = performance.loc[p, counts].isin(HIDDEN).any(axis=None) or curve.loc[
-            c, counts
-        ].isin(HIDDEN).any(axis=None)
-        if hidden and len(c):
-            spec_p, spec_c = specs["model_performance"], specs["decision_curve"]
-            _hide(performance, p, [*spec_p.counts, *spec_p.derived], "suppressed_complement")
-            _hide(curve, c, [*spec_c.counts, *spec_c.derived], "suppressed_complement")
 
 
 def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:
@@ -708,53 +674,17 @@ def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySet
 
 # ---- clinical tables (issue 14) -----------------------------------------------------------
 
-# Counts of the same diagnosed episodes (or their deaths / SREs) shown by several clinical
-# tables: (table, column, {key column: value}) per count; hidden in one, hidden in all.
-SHARED_CLINICAL_COUNTS = (
-    (
-        ("prognosis_summary", "n", {}),
-        ("presentation_by_interval", "n", {"interval_third": "all"}),
-        ("care_after_diagnosis_summary", "n_diagnosed", {}),
-        (
-            "table_one",
-            "n_group",
-            {"population": "cohort", "comparison": "reference_standard", "group": "positive"},
-        ),
-    ),
-    (
-        ("prognosis_summary", "n_events", {"measure": "sre_odds_ratio_per_30_days"}),
-        ("presentation_by_interval", "n_sre", {"interval_third": "all"}),
-    ),
-)
-
-
-def _rows(frame: pd.DataFrame, where: dict) -> pd.Index:
-    keep = np.ones(len(frame), dtype=bool)
-    for column, value in where.items():
-        keep &= (frame[column].astype(str) == value).to_numpy()
-    return frame.index[keep]
-
 
 def align_clinical_tables(released: dict[str, pd.DataFrame], specs: dict) -> None:
-    """The rules that link the clinical tables (in place); hiding more never reveals.
+    """The rules that link the clinical tables beyond shared counts (in place; the counts
+    they share with each other and with the older tables are declared in the specs and
+    aligned by `disclosure.align_shared`); hiding more never reveals.
 
-    1. a count the clinical tables share (SHARED_CLINICAL_COUNTS) hidden in one is hidden in
-       all, with the values built on it;
-    2. Table 1's SMD compares two groups: hidden on every row of a variable where a count
+    1. Table 1's SMD compares two groups: hidden on every row of a variable where a count
        (or the median) of that variable is hidden;
-    3. the survival curve is released only when the deaths and episodes it rests on are shown
+    2. the survival curve is released only when the deaths and episodes it rests on are shown
        (a group whose counts are hidden releases no curve); median and 1-year survival are
        read from the coarsened curve, so they add nothing to it."""
-    for shared in SHARED_CLINICAL_COUNTS:
-        present = [(t, c, w) for t, c, w in shared if t in released]
-        hidden = any(
-            released[t].loc[_rows(released[t], w), f"{c}_status"].isin(HIDDEN).any()
-            for t, c, w in present
-        )
-        for table, column, where in present if hidden else ():
-            derived = [d for d, sources in specs[table].derived.items() if column in sources]
-            rows = _rows(released[table], where)
-            _hide(released[table], rows, [column, *derived], "suppressed_complement")
     if "table_one" in released:
         hide_smds_of_hidden_counts(released["table_one"])
     if "survival_after_diagnosis" in released:

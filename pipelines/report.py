@@ -732,35 +732,47 @@ def _roc_figure(data: Released, fmt: Fmt) -> Chart:
 def _calibration_figure(data: Released, fmt: Fmt) -> Chart:
     title = "Figure 5. Calibration of the logistic model on all flags (all episodes)"
     caption = (
-        "Cross-validated predicted risk against the observed proportion with metastasis, by "
-        "bin of predicted risk; marker area is proportional to the number of episodes. "
-        "Neighbouring deciles are pooled until each bin holds no events or at least "
-        f"{data.min_cell} events, and no or at least {data.min_cell} non-events (disclosure "
-        "control). The dashed line is perfect calibration."
+        "Cross-validated predicted risk against the observed proportion with metastasis. "
+        "Line: smoothed observed risk (tricube kernel on the logit of predicted risk) at each "
+        "decile's mean predicted risk, each point averaging over a window that weighs at least "
+        f"{data.min_cell} events and {data.min_cell} non-events. Markers: bins of predicted "
+        "risk (area proportional to the number of episodes), neighbouring deciles pooled until "
+        f"each bin holds no events or at least {data.min_cell} events, and no or at least "
+        f"{data.min_cell} non-events (disclosure control). The dashed line is perfect calibration."
     )
     cal = _subgroup(data.table("calibration"), "all")
+    smooth = _subgroup(data.table("calibration_smoothed"), "all")
     perf = _subgroup(data.table("model_performance"), "all")
     pts = cal.dropna(subset=["mean_predicted", "observed_rate"]) if len(cal) else cal
-    if not len(cal):
+    line = smooth.dropna(subset=["mean_predicted", "observed_smoothed"]) if len(smooth) else smooth
+    if not len(cal) and not len(smooth):
         return Chart(title, caption, notice=_model_notice(perf, "calibration plot"))
-    if len(pts) < MIN_CALIBRATION_BINS:
+    if len(pts) < MIN_CALIBRATION_BINS and len(line) < MIN_CALIBRATION_BINS:
         return Chart(
             title,
             caption,
             notice=(
-                f"Only {len(pts)} of {len(cal)} bins of predicted risk are released (the others "
-                "rest on suppressed counts), too few to judge calibration; see Table 3."
+                f"Only {len(pts)} of {len(cal)} bins and {len(line)} of {len(smooth)} smoothed "
+                "points of predicted risk are released (the others rest on suppressed counts), "
+                "too few to judge calibration; see Table 3."
             ),
         )
     from matplotlib.ticker import PercentFormatter
 
     fig = _new_figure(6.4, 5.2)
     ax = fig.subplots()
-    top = max(float(pts["mean_predicted"].max()), float(pts["observed_rate"].max()), 0.01) * 1.1
+    values = [*pts["mean_predicted"], *pts["observed_rate"], *line["mean_predicted"],
+              *line["observed_smoothed"], 0.01]  # fmt: skip
+    top = max(float(v) for v in values) * 1.1
     ax.plot([0, top], [0, top], color="#888888", ls="--", lw=0.9, label="Perfect calibration")
-    sizes = 20 + 200 * pts["n"].fillna(0) / max(float(pts["n"].max() or 1), 1)
-    ax.scatter(pts["mean_predicted"], pts["observed_rate"], s=sizes, color=COLOURS[0],
-               alpha=0.8, label="Bins of predicted risk", zorder=3)  # fmt: skip
+    if len(line):
+        line = line.sort_values("mean_predicted")
+        ax.plot(line["mean_predicted"], line["observed_smoothed"], "-o", ms=4, lw=1.4,
+                color=COLOURS[1], label="Smoothed, at each decile", zorder=4)  # fmt: skip
+    if len(pts):
+        sizes = 20 + 200 * pts["n"].fillna(0) / max(float(pts["n"].max() or 1), 1)
+        ax.scatter(pts["mean_predicted"], pts["observed_rate"], s=sizes, color=COLOURS[0],
+                   alpha=0.6, label="Pooled bins of predicted risk", zorder=3)  # fmt: skip
     if len(perf):
         p = perf.iloc[0]
         text = (

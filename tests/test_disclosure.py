@@ -700,7 +700,7 @@ def test_release_log_lists_every_hidden_or_rounded_value_and_a_summary():
 def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
     """sensitivity_analyses repeats n / n_events of score_performance: a count hidden in one
     (here: forced, as a complement chosen by that table alone would be) is hidden in both."""
-    from pipelines.analysis import align_primary_analysis
+    from pipelines.stats.disclosure import align_shared
 
     score = pd.DataFrame({"subgroup": ["all", "female"], "score": "red_flag_count", "n": [500, 300],
                           "n_events": [60, 40], "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8})  # fmt: skip
@@ -719,7 +719,7 @@ def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
     performance = released["score_performance"]
     performance.loc[1, ["n_events", "auroc"]] = pd.NA
     performance.loc[1, ["n_events_status", "auroc_status"]] = "suppressed_complement"
-    align_primary_analysis(released, SPECS)
+    align_shared(released, SPECS)
     out = released["sensitivity_analyses"]
     assert pd.isna(out.loc[1, "n_events"]) and pd.isna(out.loc[1, "estimate"])
     assert out.loc[1, "n_events_status"] == "suppressed_complement"
@@ -727,7 +727,7 @@ def test_primary_auroc_rows_hide_what_the_auroc_table_hides():
 
 
 def test_decision_curve_hides_a_subgroup_model_performance_hides():
-    from pipelines.analysis import align_model_counts
+    from pipelines.stats.disclosure import align_shared
 
     perf = pd.DataFrame({"subgroup": ["all", "female"], "n": [500, 300], "n_events": [60, 40],
                          "cv_folds": 5, "auroc": 0.7, "auroc_lower": 0.6, "auroc_upper": 0.8,
@@ -738,7 +738,30 @@ def test_decision_curve_hides_a_subgroup_model_performance_hides():
     perf = disclose(perf, SPECS["model_performance"], MIN_CELL).frame
     dc = disclose(dc, SPECS["decision_curve"], MIN_CELL).frame
     perf.loc[1, "n_events"], perf.loc[1, "n_events_status"] = pd.NA, "suppressed_complement"
-    align_model_counts(perf, dc, SPECS)
+    align_shared({"model_performance": perf, "decision_curve": dc}, SPECS)
     assert dc.loc[1, ["n_events", "tp", "net_benefit_treat_all"]].isna().all()
     assert dc.loc[1, "net_benefit_treat_all_status"] == "suppressed_complement"
     assert dc.loc[0, "n_events"] == 60 and pd.isna(perf.loc[1, "auroc"])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(accuracy_tables(), st.sampled_from([5, 10]))
+def test_rounded_release_shows_no_small_count_and_rates_on_exact_counts(data, base):
+    """Rounding (docs/statistics.md 7, decision): counts still shown are rounded, never to
+    1..min_cell-1, and rates and intervals stay computed on the exact counts (a rate is
+    `shown`, not recomputed from rounded cells), in every table of the release."""
+    from pipelines.analysis import release_tables
+    from pipelines.settings import StudySettings
+
+    frame, _ = data
+    frame = frame.assign(sensitivity=frame["tp"] / (frame["tp"] + frame["fn"]).replace(0, np.nan))
+    settings = StudySettings(rounding=str(base))
+    released, log = release_tables({"flag_accuracy": frame}, settings)
+    out = released["flag_accuracy"]
+    assert_no_small_counts(out, CELLS)
+    shown = out["tp_status"] == "rounded"
+    assert (out.loc[shown, "tp"] % base == 0).all()
+    exact = frame["sensitivity"].to_numpy(dtype=float)
+    kept = out["sensitivity_status"] == "shown"
+    assert np.allclose(out.loc[kept, "sensitivity"].astype(float), exact[kept.to_numpy()])
+    assert (log["status"] == "rounded").any() or not shown.any()

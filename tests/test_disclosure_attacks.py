@@ -33,7 +33,7 @@ from pipelines import analysis
 from pipelines.export import DISCLOSURE_LOG, export_release
 from pipelines.settings import StudySettings
 from pipelines.stats import coarsen
-from pipelines.stats.disclosure import is_small
+from pipelines.stats.disclosure import disclose, is_small
 from pipelines.stats.release_tables import release_specs
 
 SETTINGS = StudySettings(sensitivity_analyses=("washout_180",))
@@ -296,7 +296,45 @@ def all_attacks(released: dict) -> dict[str, list]:
         ),
         "time_to_diagnosis relations": time_to_diagnosis_solutions(r["time_to_diagnosis"]),
         "sensitivity vs primary": _primary_rows_fill(r),
+        "sensitivity minus primary": analysis_differences(r["sensitivity_analyses"]),
     }
+
+
+# What the protocol tells an adversary about the sensitivity analyses (PROTOCOL 6.4): which
+# of them count a superset of the primary episodes (washout 180 < 365 days; the same
+# episodes with a 28-day persistence flag), and for which counts the difference is a number
+# of episodes (landmark 0: the population, not the 2x2, whose flags are read at day 0).
+NESTED_ANALYSES = {
+    "washout_180": ("n_episodes", "n_events", "n_non_events", *CELLS),
+    "persistence_28": ("n_episodes", "n_events", "n_non_events", *CELLS),
+    "landmark_0": ("n_episodes", "n_events", "n_non_events"),
+}
+
+
+def analysis_differences(sens: pd.DataFrame) -> list[tuple]:
+    """Sensitivity rows minus primary rows (and the same for `all` minus a subgroup, i.e. the
+    episodes outside the subgroup an analysis adds), where both are shown: small ones."""
+    rows = sens.drop_duplicates(["analysis", "subgroup", "rule"])
+    rows = rows.assign(n_non_events=rows["n_episodes"] - rows["n_events"])
+    table = rows.set_index(["analysis", "subgroup", "rule"])
+    found = []
+    for analysis_name, columns in NESTED_ANALYSES.items():
+        for (a, sub, rule), row in table.iterrows():
+            if a != analysis_name or ("primary", sub, rule) not in table.index:
+                continue
+            primary = table.loc[("primary", sub, rule)]
+            for c in columns:
+                d = float(row[c]) - float(primary[c]) if not pd.isna(row[c] - primary[c]) else None
+                if d is not None and small(d):
+                    found.append((a, sub, rule, c, d))
+                if sub not in NESTED or d is None:
+                    continue
+                keys = [(x, "all", rule) for x in (a, "primary")]
+                if all(k in table.index for k in keys):
+                    outer = float(table.loc[keys[0], c]) - float(table.loc[keys[1], c])
+                    if not pd.isna(outer) and small(outer - d):
+                        found.append((a, f"all minus {sub}", rule, c, outer - d))
+    return found
 
 
 def _primary_rows_fill(r: dict) -> list:
@@ -446,6 +484,54 @@ def test_specs_declare_every_released_table():
     """One disclosure layer: every released table has declared metadata."""
     specs = release_specs(SETTINGS.cumulative_incidence_days)
     assert set(analysis.RELEASED_TABLES) <= set(specs)
+
+
+# ---- sensitivity analyses nested in the primary one -------------------------------------------
+
+
+def nested_sensitivity_rows() -> pd.DataFrame:
+    """Long sensitivity rows of the primary analysis and washout_180, which adds 6 non-case
+    episodes (tn) in `all` and 4 of them in `female` (the demo had 12 and 6), and
+    persistence_28, whose 28-day rule flags 3 more cases (tp) than the primary one."""
+    cells = {
+        ("primary", "all"): (40, 99, 30, 1135), ("primary", "female"): (28, 63, 15, 640),
+        ("washout_180", "all"): (40, 99, 30, 1141), ("washout_180", "female"): (28, 63, 15, 644),
+        ("persistence_28", "all"): (43, 99, 27, 1135),
+        ("persistence_28", "female"): (31, 63, 12, 640),
+    }  # fmt: skip
+    rows = []
+    for (name, sub), (tp, fp, fn, tn) in cells.items():
+        for measure in ("sensitivity", "specificity"):
+            rows.append({"analysis": name, "subgroup": sub, "rule": "two_or_more_seed_flags",
+                         "measure": measure, "estimate": 0.5, "lower": 0.4, "upper": 0.6,
+                         "n_episodes": tp + fp + fn + tn, "n_events": tp + fn,
+                         "tp": tp, "fp": fp, "fn": fn, "tn": tn})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_sensitivity_rows_minus_primary_rows_would_leak_without_declared_nesting():
+    """The old release suppressed each analysis on its own: the attack finds the 6 episodes
+    washout_180 adds, the 4 women among them, and the 3 cases the 28-day rule adds."""
+    import dataclasses
+
+    spec = release_specs(SETTINGS.cumulative_incidence_days)["sensitivity_analyses"]
+    old = dataclasses.replace(spec, nested=tuple(n for n in spec.nested if n.column != "analysis"))
+    released = disclose(nested_sensitivity_rows(), old, MIN_CELL).frame
+    found = {(a, sub, c) for a, sub, _, c, _ in analysis_differences(released)}
+    assert {("washout_180", "all", "tn"), ("washout_180", "female", "n_episodes"),
+            ("persistence_28", "all", "tp")} <= found  # fmt: skip
+
+
+def test_sensitivity_rows_minus_primary_rows_reveal_nothing():
+    frames = {"sensitivity_analyses": nested_sensitivity_rows()}
+    released, _ = analysis.release_tables(frames, SETTINGS)
+    sens = released["sensitivity_analyses"]
+    assert analysis_differences(sens) == []
+    # the cheaper side goes: the primary rows (the headline) stay shown
+    primary = sens[sens["analysis"] == "primary"]
+    assert primary[["n_episodes", "n_events", *CELLS]].notna().all(axis=None)
+    hidden = sens[sens["analysis"] != "primary"]
+    assert (hidden["tn_status"] == "suppressed_complement").any()
 
 
 # ---- the clinical tables (issue 14) -----------------------------------------------------------
@@ -656,3 +742,48 @@ def test_a_group_with_hidden_deaths_releases_no_survival_curve():
     summary = released["prognosis_summary"].set_index("measure")
     assert pd.isna(summary.loc["hazard_ratio_per_30_days_age_adjusted", "estimate"])
     assert pd.isna(summary.loc["median_survival_days", "n_events"])
+
+
+# ---- counts shared across tables (declared in the specs, one routine) ----------------------
+
+
+def cohort_table_one() -> pd.DataFrame:
+    """The cohort's overall Table 1 block (sex, age band), 1370 episodes, none missing."""
+    levels = {"sex": {"F": 805, "M": 565}, "age_band": {"18-49": 941, "50+": 429}}
+    rows = [{"population": "cohort", "comparison": "overall", "group": "all", "variable": v,
+             "level": level, "n_group": 1370, "n_missing": 0, "count": n, "percent": n / 13.7,
+             "median": np.nan, "q1": np.nan, "q3": np.nan, "smd": np.nan}
+            for v, counts in levels.items() for level, n in counts.items()]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_count_hidden_elsewhere_is_hidden_in_table_one_with_its_complements():
+    """time_to_diagnosis hides the cohort's episodes (here forced): Table 1 repeats them as
+    n_group, which its levels add up to; the declared link hides n_group there and one more
+    cell per variable, so the linear attack on Table 1 cannot work n_group out."""
+    from pipelines.stats.disclosure import shared_cells
+
+    specs = release_specs(SETTINGS.cumulative_incidence_days)
+    ttd = pd.DataFrame({"stratum_variable": ["overall"], "stratum": ["all"],
+                        "n_episodes": pd.array([pd.NA], dtype="Int64"),
+                        "n_episodes_status": ["suppressed_complement"]})  # fmt: skip
+    t1 = disclose(cohort_table_one(), specs["table_one"], MIN_CELL).frame
+    assert t1["n_group"].notna().all()  # on its own, Table 1 shows everything
+    cells = shared_cells({"time_to_diagnosis": ttd, "table_one": t1}, specs)
+    assert {c for _, c in cells["table_one"]} == {"n_group"}
+    t1 = disclose(cohort_table_one(), specs["table_one"], MIN_CELL, force=cells["table_one"]).frame
+    assert t1["n_group"].isna().all()
+    assert set(t1["n_group_status"]) == {"suppressed_complement"}
+    assert table_one_solutions(t1) == {}  # nothing hidden comes back
+
+
+def test_declared_links_cover_the_tables_that_share_counts():
+    """The linked pairs are data in the specs: Table 1 with time_to_diagnosis and the AUROC
+    tables, the primary sensitivity rows with flag_accuracy, the model's tables together."""
+    specs = release_specs(SETTINGS.cumulative_incidence_days)
+    keys = {name: {s.key for s in spec.shared} for name, spec in specs.items()}
+    assert keys["table_one"] & keys["time_to_diagnosis"]
+    assert keys["table_one"] & keys["score_performance"]
+    assert keys["flag_accuracy"] & keys["sensitivity_analyses"]
+    assert keys["model_performance"] & keys["decision_curve"] & keys["calibration_smoothed"]
+    assert keys["prognosis_summary"] & keys["care_after_diagnosis_summary"]

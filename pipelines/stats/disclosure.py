@@ -69,6 +69,43 @@ def no_linkage(frame: pd.DataFrame) -> Linkage:
 
 
 @dataclass(frozen=True)
+class Nested:
+    """Rows with `column` == `inner` count a subset of the episodes of the row with `column`
+    == `outer` and the same `match` values (or a superset: the difference may be negative),
+    for the count columns `counts` (a count may be a virtual cell of the spec's linkage, such
+    as the non-events of `row_complement`). Each difference outer - inner is then a count of
+    episodes (virtual, sensitive): e.g. the episodes a sensitivity analysis adds to the
+    primary cohort, or `all` minus a subgroup. Two declared nestings over different columns
+    also give the difference of differences (e.g. the men a sensitivity analysis adds)."""
+
+    column: str
+    outer: str
+    inner: str
+    match: tuple[str, ...]
+    counts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Counts this table shares with other released tables (the same episodes counted twice).
+
+    Every table declaring the same `key` shows the same count: where one hides it, all hide
+    it, with the values built on it (`derived`) and `also_hide`. `where` picks the rows
+    ({column: value or values}); `by` names the columns whose values match rows across tables
+    (e.g. subgroup), or `value` gives the match key of every picked row (e.g. Table 1's
+    group `yes` is subgroup `breast_cancer_history`). An endpoint without `columns` only
+    depends on the count (a curve built on it): hidden with it, never hiding it elsewhere.
+    `release_tables` applies every declaration with one routine, `align_shared`."""
+
+    key: str
+    columns: tuple[str, ...] = ()
+    where: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    by: tuple[str, ...] = ()
+    value: tuple[str, ...] | None = None
+    also_hide: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TableSpec:
     counts: tuple[str, ...]
     derived: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -76,8 +113,9 @@ class TableSpec:
     curve: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     drop_cut_rows: bool = False
     # Which cells complementary suppression hides first: a lower cost per column (default 1),
-    # plus HEADLINE_COST for the rows `headline` marks (the `all` subgroup, the overall
-    # stratum, the primary analysis), so a censored count or a subgroup cell goes first.
+    # plus HEADLINE_COST times the weight `headline` gives the row (True = 1: the `all`
+    # subgroup, the overall stratum; graded for the sensitivity analyses: primary `all` 2,
+    # other primary rows 1), so a censored count or a subgroup cell goes first.
     hide_cost: Mapping[str, int] = field(default_factory=dict)
     headline: Callable[[pd.DataFrame], np.ndarray] | None = None
     # Curves: pools steps (thresholds, days, bins) before suppression (stats/coarsen.py).
@@ -86,6 +124,13 @@ class TableSpec:
     always_rounded: tuple[str, ...] = ()
     # Columns naming a row in the output-checking log (labels, never patient data).
     keys: tuple[str, ...] = ()
+    # Counts that decide statuses but are never released (dropped with their status and log
+    # rows), e.g. the weighted events in a smoothed calibration point's window.
+    internal: tuple[str, ...] = ()
+    # Rows that count nested populations (data, not per-table code): see `Nested`.
+    nested: tuple[Nested, ...] = ()
+    # Counts shared with other released tables (cross-table alignment): see `Shared`.
+    shared: tuple[Shared, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +238,60 @@ def public_totals(frame: pd.DataFrame, keys: Iterable[str], columns: Iterable[st
     return Linkage(tuple(groups))
 
 
+def nested_linkage(frame: pd.DataFrame, nested: Iterable[Nested], base: Linkage) -> Linkage:
+    """The relations of declared nested rows: outer = inner + difference (a virtual count),
+    per match key and count column; for two nestings over different columns, the difference
+    of the differences too. Only the first row of each key counts (long formats repeat)."""
+    nested = tuple(nested)
+    groups: list[Group] = []
+    virtual: dict[Cell, float] = {}
+    differences: dict[tuple, Cell] = {}  # (nesting, key values, column) -> difference cell
+
+    columns = {c: frame[c].to_numpy(dtype=float, na_value=np.nan)
+               for rule in nested for c in rule.counts if c in frame.columns}  # fmt: skip
+
+    def value(i: int, col: str) -> float:
+        if col in columns:
+            return float(columns[col][i])
+        return float(base.virtual.get((i, col), np.nan))
+
+    for k, rule in enumerate(nested):
+        if rule.column not in frame.columns or not all(m in frame.columns for m in rule.match):
+            continue
+        first = ~frame.duplicated([rule.column, *rule.match]).to_numpy()
+        side = frame[rule.column].astype(str).to_numpy()
+        keys = _row_keys(frame, list(rule.match))
+        outer = {keys[i]: i for i in np.flatnonzero(first & (side == rule.outer))}
+        for i in np.flatnonzero(first & (side == rule.inner)):
+            o = outer.get(keys[i])
+            if o is None:
+                continue
+            for col in rule.counts:
+                d = value(o, col) - value(int(i), col)
+                if not np.isfinite(d):
+                    continue
+                cell: Cell = (("nested", rule.column, rule.outer, rule.inner, keys[i]), col)
+                virtual[cell] = d
+                differences[(k, keys[i], col)] = cell
+                groups.append(Group(((int(i), col), cell), (int(o), col)))
+    for (a, key, col), outer_cell in list(differences.items()):
+        for b, other in enumerate(nested):
+            rule = nested[a]
+            if other.column == rule.column or other.column not in rule.match:
+                continue
+            at = rule.match.index(other.column)
+            if str(key[at]) != other.outer or col not in other.counts:
+                continue
+            inner_key = (*key[:at], other.inner, *key[at + 1 :])
+            inner_cell = differences.get((a, inner_key, col))
+            if inner_cell is None:
+                continue
+            rest: Cell = (("nested_rest", a, b, key), col)
+            virtual[rest] = virtual[outer_cell] - virtual[inner_cell]
+            groups.append(Group((inner_cell, rest), outer_cell))
+    return Linkage(tuple(groups), virtual)
+
+
 # ---- the suppression engine --------------------------------------------------------------
 
 
@@ -229,7 +328,7 @@ class _State:
     virtual: set[Cell]
     sensitive: set[Cell]
     suppressed: set[Cell]
-    cost: Callable[[Cell], int] = lambda cell: 1
+    cost: Callable[[Cell], float] = lambda cell: 1
     by_cell: dict[Cell, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -355,12 +454,18 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
 
 
 def suppressed_cells(
-    frame: pd.DataFrame, spec: TableSpec, min_cell: int
+    frame: pd.DataFrame, spec: TableSpec, min_cell: int, force: Iterable[Cell] = ()
 ) -> tuple[set[Cell], set[Cell]]:
-    """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression."""
+    """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression.
+
+    `force`: cells hidden because another table hides the same count; protected like a
+    small count (complements chosen so they cannot be worked out) but not small."""
     linkage = spec.linkage(frame)
+    if spec.nested:
+        linkage += nested_linkage(frame, spec.nested, linkage)
     values = _cell_values(frame, spec, linkage)
     sensitive = {c for c, v in values.items() if is_small(v, min_cell)}
+    sensitive |= {linkage.aliases.get(c, c) for c in force} & set(values)
     virtual = set(linkage.virtual)
     state = _State(
         values=values,
@@ -392,16 +497,16 @@ def suppressed_cells(
         _propagate(state, [k for c in added for k in state.by_cell.get(c, [])])
 
 
-def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], int]:
+def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], float]:
     headline = (
-        np.asarray(spec.headline(frame), dtype=bool)
+        np.asarray(spec.headline(frame), dtype=float)
         if spec.headline is not None
-        else np.zeros(len(frame), dtype=bool)
+        else np.zeros(len(frame), dtype=float)
     )
 
-    def cost(cell: Cell) -> int:
+    def cost(cell: Cell) -> float:
         row, col = cell
-        extra = HEADLINE_COST if isinstance(row, int | np.integer) and headline[row] else 0
+        extra = HEADLINE_COST * headline[row] if isinstance(row, int | np.integer) else 0.0
         return spec.hide_cost.get(col, 1) + extra
 
     return cost
@@ -456,6 +561,7 @@ LOG_COLUMNS = ["table_name", "row_number", "row_key", "column_name", "status", "
 RULES = {
     "suppressed_small": "primary: a count in 1..min_cell-1, or a value built on one",
     "suppressed_complement": "complementary: hidden so no suppressed count can be worked out",
+    "shared": "cross-table: a linked table hides the same count (and its complements here)",
     "curve_cut": "curve: fewer than min_cell at risk",
     "rounded": "rounding: count rounded to base {base} (never shown as 1..min_cell-1)",
     "at_risk": "curve: number at risk rounded to base {base}",
@@ -463,7 +569,12 @@ RULES = {
 
 
 def disclose(
-    frame: pd.DataFrame, spec: TableSpec, min_cell: int, rounding: int = 0, name: str = ""
+    frame: pd.DataFrame,
+    spec: TableSpec,
+    min_cell: int,
+    rounding: int = 0,
+    name: str = "",
+    force: Iterable[Cell] = (),
 ) -> Disclosed:
     """The releasable copy of an aggregate table, with a status per value and a log.
 
@@ -477,7 +588,9 @@ def disclose(
         coarsened = spec.coarsen(frame.reset_index(drop=True), min_cell)
         frame, notes = coarsened.frame, coarsened.notes
     frame = frame.reset_index(drop=True)
-    suppressed, sensitive = suppressed_cells(frame, spec, min_cell)
+    force = set(force)
+    suppressed, sensitive = suppressed_cells(frame, spec, min_cell, force)
+    sensitive -= _expand(force, spec.linkage(frame).aliases) if force else set()
     n = len(frame)
 
     def mask(columns: Iterable[str], cells: set[Cell]) -> np.ndarray:
@@ -505,6 +618,7 @@ def disclose(
         mark(
             col, mask({col}, sensitive & suppressed), "suppressed_small", RULES["suppressed_small"]
         )
+        mark(col, mask({col}, force), "suppressed_complement", RULES["shared"])
         mark(col, mask({col}, suppressed), "suppressed_complement", RULES["suppressed_complement"])
     for col, sources in spec.derived.items():
         mark(col, mask(set(sources), sensitive), "suppressed_small", RULES["suppressed_small"])
@@ -537,6 +651,9 @@ def disclose(
         out[col] = _masked(pd.Series(values), hidden, "Int64" if col in spec.counts else "Float64")
         out[f"{col}_status"] = status[col]
     log = _log_rows(name, out, spec, status, rule)
+    if spec.internal:
+        out = out.drop(columns=[c for col in spec.internal for c in (col, f"{col}_status")])
+        log = log[~log["column_name"].isin(spec.internal)]
     if spec.drop_cut_rows:
         keep = ~cut_rows
         out = out[keep].reset_index(drop=True)
@@ -585,3 +702,101 @@ def suppress(frame: pd.DataFrame, spec: TableSpec, min_cell: int) -> pd.DataFram
     """The releasable values of an aggregate table (no rounding, status columns dropped)."""
     released = disclose(frame, spec, min_cell).frame
     return released.drop(columns=[c for c in released.columns if c.endswith("_status")])
+
+
+# ---- cross-table alignment ---------------------------------------------------------------
+
+HIDDEN = ("suppressed_small", "suppressed_complement")
+
+
+def hide(frame: pd.DataFrame, rows, columns: Iterable[str], status: str) -> bool:
+    """Set values NULL with a status (in place), unless already hidden or not estimable.
+    True when anything changed."""
+    changed = False
+    for col in columns:
+        if f"{col}_status" not in frame.columns:
+            continue
+        shown = ~frame.loc[rows, f"{col}_status"].isin([*HIDDEN, "not_estimable"])
+        target = shown[shown].index
+        if len(target):
+            frame.loc[target, col] = pd.NA
+            frame.loc[target, f"{col}_status"] = status
+            changed = True
+    return changed
+
+
+def _endpoint_rows(frame: pd.DataFrame, share: Shared) -> dict[tuple, pd.Index]:
+    """The rows a declaration picks, by match key."""
+    keep = np.ones(len(frame), dtype=bool)
+    for column, wanted in share.where.items():
+        values = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+        keep &= frame[column].astype(str).isin(values).to_numpy()
+    picked = frame[keep]
+    if picked.empty:
+        return {}
+    if share.value is not None or not share.by:
+        return {tuple(share.value or ()): picked.index}
+    keys = _row_keys(picked.astype({c: str for c in share.by}), list(share.by))
+    rows: dict[tuple, list] = {}
+    for key, index in zip(keys, picked.index, strict=True):
+        rows.setdefault(key, []).append(index)
+    return {k: pd.Index(v) for k, v in rows.items()}
+
+
+def _hidden_matches(released: Mapping[str, pd.DataFrame], members: list) -> set[tuple]:
+    hidden: set[tuple] = set()
+    for name, share, rows in members:
+        frame = released[name]
+        status = [f"{c}_status" for c in share.columns if f"{c}_status" in frame.columns]
+        for match, index in rows.items():
+            if status and frame.loc[index, status].isin(HIDDEN).any(axis=None):
+                hidden.add(match)
+    return hidden
+
+
+def _members(released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]) -> dict:
+    members: dict[str, list] = {}
+    for name in released:
+        for share in specs[name].shared:
+            rows = _endpoint_rows(released[name], share)
+            members.setdefault(share.key, []).append((name, share, rows))
+    return members
+
+
+def shared_cells(
+    released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]
+) -> dict[str, set[Cell]]:
+    """Per table, the count cells to hide because a linked table hides the same count: for
+    `disclose(force=...)`, which also hides their complements within the table."""
+    cells: dict[str, set[Cell]] = {}
+    for members in _members(released, specs).values():
+        hidden = _hidden_matches(released, members)
+        for name, share, rows in members:
+            counts = [c for c in (*share.columns, *share.also_hide) if c in specs[name].counts]
+            frame = released[name]
+            for match in hidden & set(rows):
+                positions = np.flatnonzero(frame.index.isin(rows[match]))
+                cells.setdefault(name, set()).update((int(i), c) for i in positions for c in counts)
+    return cells
+
+
+def align_shared(released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]) -> None:
+    """Hide a shared count everywhere it is hidden anywhere (in place), until nothing changes.
+
+    Hiding more never reveals: each table stays safe on its own, and a count hidden in one
+    table and shown in another would undo the first table's suppression."""
+    changed = True
+    while changed:
+        changed = False
+        for members in _members(released, specs).values():
+            hidden = _hidden_matches(released, members)
+            for name, share, rows in members:
+                built_on = [
+                    d
+                    for d, sources in specs[name].derived.items()
+                    if set(sources) & set(share.columns)
+                ]
+                columns = list(dict.fromkeys([*share.columns, *share.also_hide, *built_on]))
+                for match in hidden & set(rows):
+                    if hide(released[name], rows[match], columns, "suppressed_complement"):
+                        changed = True

@@ -9,6 +9,8 @@ from the primary analysis. Row-level tables have no spec and never reach `releas
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +20,8 @@ from pipelines.stats.disclosure import (
     Cell,
     Group,
     Linkage,
+    Nested,
+    Shared,
     TableSpec,
     identical_rows,
     partition,
@@ -30,6 +34,7 @@ from pipelines.stats.disclosure import (
 NESTED_SUBGROUPS = ("female", "breast_cancer_history")
 CELLS = ("tp", "fp", "fn", "tn")
 NON_EVENTS = "n_non_events"  # virtual: n - n_events
+WINDOW_EVENTS, WINDOW_NON_EVENTS = "window_events", "window_non_events"
 # Complementary suppression hides the cheapest cell: censored before died before diagnosed.
 TIME_TO_DIAGNOSIS_COST = {"n_censored": 0, "n_died": 1, "n_diagnosed": 2, "n_episodes": 3}
 
@@ -43,8 +48,11 @@ def _rows_where(column: str, value: str):
     return headline
 
 
-def _primary_all(frame: pd.DataFrame):
-    return ((frame["analysis"] == "primary") & (frame["subgroup"] == "all")).to_numpy()
+def _primary_first(frame: pd.DataFrame):
+    """Hide a sensitivity analysis's cell before a primary one, a primary subgroup's before
+    the primary `all` row (weights of HEADLINE_COST: 0, 1, 2)."""
+    primary = (frame["analysis"] == "primary").to_numpy()
+    return primary * (1.0 + (frame["subgroup"] == "all").to_numpy())
 
 
 def margins_public(frame: pd.DataFrame) -> Linkage:
@@ -189,24 +197,43 @@ def _attrition(frame: pd.DataFrame) -> Linkage:
     return sequence_differences(frame, "step_order", "n_remaining", "n_excluded")
 
 
+SENSITIVITY_COUNTS = ("n_episodes", "n_events", NON_EVENTS, *CELLS)
+POPULATION_COUNTS = ("n_episodes", "n_events", NON_EVENTS)
+# Which sensitivity analyses count nested populations of the primary one, and for which
+# counts (study.SENSITIVITY_VARIANTS; defaults washout 365, persistence 42, landmark 42 days):
+# - washout_180: every episode incident after a 365-day washout is incident after 180 days,
+#   with the same index date and flags: every count differs by the episodes it adds;
+# - persistence_28: the same episodes; a flag persistent for 42 days is persistent for 28,
+#   so the positives of a rule differ by the episodes the shorter rule adds;
+# - landmark_0: everyone in the landmark population at day 42 is in it at day 0 (episodes,
+#   events, non-events nested), but flags are read up to the landmark, so the 2x2 cells are
+#   net differences (added minus lost), not counts of episodes, and are not declared.
+SENSITIVITY_NESTING = {
+    "washout_180": SENSITIVITY_COUNTS,
+    "persistence_28": SENSITIVITY_COUNTS,
+    "landmark_0": POPULATION_COUNTS,
+}
+SENSITIVITY_NESTED = (
+    *(
+        Nested("subgroup", "all", child, ("analysis", "rule"), SENSITIVITY_COUNTS)
+        for child in NESTED_SUBGROUPS
+    ),
+    *(
+        Nested("analysis", analysis, "primary", ("subgroup", "rule"), counts)
+        for analysis, counts in SENSITIVITY_NESTING.items()
+    ),
+)
+
+
 def _sensitivity_analyses(frame: pd.DataFrame) -> Linkage:
-    """Long format: counts repeat across measures; AUROC rows have no 2x2 (NULL cells)."""
+    """Long format: counts repeat across measures; AUROC rows have no 2x2 (NULL cells).
+
+    Subgroups nested in `all` and analyses nested in the primary one are declared in the
+    spec (`SENSITIVITY_NESTED`); the primary rows are aligned with flag_accuracy and the
+    AUROC tables (analysis.py)."""
     counts = ["n_episodes", "n_events", *CELLS]
-    first = ~frame.duplicated(["analysis", "subgroup", "rule"])  # the other rows are aliases
-    linkage = Linkage()
-    for child in NESTED_SUBGROUPS:
-        linkage += partition(
-            frame,
-            first & (frame["subgroup"] == "all"),
-            first & (frame["subgroup"] == child),
-            ["analysis", "rule"],
-            counts,
-        )
-    # Analyses are different cohort definitions, each suppressed like the primary one; the
-    # primary rows are aligned with flag_accuracy and the AUROC tables (analysis.py).
     return (
-        linkage
-        + row_complement(frame, "n_episodes", "n_events", NON_EVENTS)
+        row_complement(frame, "n_episodes", "n_events", NON_EVENTS)
         + margins_public(frame)
         + identical_rows(frame, ["analysis", "subgroup", "rule"], counts)
     )
@@ -354,7 +381,99 @@ def _with_bounds(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, TableSpec]:
-    """Disclosure spec per releasable table name."""
+    """Disclosure spec per releasable table name, with the counts each shares (SHARED)."""
+    specs = _own_specs(cumulative_incidence_days)
+    return {
+        name: dataclasses.replace(spec, shared=SHARED.get(name, ())) for name, spec in specs.items()
+    }
+
+
+# ---- counts shared across tables (cross-table alignment, disclosure.align_shared) -----------
+
+SUBGROUP = ("subgroup",)
+PRIMARY = {"analysis": "primary"}
+AUROC_RULES = ("red_flag_count", "model")
+DIAGNOSED, SRE = "cohort_diagnosed", "sre_at_diagnosis"
+LANDMARK_N, LANDMARK_EVENTS = "landmark_episodes", "landmark_events"
+COHORT_N, COHORT_N_HISTORY = "cohort_episodes", "cohort_episodes_by_history"
+MODEL_CURVE = ("n", "n_events", "tp", "fp", "net_benefit_model", "net_benefit_treat_all")
+CALIBRATION_BINS = ("n", "n_events", "mean_predicted", "observed_rate")
+SMOOTHED = ("mean_predicted", "observed_smoothed")
+T1_COHORT, T1_LANDMARK = {"population": "cohort"}, {"population": "landmark"}
+
+
+def _t1(population: dict, comparison: str, group: str | None = None) -> dict:
+    where = {**population, "comparison": comparison}
+    return where if group is None else {**where, "group": group}
+
+
+# Per table, the counts it shares with others: the same key is the same episodes' count.
+# - cohort episodes (overall and by breast cancer history): time_to_diagnosis, Table 1;
+# - diagnosed episodes in the cohort: time_to_diagnosis, Table 1, care, presentation,
+#   prognosis; skeletal-related events at diagnosis: presentation, prognosis;
+# - the landmark population and its events per subgroup: score, model, decision curve,
+#   the primary AUROC rows of sensitivity_analyses, Table 1's landmark rows; calibration
+#   (bins add up to them; smoothed points rest on them) depends on them;
+# - each primary 2x2: flag_accuracy and the primary rows of sensitivity_analyses.
+SHARED: dict[str, tuple[Shared, ...]] = {
+    "time_to_diagnosis": (
+        Shared(COHORT_N, ("n_episodes",), {"stratum_variable": "overall"}),
+        Shared(COHORT_N_HISTORY, ("n_episodes",), {"stratum_variable": "breast_cancer_history"},
+               by=("stratum",)),
+        Shared(DIAGNOSED, ("n_diagnosed",), {"stratum_variable": "overall"}),
+    ),
+    "table_one": (
+        Shared(COHORT_N, ("n_group",), _t1(T1_COHORT, "overall")),
+        Shared(COHORT_N_HISTORY, ("n_group",), _t1(T1_COHORT, "breast_cancer_history"),
+               by=("group",)),
+        Shared(DIAGNOSED, ("n_group",), _t1(T1_COHORT, "reference_standard", "positive")),
+        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "overall"), value=("all",)),
+        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "breast_cancer_history", "yes"),
+               value=("breast_cancer_history",)),
+        Shared(LANDMARK_EVENTS, ("n_group",), _t1(T1_LANDMARK, "reference_standard", "positive"),
+               value=("all",)),
+    ),
+    "care_after_diagnosis_summary": (Shared(DIAGNOSED, ("n_diagnosed",)),),
+    "presentation_by_interval": (
+        Shared(DIAGNOSED, ("n",), {"interval_third": "all"}),
+        Shared(SRE, ("n_sre",), {"interval_third": "all"}),
+    ),
+    "prognosis_summary": (
+        Shared(DIAGNOSED, ("n",)),
+        Shared(SRE, ("n_events",), {"measure": "sre_odds_ratio_per_30_days"}),
+    ),
+    "score_performance": (
+        Shared(LANDMARK_N, ("n",), by=SUBGROUP),
+        Shared(LANDMARK_EVENTS, ("n_events",), by=SUBGROUP),
+    ),
+    "model_performance": (
+        Shared(LANDMARK_N, ("n",), by=SUBGROUP),
+        Shared(LANDMARK_EVENTS, ("n_events",), by=SUBGROUP),
+    ),
+    "decision_curve": (  # treat-all's step shows n_events as tp: the whole curve goes
+        Shared(LANDMARK_N, ("n",), by=SUBGROUP, also_hide=MODEL_CURVE),
+        Shared(LANDMARK_EVENTS, ("n_events",), by=SUBGROUP, also_hide=MODEL_CURVE),
+    ),
+    "calibration": (
+        Shared(LANDMARK_N, by=SUBGROUP, also_hide=CALIBRATION_BINS),
+        Shared(LANDMARK_EVENTS, by=SUBGROUP, also_hide=CALIBRATION_BINS),
+    ),
+    "calibration_smoothed": (
+        Shared(LANDMARK_N, by=SUBGROUP, also_hide=SMOOTHED),
+        Shared(LANDMARK_EVENTS, by=SUBGROUP, also_hide=SMOOTHED),
+    ),
+    "flag_accuracy": (Shared("primary_2x2", CELLS, by=("subgroup", "rule")),),
+    "sensitivity_analyses": (
+        Shared("primary_2x2", CELLS, PRIMARY, by=("subgroup", "rule"),
+               also_hide=("n_episodes", "n_events")),
+        Shared(LANDMARK_N, ("n_episodes",), {**PRIMARY, "rule": AUROC_RULES}, by=SUBGROUP),
+        Shared(LANDMARK_EVENTS, ("n_events",), {**PRIMARY, "rule": AUROC_RULES}, by=SUBGROUP),
+    ),
+}  # fmt: skip
+
+
+def _own_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, TableSpec]:
+    """Each table's own disclosure spec."""
     days = cumulative_incidence_days
     cell_sources = CELLS
     auroc = _with_bounds(("auroc",))
@@ -431,6 +550,14 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
             coarsen=coarsen.calibration,
             keys=("subgroup", "bin", "bin_to"),
         ),
+        # Smoothed observed risk per decile (stats/smooth_calibration.py): shown when its
+        # window weighs >= min_cell events and non-events; the weights are never released.
+        "calibration_smoothed": TableSpec(
+            counts=(WINDOW_EVENTS, WINDOW_NON_EVENTS),
+            derived={"mean_predicted": (), "observed_smoothed": (WINDOW_EVENTS, WINDOW_NON_EVENTS)},
+            internal=(WINDOW_EVENTS, WINDOW_NON_EVENTS),
+            keys=("subgroup", "bin"),
+        ),
         "decision_curve": TableSpec(
             counts=("n", "n_events", "tp", "fp"),
             derived={
@@ -449,7 +576,8 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
                 for c in ("estimate", "lower", "upper")
             },
             linkage=_sensitivity_analyses,
-            headline=_primary_all,
+            nested=SENSITIVITY_NESTED,
+            headline=_primary_first,
             keys=("analysis", "subgroup", "rule", "measure"),
         ),
         "attrition": TableSpec(

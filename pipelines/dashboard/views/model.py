@@ -23,11 +23,19 @@ def roc_figure(points):
     return fig
 
 
-def calibration_figure(bins):
+def calibration_figure(bins, points=None):
+    """Pooled bins (release.calibration) and, when released, the smoothed observed risk at each
+    decile (release.calibration_smoothed)."""
     fig, ax = session.figure(5, 5)
     ok = bins[estimable(bins, "mean_predicted") & estimable(bins, "observed_rate")]
     ax.plot(ok["mean_predicted"], ok["observed_rate"], "s", color="#D55E00", label="pooled bins")
-    top = max([0.05, *ok["mean_predicted"], *ok["observed_rate"]]) * 1.1
+    line = points if points is not None and len(points) else None
+    if line is not None:
+        line = line[estimable(line, "observed_smoothed")].sort_values("mean_predicted")
+        ax.plot(line["mean_predicted"], line["observed_smoothed"], "-o", ms=3, color="#0072B2",
+                label="smoothed, at each decile")  # fmt: skip
+    smooth = [] if line is None else [*line["mean_predicted"], *line["observed_smoothed"]]
+    top = max([0.05, *ok["mean_predicted"], *ok["observed_rate"], *smooth]) * 1.1
     ax.plot([0, top], [0, top], color="#999999", lw=0.8, ls="--", label="ideal")
     ax.set_xlabel("mean predicted risk")
     ax.set_ylabel("observed rate")
@@ -71,7 +79,14 @@ def render(rel) -> None:
                 f"**AUROC, logistic model (cross-validated):** {_auroc_line(rel, 'model_performance', subgroup, limit)}")  # fmt: skip
     sections = (
         ("ROC curve of the red-flag count", "roc_points", roc_figure, "sensitivity"),
-        ("Calibration of the model", "calibration", calibration_figure, "observed_rate"),
+        (
+            "Calibration of the model",
+            "calibration",
+            lambda bins: calibration_figure(
+                bins, _subgroup(rel.table("calibration_smoothed"), subgroup)
+            ),
+            "observed_rate",
+        ),  # fmt: skip
         ("Decision curve", "decision_curve", decision_figure, "net_benefit_treat_all"),
     )
     for title, table, draw, column in sections:
