@@ -56,6 +56,13 @@ def test_the_pivot_in_red_flags_sql_has_one_column_per_registry_flag_in_order():
     assert [_flag_literal(e) for e in listed] == list(FLAGS)
 
 
+def test_baseline_characteristics_lists_every_registry_flag_in_order():
+    # Table 1 shows the flags from this mart; its column list is explicit SQL too
+    sql = (SQL_DIR / "marts" / "baseline_characteristics.sql").read_text()
+    names = [s.alias_or_name for s in sqlglot.parse_one(sql, read="duckdb").selects]
+    assert [n for n in names if n.startswith("flag_")] == COLUMNS
+
+
 def test_the_built_tables_follow_the_registry():
     con = build_study(patients="patient_id | birth_date | sex\np1 | 1960-05-01 | F")
     assert query_text(con, "select flag, flag_order, is_seed from meta.flags order by 2") == [
