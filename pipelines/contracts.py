@@ -32,6 +32,7 @@ import duckdb
 from pipelines import resources
 from pipelines import warehouse as wh
 from pipelines.errors import ContractError
+from pipelines.flags import expand_flag_expectations
 from pipelines.schema import TABLES
 from pipelines.settings import StudySettings
 
@@ -180,7 +181,8 @@ def load_suite(path: Path, substitutions: dict[str, str] | None = None) -> Any:
     """The ExpectationSuite in a JSON file; an error if GX skipped any expectation in it.
 
     `${name}` in the file is replaced by `substitutions[name]` (schema names and study
-    parameters inside SQL expectations, where GX's own $PARAMETER cannot reach)."""
+    parameters inside SQL expectations, where GX's own $PARAMETER cannot reach); the flag
+    names come from the registry (`pipelines.flags.expand_flag_expectations`)."""
     gx = _import_gx()
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -189,6 +191,8 @@ def load_suite(path: Path, substitutions: dict[str, str] | None = None) -> Any:
         data = json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:
         raise ContractError(f"{path}: not a readable suite: {exc}") from exc
+    # suites on flag columns name the flags through the registry, never by hand
+    data["expectations"] = expand_flag_expectations(data.get("expectations", []))
     suite = gx.ExpectationSuite(**data)
     if len(suite.expectations) != len(data.get("expectations", [])):
         raise ContractError(

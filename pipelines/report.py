@@ -17,23 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.flags import REGISTRY
+
 if TYPE_CHECKING:  # heavy imports stay inside the functions: `redflags --help` stays quick
     import duckdb
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# rule -> (label, group); the order is the order of every rule table and figure
+# rule -> (label, group); the order is the order of every rule table and figure. The flags
+# and their labels come from the registry (valuesets/flags.csv), then the combinations.
 RULES = {
-    "flag_persistent_pain": ("Persistent pain (still active at 6 weeks)", "seed"),
-    "flag_night_pain": ("Night pain", "seed"),
-    "flag_weight_loss": ("Unintentional weight loss", "seed"),
-    "flag_neuro_symptoms": ("Neurological symptoms", "seed"),
-    "flag_spinal_tenderness": ("Spinal tenderness", "seed"),
-    "flag_breast_cancer_history": ("History of breast cancer", "seed"),
-    "flag_age_50_plus": ("Age 50 or over", "literature"),
-    "flag_failed_conservative_therapy": ("Failed conservative therapy", "literature"),
-    "flag_elevated_alp": ("Raised alkaline phosphatase", "literature"),
+    **{f.column: (f.label, "seed" if f.is_seed else "literature") for f in REGISTRY},
     "any_seed_flag": ("Any of the six seed red flags", "combination"),
     "two_or_more_seed_flags": ("Two or more seed red flags", "combination"),
 }

@@ -19,6 +19,7 @@ import pytest
 from model_spec import query_text
 
 from pipelines import warehouse as wh
+from pipelines.flags import FLAGS  # the registry, valuesets/flags.csv
 from pipelines.ingest import ingest_export
 from pipelines.models import build_models
 from pipelines.settings import StudySettings
@@ -27,10 +28,6 @@ generator = pytest.importorskip("pipelines.generator")
 stats = pytest.importorskip("scipy.stats")
 
 PATIENTS, SEED = 6000, 20261123
-FLAGS = (
-    "persistent_pain", "night_pain", "weight_loss", "neuro_symptoms", "spinal_tenderness",
-    "breast_cancer_history", "age_50_plus", "failed_conservative_therapy", "elevated_alp",
-)  # fmt: skip
 COHORT_COLUMNS = (
     "index_date", "age_at_index", "sex", "observation_end_date", "follow_up_end_date", "end_reason",
     "outcome_date", "days_to_outcome", "days_to_follow_up_end", "is_in_landmark_population",

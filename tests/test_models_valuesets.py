@@ -89,7 +89,7 @@ def test_the_value_sets_load_into_the_warehouse_with_the_code_system_tables():
 
 def test_value_set_hashes_cover_every_file():
     hashes = value_set_hashes()
-    assert set(hashes) == {p.stem for p in valuesets.value_set_files()} | {"versions"}
+    assert set(hashes) == {p.stem for p in valuesets.value_set_files()} | {"versions", "flags"}
     assert all(len(h) == 64 for h in hashes.values())
 
 

@@ -163,8 +163,10 @@ def _validate(p: PlantedParameters) -> list[str]:
         days=3 * 365
     ):
         problems.append("extract_date must be at least 3 years after study_start_date (>= 1990)")
+    # the registry names the flags; the generator plants those it has rates for (the others,
+    # e.g. a flag just added to the registry, are never planted: false in the truth)
     unknown = sorted(set(p.flags) - set(FLAGS))
-    missing = sorted(set(FLAGS) - set(p.flags))
+    missing = sorted(set(_default_flags()) - set(p.flags))
     if unknown or missing:
         problems.append(f"flags: unknown {unknown}, missing {missing}")
     for name, rate in p.flags.items():

@@ -91,8 +91,8 @@ def episode_truth(pop: Population, patient_ids: np.ndarray) -> pd.DataFrame:
         }
     )
     for flag in FLAGS:
-        df[f"flag_{flag}"] = pop.flags[flag][rows]
-    df["red_flag_count"] = sum(pop.flags[f][rows].astype(int) for f in SEED_FLAGS)
+        df[f"flag_{flag}"] = _planted(pop, flag)[rows]
+    df["red_flag_count"] = sum(_planted(pop, f)[rows].astype(int) for f in SEED_FLAGS)
     df["weight_loss_coded"] = pop.evidence["weight_loss_coded"][rows]
     df["weight_loss_measured"] = pop.evidence["weight_loss_measured"][rows]
     df["persistence_mechanism"] = np.array(PERSISTENCE)[pop.evidence["persistence_mechanism"][rows]]
@@ -107,6 +107,12 @@ def episode_truth(pop: Population, patient_ids: np.ndarray) -> pd.DataFrame:
     )
     df["outcome_record_count"] = pop.evidence["outcome_records"][rows]
     return _blank_excluded(df, included)
+
+
+def _planted(pop: Population, flag: str) -> np.ndarray:
+    """The planted values of one registry flag; all false for a flag the generator does not
+    plant (it writes none of its codes)."""
+    return pop.flags.get(flag, np.zeros(pop.age.size, dtype=bool))
 
 
 def _dates(days: np.ndarray) -> np.ndarray:

@@ -6,6 +6,9 @@ Each `<value_set>.csv` has the columns concept, code_system, code, match, descri
 `versions.csv` gives each value set's version and date. Sources and verification
 status of every code: docs/value-sets.md.
 
+`flags.csv` (not a value set) is the red-flag registry (`pipelines.flags`), loaded beside
+the value sets as `meta.flags` and hashed with them for run records.
+
 `units.csv` (not a value set) lists, for each numeric concept the study reads a value of
 (body weight, alkaline phosphatase), the UNITS accepted, the factor to its canonical unit
 and the plausible range in that unit; ingest quarantines other units and implausible
@@ -21,11 +24,12 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines import codesystems
+from pipelines import codesystems, flags
 
 FOLDER = Path(__file__).resolve().parent
 VERSIONS_FILE = FOLDER / "versions.csv"
 UNITS_FILE = FOLDER / "units.csv"
+FLAGS_FILE = FOLDER / "flags.csv"  # the red-flag registry (pipelines.flags)
 UNIT_COLUMNS = ("concept", "unit", "factor", "canonical_unit", "min_value", "max_value", "source")
 COLUMNS = ("concept", "code_system", "code", "match", "description")
 MATCH_KINDS = ("exact", "prefix")
@@ -48,9 +52,9 @@ class ValueSetRow:
 
 
 def value_set_files() -> list[Path]:
-    """Every value-set CSV, sorted by name (versions.csv and units.csv excluded)."""
+    """Every value-set CSV, sorted by name (versions.csv, units.csv and flags.csv excluded)."""
     return sorted(
-        p for p in FOLDER.glob("*.csv") if p != VERSIONS_FILE and p.name != UNITS_FILE.name
+        p for p in FOLDER.glob("*.csv") if p not in (VERSIONS_FILE, UNITS_FILE, FLAGS_FILE)
     )
 
 
@@ -168,14 +172,14 @@ def unit_conversions() -> list[UnitConversion]:
 
 
 def value_set_hashes() -> dict[str, str]:
-    """sha256 of each value-set file (and of versions.csv), for run records."""
-    files = [*value_set_files(), VERSIONS_FILE]
+    """sha256 of each value-set file (and of versions.csv and the flag registry), for run records."""
+    files = [*value_set_files(), VERSIONS_FILE, FLAGS_FILE]
     return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
-    """Write `meta.value_sets`, `meta.unit_conversions` and the code-system tables; returns
-    the number of codes."""
+    """Write `meta.value_sets`, `meta.unit_conversions`, the code-system tables and the flag
+    registry (`meta.flags`); returns the number of codes."""
     import pandas as pd  # here, so that ingest (which reads units.csv) does not load pandas
 
     frame = pd.DataFrame([r.__dict__ for r in read_value_sets()])
@@ -191,4 +195,5 @@ def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
     )
     con.unregister("_unit_conversions")
     codesystems.load_code_systems(con)
+    flags.load_flags(con)
     return len(frame)

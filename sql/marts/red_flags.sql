@@ -1,61 +1,62 @@
--- purpose: the red flags of each cohort episode (PROTOCOL 5): true/false, NULL when not ascertainable; count of the six seed flags
+-- purpose: the red flags of each cohort episode (PROTOCOL 5): true/false, NULL when not ascertainable; count of the seed flags
 -- grain: one row per episode (patient_id, index_date)
 -- parameters: none
 with fired as (
-    select
-        patient_id,
-        index_date,
-        max(case when flag = 'persistent_pain' then 1 else 0 end) = 1 as persistent_pain,
-        max(case when flag = 'night_pain' then 1 else 0 end) = 1 as night_pain,
-        max(case when flag = 'weight_loss' then 1 else 0 end) = 1 as weight_loss,
-        max(case when flag = 'neuro_symptoms' then 1 else 0 end) = 1 as neuro_symptoms,
-        max(case when flag = 'spinal_tenderness' then 1 else 0 end) = 1 as spinal_tenderness,
-        max(case when flag = 'breast_cancer_history' then 1 else 0 end) = 1 as breast_cancer_history,
-        max(case when flag = 'age_50_plus' then 1 else 0 end) = 1 as age_50_plus,
-        max(case when flag = 'failed_conservative_therapy' then 1 else 0 end) = 1 as failed_conservative_therapy,
-        max(case when flag = 'elevated_alp' then 1 else 0 end) = 1 as elevated_alp
-    from mart.red_flag_evidence
-    group by patient_id, index_date
+    select distinct patient_id, index_date, flag from mart.red_flag_evidence
 ),
 
-flags as (
-    -- NULL (not false) when the flag cannot be ascertained in this export or under these settings
+episode_flags as (
+    -- every episode with every flag of the registry: 1 or 0, NULL (not 0) when the flag cannot
+    -- be ascertained in this export or under these settings
     select
         cohort.patient_id,
         cohort.index_date,
-        case when ascertainable.persistent_pain then coalesce(fired.persistent_pain, false) end as flag_persistent_pain,
-        case when ascertainable.night_pain then coalesce(fired.night_pain, false) end as flag_night_pain,
-        case when ascertainable.weight_loss then coalesce(fired.weight_loss, false) end as flag_weight_loss,
-        case when ascertainable.neuro_symptoms then coalesce(fired.neuro_symptoms, false) end as flag_neuro_symptoms,
-        case when ascertainable.spinal_tenderness then coalesce(fired.spinal_tenderness, false) end as flag_spinal_tenderness,
-        case when ascertainable.breast_cancer_history then coalesce(fired.breast_cancer_history, false) end
-            as flag_breast_cancer_history,
-        case when ascertainable.age_50_plus then coalesce(fired.age_50_plus, false) end as flag_age_50_plus,
-        case when ascertainable.failed_conservative_therapy then coalesce(fired.failed_conservative_therapy, false) end
-            as flag_failed_conservative_therapy,
-        case when ascertainable.elevated_alp then coalesce(fired.elevated_alp, false) end as flag_elevated_alp,
-        ascertainable.not_ascertainable_flags
+        flags.flag,
+        flags.is_seed_flag,
+        case when flags.is_ascertainable then case when fired.flag is null then 0 else 1 end end as is_set
     from mart.cohort as cohort
-    cross join intermediate.int_flags_ascertainable_wide as ascertainable
-    left join fired on fired.patient_id = cohort.patient_id and fired.index_date = cohort.index_date
+    cross join intermediate.int_flag_ascertainability as flags
+    left join fired
+        on fired.patient_id = cohort.patient_id and fired.index_date = cohort.index_date and fired.flag = flags.flag
+),
+
+ascertainability as (
+    -- in registry order; concat_ws skips NULLs, and gives '' when every flag is ascertainable
+    select
+        concat_ws(',',
+            max(case when flag = 'persistent_pain' and not is_ascertainable then flag end),
+            max(case when flag = 'night_pain' and not is_ascertainable then flag end),
+            max(case when flag = 'weight_loss' and not is_ascertainable then flag end),
+            max(case when flag = 'neuro_symptoms' and not is_ascertainable then flag end),
+            max(case when flag = 'spinal_tenderness' and not is_ascertainable then flag end),
+            max(case when flag = 'breast_cancer_history' and not is_ascertainable then flag end),
+            max(case when flag = 'age_50_plus' and not is_ascertainable then flag end),
+            max(case when flag = 'failed_conservative_therapy' and not is_ascertainable then flag end),
+            max(case when flag = 'elevated_alp' and not is_ascertainable then flag end)
+        ) as not_ascertainable_flags
+    from intermediate.int_flag_ascertainability
+),
+
+flags as (
+    -- the wide pivot: one column per flag, in the order of valuesets/flags.csv (a test checks both lists)
+    select
+        patient_id,
+        index_date,
+        max(case when flag = 'persistent_pain' then is_set end) = 1 as flag_persistent_pain,
+        max(case when flag = 'night_pain' then is_set end) = 1 as flag_night_pain,
+        max(case when flag = 'weight_loss' then is_set end) = 1 as flag_weight_loss,
+        max(case when flag = 'neuro_symptoms' then is_set end) = 1 as flag_neuro_symptoms,
+        max(case when flag = 'spinal_tenderness' then is_set end) = 1 as flag_spinal_tenderness,
+        max(case when flag = 'breast_cancer_history' then is_set end) = 1 as flag_breast_cancer_history,
+        max(case when flag = 'age_50_plus' then is_set end) = 1 as flag_age_50_plus,
+        max(case when flag = 'failed_conservative_therapy' then is_set end) = 1 as flag_failed_conservative_therapy,
+        max(case when flag = 'elevated_alp' then is_set end) = 1 as flag_elevated_alp,
+        -- seed flags only; a flag that cannot be ascertained counts as absent (and is listed)
+        cast(sum(case when is_seed_flag then coalesce(is_set, 0) else 0 end) as integer) as red_flag_count
+    from episode_flags
+    group by patient_id, index_date
 )
 
-select
-    patient_id,
-    index_date,
-    flag_persistent_pain,
-    flag_night_pain,
-    flag_weight_loss,
-    flag_neuro_symptoms,
-    flag_spinal_tenderness,
-    flag_breast_cancer_history,
-    flag_age_50_plus,
-    flag_failed_conservative_therapy,
-    flag_elevated_alp,
-    -- seed flags only; a flag that cannot be ascertained counts as absent (and is listed)
-    (case when flag_persistent_pain then 1 else 0 end) + (case when flag_night_pain then 1 else 0 end)
-    + (case when flag_weight_loss then 1 else 0 end) + (case when flag_neuro_symptoms then 1 else 0 end)
-    + (case when flag_spinal_tenderness then 1 else 0 end) + (case when flag_breast_cancer_history then 1 else 0 end)
-        as red_flag_count,
-    not_ascertainable_flags
+select flags.*, ascertainability.not_ascertainable_flags
 from flags
+cross join ascertainability

@@ -64,7 +64,13 @@ DATETIME_PATTERN = (
     r"([T ]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)?)?\s*$"
 )
 CORRUPT = "_corrupt_record"
-META_TABLES = ("value_sets", "unit_conversions", "code_system_aliases", "code_system_defaults")
+META_TABLES = (
+    "value_sets",
+    "unit_conversions",
+    "code_system_aliases",
+    "code_system_defaults",
+    "flags",
+)
 
 
 # ---------------------------------------------------------------- transpiling
