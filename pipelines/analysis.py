@@ -21,7 +21,7 @@ import pandas as pd
 from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
-from pipelines.stats import accuracy, coarsen, model, roc, survival
+from pipelines.stats import accuracy, coarsen, model, roc, survival, validation
 from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
 from pipelines.stats.release_tables import NOT_RELEASED, release_specs
 from pipelines.warehouse import table_exists
@@ -49,7 +49,14 @@ CLINICAL_TABLES = (  # pipelines/clinical.py (issue 14); specs in stats/release_
     "prognosis_summary",
     "survival_after_diagnosis",
 )
-RELEASED_TABLES = (*ANALYSIS_TABLES, "sensitivity_analyses", "attrition", *CLINICAL_TABLES)
+VALIDATION_TABLES = ("model_validation",)  # pipelines/stats/validation.py (issue 14)
+RELEASED_TABLES = (
+    *ANALYSIS_TABLES,
+    "sensitivity_analyses",
+    "attrition",
+    *CLINICAL_TABLES,
+    *VALIDATION_TABLES,
+)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 EPISODES_SQL = """
@@ -420,6 +427,21 @@ def model_tables(
     )
 
 
+def model_validation_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
+    """Bootstrap optimism-corrected validation of each subgroup's flag model
+    (stats/validation.py), in the landmark population like model_performance."""
+    parameters = validation.ValidationParameters.from_settings(settings)
+    frames = []
+    for name in SUBGROUPS:
+        population = landmark_population(subgroup(episodes, name))
+        frames.append(
+            validation.validate_flag_model(
+                population[list(FLAG_COLUMNS)], population["reference_standard"], name, parameters
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
 def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str, pd.DataFrame]:
     """Every analysis table of docs/architecture.md, computed from episode-level data."""
     performance, calibration, decision = model_tables(episodes, settings)
@@ -462,6 +484,7 @@ def run_statistics(
     """Compute every analysis table from {schema}'s episode marts and write them there."""
     episodes = load_episodes(con, schema)
     tables = analysis_tables(episodes, settings)
+    tables["model_validation"] = model_validation_table(episodes, settings)
     written = {
         name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()
     }
@@ -574,6 +597,8 @@ def release_tables(
     released, logs = {}, []
     for name, frame in frames.items():
         frame = frame.drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
+        if name == "model_validation":
+            frame = validation.releasable(frame)
         out = disclose(frame, specs[name], settings.min_cell, settings.rounding_base, name)
         released[name] = out.frame
         logs.append(out.log)
@@ -581,8 +606,13 @@ def release_tables(
         align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
     if {"flag_accuracy", "sensitivity_analyses"} <= set(released):
         align_primary_analysis(released, specs)
+    validated = {"model_performance", "model_validation"} <= set(released)
+    if validated:
+        validation.align_with_model_performance(released, specs)
     if {"model_performance", "decision_curve"} <= set(released):
         align_model_counts(released["model_performance"], released["decision_curve"], specs)
+    if validated:  # again: align_model_counts may have hidden a model_performance subgroup
+        validation.align_with_model_performance(released, specs)
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
     align_clinical_tables(released, specs)

@@ -37,6 +37,9 @@ CONTRACT = {
     "calibration": ["subgroup", "bin", "n", "mean_predicted", "observed_rate"],
     "decision_curve": ["subgroup", "threshold", "net_benefit_model", "net_benefit_treat_all",
                        "net_benefit_treat_none"],
+    "model_validation": ["subgroup", "measure", "threshold", "n", "n_events", "n_predictors",
+                         "events_per_variable", "apparent", "optimism", "corrected", "lower",
+                         "upper", "status", "note"],
 }  # fmt: skip
 SENSITIVITY_CONTRACT = ["analysis", "subgroup", "rule", "measure", "estimate", "lower", "upper",
                         "n_episodes", "n_events"]  # fmt: skip

@@ -349,6 +349,38 @@ def clinical_specs() -> dict[str, TableSpec]:
     }
 
 
+def _model_validation(frame: pd.DataFrame) -> Linkage:
+    """Long format: n / n_events repeat on every row of a subgroup (its one model); the
+    nested subgroups' first rows add up within `all`'s first row (complement virtual)."""
+    first = ~frame.duplicated(["subgroup"])
+    linkage = row_complement(frame, "n", "n_events", NON_EVENTS)
+    linkage += identical_rows(frame, ["subgroup"], ["n", "n_events"])
+    for child in NESTED_SUBGROUPS:
+        linkage += partition(
+            frame,
+            first & (frame["subgroup"] == "all"),
+            first & (frame["subgroup"] == child),
+            [],
+            ["n", "n_events"],
+        )
+    return linkage
+
+
+def validation_specs() -> dict[str, TableSpec]:
+    """mart.model_validation (stats/validation.py): estimates resting on the model's events
+    and non-events, hidden when either is below min_cell (like model_performance)."""
+    values = ("apparent", "optimism", "corrected", "lower", "upper", "events_per_variable")
+    return {
+        "model_validation": TableSpec(
+            counts=("n", "n_events"),
+            derived={c: ("n_events", NON_EVENTS) for c in values},
+            linkage=_model_validation,
+            headline=_rows_where("subgroup", "all"),
+            keys=("subgroup", "measure", "threshold"),
+        )
+    }
+
+
 def _with_bounds(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for m in names for c in (m, f"{m}_lower", f"{m}_upper"))
 
@@ -459,4 +491,5 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
             keys=("step_order",),
         ),
         **clinical_specs(),
+        **validation_specs(),
     }
