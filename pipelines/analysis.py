@@ -21,7 +21,7 @@ import pandas as pd
 from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
-from pipelines.stats import accuracy, coarsen, model, roc, survival, validation
+from pipelines.stats import accuracy, coarsen, model, roc, stard, survival, validation
 from pipelines.stats.disclosure import LOG_COLUMNS, disclose, row_labels
 from pipelines.stats.release_tables import NOT_RELEASED, release_specs
 from pipelines.warehouse import table_exists
@@ -49,7 +49,8 @@ CLINICAL_TABLES = (  # pipelines/clinical.py (issue 14); specs in stats/release_
     "prognosis_summary",
     "survival_after_diagnosis",
 )
-VALIDATION_TABLES = ("model_validation",)  # pipelines/stats/validation.py (issue 14)
+# issue 14: stats/validation.py, stats/stard.py
+VALIDATION_TABLES = ("model_validation", "reference_interval")
 RELEASED_TABLES = (
     *ANALYSIS_TABLES,
     "sensitivity_analyses",
@@ -442,6 +443,15 @@ def model_validation_table(episodes: pd.DataFrame, settings: StudySettings) -> p
     return pd.concat(frames, ignore_index=True)
 
 
+def reference_interval_table(episodes: pd.DataFrame) -> pd.DataFrame:
+    """STARD item 22: days from index to diagnosis of the reference positives (stats/stard.py)."""
+    rows = [
+        stard.reference_interval_row(landmark_population(subgroup(episodes, name)), name)
+        for name in SUBGROUPS
+    ]
+    return pd.DataFrame(rows, columns=stard.COLUMNS)
+
+
 def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str, pd.DataFrame]:
     """Every analysis table of docs/architecture.md, computed from episode-level data."""
     performance, calibration, decision = model_tables(episodes, settings)
@@ -485,6 +495,7 @@ def run_statistics(
     episodes = load_episodes(con, schema)
     tables = analysis_tables(episodes, settings)
     tables["model_validation"] = model_validation_table(episodes, settings)
+    tables["reference_interval"] = reference_interval_table(episodes)
     written = {
         name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()
     }
@@ -606,6 +617,9 @@ def release_tables(
         align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
     if {"flag_accuracy", "sensitivity_analyses"} <= set(released):
         align_primary_analysis(released, specs)
+    intervals = {"model_performance", "reference_interval"} <= set(released)
+    if intervals:
+        stard.align_with_model_performance(released, specs)
     validated = {"model_performance", "model_validation"} <= set(released)
     if validated:
         validation.align_with_model_performance(released, specs)
@@ -613,6 +627,8 @@ def release_tables(
         align_model_counts(released["model_performance"], released["decision_curve"], specs)
     if validated:  # again: align_model_counts may have hidden a model_performance subgroup
         validation.align_with_model_performance(released, specs)
+    if intervals:
+        stard.align_with_model_performance(released, specs)
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
     align_clinical_tables(released, specs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.stats import coarsen
+from pipelines.stats import coarsen, stard
 from pipelines.stats.accuracy import MEASURES
 from pipelines.stats.disclosure import (
     Cell,
@@ -492,4 +492,5 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
         ),
         **clinical_specs(),
         **validation_specs(),
+        "reference_interval": stard.spec(),
     }
