@@ -20,7 +20,16 @@ import pandas as pd
 from pipelines import clinical
 from pipelines.flags import FLAGS, SEED_FLAGS
 from pipelines.settings import StudySettings
-from pipelines.stats import accuracy, coarsen, model, roc, smooth_calibration, survival
+from pipelines.stats import (
+    accuracy,
+    coarsen,
+    model,
+    roc,
+    smooth_calibration,
+    stard,
+    survival,
+    validation,
+)
 from pipelines.stats.disclosure import (
     LOG_COLUMNS,
     align_shared,
@@ -57,7 +66,15 @@ CLINICAL_TABLES = (  # pipelines/clinical.py (issue 14); specs in stats/release_
     "prognosis_summary",
     "survival_after_diagnosis",
 )
-RELEASED_TABLES = (*ANALYSIS_TABLES, "sensitivity_analyses", "attrition", *CLINICAL_TABLES)
+# issue 14: stats/validation.py, stats/stard.py
+VALIDATION_TABLES = ("model_validation", "reference_interval")
+RELEASED_TABLES = (
+    *ANALYSIS_TABLES,
+    "sensitivity_analyses",
+    "attrition",
+    *CLINICAL_TABLES,
+    *VALIDATION_TABLES,
+)
 
 EPISODES_SQL = """
 select
@@ -433,6 +450,30 @@ def model_tables(
     )
 
 
+def model_validation_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
+    """Bootstrap optimism-corrected validation of each subgroup's flag model
+    (stats/validation.py), in the landmark population like model_performance."""
+    parameters = validation.ValidationParameters.from_settings(settings)
+    frames = []
+    for name in SUBGROUPS:
+        population = landmark_population(subgroup(episodes, name))
+        frames.append(
+            validation.validate_flag_model(
+                population[list(FLAG_COLUMNS)], population["reference_standard"], name, parameters
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def reference_interval_table(episodes: pd.DataFrame) -> pd.DataFrame:
+    """STARD item 22: days from index to diagnosis of the reference positives (stats/stard.py)."""
+    rows = [
+        stard.reference_interval_row(landmark_population(subgroup(episodes, name)), name)
+        for name in SUBGROUPS
+    ]
+    return pd.DataFrame(rows, columns=stard.COLUMNS)
+
+
 def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str, pd.DataFrame]:
     """Every analysis table of docs/architecture.md, computed from episode-level data."""
     performance, calibration, decision, smoothed = model_tables(episodes, settings)
@@ -459,6 +500,8 @@ def run_statistics(
     """Compute every analysis table from {schema}'s episode marts and write them there."""
     episodes = load_episodes(con, schema)
     tables = analysis_tables(episodes, settings)
+    tables["model_validation"] = model_validation_table(episodes, settings)
+    tables["reference_interval"] = reference_interval_table(episodes)
     written = {
         name: write_table(con, schema, name, frame, run_id) for name, frame in tables.items()
     }
@@ -579,6 +622,8 @@ def release_tables(
     while pending:
         for name in sorted(pending):
             frame = frames[name].drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
+            if name == "model_validation":
+                frame = validation.releasable(frame)
             out = disclose(
                 frame,
                 specs[name],

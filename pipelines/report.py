@@ -316,6 +316,7 @@ class Box:
     n: str
     excluded: str | None = None
     is_population: bool = False  # the study cohort, or the accuracy analyses' population
+    reason: str | None = None  # why the step excludes (STARD 2015 item 19)
 
 
 def render_html(data: Released) -> str:
@@ -327,6 +328,8 @@ def render_html(data: Released) -> str:
         autoescape=select_autoescape(["html", "j2"]),
     )
     import matplotlib
+
+    from pipelines import report_methods  # issue 14: model validation, STARD checklist
 
     fmt = Fmt()
     with matplotlib.rc_context(FIGURE_STYLE):
@@ -352,6 +355,11 @@ def render_html(data: Released) -> str:
         "two_by_two": _two_by_two_tables(data, fmt),
         "accuracy_tables": _accuracy_tables(data, fmt),
         "performance_table": _performance_table(data, fmt),
+        "validation_tables": report_methods.model_validation_tables(data, fmt),
+        "indeterminate_table": report_methods.indeterminate_table(data, fmt, data.min_cell),
+        "stard_table": report_methods.stard_checklist(
+            data, fmt, _default_parameters() | data.parameters
+        ),
         "sensitivity_table": _sensitivity_table(data, fmt),
         "table_one_tables": _table_one_tables(data, fmt),
         "care_table": _care_table(data, fmt),
@@ -403,6 +411,8 @@ def _days_or_none(row: Any, fmt: Fmt) -> str:
 
 
 def _attrition(data: Released, fmt: Fmt) -> list[Box]:
+    from pipelines.report_methods import EXCLUSION_REASONS
+
     df = data.table("attrition")
     if not len(df):
         return []
@@ -419,6 +429,9 @@ def _attrition(data: Released, fmt: Fmt) -> list[Box]:
                 n=fmt.count(row["n_remaining"]),
                 excluded=None if i == 0 else fmt.count(row["n_excluded"]),
                 is_population=step in POPULATION_STEPS,
+                reason=EXCLUSION_REASONS[step].format(**params)
+                if step in EXCLUSION_REASONS
+                else None,
             )
         )
     return boxes
@@ -1222,6 +1235,8 @@ CARE_LABELS = {
     "spine_imaging_ct": "Spine imaging: CT",
     "spine_imaging_mri": "Spine imaging: MRI",
     "spine_imaging_bone_scan": "Spine imaging: bone scan",
+    "bone_biopsy": "Bone biopsy",
+    "surgical_stabilisation": "Surgical stabilisation or decompression",
 }
 PROGNOSIS_LABELS = {
     "median_survival_days": "Median survival, days (95% CI)",

@@ -47,6 +47,14 @@ class StudySettings:
     cv_folds: int = 5
     random_seed: int = 20261123
     confidence_level: float = 0.95
+    # Model validation (section 6.3; docs/statistics.md 5a): Harrell's bootstrap optimism
+    # correction with this many replicates (each one tunes the L2 penalty by inner cv_folds
+    # CV over the grid of C = 1/penalty); the events-per-variable rule warns below epv_warn
+    # and refuses (the subgroup model is not fitted) below epv_refuse
+    validation_bootstraps: int = 100
+    validation_penalty_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
+    epv_warn: float = 10.0
+    epv_refuse: float = 5.0
     # Care after diagnosis and prognosis (sections 6.7-6.8)
     care_window_days: int = 90  # care counted from the diagnosis date to this many days after
     sre_window_days: int = 30  # skeletal-related event at presentation: diagnosis +/- these days
@@ -113,6 +121,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "min_cell": (1, 1_000_000),
     "care_window_days": (0, 36_500),
     "sre_window_days": (0, 36_500),
+    "validation_bootstraps": (0, 10_000),
 }
 MAX_ALP_UPPER_LIMIT = 10_000.0  # U/L; the ALP flag's threshold, far above any lab's range
 
@@ -162,6 +171,12 @@ def _validate(s: StudySettings) -> list[str]:
         )
     if any(not 0 < t < 1 for t in s.decision_thresholds):
         problems.append("decision_thresholds must lie strictly between 0 and 1")
+    if not s.validation_penalty_grid or any(c <= 0 for c in s.validation_penalty_grid):
+        problems.append("validation_penalty_grid must be a non-empty list of positive numbers")
+    if not 0 <= s.epv_refuse <= s.epv_warn:
+        problems.append(
+            f"epv_refuse ({s.epv_refuse}) must lie between 0 and epv_warn ({s.epv_warn})"
+        )
     if s.data_extract_date is not None and s.data_extract_date < s.study_start_date:
         problems.append("data_extract_date is before study_start_date")
     known = {"landmark_0", "persistence_28", "washout_180"}

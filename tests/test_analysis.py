@@ -37,6 +37,10 @@ CONTRACT = {
     "calibration": ["subgroup", "bin", "n", "mean_predicted", "observed_rate"],
     "decision_curve": ["subgroup", "threshold", "net_benefit_model", "net_benefit_treat_all",
                        "net_benefit_treat_none"],
+    "model_validation": ["subgroup", "measure", "threshold", "n", "n_events", "n_predictors",
+                         "events_per_variable", "apparent", "optimism", "corrected", "lower",
+                         "upper", "status", "note"],
+    "reference_interval": ["subgroup", "n", "median_days", "q1_days", "q3_days"],
 }  # fmt: skip
 SENSITIVITY_CONTRACT = ["analysis", "subgroup", "rule", "measure", "estimate", "lower", "upper",
                         "n_episodes", "n_events"]  # fmt: skip
@@ -544,3 +548,18 @@ def test_real_synthea_exports_have_no_events_and_claim_no_signal(real_exports, t
         assert tables["calibration"].empty
         assert tables["decision_curve"]["net_benefit_model"].isna().all()
         assert tables["roc_points"]["sensitivity"].isna().all()
+
+
+def test_reference_interval_is_the_days_to_diagnosis_of_the_reference_positives(built):
+    """STARD item 22: index to reference standard, among the landmark reference positives."""
+    con, marts, _ = built
+    table = read(con, "reference_interval").set_index("subgroup")
+    population = landmark(marts)
+    positive = population[population["reference_standard"].astype(bool).to_numpy()]
+    days = positive["days_to_outcome"].astype(float)
+    assert (
+        table.loc["all", "n"] == len(positive) == read(con, "model_performance").loc[0, "n_events"]
+    )
+    assert table.loc["all", "median_days"] == pytest.approx(days.median())
+    assert table.loc["all", "q1_days"] == pytest.approx(days.quantile(0.25))
+    assert (days > SETTINGS.landmark_days).all()  # diagnosed after the landmark, by design

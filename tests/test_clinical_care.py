@@ -70,6 +70,8 @@ def test_care_is_counted_from_the_diagnosis_day_to_the_end_of_the_window():
         spine_imaging_ct     | false    |
         spine_imaging_mri    | true     | 3
         spine_imaging_bone_scan | false |
+        bone_biopsy          | false    |
+        surgical_stabilisation | false  |
         """,
     )
 
@@ -108,3 +110,29 @@ def test_the_value_sets_find_the_treatments_of_the_real_breast_cancer_export():
     assert found == {"chemotherapy": 232, "endocrine_therapy": 17, "targeted_therapy": 18,
                      "radiotherapy": 492, "bone_targeted_agent": 7, "opioid": 92,
                      "non_opioid_analgesic": 105}  # fmt: skip
+
+
+def test_bone_biopsy_and_surgical_stabilisation_are_care_categories():
+    """PROTOCOL 6.7: bone biopsy and surgical stabilisation (care_procedures.csv), by their
+    SNOMED procedure codes, from the diagnosis day on."""
+    procedures = """
+    patient_id | start_at            | code
+    p1         | 2016-05-03 10:00:00 | 13861005
+    p1         | 2016-05-06 10:00:00 | 429616001
+    p1         | 2016-05-20 10:00:00 | 55705006
+    """
+    con = build_study(
+        patients=PATIENTS, encounters=ENCOUNTERS, conditions=CONDITIONS,
+        medications=MEDICATIONS, procedures=procedures,
+    )  # fmt: skip
+    assert_rows(
+        con,
+        "select care_category, has_care, days_diagnosis_to_first_care "
+        "from mart.care_after_diagnosis"
+        " where care_category in ('bone_biopsy', 'surgical_stabilisation')",
+        """
+        care_category          | has_care | days_diagnosis_to_first_care
+        bone_biopsy            | true     | 2
+        surgical_stabilisation | true     | 5
+        """,
+    )

@@ -10,6 +10,7 @@ seed keeps the test deterministic.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -127,3 +128,13 @@ def test_the_hazard_and_odds_ratio_intervals_cover_the_planted_values_across_see
         odds.append(o["lower"] <= truth["sre"]["odds_ratio_per_30_days"] <= o["upper"])
     assert sum(hr) >= len(COVERAGE_SEEDS) - 1, hr
     assert sum(odds) >= len(COVERAGE_SEEDS) - 1, odds
+
+
+def test_planted_survival_after_diagnosis_is_literature_like():
+    """Median survival after spinal metastasis of breast cancer is about 2-3 years: at the
+    planted median diagnostic interval (about 90 days) the planted median is in that range
+    (720 days at interval 0 gave 460 days, and the demo's survivors fell below min_cell)."""
+    p = PlantedParameters()
+    hazard_ratio = math.exp(p.survival_log_hr_per_30_days * p.diagnosis_median_days / 30)
+    median = p.survival_median_days / hazard_ratio
+    assert 2 * 365 <= median <= 3 * 365, median

@@ -37,6 +37,8 @@ CONCEPTS = {
     "bone_targeted_agent",
     "neuropathic_agent",
     "corticosteroid",
+    "bone_biopsy",
+    "surgical_stabilisation",
 }
 
 
@@ -48,6 +50,11 @@ def test_every_study_concept_has_a_value_set_and_every_row_is_valid():
     rows = read_value_sets()
     assert {r.concept for r in rows} == CONCEPTS
     assert all(r.match in ("exact", "prefix") and r.description for r in rows)
+
+
+def test_care_procedures_have_their_snomed_codes():
+    assert codes("bone_biopsy") == {"13861005"}
+    assert {"392010000", "429616001", "55705006", "387731002"} == codes("surgical_stabilisation")
 
 
 def test_the_protocol_codes_are_in_their_value_sets():

@@ -363,3 +363,79 @@ def test_clinical_sections_render_in_chromium(chromium, report, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     for anchor in ('id="table-one"', 'id="after-diagnosis"', 'id="prognosis"'):
         assert anchor in done.stdout
+
+
+# ---- issue 14: model validation, STARD 2015 checklist -------------------------------------
+
+STARD_ITEMS = [str(i) for i in range(1, 31) if i not in (10, 12, 13, 21)]
+STARD_ITEMS += ["10a", "10b", "12a", "12b", "13a", "13b", "21a", "21b"]
+
+
+def stard_rows(html: str) -> dict[str, tuple[str, str]]:
+    """item -> (topic, answer) of the report's STARD checklist."""
+    section = html.split('<h2 id="stard">', 1)[1].split("<h2", 1)[0]
+    rows = re.findall(
+        r'<tr><th scope="row">([^<]*)</th><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td></tr>', section
+    )
+    return {item: (unescape(topic), unescape(answer)) for item, topic, answer in rows}
+
+
+@pytest.mark.parametrize("kind", ["unsuppressed", "synthea"])
+def test_stard_checklist_answers_every_item_or_says_why_not(kind, tmp_path_factory, tmp_path):
+    warehouse = study_warehouse(kind, tmp_path_factory)
+    html = write_report(warehouse, tmp_path / "r.html").read_text(encoding="utf-8")
+    rows = stard_rows(html)
+    assert sorted(rows) == sorted(STARD_ITEMS)
+    for item, (topic, answer) in rows.items():
+        assert len(topic) > 10 and len(answer) > 20, (item, topic, answer)
+        assert "{" not in answer, (item, answer)  # every placeholder filled
+    assert "retrospective" in rows["5"][1].lower()
+    assert rows["18"][1].startswith("No sample size was calculated: a retrospective study")
+    assert "day 42" in rows["22"][1] and "day 365" in rows["22"][1]
+    if kind == "unsuppressed":  # precision and the interval from the released tables
+        assert "sensitivity of 'any seed flag' is known to \u00b1" in rows["18"][1]
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            median = con.execute(
+                "SELECT median_days FROM release.reference_interval WHERE subgroup = 'all'"
+            ).fetchone()[0]
+        assert f"median {median:.0f} (" in rows["22"][1]
+    else:  # no events: said in words
+        assert "not released" in rows["22"][1] or "no precision" in rows["18"][1]
+
+
+def test_flow_diagram_gives_exclusion_reasons_and_indeterminate_results(unsuppressed, tmp_path):
+    html = write_report(unsuppressed, tmp_path / "r.html").read_text(encoding="utf-8")
+    page = Page(html)
+    assert "(under 18 at index)" in html
+    assert "(bone metastasis on or before index (prevalent))" in html
+    assert "Indeterminate (not assessable)" in page.headers
+    with duckdb.connect(str(unsuppressed), read_only=True) as con:
+        n = con.execute(
+            "SELECT n FROM release.model_performance WHERE subgroup = 'all'"
+        ).fetchone()[0]
+        assessed = con.execute(
+            "SELECT tp + fp + fn + tn FROM release.flag_accuracy"
+            " WHERE subgroup = 'all' AND rule = 'flag_night_pain'"
+        ).fetchone()[0]
+    figure = html.split("Figure 1.", 1)[1].split("<h2", 1)[0]
+    night = re.search(r'<th scope="row">Night pain</th><td>([^<]*)</td>', figure)
+    assert night and night.group(1) == f"{n - assessed:,}"
+
+
+def test_report_has_the_model_validation_subsection(unsuppressed, tmp_path):
+    page = Page(write_report(unsuppressed, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "Model validation" in page.text
+    for header in ("Apparent", "Optimism", "Corrected (95% CI)", "Events per predictor"):
+        assert header in page.headers, header
+    with duckdb.connect(str(unsuppressed), read_only=True) as con:
+        rows = con.execute(
+            "SELECT subgroup, corrected, status, note FROM release.model_validation"
+            " WHERE measure = 'auroc'"
+        ).fetchall()
+    assert {r[0] for r in rows} == {"all", "female", "breast_cancer_history"}
+    for _subgroup, corrected, status, note in rows:
+        if status == "refused_low_epv":  # the 2,000-patient export has few events
+            assert corrected is None and note in page.text
+        else:
+            assert f"{corrected:.3f}" in page.text
+    assert "Table 3b. Model validation: optimism-corrected net benefit" in page.text

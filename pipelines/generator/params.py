@@ -109,7 +109,7 @@ class PlantedParameters:
     care_corticosteroid_rate: float = 0.30
     sre_logit_intercept: float = -2.0
     sre_log_odds_per_30_days: float = 0.30
-    survival_median_days: float = 720.0
+    survival_median_days: float = 1400.0
     survival_log_hr_per_30_days: float = 0.15
 
     def __post_init__(self) -> None:

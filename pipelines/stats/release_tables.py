@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from pipelines.stats import coarsen
+from pipelines.stats import coarsen, stard
 from pipelines.stats.accuracy import MEASURES
 from pipelines.stats.disclosure import (
     Cell,
@@ -376,6 +376,38 @@ def clinical_specs() -> dict[str, TableSpec]:
     }
 
 
+def _model_validation(frame: pd.DataFrame) -> Linkage:
+    """Long format: n / n_events repeat on every row of a subgroup (its one model); the
+    nested subgroups' first rows add up within `all`'s first row (complement virtual)."""
+    first = ~frame.duplicated(["subgroup"])
+    linkage = row_complement(frame, "n", "n_events", NON_EVENTS)
+    linkage += identical_rows(frame, ["subgroup"], ["n", "n_events"])
+    for child in NESTED_SUBGROUPS:
+        linkage += partition(
+            frame,
+            first & (frame["subgroup"] == "all"),
+            first & (frame["subgroup"] == child),
+            [],
+            ["n", "n_events"],
+        )
+    return linkage
+
+
+def validation_specs() -> dict[str, TableSpec]:
+    """mart.model_validation (stats/validation.py): estimates resting on the model's events
+    and non-events, hidden when either is below min_cell (like model_performance)."""
+    values = ("apparent", "optimism", "corrected", "lower", "upper", "events_per_variable")
+    return {
+        "model_validation": TableSpec(
+            counts=("n", "n_events"),
+            derived={c: ("n_events", NON_EVENTS) for c in values},
+            linkage=_model_validation,
+            headline=_rows_where("subgroup", "all"),
+            keys=("subgroup", "measure", "threshold"),
+        )
+    }
+
+
 def _with_bounds(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for m in names for c in (m, f"{m}_lower", f"{m}_upper"))
 
@@ -461,6 +493,13 @@ SHARED: dict[str, tuple[Shared, ...]] = {
     "calibration_smoothed": (
         Shared(LANDMARK_N, by=SUBGROUP, also_hide=SMOOTHED),
         Shared(LANDMARK_EVENTS, by=SUBGROUP, also_hide=SMOOTHED),
+    ),
+    "model_validation": (  # issue 14: the validated model is model_performance's model
+        Shared(LANDMARK_N, ("n",), by=SUBGROUP),
+        Shared(LANDMARK_EVENTS, ("n_events",), by=SUBGROUP),
+    ),
+    "reference_interval": (  # STARD 22: n is the reference positives, the landmark events
+        Shared(LANDMARK_EVENTS, ("n",), by=SUBGROUP),
     ),
     "flag_accuracy": (Shared("primary_2x2", CELLS, by=("subgroup", "rule")),),
     "sensitivity_analyses": (
@@ -587,4 +626,6 @@ def _own_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, TableSpe
             keys=("step_order",),
         ),
         **clinical_specs(),
+        **validation_specs(),
+        "reference_interval": stard.spec(),
     }

@@ -14,7 +14,7 @@ care_categories as (
             ('non_opioid_analgesic'), ('opioid'), ('neuropathic_agent'), ('corticosteroid'),
             ('radiotherapy'), ('bone_targeted_agent'), ('chemotherapy'), ('endocrine_therapy'),
             ('targeted_therapy'), ('spine_imaging_xray'), ('spine_imaging_ct'), ('spine_imaging_mri'),
-            ('spine_imaging_bone_scan')
+            ('spine_imaging_bone_scan'), ('bone_biopsy'), ('surgical_stabilisation')
     ) as categories (care_category)
 ),
 

@@ -1,0 +1,375 @@
+"""Internal validation of the flag models: Harrell's bootstrap optimism correction.
+
+Primary method (Harrell, Lee & Mark, Stat Med 1996;15:361-87; Steyerberg, *Clinical
+Prediction Models*, 2nd ed., ch. 17): the whole modelling process - choosing the L2
+penalty by an inner stratified cross-validation (the rule of scikit-learn's
+`LogisticRegressionCV`: mean log loss over the folds, refit with the best C) and fitting -
+is repeated in each of B bootstrap samples of the episodes (nested: the inner CV runs
+inside every replicate).
+
+- apparent: the model tuned and fitted on all episodes, measured on the same episodes;
+- optimism: the mean over the B replicates of (measure of the replicate's model on its own
+  bootstrap sample - measure of the same model on the original episodes);
+- corrected = apparent - optimism (what to expect in new episodes like these);
+- 95% CI: percentile interval over the replicates of the measure of the replicate's model
+  on the episodes its sample did not draw (out-of-bag, about 37% of them). Each test set
+  is small, so the interval is wider than needed (conservative), and unlike a
+  location-shifted interval it is not degenerate for the calibration slope, whose
+  apparent value is about 1 by construction.
+
+Measures: AUROC, calibration intercept (calibration-in-the-large) and slope, Brier score,
+net benefit at each decision-curve threshold (model.py's definitions). An events-per-
+variable rule (EPV = the smaller of events and non-events over the number of predictors,
+Peduzzi et al., J Clin Epidemiol 1996;49:1373-9) warns below `epv_warn` and refuses below
+`epv_refuse`: the model is then not fitted and the rows say why. Seeds derive from the
+run's `random_seed` and the subgroup's name, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from scipy.stats import rankdata
+from sklearn.model_selection import StratifiedKFold
+
+from pipelines.stats.model import ascertainable_features, logit
+
+SCALAR_MEASURES = ("auroc", "calibration_intercept", "calibration_slope", "brier_score")
+NET_BENEFIT = "net_benefit"
+COLUMNS = [
+    "subgroup", "measure", "threshold", "n", "n_events", "n_predictors", "events_per_variable",
+    "penalty_c", "bootstraps", "apparent", "optimism", "corrected", "lower", "upper",
+    "status", "note",
+]  # fmt: skip
+VALUES = ("apparent", "optimism", "corrected", "lower", "upper")
+
+
+@dataclass(frozen=True)
+class ValidationParameters:
+    bootstraps: int
+    inner_folds: int
+    penalty_grid: tuple[float, ...]
+    seed: int
+    confidence_level: float
+    thresholds: tuple[float, ...]
+    epv_warn: float
+    epv_refuse: float
+
+    @classmethod
+    def from_settings(cls, settings) -> ValidationParameters:
+        return cls(
+            bootstraps=settings.validation_bootstraps,
+            inner_folds=settings.cv_folds,
+            penalty_grid=settings.validation_penalty_grid,
+            seed=settings.random_seed,
+            confidence_level=settings.confidence_level,
+            thresholds=settings.decision_thresholds,
+            epv_warn=settings.epv_warn,
+            epv_refuse=settings.epv_refuse,
+        )
+
+
+def predictors(flags: pd.DataFrame) -> list[str]:
+    """Ascertainable flags that vary in these episodes (a constant flag carries nothing:
+    breast_cancer_history within its own subgroup)."""
+    return [c for c in ascertainable_features(flags) if flags[c].astype(float).nunique() > 1]
+
+
+def events_per_variable(y: np.ndarray, n_predictors: int) -> float:
+    """The smaller of events and non-events per predictor (inf with no predictor)."""
+    smaller = min(int(y.sum()), int(y.size - y.sum()))
+    return float(smaller) / n_predictors if n_predictors else np.inf
+
+
+def subgroup_seed(seed: int, subgroup: str) -> np.random.Generator:
+    """A generator fixed by the run's seed and the subgroup's name (never by the order)."""
+    return np.random.default_rng([seed, zlib.crc32(subgroup.encode())])
+
+
+# ---- a small penalised logistic regression on flag patterns ----------------------------
+# The predictors are binary flags, so episodes share a few hundred patterns at most; every
+# fit runs on the patterns with event / non-event counts as weights, which is the same
+# likelihood as on the episodes and hundreds of times faster than refitting scikit-learn
+# models B x folds x grid times. The estimates equal scikit-learn's LogisticRegression(C)
+# and the penalty choice LogisticRegressionCV's (tests/test_stats_validation.py checks both).
+
+NEWTON_TOLERANCE = 1e-10
+NEWTON_ITERATIONS = 100
+
+
+def _objective(design, y, w, beta, penalty, offset) -> float:
+    eta = design @ beta + offset
+    loss = np.sum(w * (np.logaddexp(0, eta) - y * eta))
+    return float(loss + 0.5 * np.sum(penalty * beta**2))
+
+
+def newton_logistic(
+    design: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    penalty: np.ndarray,
+    offset: np.ndarray | float = 0.0,
+    start: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """argmin sum w * logloss(y, expit(design @ b + offset)) + 0.5 * sum(penalty * b^2) by
+    Newton-Raphson with step halving; None when it does not converge (separation)."""
+    beta = np.zeros(design.shape[1]) if start is None else start.copy()
+    current = _objective(design, y, w, beta, penalty, offset)
+    for _ in range(NEWTON_ITERATIONS):
+        p = expit(design @ beta + offset)
+        gradient = design.T @ (w * (p - y)) + penalty * beta
+        hessian = (design.T * (w * p * (1 - p))) @ design + np.diag(penalty)
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            return None
+        for _ in range(30):  # halve until the (convex) objective does not increase
+            candidate = beta - step
+            value = _objective(design, y, w, candidate, penalty, offset)
+            if value <= current + 1e-12:
+                break
+            step = step / 2
+        beta, current = candidate, value
+        if np.max(np.abs(step)) < NEWTON_TOLERANCE:
+            return beta
+    return None
+
+
+@dataclass(frozen=True)
+class Patterns:
+    """Distinct flag patterns (with an intercept column) and each episode's pattern."""
+
+    design: np.ndarray  # patterns x (1 + predictors)
+    of_episode: np.ndarray  # episode -> pattern row
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Patterns:
+        unique, inverse = np.unique(x, axis=0, return_inverse=True)
+        return cls(np.column_stack([np.ones(len(unique)), unique]), inverse.ravel())
+
+
+def pattern_counts(patterns: Patterns, rows: np.ndarray, y: np.ndarray):
+    """Weighted rows (pattern, y) of the episodes `rows` (with repeats for a bootstrap)."""
+    k = len(patterns.design)
+    of = patterns.of_episode[rows]
+    events = np.bincount(of, weights=y[rows].astype(float), minlength=k)
+    total = np.bincount(of, minlength=k).astype(float)
+    keep_e, keep_n = events > 0, (total - events) > 0
+    design = np.vstack([patterns.design[keep_e], patterns.design[keep_n]])
+    outcome = np.concatenate([np.ones(keep_e.sum()), np.zeros(keep_n.sum())])
+    weight = np.concatenate([events[keep_e], (total - events)[keep_n]])
+    return design, outcome, weight
+
+
+def fit_penalised(design, outcome, weight, c: float, start=None) -> np.ndarray | None:
+    """scikit-learn's L2 objective: 0.5 |b|^2 + C * sum of log losses, intercept free."""
+    penalty = np.ones(design.shape[1]) / c
+    penalty[0] = 0.0
+    return newton_logistic(design, outcome, weight, penalty, 0.0, start)
+
+
+def mean_log_loss(design, outcome, weight, beta) -> float:
+    eta = design @ beta
+    return float(np.sum(weight * (np.logaddexp(0, eta) - outcome * eta)) / np.sum(weight))
+
+
+def tuned_coefficients(
+    patterns: Patterns, rows: np.ndarray, y: np.ndarray, p: ValidationParameters, seed: int
+) -> tuple[np.ndarray, float]:
+    """Coefficients on the episodes `rows`, with C chosen like LogisticRegressionCV: mean
+    log loss over stratified inner folds, the first best C of the grid, then a refit."""
+    folds = StratifiedKFold(n_splits=p.inner_folds, shuffle=True, random_state=seed)
+    losses = np.zeros(len(p.penalty_grid))
+    for train, test in folds.split(rows, y[rows]):
+        fit_rows, test_rows = (
+            pattern_counts(patterns, rows[train], y),
+            pattern_counts(patterns, rows[test], y),
+        )
+        beta = None
+        for i, c in enumerate(p.penalty_grid):  # warm start along the grid
+            beta = fit_penalised(*fit_rows, c, beta)
+            losses[i] += np.inf if beta is None else mean_log_loss(*test_rows, beta)
+    best = float(p.penalty_grid[int(np.argmin(losses))])
+    beta = fit_penalised(*pattern_counts(patterns, rows, y), best)
+    return beta, best
+
+
+def calibration(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
+    """Calibration intercept (logit(p) as offset) and slope, as model.calibration_intercept_slope
+    computes them with statsmodels, but on the distinct predictions (few: flag patterns)."""
+    lp = logit(prob)
+    values, inverse = np.unique(lp, return_inverse=True)
+    events = np.bincount(inverse, weights=y.astype(float), minlength=values.size)
+    total = np.bincount(inverse, minlength=values.size).astype(float)
+    keep_e, keep_n = events > 0, (total - events) > 0
+    x = np.concatenate([values[keep_e], values[keep_n]])
+    outcome = np.concatenate([np.ones(keep_e.sum()), np.zeros(keep_n.sum())])
+    weight = np.concatenate([events[keep_e], (total - events)[keep_n]])
+    ones = np.ones((x.size, 1))
+    intercept = newton_logistic(ones, outcome, weight, np.zeros(1), offset=x)
+    slope = None
+    if values.size > 1:
+        slope = newton_logistic(np.column_stack([ones, x]), outcome, weight, np.zeros(2))
+    return (
+        np.nan if intercept is None else float(intercept[0]),
+        np.nan if slope is None else float(slope[1]),
+    )
+
+
+def auroc(y: np.ndarray, prob: np.ndarray) -> float:
+    """Mann-Whitney AUROC (ties count one half)."""
+    ranks = rankdata(prob)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def net_benefit(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """NB = TP/n - FP/n * pt/(1-pt), treat if p >= pt, at every threshold at once."""
+    treated = prob[None, :] >= thresholds[:, None]
+    tp = (treated & y[None, :]).sum(axis=1)
+    fp = (treated & ~y[None, :]).sum(axis=1)
+    return tp / y.size - fp / y.size * thresholds / (1 - thresholds)
+
+
+def measures(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """AUROC, calibration intercept and slope, Brier, then net benefit per threshold."""
+    if y.size == 0 or y.all() or not y.any():
+        return np.full(len(SCALAR_MEASURES) + thresholds.size, np.nan)
+    intercept, slope = calibration(y, prob)
+    scalars = [auroc(y, prob), intercept, slope, float(np.mean((prob - y) ** 2))]
+    return np.concatenate([scalars, net_benefit(y, prob, thresholds)])
+
+
+def min_class(y: np.ndarray) -> int:
+    return min(int(y.sum()), int(y.size - y.sum()))
+
+
+@dataclass(frozen=True)
+class Validation:
+    apparent: np.ndarray
+    optimism: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    penalty_c: float
+    bootstraps: int  # replicates used (a sample with too few events for the inner CV is skipped)
+
+
+def bootstrap_validation(
+    x: np.ndarray, y: np.ndarray, p: ValidationParameters, rng: np.random.Generator
+) -> Validation:
+    """Harrell's optimism correction with out-of-bag percentile intervals (module doc)."""
+    thresholds = np.asarray(p.thresholds, dtype=float)
+    patterns = Patterns.of(x)
+    everyone = np.arange(y.size)
+
+    def predict(beta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return expit(patterns.design @ beta)[patterns.of_episode[rows]]
+
+    beta, best_c = tuned_coefficients(patterns, everyone, y, p, int(rng.integers(2**31)))
+    nan = np.full(len(SCALAR_MEASURES) + thresholds.size, np.nan)
+    if beta is None:
+        return Validation(nan, nan, nan, nan, best_c, 0)
+    apparent = measures(y, predict(beta, everyone), thresholds)
+    optimism, out_of_bag = [], []
+    for _ in range(p.bootstraps):
+        drawn = rng.integers(0, y.size, y.size)
+        inner_seed = int(rng.integers(2**31))
+        left_out = np.setdiff1d(everyone, drawn)
+        if min_class(y[drawn]) < p.inner_folds or min_class(y[left_out]) < 1:
+            continue
+        fit, _ = tuned_coefficients(patterns, drawn, y, p, inner_seed)
+        if fit is None:
+            continue
+        own = measures(y[drawn], predict(fit, drawn), thresholds)
+        test = measures(y, predict(fit, everyone), thresholds)
+        optimism.append(own - test)
+        out_of_bag.append(measures(y[left_out], predict(fit, left_out), thresholds))
+    alpha = 1 - p.confidence_level
+    if not optimism:
+        return Validation(apparent, nan, nan, nan, best_c, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        lower, upper = np.nanquantile(np.array(out_of_bag), [alpha / 2, 1 - alpha / 2], axis=0)
+        mean_optimism = np.nanmean(np.array(optimism), axis=0)
+    return Validation(apparent, mean_optimism, lower, upper, best_c, len(optimism))
+
+
+def refusal(y: np.ndarray, n_predictors: int, p: ValidationParameters) -> tuple[str, str]:
+    """(status, note) before fitting: refused or not estimable, or '' when it may be fitted."""
+    if y.size == 0:
+        return "not_estimable", "no episodes"
+    if min_class(y) == 0:
+        return "not_estimable", "no events" if not y.any() else "no non-events"
+    if n_predictors == 0:
+        return "not_estimable", "no ascertainable flags that vary"
+    epv = events_per_variable(y, n_predictors)
+    if epv < p.epv_refuse:
+        # the note is released as text: it names the rule, never a count (EPV x predictors
+        # would give the events back even where n_events is suppressed)
+        return "refused_low_epv", (
+            f"not fitted: fewer than {p.epv_refuse:g} events (or non-events) per predictor"
+        )
+    if min_class(y) < p.inner_folds:
+        return "not_estimable", f"fewer events or non-events than cv folds ({p.inner_folds})"
+    return "", ""
+
+
+def validate_flag_model(
+    flags: pd.DataFrame, outcome: pd.Series, subgroup: str, p: ValidationParameters
+) -> pd.DataFrame:
+    """Rows of mart.model_validation for one subgroup's model (one per measure/threshold)."""
+    features = predictors(flags)
+    y = outcome.astype(bool).to_numpy()
+    epv = events_per_variable(y, len(features)) if y.size else np.nan
+    names = [*((m, np.nan) for m in SCALAR_MEASURES), *((NET_BENEFIT, t) for t in p.thresholds)]
+    base = {"subgroup": subgroup, "n": y.size, "n_events": int(y.sum()),
+            "n_predictors": len(features), "events_per_variable": epv}  # fmt: skip
+    status, note = refusal(y, len(features), p)
+    if status:
+        rows = [{**base, "measure": m, "threshold": t, "penalty_c": np.nan, "bootstraps": 0,
+                 **dict.fromkeys(VALUES, np.nan), "status": status, "note": note}
+                for m, t in names]  # fmt: skip
+        return pd.DataFrame(rows, columns=COLUMNS)
+    x = flags[features].astype(float).to_numpy()
+    v = bootstrap_validation(x, y, p, subgroup_seed(p.seed, subgroup))
+    status, note = "estimated", ""
+    if epv < p.epv_warn:
+        status = "low_epv_warning"
+        note = f"fewer than {p.epv_warn:g} events (or non-events) per predictor: expect overfitting"
+    rows = []
+    for i, (m, t) in enumerate(names):
+        rows.append({**base, "measure": m, "threshold": t, "penalty_c": v.penalty_c,
+                     "bootstraps": v.bootstraps, "apparent": v.apparent[i],
+                     "optimism": v.optimism[i], "corrected": v.apparent[i] - v.optimism[i],
+                     "lower": v.lower[i], "upper": v.upper[i], "status": status,
+                     "note": note})  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def empty_table() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS})
+
+
+# ---- release (docs/statistics.md 7) ------------------------------------------------------
+
+# The apparent net benefit times n is TP - FP * pt/(1 - pt) of the model fitted on all
+# episodes: with integer TP and FP both can be solved from it, however small. Its optimism
+# would give it back from the corrected value, so neither is released for net benefit
+# (the decision_curve table releases the pooled cross-validated curve instead).
+NOT_RELEASED_NET_BENEFIT = ("apparent", "optimism")
+
+
+def releasable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The mart table without the values that could reveal a count (before disclosure)."""
+    out = frame.copy()
+    rows = (out["measure"] == NET_BENEFIT).to_numpy()
+    for column in NOT_RELEASED_NET_BENEFIT:
+        out[column] = out[column].astype(float)
+        out.loc[rows, column] = np.nan
+    return out
