@@ -776,8 +776,17 @@ def shared_cells(
             frame = released[name]
             for match in hidden & set(rows):
                 positions = np.flatnonzero(frame.index.isin(rows[match]))
-                cells.setdefault(name, set()).update((int(i), c) for i in positions for c in counts)
+                # A cell this table already hides needs no forcing (and keeps its own status:
+                # a small count shared by several rows of one table stays suppressed_small).
+                cells.setdefault(name, set()).update(
+                    (int(i), c) for i in positions for c in counts if _shown(frame, int(i), c)
+                )
     return cells
+
+
+def _shown(frame: pd.DataFrame, position: int, column: str) -> bool:
+    status = f"{column}_status"
+    return status not in frame.columns or frame[status].iat[position] == "shown"
 
 
 def align_shared(released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]) -> None:
