@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import __version__, progress, spark_study
+from pipelines import __version__, progress, spark_study, table_docs
 from pipelines.errors import UserFacingError
 from pipelines.settings import StudySettings
 from pipelines.spark_study import SparkEngine, SparkRun
@@ -261,6 +261,8 @@ def publish(
                 counts[f"{schema}.{table}"] = con.execute(
                     f'SELECT count(*) FROM "{schema}"."{table}"'
                 ).fetchone()[0]
+        # The catalog describes what was published: one source with docs/data-dictionary.md.
+        table_docs.comment_tables(con)
         if also is not None:
             counts.update(also(con))
         con.execute("COMMIT")
