@@ -87,7 +87,10 @@ def load(path: Path = SOURCE) -> tuple[Section, ...]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SourceError(f"{path.name}: {exc}") from exc
-    sections = tuple(_section(s) for s in data.get("section", []))
+    try:
+        sections = tuple(_section(s) for s in data.get("section", []))
+    except (KeyError, TypeError, AttributeError) as exc:  # a key missing or of the wrong kind
+        raise SourceError(f"{path.name}: a section or table lacks or misspells {exc}") from exc
     _check(sections)
     return sections
 
@@ -266,6 +269,38 @@ def page_with(generated: str, page: str) -> str:
     return head + generated.rstrip("\n") + tail
 
 
+def missing(warehouse: Path, sections: tuple[Section, ...] | None = None) -> list[str]:
+    """What a built warehouse and the source disagree on, as lines to act on: a TOML stub
+    for each published column without an entry (to paste and fill in), and each entry whose
+    table or column no longer exists."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            "SELECT schema_name || '.' || table_name, column_name, data_type FROM duckdb_columns()"
+            " WHERE schema_name IN ('mart', 'release') ORDER BY schema_name, table_name, column_index"
+        ).fetchall()
+    actual: dict[str, dict[str, str]] = {}
+    for table, column, data_type in rows:
+        actual.setdefault(table, {})[column] = data_type
+    known = documented(sections)
+    lines = []
+    for table, columns in actual.items():
+        stubs = [
+            f"  {{ name = '{c}', type = '{data_type}', meaning = '' }},"
+            for c, data_type in columns.items()
+            if c not in known.get(table, ())
+        ]
+        if stubs:
+            lines += [f"# {table}: no entry" + ("" if table in known else " for the table")]
+            lines += stubs
+    for table, columns in known.items():
+        gone = [c for c in columns if c not in actual.get(table, {})]
+        if table not in actual:
+            lines.append(f"# {table}: documented, not in the warehouse")
+        elif gone:
+            lines.append(f"# {table}: documented columns not in the warehouse: {', '.join(gone)}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.table_docs",
@@ -274,8 +309,27 @@ def main(argv: list[str] | None = None) -> int:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="rewrite the page's generated part")
     action.add_argument("--check", action="store_true", help="fail when the page is out of date")
+    action.add_argument(
+        "--missing",
+        type=Path,
+        metavar="WAREHOUSE",
+        help="list what a built warehouse has that the source lacks (as TOML to fill in), and the reverse",
+    )
     parser.add_argument("--page", type=Path, default=DICTIONARY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.missing:
+        if not args.missing.is_file():
+            print(f"{parser.prog}: error: warehouse not found: {args.missing}", file=sys.stderr)
+            return 2
+        try:
+            lines = missing(args.missing)
+        except (SourceError, duckdb.Error) as exc:
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            "\n".join(lines) if lines else f"{args.missing}: every table and column is documented"
+        )
+        return 1 if lines else 0
     try:
         page = args.page.read_text(encoding="utf-8")
         wanted = page_with(render(), page)

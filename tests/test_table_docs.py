@@ -151,6 +151,9 @@ def test_a_malformed_source_is_a_clear_error(tmp_path):
     )
     with pytest.raises(SourceError, match="columns listed twice: a"):
         table_docs.load(bad)
+    bad.write_text("[[section]]\ntext = 'no heading'\n")
+    with pytest.raises(SourceError, match="lacks or misspells 'heading'"):
+        table_docs.load(bad)
     bad.write_text("[[section]\n")
     with pytest.raises(SourceError, match="bad.toml"):
         table_docs.load(bad)
@@ -173,3 +176,22 @@ def test_release_tables_with_both_schemas_list_their_release_only_columns_apart(
     assert "#### Release-only columns of `release.flag_accuracy`" in text
     assert "| `tp_status` | VARCHAR | status of `tp`: shown," in text
     assert "#### Mart-only column of `mart.cumulative_incidence`" in text
+
+
+def test_missing_lists_undocumented_columns_as_toml_and_absent_entries(tmp_path, capsys):
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE SCHEMA release")
+        con.execute("CREATE TABLE release.labels (kind VARCHAR, code VARCHAR, run_id VARCHAR, added BIGINT)")  # fmt: skip
+    lines = table_docs.missing(path)
+    assert "# release.labels: no entry" in lines
+    assert "  { name = 'added', type = 'BIGINT', meaning = '' }," in lines
+    assert "# release.labels: documented columns not in the warehouse: label" in lines
+    assert "# mart.cohort: documented, not in the warehouse" in lines
+    assert table_docs.main(["--missing", str(path)]) == 1
+    assert table_docs.main(["--missing", str(tmp_path / "absent.duckdb")]) == 2
+    assert "warehouse not found" in capsys.readouterr().err
+
+
+def test_missing_finds_nothing_on_a_built_warehouse(built):
+    assert table_docs.missing(built) == []
