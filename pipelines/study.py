@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import __version__, progress
+from pipelines import __version__, progress, table_docs
 from pipelines.engines import DuckDBEngine, Engine, EngineRun
 from pipelines.resources import PACKAGE_DIR, SQL_DIR, VALUESETS_DIR
 from pipelines.settings import StudySettings
@@ -250,6 +250,8 @@ def publish(
                 counts[f"{schema}.{table}"] = con.execute(
                     f'SELECT count(*) FROM "{schema}"."{table}"'
                 ).fetchone()[0]
+        # The catalog describes what was published: one source with docs/data-dictionary.md.
+        table_docs.comment_tables(con)
         if also is not None:
             counts.update(also(con))
         con.execute("COMMIT")
