@@ -472,6 +472,7 @@ def step_output_contracts(warehouse: Path, settings: StudySettings) -> str:
 
 
 def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
+    from pipelines import history
     from pipelines.analysis import build_release
 
     with _connection(warehouse) as con:
@@ -482,19 +483,38 @@ def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[
             run_id,
             source_schema="mart" + BUILD_SUFFIX,
             target_schema="release" + BUILD_SUFFIX,
+            # what earlier runs released: no small difference to them (pipelines/history.py)
+            previous=history.previous_counts(con),
         )
         return dict(result or {})
 
 
-def step_publish(warehouse: Path, run_id: str, spark_run: SparkRun | None = None) -> dict[str, int]:
-    """Publish mart and release (and the Spark run's tables) in one transaction."""
-    with _connection(warehouse) as con:
-        if spark_run is None:
-            return publish(con, run_id)
-        counts = publish(
-            con, run_id, also=lambda c: spark_study.publish_extra(c, spark_run, run_id)
+def step_publish(
+    warehouse: Path,
+    run_id: str,
+    spark_run: SparkRun | None = None,
+    source_format: str | None = None,
+    settings: StudySettings | None = None,
+) -> dict[str, int]:
+    """Publish mart and release (and the Spark run's tables) in one transaction, and append
+    the run's row to the release history in the same one (pipelines/history.py)."""
+    from pipelines import history
+
+    def also(c: duckdb.DuckDBPyConnection) -> dict[str, int]:
+        counts = {} if spark_run is None else spark_study.publish_extra(c, spark_run, run_id)
+        manifest = "meta" if spark_run is None else "spark_meta" + BUILD_SUFFIX
+        return counts | history.append(
+            c,
+            run_id,
+            source_format=source_format,
+            settings=settings or StudySettings(),
+            manifest_schema=manifest,
         )
-    spark_study.remove_other_runs(spark_run)
+
+    with _connection(warehouse) as con:
+        counts = publish(con, run_id, also=also)
+    if spark_run is not None:
+        spark_study.remove_other_runs(spark_run)
     return counts
 
 
@@ -516,6 +536,16 @@ def step_report(warehouse: Path, out: Path, run_id: str) -> Path:
     from pipelines.report import write_report
 
     return write_report(Path(warehouse), Path(out), run_id=run_id)
+
+
+def _source_format(source: Path, source_format: str) -> str | None:
+    """The layout the run read (auto-detection repeated: cheap, file names only)."""
+    from pipelines.sources import resolve_format
+
+    try:
+        return resolve_format(Path(source), source_format)
+    except UserFacingError:
+        return None
 
 
 def step_begin(
@@ -606,7 +636,10 @@ def run_study(
         stage("sensitivity", steps.sensitivity, warehouse, settings, run.run_id, spark)
         stage("output contracts", steps.output_contracts, warehouse, settings)
         stage("release", steps.release, warehouse, settings, run.run_id)
-        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id, spark)
+        fmt = "synthea" if spark else _source_format(source, source_format)
+        run.row_counts = stage(
+            "publish", steps.publish, warehouse, run.run_id, spark, fmt, settings
+        )
         # The outputs are published: record the end now so that the run's own report shows
         # its final status and provenance (recorded again at the very end, with the timings
         # of the last stages, or as failed if one of them fails).
