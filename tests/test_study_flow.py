@@ -219,9 +219,10 @@ def test_two_runs_over_a_growing_export_equal_one_run_over_the_final_export(
 
     once = tmp_path / "once.duckdb"
     study_flow(source=str(growing), warehouse=str(once), config=fast_config)
-    assert snapshot(nightly, ("raw", "mart", "release")) == snapshot(
-        once, ("raw", "mart", "release")
-    )
+    assert snapshot(nightly, ("raw", "mart")) == snapshot(once, ("raw", "mart"))
+    # The release may hide more after two runs than after one: a count that differs from the
+    # first night's by 1..min_cell-1 is hidden (overlapping releases, pipelines/history.py).
+    assert snapshot(nightly, ("release",)).keys() == snapshot(once, ("release",)).keys()
 
     # Night 3: nothing changed; no file is read again (the manifest keeps its load times).
     manifest_before = snapshot(nightly, ("meta",))["meta.ingest_manifest"]

@@ -50,16 +50,6 @@ def run_time(run_id: str) -> str:
         return ""
 
 
-def current_runs(rel) -> list[str]:
-    """Run ids of the release tables other than the history (the latest run)."""
-    ids: set[str] = set()
-    for name in rel.tables:
-        frame = rel.table(name)
-        if name != HISTORY_TABLE and "run_id" in frame:
-            ids.update(frame["run_id"].dropna().astype(str))
-    return sorted(ids)
-
-
 def trend_figure(history: pd.DataFrame, columns: tuple[str, ...], ylabel: str):
     """One line per figure over the runs; a run whose value is hidden is a gap, not a 0."""
     fig, ax = session.figure(9, 3.6)
@@ -88,7 +78,7 @@ def render(rel) -> None:
     st.title("Run history")
     limit = session.min_cell(rel)
     st.subheader("Current release")
-    runs = current_runs(rel)
+    runs = rel.run_ids()
     st.table([{"run id": r, "started": run_time(r)} for r in runs] or [{"run id": "unknown", "started": ""}])  # fmt: skip
     if not rel.has(HISTORY_TABLE):
         st.info("This release has no run history (`release.run_history`): it was written before "
