@@ -191,7 +191,7 @@ def released_counts(
         release, mart = _frame(con, "release", table), _frame(con, "mart", table)
         if release.empty or mart.empty:
             continue
-        exact = {k: (i, c) for k, (i, c) in tracked_cells(table, mart, spec).items()}
+        exact = tracked_cells(table, mart, spec)  # matched by row labels, not positions
         for key, (i, col) in tracked_cells(table, release, spec).items():
             if release[f"{col}_status"].iloc[i] in SHOWN and key in exact:
                 value = pd.to_numeric(mart[col], errors="coerce").iloc[exact[key][0]]
@@ -260,13 +260,15 @@ def publish_history(con: duckdb.DuckDBPyConnection) -> int:
         dtype = "Int64" if name in COUNT_FIGURES else "Float64"
         frame[name] = pd.array(pd.to_numeric(frame[name]), dtype=dtype)
     frame["finished_at"] = pd.to_datetime(frame["finished_at"])
-    frame["extract_date"] = pd.to_datetime(frame["extract_date"]).dt.date
+    # an ISO date as text: Parquet and CSV readers give it back unchanged (a DATE comes back
+    # as a date object from Parquet and as a timestamp from DuckDB's pandas bridge)
+    frame["extract_date"] = [None if d is None else str(d)[:10] for d in frame["extract_date"]]
     con.register("_redflags_run_history", frame)
     try:
         con.execute("CREATE SCHEMA IF NOT EXISTS release")
         con.execute(
             "CREATE OR REPLACE TABLE release.run_history AS"
-            " SELECT * REPLACE (CAST(extract_date AS DATE) AS extract_date)"
+            " SELECT * REPLACE (CAST(extract_date AS VARCHAR) AS extract_date)"
             " FROM _redflags_run_history"
         )
     finally:
