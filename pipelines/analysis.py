@@ -10,7 +10,7 @@ docs/statistics.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import duckdb
@@ -577,15 +577,17 @@ def build_release(
     *,
     source_schema: str = "mart",
     target_schema: str = "release",
+    previous: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, int]:
     """Disclosure-controlled copies of every aggregate table present in the source, and
-    `disclosure_log` (never row-level tables). Method: docs/statistics.md section 7."""
+    `disclosure_log` (never row-level tables). Method: docs/statistics.md section 7;
+    `previous`: counts earlier runs released (pipelines/history.py, section 7.1)."""
     frames = {}
     for name in RELEASED_TABLES:
         if table_exists(con, _schema(source_schema), name):
             frame = con.execute(f"select * from {_schema(source_schema)}.{name}").df()
             frames[name] = frame.drop(columns=["run_id"], errors="ignore")
-    released, log = release_tables(frames, settings)
+    released, log = release_tables(frames, settings, previous)
     written = {
         name: write_table(con, target_schema, name, frame, run_id)
         for name, frame in released.items()
@@ -607,15 +609,22 @@ def write_labels(
 
 
 def release_tables(
-    frames: dict[str, pd.DataFrame], settings: StudySettings
+    frames: dict[str, pd.DataFrame],
+    settings: StudySettings,
+    previous: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Every table through the one disclosure layer, then the rules that link tables.
 
     Counts shared across tables are declared in the specs (`TableSpec.shared`): a count one
     table hides is hidden in every table sharing it, by disclosing that table again with the
     count forced hidden (so its complements there are hidden too), until nothing changes;
-    values that are not counts (curves, smoothed points) follow (`align_shared`)."""
-    specs = release_specs(settings.cumulative_incidence_days)
+    values that are not counts (curves, smoothed points) follow (`align_shared`).
+    `previous` adds the overlapping-release relations (pipelines/history.py)."""
+    from pipelines.history import with_overlap
+
+    specs = with_overlap(
+        release_specs(settings.cumulative_incidence_days), previous, settings.min_cell
+    )
     released, logs = {}, {}
     force: dict[str, set] = {}
     pending = set(frames)

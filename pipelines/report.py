@@ -176,7 +176,8 @@ def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[st
 def _released_run_ids(con: duckdb.DuckDBPyConnection, tables: list[str]) -> set[str]:
     ids: set[str] = set()
     for t in tables:
-        if "run_id" in _columns(con, "release", t):
+        # run_history lists every earlier run too (pipelines/history.py): not this release's
+        if t != "run_history" and "run_id" in _columns(con, "release", t):
             rows = con.execute(f'SELECT DISTINCT run_id FROM release."{t}"').fetchall()
             ids.update(r[0] for r in rows if r[0] is not None)
     return ids

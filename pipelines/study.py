@@ -24,6 +24,7 @@ import duckdb
 
 from pipelines import __version__, progress, table_docs
 from pipelines.engines import DuckDBEngine, Engine, EngineRun
+from pipelines.errors import UserFacingError
 from pipelines.resources import PACKAGE_DIR, SQL_DIR, VALUESETS_DIR
 from pipelines.settings import StudySettings
 from pipelines.warehouse import (
@@ -426,6 +427,7 @@ def step_output_contracts(warehouse: Path, settings: StudySettings) -> str:
 
 
 def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[str, int]:
+    from pipelines import history
     from pipelines.analysis import build_release
 
     with run_connection(warehouse) as con:
@@ -436,15 +438,35 @@ def step_release(warehouse: Path, settings: StudySettings, run_id: str) -> dict[
             run_id,
             source_schema="mart" + BUILD_SUFFIX,
             target_schema="release" + BUILD_SUFFIX,
+            # what earlier runs released: no small difference to them (pipelines/history.py)
+            previous=history.previous_counts(con),
         )
         return dict(result or {})
 
 
-def step_publish(warehouse: Path, run_id: str, engine: EngineRun = DUCKDB) -> dict[str, int]:
-    """Publish mart and release (and the engine's own tables) in one transaction, then drop
+def step_publish(
+    warehouse: Path,
+    run_id: str,
+    engine: EngineRun = DUCKDB,
+    source_format: str | None = None,
+    settings: StudySettings | None = None,
+) -> dict[str, int]:
+    """Publish mart and release (and the engine's own tables) in one transaction, appending
+    the run's row to the release history in the same one (pipelines/history.py); then drop
     the build schemas (a failed run never gets here: it keeps them, for diagnosis)."""
+    from pipelines import history
+
+    def also(c: duckdb.DuckDBPyConnection) -> dict[str, int]:
+        return engine.publish_extra(c, run_id) | history.append(
+            c,
+            run_id,
+            source_format=source_format,
+            settings=settings or StudySettings(),
+            manifest_schema=engine.meta_schema,
+        )
+
     with run_connection(warehouse) as con:
-        counts = publish(con, run_id, also=lambda c: engine.publish_extra(c, run_id))
+        counts = publish(con, run_id, also=also)
         try:
             dropped = drop_build_schemas(con)
         except duckdb.Error as exc:  # the outputs are published: a leftover copy is no failure
@@ -491,6 +513,16 @@ def step_report(warehouse: Path, out: Path, run_id: str) -> Path:
     from pipelines.report import write_report
 
     return write_report(Path(warehouse), Path(out), run_id=run_id)
+
+
+def _source_format(source: Path, source_format: str) -> str | None:
+    """The layout the run read (auto-detection repeated: cheap, file names only)."""
+    from pipelines.sources import resolve_format
+
+    try:
+        return resolve_format(Path(source), source_format)
+    except UserFacingError:
+        return None
 
 
 def step_begin(
@@ -573,7 +605,8 @@ def run_study(
         stage("sensitivity", steps.sensitivity, warehouse, settings, run.run_id, on)
         stage("output contracts", steps.output_contracts, warehouse, settings)
         stage("release", steps.release, warehouse, settings, run.run_id)
-        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id, on)
+        fmt = _source_format(source, source_format)
+        run.row_counts = stage("publish", steps.publish, warehouse, run.run_id, on, fmt, settings)
         # The outputs are published: record the end now so that the run's own report shows
         # its final status and provenance (recorded again at the very end, with the timings
         # of the last stages, or as failed if one of them fails).

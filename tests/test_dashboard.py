@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from history_fixtures import two_runs
 from report_fixtures import study_warehouse
 from streamlit.testing.v1 import AppTest
 from test_report import chromium  # noqa: F401 - the Debian chromium fixture, shared
@@ -26,7 +27,7 @@ EXPECTED = {
     "model": ("selectbox", "image", "dataframe"),
     "sensitivity": ("selectbox", "dataframe"),
     "data_quality": ("dataframe",),
-    "run_history": ("table",),
+    "run_history": ("table", "image", "dataframe"),
 }
 
 
@@ -427,6 +428,25 @@ def test_a_new_run_shows_without_restarting(warehouse, tmp_path, monkeypatch):
     os.utime(copy, (copy.stat().st_atime, copy.stat().st_mtime + 5))  # coarse file clocks
     after = render("run_history", monkeypatch, warehouse=copy).table[0].value
     assert "run-2" not in before.to_string() and "run-2" in after.to_string()
+
+
+def test_two_runs_over_a_growing_export_are_two_points_of_each_trend(tmp_path_factory, monkeypatch):
+    """issue 15: two consecutive runs give two rows in release.run_history and two points on
+    each line of the run-history page (a hidden value is a gap, and says so)."""
+    from pipelines.dashboard.views import run_history
+
+    runs = two_runs(tmp_path_factory)
+    at = render("run_history", monkeypatch, warehouse=runs.warehouse)
+    assert_page_shows(at, "run_history")
+    every_run = at.dataframe[0].value
+    assert list(every_run["run_id"]) == list(runs.run_ids)
+    assert len(at.get("image")) == len(run_history.CHARTS)
+    history = data.read_table(data.Source(runs.warehouse), "run_history")
+    fig = run_history.trend_figure(history, ("n_patients",), "patients")
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_ydata()) == [1500, 1540]
+    hidden = every_run["n_episodes"].iloc[-1]
+    assert hidden.startswith("suppressed"), hidden  # 375 -> 385: a difference of 10
 
 
 def test_a_warehouse_held_by_a_run_is_a_one_line_error(warehouse, tmp_path, monkeypatch):

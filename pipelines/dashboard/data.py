@@ -128,9 +128,12 @@ class Release:
         return int(match.iloc[0]) if len(match) else None
 
     def run_ids(self) -> list[str]:
-        """The run ids found in the release tables (one per published run)."""
+        """The run ids found in the release tables (one per published run; the run history,
+        which lists every earlier run, aside)."""
         ids: set[str] = set()
         for name in self.tables:
+            if name == "run_history":
+                continue
             frame = self.table(name)
             if "run_id" in frame:
                 ids.update(frame["run_id"].dropna().astype(str))
