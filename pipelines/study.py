@@ -1,8 +1,11 @@
 """The whole study as plain functions: the Prefect flow in flows.py only wires these.
 
-A run builds everything apart, in `build_*` schemas, and publishes `mart` and `release`
+A run builds everything apart, in `*__build` schemas, and publishes `mart` and `release`
 in one transaction at the end, so a run that fails or is killed leaves the previous
-outputs readable and intact. One run at a time per warehouse (a lock file beside it).
+outputs readable and intact; the build schemas are then dropped (a failed run keeps them,
+for diagnosis). Where ingest and the SQL models run is the engine's business
+(`pipelines/engines`): this module never asks which one it got. One run at a time per
+warehouse (a lock file beside it).
 """
 
 from __future__ import annotations

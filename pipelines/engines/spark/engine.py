@@ -15,8 +15,9 @@ with a `SparkEngine`, the `SparkRun` it binds to the run does the engine's part:
 - sensitivity: each variant builds on Spark only the models downstream of the parameter it
   changes (the others read the primary build's Parquet), into `<run>/sens_<name>/`.
 - publish: `mart` and `release`, `spark_meta` (copied) and `spark_raw` (views on this run's
-  raw Parquet) are replaced in one transaction; older run folders are then removed. A run
-  that fails removes its own folder and leaves the published tables and folder as they were.
+  raw Parquet) are replaced in one transaction; the study then drops the build schemas and
+  older run folders are removed. A run that fails removes its own folder and leaves the
+  published tables and folder as they were.
 
 pyspark is imported only when a session is started (`execution.spark_session`).
 """
