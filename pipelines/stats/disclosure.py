@@ -32,6 +32,7 @@ import pandas as pd
 
 Cell = tuple[Hashable, str]  # (row position or virtual label, column)
 HEADLINE_COST = 10
+KEEP_COST = 100
 AT_RISK_BASE = 5
 STATUSES = ("shown", "suppressed_small", "suppressed_complement", "rounded", "not_estimable")
 
@@ -103,6 +104,11 @@ class Shared:
     by: tuple[str, ...] = ()
     value: tuple[str, ...] | None = None
     also_hide: tuple[str, ...] = ()
+    # Another table headlines this count: complementary suppression here picks it last
+    # (KEEP_COST), and this endpoint only receives: hidden here when hidden in a headline
+    # table, but its own hiding is not pushed to the headline tables (known limit,
+    # docs/statistics.md 7), so one table's complements cannot empty the headline tables.
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -504,10 +510,16 @@ def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], flo
         else np.zeros(len(frame), dtype=float)
     )
 
+    kept: set[Cell] = set()
+    for share in (s for s in spec.shared if s.keep):
+        for index in _endpoint_rows(frame, share).values():
+            positions = np.flatnonzero(frame.index.isin(index))
+            kept.update((int(i), c) for i in positions for c in share.columns)
+
     def cost(cell: Cell) -> float:
         row, col = cell
         extra = HEADLINE_COST * headline[row] if isinstance(row, int | np.integer) else 0.0
-        return spec.hide_cost.get(col, 1) + extra
+        return spec.hide_cost.get(col, 1) + extra + (KEEP_COST if cell in kept else 0.0)
 
     return cost
 
@@ -746,6 +758,8 @@ def _endpoint_rows(frame: pd.DataFrame, share: Shared) -> dict[tuple, pd.Index]:
 def _hidden_matches(released: Mapping[str, pd.DataFrame], members: list) -> set[tuple]:
     hidden: set[tuple] = set()
     for name, share, rows in members:
+        if share.keep:  # receives only: see Shared.keep
+            continue
         frame = released[name]
         status = [f"{c}_status" for c in share.columns if f"{c}_status" in frame.columns]
         for match, index in rows.items():
@@ -776,8 +790,14 @@ def shared_cells(
             frame = released[name]
             for match in hidden & set(rows):
                 positions = np.flatnonzero(frame.index.isin(rows[match]))
-                cells.setdefault(name, set()).update((int(i), c) for i in positions for c in counts)
-    return cells
+                for c in counts:
+                    # a cell the table hides already is protected there (small counts, and
+                    # complements left hidden only when not derivable): no need to force it
+                    status = frame[f"{c}_status"].to_numpy()
+                    cells.setdefault(name, set()).update(
+                        (int(i), c) for i in positions if status[i] not in HIDDEN
+                    )
+    return {name: found for name, found in cells.items() if found}
 
 
 def align_shared(released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]) -> None:

@@ -402,6 +402,11 @@ SMOOTHED = ("mean_predicted", "observed_smoothed")
 T1_COHORT, T1_LANDMARK = {"population": "cohort"}, {"population": "landmark"}
 
 
+def Kept(*args, **kwargs) -> Shared:  # noqa: N802 - reads as a declaration like Shared
+    """A shared count another table headlines: this table hides it last (Shared.keep)."""
+    return Shared(*args, **kwargs, keep=True)
+
+
 def _t1(population: dict, comparison: str, group: str | None = None) -> dict:
     where = {**population, "comparison": comparison}
     return where if group is None else {**where, "group": group}
@@ -415,6 +420,11 @@ def _t1(population: dict, comparison: str, group: str | None = None) -> dict:
 #   the primary AUROC rows of sensitivity_analyses, Table 1's landmark rows; calibration
 #   (bins add up to them; smoothed points rest on them) depends on them;
 # - each primary 2x2: flag_accuracy and the primary rows of sensitivity_analyses.
+# `Kept`: Table 1 repeats counts the older tables headline (the cohort's episodes and
+# diagnosed, the landmark population and its events): it picks them last as complements
+# and receives their hiding without pushing its own back (Shared.keep; on the demo Table
+# 1's complements would otherwise hide the model's, the score's and the overall
+# cumulative incidence's `all` rows everywhere).
 SHARED: dict[str, tuple[Shared, ...]] = {
     "time_to_diagnosis": (
         Shared(COHORT_N, ("n_episodes",), {"stratum_variable": "overall"}),
@@ -423,14 +433,14 @@ SHARED: dict[str, tuple[Shared, ...]] = {
         Shared(DIAGNOSED, ("n_diagnosed",), {"stratum_variable": "overall"}),
     ),
     "table_one": (
-        Shared(COHORT_N, ("n_group",), _t1(T1_COHORT, "overall")),
-        Shared(COHORT_N_HISTORY, ("n_group",), _t1(T1_COHORT, "breast_cancer_history"),
+        Kept(COHORT_N, ("n_group",), _t1(T1_COHORT, "overall")),
+        Kept(COHORT_N_HISTORY, ("n_group",), _t1(T1_COHORT, "breast_cancer_history"),
                by=("group",)),
-        Shared(DIAGNOSED, ("n_group",), _t1(T1_COHORT, "reference_standard", "positive")),
-        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "overall"), value=("all",)),
-        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "breast_cancer_history", "yes"),
+        Kept(DIAGNOSED, ("n_group",), _t1(T1_COHORT, "reference_standard", "positive")),
+        Kept(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "overall"), value=("all",)),
+        Kept(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "breast_cancer_history", "yes"),
                value=("breast_cancer_history",)),
-        Shared(LANDMARK_EVENTS, ("n_group",), _t1(T1_LANDMARK, "reference_standard", "positive"),
+        Kept(LANDMARK_EVENTS, ("n_group",), _t1(T1_LANDMARK, "reference_standard", "positive"),
                value=("all",)),
     ),
     "care_after_diagnosis_summary": (Shared(DIAGNOSED, ("n_diagnosed",)),),
