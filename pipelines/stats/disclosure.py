@@ -462,7 +462,7 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
 def suppressed_cells(
     frame: pd.DataFrame, spec: TableSpec, min_cell: int, force: Iterable[Cell] = ()
 ) -> tuple[set[Cell], set[Cell]]:
-    """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression.
+    """(suppressed cells, small cells), aliases resolved, after complementary suppression.
 
     `force`: cells hidden because another table hides the same count; protected like a
     small count (complements chosen so they cannot be worked out) but not small."""
@@ -470,8 +470,8 @@ def suppressed_cells(
     if spec.nested:
         linkage += nested_linkage(frame, spec.nested, linkage)
     values = _cell_values(frame, spec, linkage)
-    sensitive = {c for c, v in values.items() if is_small(v, min_cell)}
-    sensitive |= {linkage.aliases.get(c, c) for c in force} & set(values)
+    small = {c for c, v in values.items() if is_small(v, min_cell)}
+    sensitive = small | ({linkage.aliases.get(c, c) for c in force} & set(values))
     virtual = set(linkage.virtual)
     state = _State(
         values=values,
@@ -499,7 +499,7 @@ def suppressed_cells(
                 added.append(extra)
         if not added:
             _release_derivable(state)
-            return _expand(state.suppressed, linkage.aliases), _expand(sensitive, linkage.aliases)
+            return _expand(state.suppressed, linkage.aliases), _expand(small, linkage.aliases)
         _propagate(state, [k for c in added for k in state.by_cell.get(c, [])])
 
 
@@ -602,7 +602,6 @@ def disclose(
     frame = frame.reset_index(drop=True)
     force = set(force)
     suppressed, sensitive = suppressed_cells(frame, spec, min_cell, force)
-    sensitive -= _expand(force, spec.linkage(frame).aliases) if force else set()
     n = len(frame)
 
     def mask(columns: Iterable[str], cells: set[Cell]) -> np.ndarray:
