@@ -396,7 +396,9 @@ AUROC_RULES = ("red_flag_count", "model")
 DIAGNOSED, SRE = "cohort_diagnosed", "sre_at_diagnosis"
 LANDMARK_N, LANDMARK_EVENTS = "landmark_episodes", "landmark_events"
 COHORT_N, COHORT_N_HISTORY = "cohort_episodes", "cohort_episodes_by_history"
-MODEL_CURVE = ("n", "n_events", "tp", "fp", "net_benefit_model", "net_benefit_treat_all")
+# not n / n_events themselves: hiding one must not look like the other hidden (a count of
+# 0 events stays shown when n is small), else the keys would hide each other everywhere
+MODEL_CURVE = ("tp", "fp", "net_benefit_model", "net_benefit_treat_all")
 CALIBRATION_BINS = ("n", "n_events", "mean_predicted", "observed_rate")
 SMOOTHED = ("mean_predicted", "observed_smoothed")
 T1_COHORT, T1_LANDMARK = {"population": "cohort"}, {"population": "landmark"}
