@@ -32,6 +32,7 @@ import pandas as pd
 
 Cell = tuple[Hashable, str]  # (row position or virtual label, column)
 HEADLINE_COST = 10
+KEEP_COST = 100
 AT_RISK_BASE = 5
 STATUSES = ("shown", "suppressed_small", "suppressed_complement", "rounded", "not_estimable")
 
@@ -103,6 +104,11 @@ class Shared:
     by: tuple[str, ...] = ()
     value: tuple[str, ...] | None = None
     also_hide: tuple[str, ...] = ()
+    # Another table headlines this count: complementary suppression here picks it last
+    # (KEEP_COST), and this endpoint only receives: hidden here when hidden in a headline
+    # table, but its own hiding is not pushed to the headline tables (known limit,
+    # docs/statistics.md 7), so one table's complements cannot empty the headline tables.
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -456,7 +462,7 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
 def suppressed_cells(
     frame: pd.DataFrame, spec: TableSpec, min_cell: int, force: Iterable[Cell] = ()
 ) -> tuple[set[Cell], set[Cell]]:
-    """(suppressed cells, sensitive cells), aliases resolved, after complementary suppression.
+    """(suppressed cells, small cells), aliases resolved, after complementary suppression.
 
     `force`: cells hidden because another table hides the same count; protected like a
     small count (complements chosen so they cannot be worked out) but not small."""
@@ -464,8 +470,8 @@ def suppressed_cells(
     if spec.nested:
         linkage += nested_linkage(frame, spec.nested, linkage)
     values = _cell_values(frame, spec, linkage)
-    sensitive = {c for c, v in values.items() if is_small(v, min_cell)}
-    sensitive |= {linkage.aliases.get(c, c) for c in force} & set(values)
+    small = {c for c, v in values.items() if is_small(v, min_cell)}
+    sensitive = small | ({linkage.aliases.get(c, c) for c in force} & set(values))
     virtual = set(linkage.virtual)
     state = _State(
         values=values,
@@ -493,7 +499,7 @@ def suppressed_cells(
                 added.append(extra)
         if not added:
             _release_derivable(state)
-            return _expand(state.suppressed, linkage.aliases), _expand(sensitive, linkage.aliases)
+            return _expand(state.suppressed, linkage.aliases), _expand(small, linkage.aliases)
         _propagate(state, [k for c in added for k in state.by_cell.get(c, [])])
 
 
@@ -504,10 +510,16 @@ def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], flo
         else np.zeros(len(frame), dtype=float)
     )
 
+    kept: set[Cell] = set()
+    for share in (s for s in spec.shared if s.keep):
+        for index in _endpoint_rows(frame, share).values():
+            positions = np.flatnonzero(frame.index.isin(index))
+            kept.update((int(i), c) for i in positions for c in share.columns)
+
     def cost(cell: Cell) -> float:
         row, col = cell
         extra = HEADLINE_COST * headline[row] if isinstance(row, int | np.integer) else 0.0
-        return spec.hide_cost.get(col, 1) + extra
+        return spec.hide_cost.get(col, 1) + extra + (KEEP_COST if cell in kept else 0.0)
 
     return cost
 
@@ -590,7 +602,6 @@ def disclose(
     frame = frame.reset_index(drop=True)
     force = set(force)
     suppressed, sensitive = suppressed_cells(frame, spec, min_cell, force)
-    sensitive -= _expand(force, spec.linkage(frame).aliases) if force else set()
     n = len(frame)
 
     def mask(columns: Iterable[str], cells: set[Cell]) -> np.ndarray:
@@ -746,6 +757,8 @@ def _endpoint_rows(frame: pd.DataFrame, share: Shared) -> dict[tuple, pd.Index]:
 def _hidden_matches(released: Mapping[str, pd.DataFrame], members: list) -> set[tuple]:
     hidden: set[tuple] = set()
     for name, share, rows in members:
+        if share.keep:  # receives only: see Shared.keep
+            continue
         frame = released[name]
         status = [f"{c}_status" for c in share.columns if f"{c}_status" in frame.columns]
         for match, index in rows.items():
@@ -776,17 +789,14 @@ def shared_cells(
             frame = released[name]
             for match in hidden & set(rows):
                 positions = np.flatnonzero(frame.index.isin(rows[match]))
-                # A cell this table already hides needs no forcing (and keeps its own status:
-                # a small count shared by several rows of one table stays suppressed_small).
-                cells.setdefault(name, set()).update(
-                    (int(i), c) for i in positions for c in counts if _shown(frame, int(i), c)
-                )
-    return cells
-
-
-def _shown(frame: pd.DataFrame, position: int, column: str) -> bool:
-    status = f"{column}_status"
-    return status not in frame.columns or frame[status].iat[position] == "shown"
+                for c in counts:
+                    # a cell the table hides already is protected there (small counts, and
+                    # complements left hidden only when not derivable): no need to force it
+                    status = frame[f"{c}_status"].to_numpy()
+                    cells.setdefault(name, set()).update(
+                        (int(i), c) for i in positions if status[i] not in HIDDEN
+                    )
+    return {name: found for name, found in cells.items() if found}
 
 
 def align_shared(released: Mapping[str, pd.DataFrame], specs: Mapping[str, TableSpec]) -> None:

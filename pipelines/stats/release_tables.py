@@ -428,10 +428,17 @@ AUROC_RULES = ("red_flag_count", "model")
 DIAGNOSED, SRE = "cohort_diagnosed", "sre_at_diagnosis"
 LANDMARK_N, LANDMARK_EVENTS = "landmark_episodes", "landmark_events"
 COHORT_N, COHORT_N_HISTORY = "cohort_episodes", "cohort_episodes_by_history"
-MODEL_CURVE = ("n", "n_events", "tp", "fp", "net_benefit_model", "net_benefit_treat_all")
+# not n / n_events themselves: hiding one must not look like the other hidden (a count of
+# 0 events stays shown when n is small), else the keys would hide each other everywhere
+MODEL_CURVE = ("tp", "fp", "net_benefit_model", "net_benefit_treat_all")
 CALIBRATION_BINS = ("n", "n_events", "mean_predicted", "observed_rate")
 SMOOTHED = ("mean_predicted", "observed_smoothed")
 T1_COHORT, T1_LANDMARK = {"population": "cohort"}, {"population": "landmark"}
+
+
+def Kept(*args, **kwargs) -> Shared:  # noqa: N802 - reads as a declaration like Shared
+    """A shared count another table headlines: this table hides it last (Shared.keep)."""
+    return Shared(*args, **kwargs, keep=True)
 
 
 def _t1(population: dict, comparison: str, group: str | None = None) -> dict:
@@ -447,6 +454,11 @@ def _t1(population: dict, comparison: str, group: str | None = None) -> dict:
 #   the primary AUROC rows of sensitivity_analyses, Table 1's landmark rows; calibration
 #   (bins add up to them; smoothed points rest on them) depends on them;
 # - each primary 2x2: flag_accuracy and the primary rows of sensitivity_analyses.
+# `Kept`: Table 1 repeats counts the older tables headline (the cohort's episodes and
+# diagnosed, the landmark population and its events): it picks them last as complements
+# and receives their hiding without pushing its own back (Shared.keep; on the demo Table
+# 1's complements would otherwise hide the model's, the score's and the overall
+# cumulative incidence's `all` rows everywhere).
 SHARED: dict[str, tuple[Shared, ...]] = {
     "time_to_diagnosis": (
         Shared(COHORT_N, ("n_episodes",), {"stratum_variable": "overall"}),
@@ -455,14 +467,14 @@ SHARED: dict[str, tuple[Shared, ...]] = {
         Shared(DIAGNOSED, ("n_diagnosed",), {"stratum_variable": "overall"}),
     ),
     "table_one": (
-        Shared(COHORT_N, ("n_group",), _t1(T1_COHORT, "overall")),
-        Shared(COHORT_N_HISTORY, ("n_group",), _t1(T1_COHORT, "breast_cancer_history"),
+        Kept(COHORT_N, ("n_group",), _t1(T1_COHORT, "overall")),
+        Kept(COHORT_N_HISTORY, ("n_group",), _t1(T1_COHORT, "breast_cancer_history"),
                by=("group",)),
-        Shared(DIAGNOSED, ("n_group",), _t1(T1_COHORT, "reference_standard", "positive")),
-        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "overall"), value=("all",)),
-        Shared(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "breast_cancer_history", "yes"),
+        Kept(DIAGNOSED, ("n_group",), _t1(T1_COHORT, "reference_standard", "positive")),
+        Kept(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "overall"), value=("all",)),
+        Kept(LANDMARK_N, ("n_group",), _t1(T1_LANDMARK, "breast_cancer_history", "yes"),
                value=("breast_cancer_history",)),
-        Shared(LANDMARK_EVENTS, ("n_group",), _t1(T1_LANDMARK, "reference_standard", "positive"),
+        Kept(LANDMARK_EVENTS, ("n_group",), _t1(T1_LANDMARK, "reference_standard", "positive"),
                value=("all",)),
     ),
     "care_after_diagnosis_summary": (Shared(DIAGNOSED, ("n_diagnosed",)),),
