@@ -35,6 +35,7 @@ CONTRACT = {
     "model_performance": ["subgroup", "n", "n_events", "cv_folds", "auroc", "auroc_lower", "auroc_upper",
                           "calibration_intercept", "calibration_slope", "brier_score"],
     "calibration": ["subgroup", "bin", "n", "mean_predicted", "observed_rate"],
+    "calibration_smoothed": ["subgroup", "bin", "mean_predicted", "observed_smoothed"],
     "decision_curve": ["subgroup", "threshold", "net_benefit_model", "net_benefit_treat_all",
                        "net_benefit_treat_none"],
     "model_validation": ["subgroup", "measure", "threshold", "n", "n_events", "n_predictors",
