@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipelines.report import (
+from pipelines.report_text import (
     DASH,
     SUBGROUP_LABELS,
     Fmt,
