@@ -308,6 +308,10 @@ META_DDL = (
     " source_line BIGINT, column_name VARCHAR, reason VARCHAR, raw_line VARCHAR)",
     "CREATE TABLE IF NOT EXISTS meta.source_tables (table_name VARCHAR, is_required BOOLEAN,"
     " is_present BOOLEAN, n_files INTEGER, n_rows BIGINT, note VARCHAR)",
+    # OMOP's observation_period (pipelines/sources/omop.py); empty for Synthea CSV and FHIR,
+    # whose observation ends at the last encounter (PROTOCOL 3)
+    "CREATE TABLE IF NOT EXISTS meta.observation_periods (patient_id VARCHAR, start_date DATE,"
+    " end_date DATE, source_file VARCHAR, source_line BIGINT)",
 )
 _LANDING_DDL = (
     "CREATE SCHEMA IF NOT EXISTS landing",
@@ -1598,6 +1602,8 @@ def ingest_export(
             for names in (changes.loaded, changes.skipped):
                 names.sort(key=lambda name: order.get(name, len(order)))
             write_source_tables(con, export)
+            # a Synthea export has no observation periods: drop a previous OMOP load's
+            con.execute("DELETE FROM meta.observation_periods")
             after = dict(
                 con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall()
             )

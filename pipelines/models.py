@@ -45,7 +45,7 @@ SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 LAYERS = {"staging": "staging", "intermediate": "intermediate", "marts": "mart"}  # folder -> schema
 MODEL_SCHEMAS = tuple(LAYERS.values())
 INGESTED = frozenset(
-    [f"raw.{t}" for t in schema.TABLES] + ["meta.source_tables"]
+    [f"raw.{t}" for t in schema.TABLES] + ["meta.source_tables", "meta.observation_periods"]
 )  # written by ingest
 VALUE_SET_TABLES = frozenset(
     f"meta.{t}"

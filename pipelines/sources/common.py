@@ -64,7 +64,7 @@ def reset_warehouse(con: duckdb.DuckDBPyConnection) -> None:
     for table in schema.TABLES:
         con.execute(f"DROP TABLE IF EXISTS raw.{table}")
         con.execute(schema.create_table_sql(table))
-    for table in ("ingest_manifest", "quarantine", "source_tables"):
+    for table in ("ingest_manifest", "quarantine", "source_tables", "observation_periods"):
         con.execute(f"DELETE FROM meta.{table}")
 
 
@@ -154,14 +154,18 @@ def write_meta(
     files: list[SourceFileInfo],
     present: dict[str, str],
     notes: dict[str, str],
+    digests: dict[Path, str] | None = None,
 ) -> None:
     """meta.ingest_manifest (one row per file and table it feeds) and meta.source_tables.
 
     `present`: canonical table -> what it was read from (absent tables are not keys);
-    `notes`: canonical table -> a note for meta.source_tables."""
+    `notes`: canonical table -> a note for meta.source_tables; `digests`: file -> sha256
+    already computed (by the row accounting's read), the others are read here."""
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    digests = digests or {}
     for f in files:
-        size, sha = f.path.stat().st_size, file_sha256(f.path)
+        size = f.path.stat().st_size
+        sha = digests.get(f.path) or file_sha256(f.path)
         for table in f.tables:
             rows = con.execute(
                 f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
