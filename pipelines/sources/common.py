@@ -74,12 +74,12 @@ def load_table(
     """Rows of `select_sql` (canonical columns as text, source_file, source_line) into
     raw.<table>, or into meta.quarantine with the first reason that applies."""
     t = schema.TABLES[table]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE src_rows AS {select_sql}", params or {})
     typed = ", ".join(f"{typed_sql(c, 'src.' + c.name)} AS {c.name}" for c in t.columns)
     text = ", ".join(f"src.{c.name} AS {c.name}__text" for c in t.columns)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE typed_rows AS SELECT {typed}, {text},"
-        " src.source_file, src.source_line FROM src_rows src"
+    # mapped, typed and checked in one statement: one materialisation of the rows, not three
+    typed_rows = (
+        f"(SELECT {typed}, {text}, src.source_file, src.source_line FROM ({select_sql}) src)"
+        " typed_rows"
     )
     checks = []  # (condition, reason, column), first match wins, as in the CSV ingest
     for c in t.columns:
@@ -115,7 +115,8 @@ def load_table(
     column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE checked_rows AS SELECT *,"
-        f" CASE {reason} END AS problem, CASE {column} END AS problem_column FROM typed_rows"
+        f" CASE {reason} END AS problem, CASE {column} END AS problem_column FROM {typed_rows}",
+        params or {},
     )
     names = ", ".join(c.name for c in t.columns)
     con.execute(
@@ -128,8 +129,7 @@ def load_table(
         f" problem, concat_ws(',', {fields}) FROM checked_rows WHERE problem IS NOT NULL",
         {"table": table},
     )
-    for temp in ("src_rows", "typed_rows", "checked_rows"):
-        con.execute(f"DROP TABLE temp.{temp}")
+    con.execute("DROP TABLE temp.checked_rows")
 
 
 @dataclass(frozen=True)
