@@ -300,6 +300,10 @@ def digest_files(files: list[SourceFile]) -> dict[str, Digest]:
 # ---------------------------------------------------------------- warehouse tables
 
 # The ingest meta tables every source layout writes (pipelines/sources/common.py too).
+OBSERVATION_PERIODS_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta.observation_periods (patient_id VARCHAR, start_date DATE,"
+    " end_date DATE, source_file VARCHAR, source_line BIGINT)"
+)
 META_DDL = (
     "CREATE TABLE IF NOT EXISTS meta.ingest_manifest (table_name VARCHAR, file_path VARCHAR,"
     " size_bytes BIGINT, sha256 VARCHAR, row_count BIGINT, rows_quarantined BIGINT,"
@@ -310,8 +314,7 @@ META_DDL = (
     " is_present BOOLEAN, n_files INTEGER, n_rows BIGINT, note VARCHAR)",
     # OMOP's observation_period (pipelines/sources/omop.py); empty for Synthea CSV and FHIR,
     # whose observation ends at the last encounter (PROTOCOL 3)
-    "CREATE TABLE IF NOT EXISTS meta.observation_periods (patient_id VARCHAR, start_date DATE,"
-    " end_date DATE, source_file VARCHAR, source_line BIGINT)",
+    OBSERVATION_PERIODS_DDL,
 )
 _LANDING_DDL = (
     "CREATE SCHEMA IF NOT EXISTS landing",

@@ -204,6 +204,15 @@ def _check_inputs(con: duckdb.DuckDBPyConnection) -> None:
             "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema IN ('raw', 'meta')"
         ).fetchall()
     }
+    if "meta.observation_periods" not in present and "raw.patients" in present:
+        # OMOP's observation periods (pipelines/sources/omop.py): a warehouse ingested before
+        # they were kept, or one built without an ingest, has none (observation then ends at
+        # the last encounter, as for Synthea CSV)
+        from pipelines.ingest import OBSERVATION_PERIODS_DDL
+
+        con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+        con.execute(OBSERVATION_PERIODS_DDL)
+        present.add("meta.observation_periods")
     missing = sorted(INGESTED - present)
     if missing:
         raise ModelError(f"the warehouse lacks {', '.join(missing)}: ingest the export first")
