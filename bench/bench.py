@@ -807,6 +807,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="generate .csv.gz files (for 1M patients: a fifth of the disk)",
     )
+    p.add_argument(
+        "--sources",
+        action="store_true",
+        help="benchmark the OMOP and FHIR loads against DuckDB plainly reading the same files"
+        " instead (pipelines/bench_sources.py; exports cached under /tmp)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -817,6 +823,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.child:
         return child_main(args.child, json.loads(args.spec), args.result)
+    if args.sources:  # the source layouts' own benchmark (pipelines/bench_sources.py)
+        from pipelines import bench_sources
+
+        for patients in args.patients:
+            print(f"{patients:,} patients", flush=True)
+            report = bench_sources.bench(
+                patients, bench_sources.DEFAULT_EXPORTS, args.out.resolve(), args.seed
+            )
+            print(bench_sources.summary(report))
+        return 0
     unknown = [s for s in args.stages if s not in ALL_STAGES]
     if unknown:
         build_parser().error(f"unknown stage(s) {unknown}; known: {','.join(ALL_STAGES)}")

@@ -301,6 +301,10 @@ def digest_files(files: list[SourceFile]) -> dict[str, Digest]:
 # ---------------------------------------------------------------- warehouse tables
 
 # The ingest meta tables every source layout writes (pipelines/sources/common.py too).
+OBSERVATION_PERIODS_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta.observation_periods (patient_id VARCHAR, start_date DATE,"
+    " end_date DATE, source_file VARCHAR, source_line BIGINT)"
+)
 META_DDL = (
     "CREATE TABLE IF NOT EXISTS meta.ingest_manifest (table_name VARCHAR, file_path VARCHAR,"
     " size_bytes BIGINT, sha256 VARCHAR, row_count BIGINT, rows_quarantined BIGINT,"
@@ -309,6 +313,9 @@ META_DDL = (
     " source_line BIGINT, column_name VARCHAR, reason VARCHAR, raw_line VARCHAR)",
     "CREATE TABLE IF NOT EXISTS meta.source_tables (table_name VARCHAR, is_required BOOLEAN,"
     " is_present BOOLEAN, n_files INTEGER, n_rows BIGINT, note VARCHAR)",
+    # OMOP's observation_period (pipelines/sources/omop.py); empty for Synthea CSV and FHIR,
+    # whose observation ends at the last encounter (PROTOCOL 3)
+    OBSERVATION_PERIODS_DDL,
 )
 _LANDING_DDL = (
     "CREATE SCHEMA IF NOT EXISTS landing",
@@ -1600,6 +1607,8 @@ def ingest_export(
             for names in (changes.loaded, changes.skipped):
                 names.sort(key=lambda name: order.get(name, len(order)))
             write_source_tables(con, export)
+            # a Synthea export has no observation periods: drop a previous OMOP load's
+            con.execute("DELETE FROM meta.observation_periods")
             after = dict(
                 con.execute("SELECT table_name, n_rows FROM meta.source_tables").fetchall()
             )

@@ -47,7 +47,7 @@ SQL_DIR = resources.SQL_DIR  # package data (pipelines/resources.py)
 LAYERS = {"staging": "staging", "intermediate": "intermediate", "marts": "mart"}  # folder -> schema
 MODEL_SCHEMAS = tuple(LAYERS.values())
 INGESTED = frozenset(
-    [f"raw.{t}" for t in schema.TABLES] + ["meta.source_tables"]
+    [f"raw.{t}" for t in schema.TABLES] + ["meta.source_tables", "meta.observation_periods"]
 )  # written by ingest
 VALUE_SET_TABLES = frozenset(
     f"meta.{t}"
@@ -223,6 +223,15 @@ def _check_inputs(con: duckdb.DuckDBPyConnection) -> None:
             "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema IN ('raw', 'meta')"
         ).fetchall()
     }
+    if "meta.observation_periods" not in present and "raw.patients" in present:
+        # OMOP's observation periods (pipelines/sources/omop.py): a warehouse ingested before
+        # they were kept, or one built without an ingest, has none (observation then ends at
+        # the last encounter, as for Synthea CSV)
+        from pipelines.ingest import OBSERVATION_PERIODS_DDL
+
+        con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+        con.execute(OBSERVATION_PERIODS_DDL)
+        present.add("meta.observation_periods")
     missing = sorted(INGESTED - present)
     if missing:
         raise ModelError(f"the warehouse lacks {', '.join(missing)}: ingest the export first")

@@ -64,7 +64,7 @@ def reset_warehouse(con: duckdb.DuckDBPyConnection) -> None:
     for table in schema.TABLES:
         con.execute(f"DROP TABLE IF EXISTS raw.{table}")
         con.execute(schema.create_table_sql(table))
-    for table in ("ingest_manifest", "quarantine", "source_tables"):
+    for table in ("ingest_manifest", "quarantine", "source_tables", "observation_periods"):
         con.execute(f"DELETE FROM meta.{table}")
 
 
@@ -74,12 +74,12 @@ def load_table(
     """Rows of `select_sql` (canonical columns as text, source_file, source_line) into
     raw.<table>, or into meta.quarantine with the first reason that applies."""
     t = schema.TABLES[table]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE src_rows AS {select_sql}", params or {})
     typed = ", ".join(f"{typed_sql(c, 'src.' + c.name)} AS {c.name}" for c in t.columns)
     text = ", ".join(f"src.{c.name} AS {c.name}__text" for c in t.columns)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE typed_rows AS SELECT {typed}, {text},"
-        " src.source_file, src.source_line FROM src_rows src"
+    # mapped, typed and checked in one statement: one materialisation of the rows, not three
+    typed_rows = (
+        f"(SELECT {typed}, {text}, src.source_file, src.source_line FROM ({select_sql}) src)"
+        " typed_rows"
     )
     checks = []  # (condition, reason, column), first match wins, as in the CSV ingest
     for c in t.columns:
@@ -115,7 +115,8 @@ def load_table(
     column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE checked_rows AS SELECT *,"
-        f" CASE {reason} END AS problem, CASE {column} END AS problem_column FROM typed_rows"
+        f" CASE {reason} END AS problem, CASE {column} END AS problem_column FROM {typed_rows}",
+        params or {},
     )
     names = ", ".join(c.name for c in t.columns)
     con.execute(
@@ -128,8 +129,7 @@ def load_table(
         f" problem, concat_ws(',', {fields}) FROM checked_rows WHERE problem IS NOT NULL",
         {"table": table},
     )
-    for temp in ("src_rows", "typed_rows", "checked_rows"):
-        con.execute(f"DROP TABLE temp.{temp}")
+    con.execute("DROP TABLE temp.checked_rows")
 
 
 @dataclass(frozen=True)
@@ -154,14 +154,18 @@ def write_meta(
     files: list[SourceFileInfo],
     present: dict[str, str],
     notes: dict[str, str],
+    digests: dict[Path, str] | None = None,
 ) -> None:
     """meta.ingest_manifest (one row per file and table it feeds) and meta.source_tables.
 
     `present`: canonical table -> what it was read from (absent tables are not keys);
-    `notes`: canonical table -> a note for meta.source_tables."""
+    `notes`: canonical table -> a note for meta.source_tables; `digests`: file -> sha256
+    already computed (by the row accounting's read), the others are read here."""
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    digests = digests or {}
     for f in files:
-        size, sha = f.path.stat().st_size, file_sha256(f.path)
+        size = f.path.stat().st_size
+        sha = digests.get(f.path) or file_sha256(f.path)
         for table in f.tables:
             rows = con.execute(
                 f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]

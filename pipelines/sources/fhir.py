@@ -25,7 +25,7 @@ import duckdb
 
 from pipelines.errors import IngestError
 from pipelines.ingest import IngestSummary
-from pipelines.sources import common
+from pipelines.sources import accounting, common
 
 NAME = "fhir"
 _NDJSON = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)(?:[._-][^/]*)?\.ndjson(?:\.gz)?$")
@@ -107,6 +107,11 @@ def _land_ndjson(con: duckdb.DuckDBPyConnection, folder: Path, files: list[Path]
         SELECT source_file, source_line, line
         FROM fhir_numbered WHERE trim(line) <> '' AND NOT json_valid(line)"""
     )
+    # blank lines are skipped, and counted by the row accounting
+    con.execute(
+        """INSERT INTO fhir_blank SELECT source_file, source_line FROM fhir_numbered
+        WHERE line IS NULL OR trim(line) = ''"""
+    )
     con.execute(
         """INSERT INTO fhir_resources
         SELECT source_file, source_line, j->>'$.resourceType', j->>'$.id', j
@@ -137,15 +142,26 @@ def _read_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
     # The resources as one JSON[] per Bundle, unnested with their positions. (json_each
     # would keep a copy of the whole Bundle per entry: gigabytes for a few Bundles.)
     con.execute(
-        """INSERT INTO fhir_resources
-        SELECT source_file, source_line, r->>'$.resourceType', r->>'$.id', r
-        FROM (SELECT parse_filename(filename) AS source_file,
-                     generate_subscripts(resources, 1) AS source_line, unnest(resources) AS r
-              FROM (SELECT filename, json_extract(json, '$.entry[*].resource') AS resources
-                    FROM read_json_objects($files, format = 'auto', filename = true,
-                                           maximum_object_size = $max)))""",
+        """CREATE OR REPLACE TEMP TABLE fhir_bundle_read AS
+        SELECT parse_filename(filename) AS source_file,
+               json_extract(json, '$.entry[*].resource') AS resources
+        FROM read_json_objects($files, format = 'auto', filename = true,
+                               maximum_object_size = $max)""",
         {"files": [str(p) for p in files], "max": _max_object(files)},
     )
+    # the resources each Bundle holds, for the row accounting
+    con.execute(
+        "INSERT INTO fhir_bundle_sizes SELECT source_file, sum(coalesce(len(resources), 0))"
+        " FROM fhir_bundle_read GROUP BY ALL"
+    )
+    con.execute(
+        """INSERT INTO fhir_resources
+        SELECT source_file, source_line, r->>'$.resourceType', r->>'$.id', r
+        FROM (SELECT source_file, generate_subscripts(resources, 1) AS source_line,
+                     unnest(resources) AS r
+              FROM fhir_bundle_read)"""
+    )
+    con.execute("DROP TABLE temp.fhir_bundle_read")
 
 
 # ---------------------------------------------------------------- step 2: mapping
@@ -338,6 +354,10 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
         "CREATE OR REPLACE TEMP TABLE fhir_bad (source_file VARCHAR, source_line BIGINT,"
         " text VARCHAR)"
     )
+    con.execute("CREATE OR REPLACE TEMP TABLE fhir_blank (source_file VARCHAR, source_line BIGINT)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fhir_bundle_sizes (source_file VARCHAR, resources BIGINT)"
+    )
     if ndjson:
         _land_ndjson(con, folder, ndjson)
     for p in _land_bundles(con, bundles) if bundles else []:
@@ -390,8 +410,36 @@ def load_tables(
         for p in folder.iterdir()
         if p not in set(ndjson) | set(bundles)
     )
-    common.write_meta(con, files, present, {})
+    digests = _account(con, ndjson, bundles)
+    common.write_meta(con, files, present, {}, digests)
     return common.LoadResult(files, ignored, notes)
+
+
+def _account(
+    con: duckdb.DuckDBPyConnection, ndjson: list[Path], bundles: list[Path]
+) -> dict[Path, str]:
+    """Check that every NDJSON line (counted by a byte scan) and every Bundle entry is
+    loaded, quarantined, blank or a resource of a type the study does not load
+    (accounting.check); returns the sha256 of each NDJSON file (read once for both)."""
+    records, digests = [], {}
+    for p in ndjson:
+        counted = accounting.count_lines(p)
+        digests[p] = counted.sha256
+        records.append(accounting.Records(p.name, 1, counted.physical_lines))
+    sizes = dict(con.execute("SELECT source_file, resources FROM fhir_bundle_sizes").fetchall())
+    for p in bundles:
+        if p.name in sizes:
+            records.append(accounting.Records(p.name, 1, sizes[p.name], "entries"))
+        else:  # not JSON: quarantined as a whole, at line 0
+            records.append(accounting.Records(p.name, 0, 1, "files"))
+    loaded = ", ".join(f"'{t}'" for types in RESOURCES.values() for t in types)
+    accounting.check(
+        con,
+        records,
+        "SELECT source_file, source_line FROM fhir_blank UNION ALL"
+        f" SELECT source_file, source_line FROM fhir_resources WHERE type NOT IN ({loaded})",
+    )
+    return digests
 
 
 def _tables_of(resource_type: str) -> tuple[str, ...]:

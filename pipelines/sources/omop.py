@@ -17,15 +17,18 @@ a column a CDM version lacks is NULL. See docs/sources.md for every column.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import tempfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from pipelines import resync, schema
 from pipelines.errors import IngestError
 from pipelines.ingest import IngestSummary, read_header
-from pipelines.sources import common
+from pipelines.sources import accounting, common
 
 NAME = "omop"
 REQUIRED = ("person", "visit_occurrence", "condition_occurrence", "concept")
@@ -39,6 +42,7 @@ OPTIONAL = (
 )
 _FILE = re.compile(r"^(?P<table>[a-z_]+)\.(?P<ext>csv|csv\.gz|parquet)$", re.I)
 UNMAPPED = "OMOP source value"
+_DATE = schema.Column("date", "DATE", ())  # for common.typed_sql
 
 # canonical table -> the CDM tables it is read from
 SOURCES = {
@@ -75,6 +79,10 @@ class Cdm:
     files: dict[str, Path]  # cdm table -> file
     database: Path | None = None
     db_tables: dict[str, str] | None = None  # cdm table -> qualified name in the database
+    # CSV files: sha256 and physical lines (one read, for the row accounting and the manifest)
+    lines: dict[str, accounting.LineCount] = field(default_factory=dict)
+    # CSV files read line by line: their blank lines + continuation lines of multi-line records
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def has(self, table: str) -> bool:
         return table in self.files or table in (self.db_tables or {})
@@ -157,7 +165,10 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
     try:
         for table in (*REQUIRED, *OPTIONAL):
             if table in cdm.files and not cdm.files[table].name.lower().endswith(".parquet"):
-                _land_csv(con, table, cdm.files[table])
+                cdm.lines[table] = accounting.count_lines(cdm.files[table])
+                cdm.skipped[table] = _land_csv(
+                    con, table, cdm.files[table], cdm.lines[table].physical_lines
+                )
             elif cdm.has(table):
                 relation, params = "read_parquet($path)", {}
                 if table in cdm.files:
@@ -180,42 +191,96 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
     return cdm
 
 
-def _land_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
-    """One CSV table, every column VARCHAR (ids, dates and values are cast in the mapping)."""
+def _land_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path, lines: int) -> int:
+    """One CSV table, every column VARCHAR (ids, dates and values are cast in the mapping).
+
+    Fast path: one read_csv, kept when its rows and rejected lines are every physical line
+    (`lines`, from the byte scan), one line each. Otherwise (a stray quote swallowed the
+    lines after it, a blank line, a value spanning lines, a bare CR or NUL byte) the file is
+    read again line by line by the CSV ingest's slow path (pipelines/resync.py), so a bad
+    line is quarantined alone. Returns the blank and continuation lines skipped."""
     header = read_header(path)
     if not header:
         raise IngestError(f"{path.name}: file is empty (no header line)")
+    columns = {name: "VARCHAR" for name in header}
+    try:
+        _read_csv(con, path, columns)
+        rows, rejected, spanning = con.execute(
+            "SELECT (SELECT count(*) FROM omop_read), count(DISTINCT line),"
+            " count(*) FILTER (WHERE trim(csv_line, chr(13) || chr(10)) LIKE '%' || chr(10) || '%')"
+            " FROM temp.omop_reject_errors"
+        ).fetchone()
+        fast = 1 + rows + rejected == lines and not spanning
+    except duckdb.Error:
+        fast = False  # DuckDB's parser stopped (a bare CR): the slow path reads it
+    if fast:
+        _insert_rejects(con, table, path, "line")
+        # the line of good row k: k + 2 (header, 1-based) + the rejected lines before it
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE omop_{table} AS
+            WITH skipped AS (
+                SELECT line - 2 - (row_number() OVER (ORDER BY line) - 1) AS good_before
+                FROM omop_rejects WHERE cdm_table = $table
+            )
+            SELECT r.*, r.rowid + 2 + (SELECT count(*) FROM skipped s WHERE s.good_before <= r.rowid)
+                   AS __line
+            FROM omop_read r""",
+            {"table": table},
+        )
+        con.execute("DROP TABLE temp.omop_read")
+        return 0
+    return _land_csv_slowly(con, table, path, columns)
+
+
+def _read_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, columns: dict[str, str], parallel: bool = True
+) -> None:
     con.execute("DROP TABLE IF EXISTS temp.omop_reject_errors")
     con.execute("DROP TABLE IF EXISTS temp.omop_reject_scans")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE omop_read AS SELECT * FROM read_csv($path,
             header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
             columns = $columns, store_rejects = true, rejects_table = 'omop_reject_errors',
-            rejects_scan = 'omop_reject_scans')""",
-        {"path": str(path), "columns": {name: "VARCHAR" for name in header}},
+            rejects_scan = 'omop_reject_scans', parallel = $parallel)""",
+        {"path": str(path), "columns": columns, "parallel": parallel},
     )
+
+
+def _insert_rejects(con: duckdb.DuckDBPyConnection, table: str, path: Path, line: str) -> None:
+    """DuckDB's rejected lines of the last read into omop_rejects (`line`: SQL of the line)."""
     reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _REJECT_REASONS.items())
     con.execute(
         f"""INSERT INTO omop_rejects
-        SELECT DISTINCT ON (line) $table, $file, line,
+        SELECT DISTINCT ON ({line}) $table, $file, {line},
                coalesce(CASE error_type::VARCHAR {reasons} END, 'malformed_csv'),
                trim(csv_line, chr(13) || chr(10))
-        FROM temp.omop_reject_errors ORDER BY line""",
+        FROM temp.omop_reject_errors ORDER BY {line}""",
         {"table": table, "file": path.name},
     )
-    # the line of good row k: k + 2 (header, 1-based) + the rejected lines before it
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE omop_{table} AS
-        WITH skipped AS (
-            SELECT line - 2 - (row_number() OVER (ORDER BY line) - 1) AS good_before
-            FROM omop_rejects WHERE cdm_table = $table
-        )
-        SELECT r.*, r.rowid + 2 + (SELECT count(*) FROM skipped s WHERE s.good_before <= r.rowid)
-               AS __line
-        FROM omop_read r""",
-        {"table": table},
+
+
+def _land_csv_slowly(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, columns: dict[str, str]
+) -> int:
+    """The slow path: resync.split_file writes the good records, each with its line number,
+    to a clean copy that the same read_csv parses (one thread: see docs/reliability.md);
+    the lines it could not make a record of are rejects with their reason."""
+    with tempfile.TemporaryDirectory(prefix="redflags-omop-") as tmp:
+        clean = Path(tmp) / "clean.csv"
+        try:
+            split = resync.split_file(path, len(columns), clean)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestError(f"{path.name}: cannot be read: {exc}") from exc
+        _read_csv(con, clean, {"__line": "BIGINT", **columns}, parallel=False)
+        # a rejected record of the clean copy starts with its original line number
+        _insert_rejects(con, table, path, "try_cast(split_part(csv_line, ',', 1) AS BIGINT)")
+    con.executemany(
+        "INSERT INTO omop_rejects VALUES (?, ?, ?, ?, ?)",
+        [(table, path.name, b.line, b.reason, b.text) for b in split.bad],
     )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT * FROM omop_read")
     con.execute("DROP TABLE temp.omop_read")
+    return split.blank_lines + split.extra_lines
 
 
 # ---------------------------------------------------------------- step 2: mapping
@@ -469,7 +534,8 @@ def load_tables(con: duckdb.DuckDBPyConnection, cdm: Cdm, log: common.Log) -> co
         if t in used
     ]
     _observation_periods(con, c, cdm)
-    common.write_meta(con, files, present, notes)
+    digests = _account(con, c, cdm)
+    common.write_meta(con, files, present, notes, digests)
     ignored = sorted(
         p.name
         for p in cdm.folder.iterdir()
@@ -478,23 +544,94 @@ def load_tables(con: duckdb.DuckDBPyConnection, cdm: Cdm, log: common.Log) -> co
     return common.LoadResult(files, ignored if not cdm.database else [], [])
 
 
+def _account(con: duckdb.DuckDBPyConnection, c: _Columns, cdm: Cdm) -> dict[Path, str]:
+    """Check that every record of every CDM table read is loaded, quarantined or used
+    (accounting.check); returns the sha256 of each file (counted in the same read).
+
+    Records that give no raw row of their own: a death row is merged into its person's
+    patient row (quarantined as unknown_patient when there is no such person); a concept row
+    is vocabulary."""
+    if cdm.has("death"):
+        con.execute(
+            f"""INSERT INTO meta.quarantine SELECT 'patients', $file, t.__line, 'person_id',
+                   'unknown_patient', {c.id("death", "person_id")}
+            FROM omop_death t
+            WHERE {c.id("death", "person_id")} IS NULL
+               OR {c.id("death", "person_id")} NOT IN (SELECT patient_id FROM raw.patients)""",
+            {"file": _relative(cdm, "death")},
+        )
+    used = [t for t in (*REQUIRED, *OPTIONAL) if cdm.has(t)]
+    records, digests, extra = [], {}, []
+    for t in used:
+        relative = _relative(cdm, t)
+        path = cdm.files.get(t)
+        if t in cdm.lines:
+            counted = cdm.lines[t]
+            digests[path] = counted.sha256
+            records.append(
+                accounting.Records(
+                    relative, 2, max(counted.physical_lines - 1, 0), skipped=cdm.skipped[t]
+                )
+            )
+        else:
+            n = con.execute(f"SELECT count(*) FROM omop_{t}").fetchone()[0]
+            records.append(accounting.Records(relative, 1, n, "rows"))
+        if t in ("death", "concept"):
+            name = relative.replace("'", "''")
+            extra.append(f"SELECT '{name}' AS source_file, __line AS source_line FROM omop_{t}")
+    accounting.check(con, records, " UNION ALL ".join(extra))
+    return digests
+
+
 def _observation_periods(con: duckdb.DuckDBPyConnection, c: _Columns, cdm: Cdm) -> None:
-    """meta.observation_periods: OMOP's own observation periods, kept for the study (which
-    today ends observation at the last encounter, as for Synthea)."""
-    con.execute(
-        "CREATE OR REPLACE TABLE meta.observation_periods (patient_id VARCHAR, start_date DATE,"
-        " end_date DATE, source_file VARCHAR, source_line BIGINT)"
-    )
+    """meta.observation_periods from observation_period: the study ends an episode's
+    observation at the end of the period covering its index date (int_follow_up.sql).
+    A period with a missing or unparseable date or an end before its start is quarantined
+    (table `observation_periods`) with its line, like any record. Periods of persons absent
+    from `person` are kept (GiBleed has them): no episode joins them."""
     if not cdm.has("observation_period"):
         return
     t = "observation_period"
-    con.execute(
-        f"""INSERT INTO meta.observation_periods
-        SELECT {c.id(t, "person_id")}, try_cast({c.text(t, "observation_period_start_date")} AS DATE),
-               try_cast({c.text(t, "observation_period_end_date")} AS DATE), $file, __line
-        FROM omop_observation_period t""",
-        {"file": _relative(cdm, t)},
+    start, end = (
+        c.text(t, "observation_period_start_date"),
+        c.text(t, "observation_period_end_date"),
     )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE omop_periods AS
+        SELECT {c.id(t, "person_id")} AS patient_id, {start} AS start_text, {end} AS end_text,
+               {common.typed_sql(_DATE, start)} AS start_date,
+               {common.typed_sql(_DATE, end)} AS end_date, t.__line AS source_line
+        FROM omop_observation_period t"""
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE omop_periods AS SELECT *,
+            CASE WHEN start_text IS NOT NULL AND start_date IS NULL THEN 'unparseable_date'
+                 WHEN end_text IS NOT NULL AND end_date IS NULL THEN 'unparseable_date'
+                 WHEN patient_id IS NULL OR start_text IS NULL OR end_text IS NULL
+                     THEN 'missing_value'
+                 WHEN end_date < start_date THEN 'end_before_start' END AS problem,
+            CASE WHEN start_text IS NOT NULL AND start_date IS NULL
+                     THEN 'observation_period_start_date'
+                 WHEN end_text IS NOT NULL AND end_date IS NULL THEN 'observation_period_end_date'
+                 WHEN patient_id IS NULL THEN 'person_id'
+                 WHEN start_text IS NULL THEN 'observation_period_start_date'
+                 ELSE 'observation_period_end_date' END AS problem_column
+        FROM omop_periods"""
+    )
+    params = {"file": _relative(cdm, t)}
+    con.execute(
+        "INSERT INTO meta.observation_periods SELECT patient_id, start_date, end_date, $file,"
+        " source_line FROM omop_periods WHERE problem IS NULL ORDER BY source_line",
+        params,
+    )
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT 'observation_periods', $file, source_line,"
+        " problem_column, problem, concat_ws(',', coalesce(patient_id, ''),"
+        " coalesce(start_text, ''), coalesce(end_text, '')) FROM omop_periods"
+        " WHERE problem IS NOT NULL",
+        params,
+    )
+    con.execute("DROP TABLE temp.omop_periods")
 
 
 def _empty_select(table: str) -> str:

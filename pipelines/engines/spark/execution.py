@@ -579,6 +579,10 @@ def _write_ingest_meta(
     columns = [("table_name", "STRING"), ("is_required", "BOOLEAN"), ("is_present", "BOOLEAN"),
                ("n_files", "INT"), ("n_rows", "BIGINT"), ("note", "STRING")]  # fmt: skip
     _write(_local_frame(spark, source_tables, columns), out_dir, "meta", "source_tables")
+    # OMOP observation periods: none in a Synthea CSV export (the only layout read on Spark)
+    columns = [("patient_id", "STRING"), ("start_date", "DATE"), ("end_date", "DATE"),
+               ("source_file", "STRING"), ("source_line", "BIGINT")]  # fmt: skip
+    _write(_local_frame(spark, [], columns), out_dir, "meta", "observation_periods")
     digests = ingest.digest_files(export.files)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     manifest = [
