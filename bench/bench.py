@@ -811,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sources",
         action="store_true",
         help="benchmark the OMOP and FHIR loads against DuckDB plainly reading the same files"
-        " instead (pipelines/bench_sources.py; exports cached under /tmp)",
+        " instead (bench/bench_sources.py; exports cached under /tmp)",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -823,8 +823,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.child:
         return child_main(args.child, json.loads(args.spec), args.result)
-    if args.sources:  # the source layouts' own benchmark (pipelines/bench_sources.py)
-        from pipelines import bench_sources
+    if args.sources:  # the source layouts' own benchmark (bench/bench_sources.py)
+        from bench import bench_sources
 
         for patients in args.patients:
             print(f"{patients:,} patients", flush=True)

@@ -15,8 +15,8 @@ then, each in a fresh subprocess (so a stage's peak RSS is its own):
 The ratio ingest / plain is the number that counts (both measured in the same run, on the
 same files). Results: `<out>/sources.json` and `<out>/sources.md`.
 
-    python -m pipelines.bench --sources --patients 100k      # or:
-    python -m pipelines.bench_sources --patients 100000 --exports /tmp/redflags-bench-sources
+    python -m bench.bench --sources --patients 100k      # or:
+    python -m bench.bench_sources --patients 100000 --exports /tmp/redflags-bench-sources
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def measure(stage: str, export: Path, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     result = work / f"{stage}.json"
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pipelines.bench_sources", "--child", stage,
+    cmd = [sys.executable, "-m", "bench.bench_sources", "--child", stage,
            "--export", str(export), "--warehouse", str(work / f"{stage}.duckdb"),
            "--result", str(result)]  # fmt: skip
     load = round(os.getloadavg()[0], 2)
@@ -216,7 +216,7 @@ def _size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.bench_sources",
+    p = argparse.ArgumentParser(prog="python -m bench.bench_sources",
                                 description=__doc__.splitlines()[0])  # fmt: skip
     p.add_argument("--patients", type=_size, default=100_000, help="export size (default 100k)")
     p.add_argument("--exports", type=Path, default=DEFAULT_EXPORTS,
