@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import __version__, progress, spark_study
+from pipelines import __version__, progress, reuse, spark_study
 from pipelines.errors import UserFacingError
 from pipelines.settings import StudySettings
 from pipelines.spark_study import SparkEngine, SparkRun
@@ -346,9 +346,9 @@ def recorded_run(
         )
         say(f"run {result.run_id} {result.status} at {result.current_stage}; {outputs}")
         raise
-    result.status = "succeeded"
+    result.status = "reused" if result.status == "reused" else "succeeded"
     step_end(result.warehouse, result)
-    say(f"run {result.run_id} succeeded")
+    say(f"run {result.run_id} {result.status}")
 
 
 # ---------------------------------------------------------------------------
@@ -582,6 +582,7 @@ def run_study(
     engine: SparkEngine | None = None,
     source_format: str = "auto",
     accept_shrink: bool = False,
+    force: bool = False,
 ) -> RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> publish -> report.
 
@@ -589,7 +590,9 @@ def run_study(
     leaving the previously published tables as they were. With `engine` (a SparkEngine),
     ingest and the SQL models run on Spark (`pipelines/spark_study.py`), the rest as always.
     The warehouse lock is held from start to end, ingest included; `accept_shrink` lets
-    ingest accept tables that lost many rows (pipelines/guards.py)."""
+    ingest accept tables that lost many rows (pipelines/guards.py). When nothing the outputs
+    depend on changed since the last run, the run is `reused` (pipelines/reuse.py) unless
+    `force`."""
     source, warehouse = Path(source), Path(warehouse)
     run = RunResult(new_run_id(), warehouse, engine="duckdb" if engine is None else "spark")
     spark = engine.for_run(warehouse, run.run_id) if engine is not None else None
@@ -599,6 +602,10 @@ def run_study(
         spark_study.run_folder(warehouse, spark) if spark else nullcontext(),
     ):
         stage = Stages(run, say)
+        if kept := reuse.try_reuse(run, source, settings, source_format, force=force, stage=stage):
+            run.report = report and Path(report)
+            write_files(stage, steps, warehouse, run, reuse.stale(report, kept), parquet_dir, kept)
+            return run
         stage("ingest", steps.ingest, source, warehouse, say, spark, source_format, accept_shrink)
         stage("input contracts", steps.input_contracts, warehouse, spark)
         stage("models", steps.models, warehouse, settings, BUILD_SUFFIX, spark_run=spark)
@@ -612,8 +619,21 @@ def run_study(
         # of the last stages, or as failed if one of them fails).
         run.status = "succeeded"
         step_end(warehouse, run)
-        if report:
-            run.report = stage("report", steps.report, warehouse, Path(report), run.run_id)
-        if parquet_dir:
-            stage("parquet", steps.parquet, warehouse, Path(parquet_dir), run.run_id)
+        write_files(stage, steps, warehouse, run, report, parquet_dir, run.run_id)
     return run
+
+
+def write_files(
+    stage: Stages,
+    steps: StudySteps,
+    warehouse: Path,
+    run: RunResult,
+    report: Path | None,
+    parquet_dir: Path | None,
+    published_run: str,
+) -> None:
+    """The report and the Parquet copy of the published tables (built by `published_run`)."""
+    if report:
+        run.report = stage("report", steps.report, warehouse, Path(report), published_run)
+    if parquet_dir:
+        stage("parquet", steps.parquet, warehouse, Path(parquet_dir), published_run)
