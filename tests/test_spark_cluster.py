@@ -11,6 +11,7 @@ tests/test_spark_study.py). Without Java or pyspark the tests skip, saying why.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import suppress
 from pathlib import Path
 
 import duckdb
@@ -74,6 +76,14 @@ def cluster_env(log_dir: Path) -> dict[str, str]:
     }
 
 
+def _die_with_this_process() -> None:
+    """In the daemon's child, before exec: SIGTERM it when the test process dies, however
+    (a pytest killed by a timeout runs no finalizer). Linux only; kept across `exec`, which
+    is how spark-class becomes the JVM."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def master_state(ui_port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
         return json.load(response)
@@ -102,6 +112,7 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 start_new_session=True,  # its own process group: stop() ends the JVM's children
+                preexec_fn=_die_with_this_process,
             )
         )
 
