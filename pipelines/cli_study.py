@@ -90,6 +90,12 @@ def configure_run_cli(parser: argparse.ArgumentParser) -> None:
         "--warehouse", type=Path, required=True, help="DuckDB file to build (created if absent)"
     )
     parser.add_argument("--report", type=Path, help="also write the HTML report here")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild everything even when the export, settings, value sets and code are"
+        " those of the last successful run (by default such a run keeps its outputs)",
+    )
     _add_parquet_options(parser)
     _add_study_options(parser)
 
@@ -155,12 +161,15 @@ def _preflight(
 
 
 def run_run_cli(args: argparse.Namespace) -> int:
+    from pipelines import prefect_server
+
+    prefect_server.skip_unused_imports()  # before anything imports prefect
     _preflight(args, args.source, args.warehouse)
+    prefect_server.start_watchdog()  # Prefect's temporary server stops even if this process is killed
+    server_ready = prefect_server.start_server_early()  # starts while the pipeline imports
     from pipelines.flows import study_flow
-    from pipelines.prefect_server import start_watchdog
 
-    start_watchdog()  # Prefect's temporary server stops even if this process is killed
-
+    server_ready()
     result = study_flow(
         source=str(args.source),
         warehouse=str(args.warehouse),
@@ -168,6 +177,7 @@ def run_run_cli(args: argparse.Namespace) -> int:
         report=str(args.report) if args.report else None,
         parquet_dir=_parquet_dir(args),
         wait_seconds=args.wait,
+        force=args.force,
         **_engine_options(args),
     )
     _print_result(result)
@@ -175,6 +185,9 @@ def run_run_cli(args: argparse.Namespace) -> int:
 
 
 def run_demo_cli(args: argparse.Namespace) -> int:
+    from pipelines import prefect_server
+
+    prefect_server.skip_unused_imports()  # before anything imports prefect
     from pipelines.flows import study_flow
     from pipelines.generator.convert import generate_in_format
 
@@ -185,10 +198,10 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
     # --source-format omop|fhir: the demo export is written in that layout (docs/sources.md)
     layout = "synthea" if args.source_format == "auto" else args.source_format
+    prefect_server.start_watchdog()  # Prefect's temporary server stops even if this process is killed
+    server_ready = prefect_server.start_server_early()  # starts while the export is generated
     generate_in_format(export, layout, patients=args.patients, seed=args.seed)
-    from pipelines.prefect_server import start_watchdog
-
-    start_watchdog()  # Prefect's temporary server stops even if this process is killed
+    server_ready()
     result = study_flow(
         source=str(export),
         warehouse=str(out / "warehouse.duckdb"),

@@ -88,12 +88,14 @@ def study_flow(
     spark_dir: str | None = None,
     source_format: str = "auto",
     accept_shrink: bool = False,
+    force: bool = False,
 ) -> study.RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> report.
 
     `engine="spark"` runs ingest and the SQL models on Spark at `spark_master` (a master URL
     or a Spark Connect address), writing Parquet under `spark_dir` (default
-    `<warehouse>.spark/`); see docs/spark.md."""
+    `<warehouse>.spark/`); see docs/spark.md. An unchanged export, settings and code
+    re-publish the last run's outputs unless `force` (pipelines/reuse.py)."""
     return study.run_study(
         Path(source),
         Path(warehouse),
@@ -107,6 +109,7 @@ def study_flow(
         engine=engine_for(engine, spark_master=spark_master, spark_dir=spark_dir),
         source_format=source_format,
         accept_shrink=accept_shrink,
+        force=force,
     )
 
 

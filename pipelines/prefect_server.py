@@ -1,4 +1,4 @@
-"""Prefect's temporary server, stopped on every exit path of a `redflags` command.
+"""Prefect's temporary server: started early, stopped on every exit path of a `redflags` command.
 
 Without PREFECT_API_URL, Prefect 3 starts a temporary API server for the first flow run:
 `prefect.server.api.server.SubprocessASGIServer`, a `python -m uvicorn` child process that
@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from contextlib import suppress
 
 # Runs in its own small process, started before the flow: every half second it notes the
 # command's child processes that are Prefect's server; once the command is gone (this
@@ -80,3 +83,41 @@ def start_watchdog() -> bool:
         close_fds=True,
     )
     return True
+
+
+def skip_unused_imports() -> None:
+    """Keep modules a `redflags` command never uses from being imported on the way.
+
+    `import prefect` imports jsonschema, whose format checkers import `rfc3987_syntax` when
+    it is installed (Jupyter's dependencies install it); that module builds a Lark grammar
+    at import, about 1.3 s of CPU on every command, for an `iri` format no schema of ours or
+    Prefect's uses. A None entry in sys.modules makes that optional import fail at once, as
+    if the package were absent (jsonschema then skips that one format). Only for this
+    process: call it first thing in a command, before anything imports prefect."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
+def start_server_early() -> Callable[[], None]:
+    """Start Prefect's temporary server now, in a thread, and return `wait()`: call it before
+    the first flow run. The server (a uvicorn child process, 5-15 s to answer) then starts
+    while this process imports the pipeline and checks its inputs, instead of after.
+
+    Nothing happens when a server is configured (PREFECT_API_URL) or the temporary server is
+    disabled. Prefect's own start is not safe to call from two threads at once (it marks the
+    server running before it answers), hence the wait. If the early start fails, the flow
+    run starts the server itself as usual and reports Prefect's own error."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return lambda: None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+
+    def start() -> None:
+        with suppress(Exception):  # the flow run tries again and reports the error
+            server.start()
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread.join

@@ -25,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import __version__, progress, table_docs
+from pipelines import __version__, progress, reuse, table_docs
 from pipelines.engines import DuckDBEngine, Engine, EngineRun
 from pipelines.errors import UserFacingError
 from pipelines.resources import PACKAGE_DIR, SQL_DIR, VALUESETS_DIR
@@ -342,9 +342,9 @@ def recorded_run(
         )
         say(f"run {result.run_id} {result.status} at {result.current_stage}; {outputs}")
         raise
-    result.status = "succeeded"
+    result.status = "reused" if result.status == "reused" else "succeeded"
     step_end(result.warehouse, result)
-    say(f"run {result.run_id} succeeded")
+    say(f"run {result.run_id} {result.status}")
 
 
 # ---------------------------------------------------------------------------
@@ -583,6 +583,7 @@ def run_study(
     engine: Engine = DUCKDB,
     source_format: str = "auto",
     accept_shrink: bool = False,
+    force: bool = False,
 ) -> RunResult:
     """Export -> ingest -> contracts -> SQL models -> statistics -> release -> publish -> report.
 
@@ -590,7 +591,9 @@ def run_study(
     leaving the previously published tables as they were. `engine` (pipelines/engines) runs
     ingest and the SQL models; the rest always runs in the warehouse.
     The warehouse lock is held from start to end, ingest included; `accept_shrink` lets
-    ingest accept tables that lost many rows (pipelines/guards.py)."""
+    ingest accept tables that lost many rows (pipelines/guards.py). When nothing the outputs
+    depend on changed since the last run, the run is `reused` (pipelines/reuse.py) unless
+    `force`."""
     source, warehouse = Path(source), Path(warehouse)
     run = RunResult(new_run_id(), warehouse, engine=engine.name)
     on = engine.for_run(warehouse, run.run_id)
@@ -601,6 +604,10 @@ def run_study(
         on.resources(warehouse),
     ):
         stage = Stages(run, say)
+        if kept := reuse.try_reuse(run, source, settings, source_format, force=force, stage=stage):
+            run.report = report and Path(report)
+            write_files(stage, steps, warehouse, run, reuse.stale(report, kept), parquet_dir, kept)
+            return run
         stage("ingest", steps.ingest, source, warehouse, say, on, source_format, accept_shrink)
         stage("input contracts", steps.input_contracts, warehouse, on)
         stage("models", steps.models, warehouse, settings, BUILD_SUFFIX, engine=on)
@@ -615,8 +622,21 @@ def run_study(
         # of the last stages, or as failed if one of them fails).
         run.status = "succeeded"
         step_end(warehouse, run)
-        if report:
-            run.report = stage("report", steps.report, warehouse, Path(report), run.run_id)
-        if parquet_dir:
-            stage("parquet", steps.parquet, warehouse, Path(parquet_dir), run.run_id)
+        write_files(stage, steps, warehouse, run, report, parquet_dir, run.run_id)
     return run
+
+
+def write_files(
+    stage: Stages,
+    steps: StudySteps,
+    warehouse: Path,
+    run: RunResult,
+    report: Path | None,
+    parquet_dir: Path | None,
+    published_run: str,
+) -> None:
+    """The report and the Parquet copy of the published tables (built by `published_run`)."""
+    if report:
+        run.report = stage("report", steps.report, warehouse, Path(report), published_run)
+    if parquet_dir:
+        stage("parquet", steps.parquet, warehouse, Path(parquet_dir), published_run)

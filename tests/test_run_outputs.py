@@ -89,7 +89,7 @@ def test_every_run_writes_the_release_as_parquet_and_csv_and_a_failed_run_keeps_
     elsewhere = tmp_path / "bi"
     again = redflags(
         "run", "--source", export, "--warehouse", warehouse, "--config", config,
-        "--parquet-dir", elsewhere,
+        "--parquet-dir", elsewhere, "--force",  # a new run, not a reuse of the first
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert (elsewhere / "manifest.json").exists()

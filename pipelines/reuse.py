@@ -1,0 +1,152 @@
+"""Reuse of the last run when nothing it depends on changed (the nightly run on an unchanged export).
+
+A run's outputs are a function of four things the run already records: the export's bytes,
+the settings, the value sets and the code version (and the engine and source layout). Their
+hash is the run's *fingerprint*, kept in `meta.run_fingerprints` beside `meta.runs`. When a
+new run's fingerprint equals that of the last successful run, and the published `mart`,
+`release` and `dq` tables are still that run's, nothing is rebuilt: the run is recorded with
+status `reused` (and `reused_from` the run that built the tables), the published tables are
+kept as they are, and the report and Parquet files are written again from them (the same
+bytes; a report already written for that run is kept). `force=True` (`redflags run --force`) always rebuilds.
+
+Only the DuckDB engine reuses: a Spark run's published views point into its own run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from pipelines.settings import StudySettings
+    from pipelines.study import RunResult
+
+FINGERPRINTS_DDL = """
+CREATE TABLE IF NOT EXISTS meta.run_fingerprints (
+    run_id VARCHAR PRIMARY KEY,
+    fingerprint VARCHAR,
+    reused_from VARCHAR
+)
+"""
+CHUNK = 1 << 20
+
+
+def export_digest(source: Path) -> list[tuple[str, int, str]]:
+    """(relative path, size, sha256) of every file under the export, sorted: any added,
+    removed or changed file (a single row) changes it, whatever the source layout."""
+    source = Path(source)
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    out = []
+    for path in files:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        out.append((path.relative_to(source).as_posix(), path.stat().st_size, digest.hexdigest()))
+    return out
+
+
+def fingerprint(source: Path, settings: StudySettings, engine: str, source_format: str) -> str:
+    """The hash of everything a run's published outputs depend on."""
+    from pipelines.study import code_version
+    from pipelines.valuesets import value_set_hashes
+
+    parts: dict[str, Any] = {
+        "export": export_digest(source),
+        "settings": settings.as_dict(),
+        "value_sets": value_set_hashes(),
+        "code": code_version(),
+        "engine": engine,
+        "source_format": source_format,
+    }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def reusable_run(con: duckdb.DuckDBPyConnection, run_id: str, print_: str) -> str | None:
+    """The run whose published tables a run with fingerprint `print_` can keep, or None.
+
+    That is the last run that ended as succeeded or reused (not this one), when it had the
+    same fingerprint and every published table still carries the run that built them."""
+    last = con.execute(
+        "SELECT f.fingerprint, coalesce(f.reused_from, r.run_id) FROM meta.runs r"
+        " JOIN meta.run_fingerprints f USING (run_id)"
+        " WHERE r.status IN ('succeeded', 'reused') AND r.run_id <> ?"
+        " ORDER BY r.started_at DESC LIMIT 1",
+        [run_id],
+    ).fetchone()
+    if last is None or last[0] != print_:
+        return None
+    origin = last[1]
+    return origin if published_by(con) == {origin} else None
+
+
+def published_by(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The run ids found in the published tables (a run that failed after publishing, or a
+    manual change, makes them differ from the last successful run's)."""
+    from pipelines.study import PUBLISHED_SCHEMAS
+    from pipelines.warehouse import quote_identifier
+
+    tables = con.execute(
+        "SELECT schema_name, table_name FROM duckdb_columns()"
+        " WHERE schema_name IN ? AND column_name = 'run_id'",
+        [list(PUBLISHED_SCHEMAS)],
+    ).fetchall()
+    ids: set[str] = set()
+    for schema, table in tables:
+        rows = con.execute(
+            f"SELECT DISTINCT run_id FROM {quote_identifier(schema)}.{quote_identifier(table)}"
+        ).fetchall()
+        ids.update(r[0] for r in rows)
+    return ids or {"<nothing published>"}
+
+
+def try_reuse(
+    run: RunResult,
+    source: Path,
+    settings: StudySettings,
+    source_format: str,
+    *,
+    force: bool,
+    stage: Callable[..., Any],
+) -> str | None:
+    """Record this run's fingerprint; when the last run's published tables still hold, keep
+    them, mark this run `reused` and return the id of the run that built them (the caller
+    writes the report and Parquet again from that run). Otherwise return None: the caller
+    runs the whole study."""
+    from pipelines.study import _connection
+
+    if run.engine != "duckdb":
+        return None
+    print_ = fingerprint(source, settings, run.engine, source_format)  # not a stage: the
+    # stages of a full run stay those of docs/architecture.md
+    with _connection(run.warehouse) as con:
+        con.execute(FINGERPRINTS_DDL)
+        origin = None if force else reusable_run(con, run.run_id, print_)
+        con.execute(
+            "INSERT INTO meta.run_fingerprints VALUES (?, ?, ?)", [run.run_id, print_, origin]
+        )
+        if origin is None:
+            return None
+        counts = con.execute(
+            "SELECT output_row_counts FROM meta.runs WHERE run_id = ?", [origin]
+        ).fetchone()[0]
+    run.row_counts = json.loads(counts or "{}")
+    stage("reuse", lambda: f"reused from run {origin}: nothing changed, published tables kept")
+    run.status = "reused"
+    return origin
+
+
+def stale(report: Path | None, origin: str) -> Path | None:
+    """The report to write for a reused run: None when the file is already the report of
+    the run that built the published tables (it would differ only in that run's end time,
+    recorded after its report was written)."""
+    if report is None or not Path(report).is_file():
+        return report
+    mark = f'<tr><th scope="row">Run ID</th><td>{origin}</td></tr>'
+    return None if mark in Path(report).read_text(encoding="utf-8", errors="replace") else report
