@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     import duckdb
 
     from pipelines.settings import StudySettings
-    from pipelines.study import RunResult
 
 FINGERPRINTS_DDL = """
 CREATE TABLE IF NOT EXISTS meta.run_fingerprints (
@@ -53,7 +52,7 @@ def export_digest(source: Path) -> list[tuple[str, int, str]]:
 
 def fingerprint(source: Path, settings: StudySettings, engine: str, source_format: str) -> str:
     """The hash of everything a run's published outputs depend on."""
-    from pipelines.study import code_version
+    from pipelines.resources import code_version
     from pipelines.valuesets import value_set_hashes
 
     parts: dict[str, Any] = {
@@ -89,8 +88,7 @@ def reusable_run(con: duckdb.DuckDBPyConnection, run_id: str, print_: str) -> st
 def published_by(con: duckdb.DuckDBPyConnection) -> set[str]:
     """The run ids found in the published tables (a run that failed after publishing, or a
     manual change, makes them differ from the last successful run's)."""
-    from pipelines.study import PUBLISHED_SCHEMAS
-    from pipelines.warehouse import quote_identifier
+    from pipelines.warehouse import PUBLISHED_SCHEMAS, quote_identifier
 
     tables = con.execute(
         "SELECT schema_name, table_name FROM duckdb_columns()"
@@ -107,7 +105,7 @@ def published_by(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def try_reuse(
-    run: RunResult,
+    run: Any,  # pipelines.study.RunResult (not imported: study imports this module)
     source: Path,
     settings: StudySettings,
     source_format: str,
@@ -119,13 +117,13 @@ def try_reuse(
     them, mark this run `reused` and return the id of the run that built them (the caller
     writes the report and Parquet again from that run). Otherwise return None: the caller
     runs the whole study."""
-    from pipelines.study import _connection
+    from pipelines.warehouse import run_connection
 
     if run.engine != "duckdb":
         return None
     print_ = fingerprint(source, settings, run.engine, source_format)  # not a stage: the
     # stages of a full run stay those of docs/architecture.md
-    with _connection(run.warehouse) as con:
+    with run_connection(run.warehouse) as con:
         con.execute(FINGERPRINTS_DDL)
         origin = None if force else reusable_run(con, run.run_id, print_)
         con.execute(

@@ -11,10 +11,8 @@ warehouse (a lock file beside it).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,13 +23,14 @@ from typing import Any
 
 import duckdb
 
-from pipelines import __version__, progress, reuse, table_docs
+from pipelines import progress, reuse, table_docs
 from pipelines.engines import DuckDBEngine, Engine, EngineRun
 from pipelines.errors import UserFacingError
-from pipelines.resources import PACKAGE_DIR, SQL_DIR, VALUESETS_DIR
+from pipelines.resources import code_version
 from pipelines.settings import StudySettings
 from pipelines.warehouse import (
     BUILD_SUFFIX,
+    PUBLISHED_SCHEMAS,
     WarehouseBusyError,
     drop_schema,
     run_connection,
@@ -42,7 +41,6 @@ from pipelines.warehouse import (
 log = logging.getLogger("redflags")
 
 # dq: the run's data-quality profile and flagged input records (contracts.check_raw)
-PUBLISHED_SCHEMAS = ("mart", "release", "dq")
 
 # How each sensitivity analysis (PROTOCOL.md section 6.4) changes the settings.
 SENSITIVITY_VARIANTS: dict[str, dict[str, int]] = {
@@ -84,34 +82,6 @@ class RunResult:
 def new_run_id() -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
-
-
-def code_version() -> str:
-    """Package version, git commit when available, and a hash of the SQL and value sets."""
-    digest = hashlib.sha256()
-    # named as in the repository (sql/..., pipelines/valuesets/...) in either layout, so an
-    # installed package and its checkout record the same hash
-    files = [
-        (f"sql/{p.relative_to(SQL_DIR).as_posix()}", p) for p in sorted(SQL_DIR.rglob("*.sql"))
-    ]
-    files += [(f"pipelines/valuesets/{p.name}", p) for p in sorted(VALUESETS_DIR.glob("*.csv"))]
-    for name, path in files:
-        digest.update(name.encode())
-        digest.update(path.read_bytes())
-    commit = ""
-    with suppress(OSError):
-        commit = subprocess.run(
-            ["git", "-C", str(PACKAGE_DIR.parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-    parts = [f"redflags {__version__}"]
-    if commit:
-        parts.append(f"git {commit}")
-    parts.append(f"sql+valuesets sha256:{digest.hexdigest()[:12]}")
-    return "; ".join(parts)
 
 
 RUNS_DDL = """

@@ -177,6 +177,8 @@ def warehouse_lock(warehouse: str | Path, wait_seconds: float = 0.0) -> Iterator
 # here, below both, so that neither imports the other).
 
 # A run builds everything into `<schema>__build` and publishes it at the end (study.publish).
+# The schemas a run publishes in one transaction (pipelines/study.py publish).
+PUBLISHED_SCHEMAS = ("mart", "release", "dq")
 BUILD_SUFFIX = "__build"
 
 
