@@ -356,13 +356,16 @@ def test_suppressed_report_keeps_the_clinical_sections(report, with_events):
 
 @pytest.mark.browser
 def test_clinical_sections_render_in_chromium(chromium, report, tmp_path):
-    """Chromium's DOM after loading the page holds the three clinical sections."""
+    """Chromium's DOM after loading the page holds the clinical sections, the model
+    validation and the STARD checklist (issue 14)."""
     command = [str(chromium), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                "--dump-dom", report.resolve().as_uri()]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    for anchor in ('id="table-one"', 'id="after-diagnosis"', 'id="prognosis"'):
+    for anchor in ('id="table-one"', 'id="after-diagnosis"', 'id="prognosis"',
+                   'id="model-validation"', 'id="stard"'):  # fmt: skip
         assert anchor in done.stdout
+    assert "STARD 2015" in done.stdout
 
 
 # ---- issue 14: model validation, STARD 2015 checklist -------------------------------------
