@@ -203,7 +203,7 @@ def test_ingest_flow_stops_on_a_broken_contract(prefect_harness, ohdsi, tmp_path
 def test_cli_prints_the_summary(prefect_harness, ohdsi, tmp_path, capsys):
     import argparse
 
-    from pipelines.cli_ingest import configure_cli, run_cli
+    from pipelines.cli.ingest import configure_cli, run_cli
 
     parser = argparse.ArgumentParser()
     configure_cli(parser)

@@ -190,7 +190,7 @@ def dashboard_server(warehouse, tmp_path):
     """`streamlit run` as `redflags dashboard` starts it, on a free port; always stopped."""
     import subprocess
 
-    from pipelines.cli_dashboard import streamlit_command, streamlit_env
+    from pipelines.cli.dashboard import streamlit_command, streamlit_env
     from pipelines.dashboard.data import Source
 
     port = _free_port()
@@ -319,7 +319,7 @@ def test_every_page_renders_in_chromium(
 
 
 def test_dashboard_command_serves_on_loopback_without_telemetry():
-    from pipelines.cli_dashboard import streamlit_command
+    from pipelines.cli.dashboard import streamlit_command
 
     command = streamlit_command(8600)
     assert command[1:4] == ["-m", "streamlit", "run"]
@@ -369,7 +369,7 @@ def test_dashboard_shows_the_runs_labels(warehouse, monkeypatch):
 def test_demo_ends_with_a_working_dashboard_command(tmp_path):
     """The last line `redflags demo` prints is a dashboard command the CLI accepts."""
     from pipelines.cli import build_parser
-    from pipelines.cli_study import where_to_look
+    from pipelines.cli.study import where_to_look
 
     last = where_to_look(tmp_path, tmp_path / "export").splitlines()[-1].split()
     assert last[0] == "dashboard" and last[1].endswith("redflags")

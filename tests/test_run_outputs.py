@@ -133,7 +133,7 @@ def test_stage_lines_count_in_proper_english():
 @pytest.mark.parametrize("command", ["run", "serve"])
 def test_run_and_serve_write_the_release_beside_the_warehouse_unless_told(command, tmp_path):
     from pipelines.cli import build_parser
-    from pipelines.cli_study import _parquet_dir
+    from pipelines.cli.study import _parquet_dir
 
     base = [command, "--source", "x", "--warehouse", str(tmp_path / "wh.duckdb")]
     parse = build_parser().parse_args

@@ -260,7 +260,8 @@ def test_the_deployment_carries_the_schedule_and_parameters(prefect_harness, tmp
 def test_prefect_yaml_describes_the_same_flow_and_schedule():
     import importlib
 
-    from pipelines import cli_study, flows
+    from pipelines import flows
+    from pipelines.cli import study as cli_study
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
     (deployment,) = spec["deployments"]

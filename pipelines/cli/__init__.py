@@ -29,21 +29,21 @@ for _name, _value in PREFECT_DEFAULTS.items():
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
-        "pipelines.cli_study",
+        "pipelines.cli.study",
         "generate a synthetic export, run the whole study, write the report",
     ),
     "generate": (
         "pipelines.generator.cli",
         "write a synthetic Synthea-layout export with planted truth",
     ),
-    "ingest": ("pipelines.cli_ingest", "load a Synthea export into the DuckDB warehouse"),
-    "run": ("pipelines.cli_study", "run the whole study flow on an export"),
-    "report": ("pipelines.cli_outputs", "write the HTML report from the release tables"),
-    "export": ("pipelines.cli_outputs", "write the release tables as Parquet for BI tools"),
-    "dashboard": ("pipelines.cli_dashboard", "serve the results dashboard on 127.0.0.1"),
+    "ingest": ("pipelines.cli.ingest", "load a Synthea export into the DuckDB warehouse"),
+    "run": ("pipelines.cli.study", "run the whole study flow on an export"),
+    "report": ("pipelines.cli.outputs", "write the HTML report from the release tables"),
+    "export": ("pipelines.cli.outputs", "write the release tables as Parquet for BI tools"),
+    "dashboard": ("pipelines.cli.dashboard", "serve the results dashboard on 127.0.0.1"),
     "docs": ("pipelines.docsite", "write the documentation site of the SQL models"),
     "serve": (
-        "pipelines.cli_study",
+        "pipelines.cli.study",
         "serve the study flow on a cron schedule (Prefect deployment)",
     ),
 }
@@ -239,7 +239,3 @@ def console_main() -> None:
     except SystemExit as exc:  # argparse --help / usage errors
         code["rc"] = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     sys.exit(code["rc"])
-
-
-if __name__ == "__main__":
-    console_main()
