@@ -128,13 +128,18 @@ def test_the_runs_own_report_shows_its_final_status_and_provenance(export, tmp_p
     assert patients["sha256"] in text
 
 
-def test_the_runs_report_and_release_folder_show_the_same_figures(export, tmp_path):
+def test_the_runs_report_and_release_folder_show_the_same_figures(export, tmp_path, monkeypatch):
     """One rendering per run: each figure the run's report draws is in the release folder as
     PNG (the very bytes the page embeds) and SVG; each notice in words writes no file."""
+    from pipelines import report as report_module
+
+    drawings, draw = [], report_module.charts
+    monkeypatch.setattr(report_module, "charts", lambda data: drawings.append(1) or draw(data))
     warehouse, report = tmp_path / "wh.duckdb", tmp_path / "report.html"
     settings = StudySettings().replace(sensitivity_analyses=(), min_cell=1)  # draw them all
     folder = tmp_path / "release"
     run_study(export, warehouse, settings, report=report, parquet_dir=folder, say=lambda _: None)
+    assert len(drawings) == 1  # the report and the release folder share one rendering
     html = report.read_text(encoding="utf-8")
     embedded = [
         base64.b64decode(src)
