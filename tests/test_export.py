@@ -209,6 +209,7 @@ def test_the_report_embeds_the_files_and_another_export_writes_the_same_bytes(dr
         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{len(FIGURE_FILES)} figures (PNG and SVG)" in done.stdout
     files = sorted((out / "figures").iterdir())
     assert len(files) == 2 * len(FIGURE_FILES)
     for path in files:
