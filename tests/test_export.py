@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -233,3 +234,16 @@ def test_a_figure_the_report_cannot_draw_writes_no_file_and_says_why(built, tmp_
         assert m["notice"] and m["svg"] is None
         assert not (out / "figures" / f"{m['figure']}.png").exists()
         assert not (out / "figures" / f"{m['figure']}.svg").exists()
+
+
+def test_a_previous_release_with_figures_is_replaced_but_not_one_holding_other_files(
+    drawn, tmp_path
+):
+    warehouse, out = drawn
+    folder = shutil.copytree(out, tmp_path / "release")
+    export_release(warehouse, folder)  # a previous export, its figures/ included: replaced
+    assert (folder / "figures" / "roc_curve.svg").exists()
+    (folder / "figures" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(UserFacingError, match="holds other files"):
+        export_release(warehouse, folder)
+    assert (folder / "figures" / "notes.txt").read_text(encoding="utf-8") == "mine"
