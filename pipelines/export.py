@@ -5,6 +5,8 @@ Every successful `redflags run` (and each scheduled run) writes the same folder,
 Only `release.*` is exported (aggregate, disclosure-controlled); the warehouse is opened
 read-only. The manifest (`manifest.json`) lists each table with the run id, its row count,
 columns and the sha256 of its files; `disclosure_log.csv` is the output checker's log.
+The report's figures are written too, as `figures/<name>.png` and `.svg` (pipelines/figures.py,
+the same drawing the report embeds), each listed in the manifest after the tables.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def export_release(warehouse: Path, out_dir: Path, run_id: str | None = None) ->
     Atomic: everything is written into a temporary folder beside `out_dir`, which then
     replaces `out_dir` by renames, so a reader sees the previous release or the new one,
     never half of one; on any failure the previous folder is left as it was. Returns the
-    final paths (tables' Parquet, CSV, then the manifest last)."""
+    final paths (tables' Parquet, CSV, the figures' PNG and SVG, then the manifest last)."""
+    from pipelines.figures import warehouse_state, write_figures
+    from pipelines.report import load_released, release_charts
     from pipelines.warehouse import open_warehouse, tables_in
 
     warehouse, out_dir = Path(warehouse), Path(out_dir)
@@ -39,17 +43,25 @@ def export_release(warehouse: Path, out_dir: Path, run_id: str | None = None) ->
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        state = warehouse_state(warehouse)  # before reading: the figures' cache key
         with open_warehouse(warehouse, read_only=True) as con:
             tables = tables_in(con, "release")
             if not tables:
                 raise UserFacingError(f"{warehouse} has no release tables: run the study first")
             run_id = run_id or _release_run_id(con, tables)
             manifest = [_write_table(con, table, staging, run_id) for table in tables]
+            released = load_released(con, run_id)  # what the report draws from
+        # the report's figures, the same drawing as the run's report (one rendering)
+        figures = write_figures(release_charts(released, state), staging, run_id)
+        manifest += figures
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _swap(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful swap
-    files = [out_dir / m["file"] for m in manifest] + [out_dir / m["csv"] for m in manifest]
+    tables = [m for m in manifest if "table" in m]
+    drawn = [m for m in figures if m["file"]]
+    files = [out_dir / m["file"] for m in tables] + [out_dir / m["csv"] for m in tables]
+    files += [out_dir / m[kind] for m in drawn for kind in ("file", "svg")]
     return [*files, out_dir / MANIFEST]
 
 
@@ -95,13 +107,24 @@ def _refuse_foreign_folder(out_dir: Path) -> None:
     foreign = [
         p.name
         for p in out_dir.iterdir()
-        if p.name != MANIFEST and not (p.is_file() and p.suffix in ours)
+        if p.name != MANIFEST and not (p.is_file() and p.suffix in ours) and not _figures(p)
     ]
     if foreign or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists()):
         raise UserFacingError(
             f"{out_dir} holds other files ({', '.join(sorted(foreign)[:3]) or 'no manifest'});"
             " the release folder is replaced as a whole: choose a new or empty folder"
         )
+
+
+def _figures(path: Path) -> bool:
+    """A previous export's `figures/` folder: nothing in it but PNG and SVG files."""
+    from pipelines.figures import FIGURES_DIR
+
+    return (
+        path.name == FIGURES_DIR
+        and path.is_dir()
+        and all(p.is_file() and p.suffix in (".png", ".svg") for p in path.iterdir())
+    )
 
 
 def _swap(staging: Path, out_dir: Path) -> None:

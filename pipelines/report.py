@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
 import math
 from pathlib import Path
@@ -56,14 +55,16 @@ if TYPE_CHECKING:  # heavy imports stay inside the functions: `redflags --help` 
 def write_report(warehouse: Path, out: Path, run_id: str | None = None) -> Path:
     """Render the report of `run_id` (default: the latest released run) to `out`."""
     from pipelines.errors import UserFacingError
+    from pipelines.figures import warehouse_state
     from pipelines.warehouse import open_warehouse
 
     warehouse, out = Path(warehouse), Path(out)
     if not warehouse.exists():
         raise UserFacingError(f"warehouse not found: {warehouse}")
+    state = warehouse_state(warehouse)  # before reading: the key of what is read
     with open_warehouse(warehouse, read_only=True) as con:
         data = load_released(con, run_id)
-    html = render_html(data)
+    html = render_html(data, release_charts(data, state))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")
@@ -133,21 +134,13 @@ def _read_release(con: duckdb.DuckDBPyConnection, table: str, run_id: str | None
     return con.execute(f'SELECT * FROM release."{table}"').df()
 
 
-def render_html(data: Released) -> str:
-    """The whole page as one HTML string."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(
-        loader=PackageLoader("pipelines", "templates"),
-        autoescape=select_autoescape(["html", "j2"]),
-    )
+def charts(data: Released) -> dict[str, Chart]:
+    """Every figure of the page (template key -> Chart), each drawn once as PNG and SVG."""
     import matplotlib
-
-    from pipelines import report_methods  # issue 14: model validation, STARD checklist
 
     fmt = Fmt()
     with matplotlib.rc_context(FIGURE_STYLE):
-        figures = {
+        return {
             "cif_figure": _cif_figure(data),
             "forest_figure": _forest_figure(data, fmt),
             "roc_figure": _roc_figure(data, fmt),
@@ -155,6 +148,28 @@ def render_html(data: Released) -> str:
             "decision_figure": _decision_figure(data),
             "survival_figure": _survival_figure(data),
         }
+
+
+def release_charts(data: Released, state: tuple) -> dict[str, Chart]:
+    """`charts(data)`, rendered once per warehouse state (`figures.warehouse_state`, taken
+    before `data` was read) and run: a run's report and release folder share the drawing."""
+    from pipelines.figures import cached
+
+    return cached((*state, data.run_id), lambda: charts(data))
+
+
+def render_html(data: Released, figures: dict[str, Chart] | None = None) -> str:
+    """The whole page as one HTML string (`figures`: `charts(data)`, drawn when not given)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("pipelines", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+    )
+    from pipelines import report_methods  # issue 14: model validation, STARD checklist
+
+    fmt = Fmt()
+    figures = charts(data) if figures is None else figures
     context = figures | {
         "title": "Back pain as a red flag for bone metastasis of breast cancer",
         "run_id": data.run_id,
@@ -268,10 +283,14 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, facecolor="white")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+def _images(fig: Figure) -> dict[str, Any]:
+    """A Chart's drawing: rendered once as PNG and SVG (pipelines/figures.py); the page
+    embeds the PNG bytes that the release folder writes to figures/<name>.png."""
+    from pipelines.figures import render
+
+    drawn = render(fig)
+    uri = "data:image/png;base64," + base64.b64encode(drawn.png).decode("ascii")
+    return {"image": uri, "png": drawn.png, "svg": drawn.svg}
 
 
 def _style(ax: Axes) -> None:
@@ -337,7 +356,7 @@ def _cif_figure(data: Released) -> Chart:
         ax.set_title(panel_title)
         ax.set_xlabel("Days since back-pain onset")
     axes[0].set_ylabel("Cumulative incidence of diagnosis")
-    return Chart(title, caption, image=_png(fig), alt="Cumulative incidence curves by stratum")
+    return Chart(title, caption, **_images(fig), alt="Cumulative incidence curves by stratum")
 
 
 def _time_zero_note(cif: pd.DataFrame) -> str:
@@ -428,7 +447,7 @@ def _forest_figure(data: Released, fmt: Fmt) -> Chart:
         ax.set_xlabel(f"{name}, log scale")
     axes[0].set_yticks(y, [_rule_label(r) for r in acc["rule"]])
     axes[0].set_ylim(-0.7, len(acc) - 0.3)
-    return Chart(title, caption, image=_png(fig), alt="Forest plot of likelihood ratios")
+    return Chart(title, caption, **_images(fig), alt="Forest plot of likelihood ratios")
 
 
 def _rule_order(rule: str) -> int:
@@ -548,7 +567,7 @@ def _roc_figure(data: Released, fmt: Fmt) -> Chart:
     ax.set_ylabel("Sensitivity")
     ax.legend(loc="lower right")
     _style(ax)
-    return Chart(title, caption, image=_png(fig), alt="ROC curve of the red-flag count")
+    return Chart(title, caption, **_images(fig), alt="ROC curve of the red-flag count")
 
 
 def _calibration_figure(data: Released, fmt: Fmt) -> Chart:
@@ -611,7 +630,7 @@ def _calibration_figure(data: Released, fmt: Fmt) -> Chart:
     ax.set_ylabel("Observed proportion with metastasis")
     ax.legend(loc="lower right")
     _style(ax)
-    return Chart(title, caption, image=_png(fig), alt="Calibration plot")
+    return Chart(title, caption, **_images(fig), alt="Calibration plot")
 
 
 def _brier(v: Any) -> str:
@@ -666,7 +685,7 @@ def _decision_figure(data: Released) -> Chart:
     ax.set_ylabel("Net benefit")
     ax.legend(loc="upper right")
     _style(ax)
-    return Chart(title, caption, image=_png(fig), alt="Decision curve")
+    return Chart(title, caption, **_images(fig), alt="Decision curve")
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -1229,7 +1248,7 @@ def _survival_figure(data: Released) -> Chart:
     ax.set_ylabel("Survival")
     ax.legend(loc="upper right")
     _style(ax)
-    return Chart(title, caption, image=_png(fig), alt="Kaplan-Meier overall survival")
+    return Chart(title, caption, **_images(fig), alt="Kaplan-Meier overall survival")
 
 
 def _caution() -> str:

@@ -219,6 +219,9 @@ class Chart:
     image: str | None = None
     notice: str | None = None
     alt: str = ""
+    # the same drawing as files (pipelines/figures.py): `image` is these PNG bytes
+    png: bytes | None = None
+    svg: str | None = None
 
 
 @dataclass

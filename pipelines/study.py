@@ -475,8 +475,8 @@ def default_parquet_dir(warehouse: Path) -> Path:
 
 
 def step_parquet(warehouse: Path, out_dir: Path, run_id: str | None = None) -> list[Path]:
-    """Parquet and CSV copy of every release table (and a manifest) for BI tools, swapped
-    in atomically (pipelines/export.py)."""
+    """Parquet and CSV copy of every release table, the report's figures as PNG and SVG, and a
+    manifest, for BI tools and slides, swapped in atomically (pipelines/export.py)."""
     from pipelines.export import export_release
 
     return export_release(Path(warehouse), Path(out_dir), run_id=run_id)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 
 import duckdb
@@ -11,8 +19,11 @@ import pandas as pd
 import pytest
 from report_fixtures import study_warehouse
 
+from pipelines import figures
 from pipelines.errors import UserFacingError
 from pipelines.export import MANIFEST, export_release
+from pipelines.figures import FIGURE_FILES
+from pipelines.report import write_report
 
 DICTIONARY = Path(__file__).resolve().parents[1] / "docs" / "data-dictionary.md"
 
@@ -56,6 +67,7 @@ def test_manifest_lists_tables_rows_and_columns(built, exported):
     manifest_path = exported[-1]
     assert manifest_path.name == MANIFEST
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = [m for m in manifest if "table" in m]  # the figures follow the tables
     with duckdb.connect(str(built), read_only=True) as con:
         assert [m["table"] for m in manifest] == release_tables(con)
         for entry in manifest:
@@ -135,3 +147,103 @@ def test_the_export_refuses_to_replace_a_folder_holding_other_files(built, tmp_p
     assert [p.name for p in busy.iterdir()] == ["study.duckdb"]
     again = export_release(built, tmp_path / "fresh")  # a previous export is replaced
     assert export_release(built, tmp_path / "fresh") == again
+
+
+# --- the report's figures as files (issue 15 item 5) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory) -> tuple[Path, Path]:
+    """The release with min_cell = 1 (every figure has data), exported."""
+    warehouse = study_warehouse("unsuppressed", tmp_path_factory)
+    out = tmp_path_factory.mktemp("figures") / "release"
+    export_release(warehouse, out)
+    return warehouse, out
+
+
+def figure_entries(folder: Path) -> list[dict]:
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return [m for m in manifest if "figure" in m]
+
+
+def test_every_report_figure_is_a_png_and_an_svg_listed_with_its_sha256(drawn):
+    from PIL import Image
+
+    _, out = drawn
+    entries = figure_entries(out)
+    assert [m["figure"] for m in entries] == list(FIGURE_FILES.values())
+    names = set()
+    for m in entries:
+        assert m["file"] == f"figures/{m['figure']}.png", m
+        assert m["svg"] == f"figures/{m['figure']}.svg", m
+        png, svg = (out / m["file"]).read_bytes(), (out / m["svg"]).read_bytes()
+        assert m["sha256"] == hashlib.sha256(png).hexdigest()
+        assert m["svg_sha256"] == hashlib.sha256(svg).hexdigest()
+        image = Image.open(io.BytesIO(png))
+        image.load()
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
+        assert image.size[0] > 300 and len(colours) > 1, f"{m['file']} is blank"
+        assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"
+        names |= {Path(m["file"]).name, Path(m["svg"]).name}
+    assert {p.name for p in (out / "figures").iterdir()} == names
+
+
+class Images(HTMLParser):
+    def __init__(self, html: str):
+        super().__init__()
+        self.png: list[bytes] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        src = dict(attrs).get("src") or ""
+        if tag == "img" and src.startswith("data:image/png;base64,"):
+            self.png.append(base64.b64decode(src.split(",", 1)[1]))
+
+
+def test_the_report_embeds_the_files_and_another_export_writes_the_same_bytes(drawn, tmp_path):
+    """Drawn afresh (another process, an empty cache): the same bytes, so the report's
+    images are the files and two exports of one warehouse have identical figures."""
+    warehouse, out = drawn
+    again = tmp_path / "again"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "export", "--warehouse", warehouse, "--out", again],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{len(FIGURE_FILES)} figures (PNG and SVG)" in done.stdout
+    files = sorted((out / "figures").iterdir())
+    assert len(files) == 2 * len(FIGURE_FILES)
+    for path in files:
+        assert (again / "figures" / path.name).read_bytes() == path.read_bytes(), path.name
+    assert figure_entries(again) == figure_entries(out)
+
+    figures._cache.clear()  # the report draws its own figures, not the export's
+    page = Images(write_report(warehouse, tmp_path / "r.html").read_text(encoding="utf-8"))
+    pngs = [(out / m["file"]).read_bytes() for m in figure_entries(out)]
+    assert page.png == pngs  # same figures, same order, same bytes
+
+
+def test_a_figure_the_report_cannot_draw_writes_no_file_and_says_why(built, tmp_path):
+    """The suppressed release of a small cohort: some figures are notices in words."""
+    out = tmp_path / "release"
+    export_release(built, out)
+    entries = figure_entries(out)
+    notices = [m for m in entries if m["file"] is None]
+    assert notices, "expected at least one figure withheld by disclosure control"
+    for m in notices:
+        assert m["notice"] and m["svg"] is None
+        assert not (out / "figures" / f"{m['figure']}.png").exists()
+        assert not (out / "figures" / f"{m['figure']}.svg").exists()
+
+
+def test_a_previous_release_with_figures_is_replaced_but_not_one_holding_other_files(
+    drawn, tmp_path
+):
+    warehouse, out = drawn
+    folder = shutil.copytree(out, tmp_path / "release")
+    export_release(warehouse, folder)  # a previous export, its figures/ included: replaced
+    assert (folder / "figures" / "roc_curve.svg").exists()
+    (folder / "figures" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(UserFacingError, match="holds other files"):
+        export_release(warehouse, folder)
+    assert (folder / "figures" / "notes.txt").read_text(encoding="utf-8") == "mine"

@@ -7,9 +7,11 @@ final status and provenance. Real command line, real DuckDB file, generated expo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from pipelines.figures import FIGURE_FILES
 from pipelines.generator import generate
 from pipelines.settings import StudySettings
 from pipelines.study import default_parquet_dir, run_study
@@ -69,7 +72,10 @@ def test_every_run_writes_the_release_as_parquet_and_csv_and_a_failed_run_keeps_
             ).fetchall()
         ]
         (run_id,) = con.execute("SELECT run_id FROM meta.runs").fetchone()
+    figures = [m for m in manifest if "figure" in m]  # after the tables
+    manifest = [m for m in manifest if "table" in m]
     assert [m["table"] for m in manifest] == tables
+    assert [m["run_id"] for m in figures] == [run_id] * len(FIGURE_FILES)
     for entry in manifest:
         assert entry["run_id"] == run_id
         parquet, csv = folder / entry["file"], folder / entry["csv"]
@@ -120,6 +126,36 @@ def test_the_runs_own_report_shows_its_final_status_and_provenance(export, tmp_p
     assert value_set in text and digest in text
     patients = next(m for m in json.loads(manifest) if m["file"] == "patients.csv")
     assert patients["sha256"] in text
+
+
+def test_the_runs_report_and_release_folder_show_the_same_figures(export, tmp_path, monkeypatch):
+    """One rendering per run: each figure the run's report draws is in the release folder as
+    PNG (the very bytes the page embeds) and SVG; each notice in words writes no file."""
+    from pipelines import report as report_module
+
+    drawings, draw = [], report_module.charts
+    monkeypatch.setattr(report_module, "charts", lambda data: drawings.append(1) or draw(data))
+    warehouse, report = tmp_path / "wh.duckdb", tmp_path / "report.html"
+    settings = StudySettings().replace(sensitivity_analyses=(), min_cell=1)  # draw them all
+    folder = tmp_path / "release"
+    run_study(export, warehouse, settings, report=report, parquet_dir=folder, say=lambda _: None)
+    assert len(drawings) == 1  # the report and the release folder share one rendering
+    html = report.read_text(encoding="utf-8")
+    embedded = [
+        base64.b64decode(src)
+        for src in re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    ]
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    entries = [m for m in manifest if "figure" in m]
+    drawn = [m for m in entries if m["file"]]
+    assert drawn and [(folder / m["file"]).read_bytes() for m in drawn] == embedded
+    for m in drawn:
+        assert (folder / m["svg"]).read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    for m in entries:
+        if not m["file"]:
+            assert m["notice"] and " ".join(m["notice"].split()) in " ".join(html.split())
+    on_disk = sorted(p.name for p in (folder / "figures").iterdir())
+    assert on_disk == sorted(f"{m['figure']}.{ext}" for m in drawn for ext in ("png", "svg"))
 
 
 def test_stage_lines_count_in_proper_english():

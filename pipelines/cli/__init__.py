@@ -39,7 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("pipelines.cli.ingest", "load a Synthea export into the DuckDB warehouse"),
     "run": ("pipelines.cli.study", "run the whole study flow on an export"),
     "report": ("pipelines.cli.outputs", "write the HTML report from the release tables"),
-    "export": ("pipelines.cli.outputs", "write the release tables as Parquet for BI tools"),
+    "export": (
+        "pipelines.cli.outputs",
+        "write the release tables (Parquet, CSV) and figures (PNG, SVG)",
+    ),
     "dashboard": ("pipelines.cli.dashboard", "serve the results dashboard on 127.0.0.1"),
     "docs": ("pipelines.docsite", "write the documentation site of the SQL models"),
     "serve": (

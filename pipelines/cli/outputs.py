@@ -1,5 +1,6 @@
 """`redflags report` and `redflags export`: the release tables as an HTML report, or as
-Parquet and CSV with a manifest for BI tools (both read the warehouse read-only)."""
+Parquet and CSV, with the report's figures as PNG and SVG and a manifest, for BI tools and
+slides (both read the warehouse read-only)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def run_report_cli(args: argparse.Namespace) -> int:
 
 def configure_export_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse", type=Path, required=True, help="DuckDB warehouse file")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the Parquet files")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for the release files (replaced as a whole)"
+    )
 
 
 def run_export_cli(args: argparse.Namespace) -> int:
@@ -31,5 +34,9 @@ def run_export_cli(args: argparse.Namespace) -> int:
 
     written = export_release(args.warehouse, args.out)
     tables = [p for p in written if p.suffix == ".parquet"]
-    print(f"Wrote {len(tables)} release tables (Parquet and CSV) and {MANIFEST} to {args.out}")
+    figures = [p for p in written if p.suffix == ".png"]  # each also as .svg
+    print(
+        f"Wrote {len(tables)} release tables (Parquet and CSV), {len(figures)} figures"
+        f" (PNG and SVG) and {MANIFEST} to {args.out}"
+    )
     return 0
