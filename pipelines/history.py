@@ -34,6 +34,7 @@ import pandas as pd
 from pipelines.settings import StudySettings
 from pipelines.stats.disclosure import Group, Linkage, TableSpec, is_small, row_labels
 from pipelines.stats.release_tables import release_specs
+from pipelines.warehouse import quote_identifier
 
 HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS meta.release_history (
@@ -294,7 +295,7 @@ def _frame(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> pd.DataFr
     if not _table_exists(con, schema, table):
         return pd.DataFrame()
     # schema and table are internal names (FIGURES), quoted as identifiers
-    return con.execute(f"SELECT * FROM {_ident(schema)}.{_ident(table)}").df()
+    return con.execute(f"SELECT * FROM {quote_identifier(schema)}.{quote_identifier(table)}").df()
 
 
 def extract_date(con: duckdb.DuckDBPyConnection, schema: str) -> dt.date | None:
@@ -302,7 +303,7 @@ def extract_date(con: duckdb.DuckDBPyConnection, schema: str) -> dt.date | None:
     if not _table_exists(con, schema, "int_data_extract_date", views=True):
         return None
     row = con.execute(
-        f"SELECT max(data_extract_date) FROM {_ident(schema)}.int_data_extract_date"
+        f"SELECT max(data_extract_date) FROM {quote_identifier(schema)}.int_data_extract_date"
     ).fetchone()
     return row[0] if row else None
 
@@ -313,7 +314,7 @@ def input_sha256(con: duckdb.DuckDBPyConnection, schema: str) -> str | None:
     if not _table_exists(con, schema, "ingest_manifest"):
         return None
     pairs = con.execute(
-        f"SELECT file_path, sha256 FROM {_ident(schema)}.ingest_manifest ORDER BY file_path"
+        f"SELECT file_path, sha256 FROM {quote_identifier(schema)}.ingest_manifest ORDER BY file_path"
     ).fetchall()
     digest = hashlib.sha256()
     for path, sha in pairs:
@@ -331,7 +332,3 @@ def _table_exists(
         )
         return sum(r[0] for r in con.execute(sql, [schema, table, schema, table]).fetchall()) > 0
     return con.execute(sql, [schema, table]).fetchone()[0] > 0
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

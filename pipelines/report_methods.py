@@ -254,10 +254,10 @@ def sample_size_statement(data: Released, fmt: Fmt) -> str:
         return text + "the counts it rests on are suppressed, so no precision is stated."
     parts = []
     if sens:
-        parts.append(f"with {fmt.count(cases)} reference-positive episodes the sensitivity of "
-                     f"'any seed flag' is known to {sens} (half its 95% CI)")  # fmt: skip
+        parts.append(f"the sensitivity of 'any seed flag' is known to {sens} (half its 95% CI)"
+                     f" from {fmt.count(cases)} reference-positive episodes")  # fmt: skip
     if spec:
-        parts.append(f"with {fmt.count(non_cases)} negatives its specificity to {spec}")
+        parts.append(f"its specificity to {spec} from {fmt.count(non_cases)} negatives")
     return text + "; ".join(parts) + "."
 
 

@@ -60,6 +60,11 @@ INTERNAL_NAMES = {
     "_STAGE", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
     # dashboard/data.py: the one schema it reads
     "SCHEMA",
+    # flags.py: evidence model names from valuesets/flags.csv, checked plain identifiers
+    "model",
+    # sources/accounting.py, common.py, omop.py: SQL fragments each adapter builds from its
+    # own mapping constants (the rows' values stay data in the read tables)
+    "extra_sql", "typed_rows", "start", "end",
 }  # fmt: skip
 INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name"}
 # Constant mapping tables indexed by an internal name (sources/fhir.py, generator/convert.py)
@@ -77,6 +82,10 @@ SAFE_CALLS = {
     # ingest.py: CASE expressions and sources built from schema.py checks; a target table name
     "_case", "_checked_source", "_create_or_replace", "target.removeprefix",
     "_identifier",  # dashboard/data.py: a catalog-listed table name, quoted
+    "common.typed_sql", "' UNION ALL '.join",  # sources: casts and unions of the above
+    # table_docs.py: COMMENT ON takes no parameters; its quoting helpers are unit-tested
+    # against hostile text (tests/test_table_docs.py)
+    "sql_literal", "sql_identifier",
 }  # fmt: skip
 SQL_START = re.compile(
     r"^\s*(select|insert|create|drop|delete|update|copy|set|alter|comment|with|describe|"
