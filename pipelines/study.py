@@ -224,10 +224,11 @@ def publish(
                 counts[f"{schema}.{table}"] = con.execute(
                     f'SELECT count(*) FROM "{schema}"."{table}"'
                 ).fetchone()[0]
-        # The catalog describes what was published: one source with docs/data-dictionary.md.
-        table_docs.comment_tables(con)
         if also is not None:
             counts.update(also(con))
+        # The catalog describes what was published (release.run_history included, rebuilt by
+        # `also`): one source with docs/data-dictionary.md.
+        table_docs.comment_tables(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -372,12 +372,14 @@ def test_release_holds_only_safe_aggregates(built):
         assert (frame["run_id"] == "run-1").all()
         # issue 10 (intended): the mart's columns (less the curve's daily n_outcome), the
         # coarsening's step_threshold / bin_to, a <column>_status per value, then run_id
-        mart_columns = [c for c in read(con, table).columns if c not in ("run_id", "n_outcome")]
+        spec = specs[table]
+        hidden = ("run_id", "n_outcome", *spec.internal)  # internal: never released (issue 10)
+        mart_columns = [c for c in read(con, table).columns if c not in hidden]
         values = [c for c in frame.columns if not c.endswith("_status")]
         assert values[: len(mart_columns)] == mart_columns and values[-1] == "run_id"
         assert set(values[len(mart_columns) : -1]) <= {"step_threshold", "bin_to"}
-        spec = specs[table]
         numeric = {*spec.counts, *spec.derived, *(c for cs in spec.curve.values() for c in cs)}
+        numeric -= set(spec.internal)
         assert {c for c in frame.columns if c.endswith("_status")} == {
             f"{c}_status" for c in numeric
         }
