@@ -262,9 +262,18 @@ def time_to_diagnosis_solutions(ttd: pd.DataFrame) -> dict:
     overall = ttd.index[ttd["stratum_variable"] == "overall"]
     for variable in ("red_flag_count", "breast_cancer_history"):
         parts = ttd.index[ttd["stratum_variable"] == variable]
+        # the strata need not cover `overall` (red_flag_count counts the landmark population):
+        # the rest is one more unknown row, known to be empty when the episodes add up
+        rest = ("rest", variable)
+        relations.append({(rest, "n_diagnosed"): 1, (rest, "n_died"): 1, (rest, "n_censored"): 1,
+                          (rest, "n_episodes"): -1})  # fmt: skip
+        episodes = ttd.loc[[overall[0], *parts], "n_episodes"].astype(float)
+        if episodes.notna().all() and episodes.iloc[0] == episodes.iloc[1:].sum():
+            known.update({(rest, c): 0.0 for c in counts})
         for c in counts:
-            relations.append({(overall[0], c): -1, **{(p, c): 1 for p in parts}})
-    return solve_linear(relations, known)
+            relations.append({(overall[0], c): -1, (rest, c): 1, **{(p, c): 1 for p in parts}})
+    solved = solve_linear(relations, known)
+    return {(i, c): v for (i, c), v in solved.items() if not isinstance(i, tuple)}
 
 
 def all_attacks(released: dict) -> dict[str, list]:
@@ -402,6 +411,37 @@ def test_no_attack_recovers_a_suppressed_count(tmp_path_factory, patients, seed)
     generate(root / "export", patients=patients, seed=seed)
     released, truth = build_study(root / "export", root)
     assert released["time_to_diagnosis"]["n_episodes"].notna().any()  # something was released
+    assert leaks(released, truth) == []
+
+
+# ---- a few men among the cases: the subgroup is hidden, not the `all` row --------------------
+
+
+def large(v) -> bool:
+    return v == 0 or v >= MIN_CELL
+
+
+def test_few_men_among_the_cases_hide_the_female_rows_not_the_all_rows(tmp_path):
+    """`all` minus `female` is 1..min_cell-1 cases (the demo: 1): the men's cells must stay
+    non-recoverable, by hiding the female subgroup's 2x2 (the cheaper side), while the `all`
+    2x2 of every rule with large cells is shown (issue 10: headline results survive)."""
+    from pipelines.generator import PlantedParameters, generate
+
+    planted = PlantedParameters(case_fraction=0.2, female_fraction_cases=0.9)
+    generate(tmp_path / "export", patients=1200, seed=7, planted=planted)
+    released, truth = build_study(tmp_path / "export", tmp_path)
+    true = truth["flag_accuracy"].set_index(["subgroup", "rule"])
+    cases = true["tp"] + true["fn"]
+    men = cases.xs("all", level="subgroup") - cases.xs("female", level="subgroup")
+    assert men.map(small).all()  # the precondition: a few male cases, for every rule
+    flags = released["flag_accuracy"].set_index(["subgroup", "rule"])
+    # rules flag_accuracy shares with roc_points follow the ROC cut-offs: left out here
+    rules = [r for r in true.loc["all"].index if r not in analysis.SHARED_RULE_THRESHOLDS]
+    headline = [r for r in rules if all(large(true.loc[("all", r), c]) for c in CELLS)]
+    assert len(headline) >= 3
+    for rule in headline:
+        assert flags.loc[("all", rule), CELLS].notna().all(), rule
+        assert (flags.loc[("all", rule), [f"{c}_status" for c in CELLS]] == "shown").all()
     assert leaks(released, truth) == []
 
 
