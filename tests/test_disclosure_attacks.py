@@ -471,15 +471,10 @@ def test_few_men_among_the_cases_hide_the_female_rows_not_the_all_rows(tmp_path)
 # ---- indeterminate results: population minus a rule's 2x2 ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 10): the disclosure layer does not know that a rule's 2x2 total "
-    "plus its indeterminate results is the population n of model_performance, so a small "
-    "indeterminate count is the difference of two released numbers",
-)
 def test_a_small_number_of_indeterminate_results_cannot_be_worked_out(tmp_path):
     """3 episodes of the landmark population lack the ALP flag (not assessable): the attack
-    `indeterminate_results` recovers the 3 from flag_accuracy and model_performance today."""
+    `indeterminate_results` must not get the 3 from flag_accuracy and model_performance (or
+    inside sensitivity_analyses); before `analysis.indeterminate_cells` it did."""
     from pipelines import warehouse as wh
     from pipelines.generator import PlantedParameters, generate
     from pipelines.ingest import ingest_export
@@ -513,6 +508,10 @@ def test_a_small_number_of_indeterminate_results_cannot_be_worked_out(tmp_path):
     alp = true.loc[("all", "flag_elevated_alp"), ["tp", "fp", "fn", "tn"]].sum()
     assert performance.set_index("subgroup").at["all", "n"] - alp == 3  # the planted gap
     assert indeterminate_results(released) == []
+    flags = released["flag_accuracy"].set_index(["subgroup", "rule"])
+    assert flags.loc[("all", "flag_elevated_alp"), CELLS].isna().all()  # the cheaper side
+    assert released["model_performance"]["n"].notna().any()
+    assert flags.loc[("all", "flag_age_50_plus"), CELLS].notna().all()  # others stay
 
 
 # ---- the attack catches the leak of the old release ------------------------------------------
