@@ -719,7 +719,7 @@ def indeterminate_cells(
         shown = released["model_performance"].set_index("subgroup")["n"].notna()
         n = truth["subgroup"].map(population).astype(float)
         gap = n - truth[CELL_COLUMNS].sum(axis=1).astype(float)
-        visible = truth["subgroup"].map(shown).fillna(False).astype(bool)
+        visible = truth["subgroup"].map(shown).eq(True)
         force("flag_accuracy", (visible & gap.map(_is_small(min_cell))).to_numpy(), CELL_COLUMNS)
     if "sensitivity_analyses" in released:
         truth = frames["sensitivity_analyses"].reset_index(drop=True)
@@ -730,7 +730,7 @@ def indeterminate_cells(
         shown = out[model.to_numpy()].drop_duplicates(keys).set_index(keys)["n_episodes"].notna()
         index = pd.MultiIndex.from_frame(truth[keys])
         n = pd.Series(population.reindex(index).to_numpy(float))
-        visible = pd.Series(shown.reindex(index).fillna(False).to_numpy(bool))
+        visible = pd.Series(shown.reindex(index, fill_value=False).to_numpy(bool))
         gap = n - truth[CELL_COLUMNS].sum(axis=1, min_count=4).astype(float)
         rows = (visible & gap.map(_is_small(min_cell)) & ~model).to_numpy()
         force("sensitivity_analyses", rows, [*CELL_COLUMNS, "n_episodes", "n_events"])
