@@ -645,6 +645,8 @@ def release_tables(
         if {"flag_accuracy", "roc_points"} <= set(released):
             align_shared_counts(released["flag_accuracy"], released["roc_points"], specs)
         extra = shared_cells(released, specs)
+        for name, cells in indeterminate_cells(frames, released, settings.min_cell).items():
+            extra[name] = extra.get(name, set()) | cells
         pending = {n for n, cells in extra.items() if not cells <= force.get(n, set())}
         for name in pending:
             force[name] = force.get(name, set()) | extra[name]
@@ -692,6 +694,51 @@ def align_shared_counts(flags: pd.DataFrame, roc: pd.DataFrame, specs: dict) -> 
                 drop.extend(r)
     roc.drop(index=drop, inplace=True)
     roc.reset_index(drop=True, inplace=True)
+
+
+def indeterminate_cells(
+    frames: Mapping[str, pd.DataFrame], released: Mapping[str, pd.DataFrame], min_cell: int
+) -> dict[str, set]:
+    """Count cells to hide so that no rule's indeterminate results (its accuracy population
+    minus its 2x2 total, shown per rule in the report's flow diagram) of 1..min_cell-1 is the
+    difference of two released numbers: the population n (model_performance; the model row
+    of each analysis in sensitivity_analyses) and the rule's cells. The rule's 2x2 is hidden
+    (forced, with its complements), not the population, which many tables share."""
+    cells: dict[str, set] = {}
+
+    def force(name: str, rows: np.ndarray, columns: Sequence[str]) -> None:
+        frame = released[name]
+        for i in np.flatnonzero(rows):
+            for c in columns:
+                if frame[f"{c}_status"].iat[i] not in HIDDEN:
+                    cells.setdefault(name, set()).add((int(i), c))
+
+    if {"flag_accuracy", "model_performance"} <= set(released):
+        truth = frames["flag_accuracy"].reset_index(drop=True)
+        population = frames["model_performance"].set_index("subgroup")["n"]
+        shown = released["model_performance"].set_index("subgroup")["n"].notna()
+        n = truth["subgroup"].map(population).astype(float)
+        gap = n - truth[CELL_COLUMNS].sum(axis=1).astype(float)
+        visible = truth["subgroup"].map(shown).eq(True)
+        force("flag_accuracy", (visible & gap.map(_is_small(min_cell))).to_numpy(), CELL_COLUMNS)
+    if "sensitivity_analyses" in released:
+        truth = frames["sensitivity_analyses"].reset_index(drop=True)
+        out = released["sensitivity_analyses"]
+        model = truth["rule"] == "model"
+        keys = ["analysis", "subgroup"]
+        population = truth[model].drop_duplicates(keys).set_index(keys)["n_episodes"]
+        shown = out[model.to_numpy()].drop_duplicates(keys).set_index(keys)["n_episodes"].notna()
+        index = pd.MultiIndex.from_frame(truth[keys])
+        n = pd.Series(population.reindex(index).to_numpy(float))
+        visible = pd.Series(shown.reindex(index, fill_value=False).to_numpy(bool))
+        gap = n - truth[CELL_COLUMNS].sum(axis=1, min_count=4).astype(float)
+        rows = (visible & gap.map(_is_small(min_cell)) & ~model).to_numpy()
+        force("sensitivity_analyses", rows, [*CELL_COLUMNS, "n_episodes", "n_events"])
+    return cells
+
+
+def _is_small(min_cell: int):
+    return lambda v: bool(np.isfinite(v)) and 1 <= abs(v) < min_cell
 
 
 def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:

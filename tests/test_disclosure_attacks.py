@@ -262,9 +262,18 @@ def time_to_diagnosis_solutions(ttd: pd.DataFrame) -> dict:
     overall = ttd.index[ttd["stratum_variable"] == "overall"]
     for variable in ("red_flag_count", "breast_cancer_history"):
         parts = ttd.index[ttd["stratum_variable"] == variable]
+        # the strata need not cover `overall` (red_flag_count counts the landmark population):
+        # the rest is one more unknown row, known to be empty when the episodes add up
+        rest = ("rest", variable)
+        relations.append({(rest, "n_diagnosed"): 1, (rest, "n_died"): 1, (rest, "n_censored"): 1,
+                          (rest, "n_episodes"): -1})  # fmt: skip
+        episodes = ttd.loc[[overall[0], *parts], "n_episodes"].astype(float)
+        if episodes.notna().all() and episodes.iloc[0] == episodes.iloc[1:].sum():
+            known.update({(rest, c): 0.0 for c in counts})
         for c in counts:
-            relations.append({(overall[0], c): -1, **{(p, c): 1 for p in parts}})
-    return solve_linear(relations, known)
+            relations.append({(overall[0], c): -1, (rest, c): 1, **{(p, c): 1 for p in parts}})
+    solved = solve_linear(relations, known)
+    return {(i, c): v for (i, c), v in solved.items() if not isinstance(i, tuple)}
 
 
 def all_attacks(released: dict) -> dict[str, list]:
@@ -297,6 +306,7 @@ def all_attacks(released: dict) -> dict[str, list]:
         "time_to_diagnosis relations": time_to_diagnosis_solutions(r["time_to_diagnosis"]),
         "sensitivity vs primary": _primary_rows_fill(r),
         "sensitivity minus primary": analysis_differences(r["sensitivity_analyses"]),
+        "indeterminate results": indeterminate_results(r),
     }
 
 
@@ -334,6 +344,28 @@ def analysis_differences(sens: pd.DataFrame) -> list[tuple]:
                     outer = float(table.loc[keys[0], c]) - float(table.loc[keys[1], c])
                     if not pd.isna(outer) and small(outer - d):
                         found.append((a, f"all minus {sub}", rule, c, outer - d))
+    return found
+
+
+def indeterminate_results(r: dict) -> list[tuple]:
+    """Per subgroup, the accuracy population (model_performance `n`) minus a rule's 2x2 total
+    in flag_accuracy: the rule's indeterminate results (the report's flow diagram), small
+    ones; and the same inside sensitivity_analyses (the model row's n_episodes minus a rule
+    row's cells)."""
+    found = []
+    population = r["model_performance"].set_index("subgroup")["n"]
+    for row in r["flag_accuracy"].itertuples(index=False):
+        total = row.tp + row.fp + row.fn + row.tn
+        n = population.get(row.subgroup)
+        if n is not None and not pd.isna(n) and not pd.isna(total) and small(n - total):
+            found.append(("flag_accuracy", row.subgroup, row.rule, n - total))
+    sens = r["sensitivity_analyses"].drop_duplicates(["analysis", "subgroup", "rule"])
+    model = sens[sens["rule"] == "model"].set_index(["analysis", "subgroup"])["n_episodes"]
+    for row in sens.dropna(subset=["tp", "fp", "fn", "tn"]).itertuples(index=False):
+        n = model.get((row.analysis, row.subgroup))
+        d = None if n is None or pd.isna(n) else n - (row.tp + row.fp + row.fn + row.tn)
+        if d is not None and small(d):
+            found.append((row.analysis, row.subgroup, row.rule, d))
     return found
 
 
@@ -403,6 +435,83 @@ def test_no_attack_recovers_a_suppressed_count(tmp_path_factory, patients, seed)
     released, truth = build_study(root / "export", root)
     assert released["time_to_diagnosis"]["n_episodes"].notna().any()  # something was released
     assert leaks(released, truth) == []
+
+
+# ---- a few men among the cases: the subgroup is hidden, not the `all` row --------------------
+
+
+def large(v) -> bool:
+    return v == 0 or v >= MIN_CELL
+
+
+def test_few_men_among_the_cases_hide_the_female_rows_not_the_all_rows(tmp_path):
+    """`all` minus `female` is 1..min_cell-1 cases (the demo: 1): the men's cells must stay
+    non-recoverable, by hiding the female subgroup's 2x2 (the cheaper side), while the `all`
+    2x2 of every rule with large cells is shown (issue 10: headline results survive)."""
+    from pipelines.generator import PlantedParameters, generate
+
+    planted = PlantedParameters(case_fraction=0.2, female_fraction_cases=0.9)
+    generate(tmp_path / "export", patients=1200, seed=7, planted=planted)
+    released, truth = build_study(tmp_path / "export", tmp_path)
+    true = truth["flag_accuracy"].set_index(["subgroup", "rule"])
+    cases = true["tp"] + true["fn"]
+    men = cases.xs("all", level="subgroup") - cases.xs("female", level="subgroup")
+    assert men.map(small).all()  # the precondition: a few male cases, for every rule
+    flags = released["flag_accuracy"].set_index(["subgroup", "rule"])
+    # rules flag_accuracy shares with roc_points follow the ROC cut-offs: left out here
+    rules = [r for r in true.loc["all"].index if r not in analysis.SHARED_RULE_THRESHOLDS]
+    headline = [r for r in rules if all(large(true.loc[("all", r), c]) for c in CELLS)]
+    assert len(headline) >= 3
+    for rule in headline:
+        assert flags.loc[("all", rule), CELLS].notna().all(), rule
+        assert (flags.loc[("all", rule), [f"{c}_status" for c in CELLS]] == "shown").all()
+    assert leaks(released, truth) == []
+
+
+# ---- indeterminate results: population minus a rule's 2x2 ------------------------------------
+
+
+def test_a_small_number_of_indeterminate_results_cannot_be_worked_out(tmp_path):
+    """3 episodes of the landmark population lack the ALP flag (not assessable): the attack
+    `indeterminate_results` must not get the 3 from flag_accuracy and model_performance (or
+    inside sensitivity_analyses); before `analysis.indeterminate_cells` it did."""
+    from pipelines import warehouse as wh
+    from pipelines.generator import PlantedParameters, generate
+    from pipelines.ingest import ingest_export
+    from pipelines.models import build_models
+
+    planted = PlantedParameters(case_fraction=0.2, female_fraction_cases=0.9)  # large cells
+    generate(tmp_path / "export", patients=1200, seed=7, planted=planted)
+    ingest_export(tmp_path / "export", tmp_path / "w.duckdb", log=lambda message: None)
+    con = wh.connect(tmp_path / "w.duckdb")
+    try:
+        build_models(con, SETTINGS)
+        episodes = analysis.load_episodes(con)
+    finally:
+        con.close()
+    landmark = analysis.landmark_population(episodes).index[:3]
+    episodes.loc[landmark, "flag_elevated_alp"] = pd.NA
+    frames = analysis.analysis_tables(episodes, SETTINGS)
+    performance = frames["model_performance"]
+    long = pd.concat(
+        [
+            analysis._accuracy_long(frames["flag_accuracy"]),
+            analysis._auroc_long(frames["score_performance"], performance),
+        ],
+        ignore_index=True,
+    )
+    frames["sensitivity_analyses"] = long.assign(analysis="primary").reindex(
+        columns=analysis.SENSITIVITY_COLUMNS
+    )
+    released, _ = analysis.release_tables(frames, SETTINGS)
+    true = frames["flag_accuracy"].set_index(["subgroup", "rule"])
+    alp = true.loc[("all", "flag_elevated_alp"), ["tp", "fp", "fn", "tn"]].sum()
+    assert performance.set_index("subgroup").at["all", "n"] - alp == 3  # the planted gap
+    assert indeterminate_results(released) == []
+    flags = released["flag_accuracy"].set_index(["subgroup", "rule"])
+    assert flags.loc[("all", "flag_elevated_alp"), CELLS].isna().all()  # the cheaper side
+    assert released["model_performance"]["n"].notna().any()
+    assert flags.loc[("all", "flag_age_50_plus"), CELLS].notna().all()  # others stay
 
 
 # ---- the attack catches the leak of the old release ------------------------------------------

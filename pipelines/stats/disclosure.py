@@ -175,8 +175,15 @@ def partition(
     part_rows: pd.Series,
     keys: Iterable[str],
     columns: Iterable[str],
+    exhaustive: bool = True,
 ) -> Linkage:
-    """Part rows add up to the total row with the same keys; a nonzero remainder is virtual."""
+    """Part rows add up to the total row with the same keys; a nonzero remainder is virtual.
+
+    `exhaustive`: the parts are meant to cover the total (strata, categories), so a zero
+    remainder is known to be zero. False for a nested subgroup (female within all): its
+    complement (the men) is a count of its own, unknown to an outsider even when it is 0, so
+    it is a virtual cell whatever its value. Treating a zero there as known would pin the
+    subgroup's cell to the `all` cell and force hiding the `all` row (issue 10)."""
     row_keys = _row_keys(frame, list(keys))
     is_total, is_part = total_rows.to_numpy(dtype=bool), part_rows.to_numpy(dtype=bool)
     parts_by_key: dict[tuple, list[int]] = {}
@@ -195,7 +202,7 @@ def partition(
             remainder = values[t] - values[members].sum()
             if not np.isfinite(remainder):
                 continue
-            if remainder != 0:
+            if remainder != 0 or not exhaustive:
                 rest = (("remainder", total_cell, tuple(members)), col)
                 virtual[rest] = float(remainder)
                 parts = (*parts, rest)
@@ -414,15 +421,18 @@ def _components(state: _State) -> list[tuple[list[Group], list[Cell]]]:
     return list(by_root.values())
 
 
-def _reduced_row_echelon(matrix: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
+def _reduced_row_echelon(
+    matrix: np.ndarray, tolerance: float = 1e-9, pivots: int | None = None
+) -> np.ndarray:
     """Reduced row echelon form by Gauss-Jordan elimination with partial pivoting.
 
     Plain numpy on small 0/+-1 matrices: no LAPACK call, whose thread start-up costs far
-    more than the arithmetic here.
+    more than the arithmetic here. `pivots`: pivot only in the first columns (the rest
+    records the row operations, as in [A | I]).
     """
     reduced = matrix.astype(float).copy()
     row = 0
-    for col in range(reduced.shape[1]):
+    for col in range(reduced.shape[1] if pivots is None else pivots):
         if row == reduced.shape[0]:
             break
         pivot = row + int(np.argmax(np.abs(reduced[row:, col])))
@@ -438,6 +448,18 @@ def _reduced_row_echelon(matrix: np.ndarray, tolerance: float = 1e-9) -> np.ndar
     return reduced[:row]
 
 
+def _relation_matrix(groups: list[Group], index: Mapping[Cell, int]) -> np.ndarray:
+    """One row per relation, one column per unknown cell (+1 for a part, -1 for the total)."""
+    matrix = np.zeros((len(groups), len(index)))
+    for r, g in enumerate(groups):
+        for m in g.parts:
+            if m in index:
+                matrix[r, index[m]] += 1.0
+        if g.total is not None and g.total in index:
+            matrix[r, index[g.total]] -= 1.0
+    return matrix
+
+
 def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
     """Unknown cells whose value the relations determine exactly from the shown cells.
 
@@ -446,17 +468,29 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
     space, that is when a row of A's reduced row echelon form is e_j.
     """
     index = {c: j for j, c in enumerate(cells)}
-    matrix = np.zeros((len(groups), len(cells)))
-    for r, g in enumerate(groups):
-        for m in g.parts:
-            if m in index:
-                matrix[r, index[m]] += 1.0
-        if g.total is not None and g.total in index:
-            matrix[r, index[g.total]] -= 1.0
+    matrix = _relation_matrix(groups, index)
     reduced = _reduced_row_echelon(matrix)
     single = reduced[(reduced != 0).sum(axis=1) == 1]
     determined = set(np.flatnonzero(single.any(axis=0)).tolist())
     return [c for c, j in index.items() if j in determined]
+
+
+def revealing(groups: list[Group], cells: list[Cell], target: Cell) -> list[Group]:
+    """The relations an outsider combines to work out `target` (an unknown cell that
+    `recoverable` finds): y with y'A = e_target, read off [A | I] in reduced row echelon
+    form; the relations with y != 0. Hiding a shown member of one of them breaks this
+    combination, so complements are looked for there (empty if `target` is not recoverable).
+    """
+    index = {c: j for j, c in enumerate(cells)}
+    matrix = _relation_matrix(groups, index)
+    augmented = np.hstack([matrix, np.eye(len(groups))])
+    reduced = _reduced_row_echelon(augmented, pivots=len(cells))
+    left, right = reduced[:, : len(cells)], reduced[:, len(cells) :]
+    j = index[target]
+    rows = np.flatnonzero(((left != 0).sum(axis=1) == 1) & (left[:, j] != 0))
+    if not len(rows):
+        return []
+    return [groups[k] for k in np.flatnonzero(right[rows[0]])]
 
 
 def suppressed_cells(
@@ -493,7 +527,8 @@ def suppressed_cells(
             if not exposed:
                 safe.add(key)
                 continue
-            extra = next((e for c in exposed if (e := state.complement(state.neighbours(c)))), None)
+            extra = next((e for c in exposed if (e := _complement_for(state, groups, cells, c))),
+                         None)  # fmt: skip
             if extra is not None:
                 state.suppressed.add(extra)
                 added.append(extra)
@@ -501,6 +536,17 @@ def suppressed_cells(
             _release_derivable(state)
             return _expand(state.suppressed, linkage.aliases), _expand(small, linkage.aliases)
         _propagate(state, [k for c in added for k in state.by_cell.get(c, [])])
+
+
+def _complement_for(state: _State, groups: list[Group], cells: list[Cell], exposed: Cell):
+    """The cheapest shown cell whose hiding breaks a way of working out `exposed`: a member
+    of the relations that reveal it (`revealing`), else of the relations nearest to it.
+
+    Not only the nearest relations: with a subgroup's cells hidden and its margins public,
+    the nearest shown member of `all - female` is the `all` cell (a headline, hidden last),
+    while a cheaper female cell in the revealing margin protects as well."""
+    shown = [m for g in revealing(groups, cells, exposed) for m in g.members]
+    return state.complement(shown) or state.complement(state.neighbours(exposed))
 
 
 def _cost_function(frame: pd.DataFrame, spec: TableSpec) -> Callable[[Cell], float]:

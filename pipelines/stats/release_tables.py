@@ -70,7 +70,12 @@ def nested_subgroups(frame: pd.DataFrame, keys: list[str], columns: list[str]) -
     linkage = Linkage()
     for child in NESTED_SUBGROUPS:
         linkage += partition(
-            frame, frame["subgroup"] == "all", frame["subgroup"] == child, keys, columns
+            frame,
+            frame["subgroup"] == "all",
+            frame["subgroup"] == child,
+            keys,
+            columns,
+            exhaustive=False,
         )
     return linkage
 
