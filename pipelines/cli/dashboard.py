@@ -17,7 +17,7 @@ from pathlib import Path
 
 ADDRESS = "127.0.0.1"  # never a public interface: publishing is a deliberate, separate step
 DEFAULT_PORT = 8501
-APP = Path(__file__).resolve().parent / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
