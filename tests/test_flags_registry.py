@@ -3,17 +3,21 @@ evidence models, the contracts, the report and the generator follow it (docs/add
 
 from __future__ import annotations
 
+import shutil
+
 import duckdb
 import pytest
 import sqlglot
-from model_spec import build_study, query_text
+from model_spec import build_study, create_raw_tables, query_text
 from sqlglot import exp
 
 from pipelines import flags
+from pipelines.clinical import TABLE_ONE_VARIABLES
 from pipelines.contracts import MART_SUITES, load_suite
 from pipelines.flags import FLAGS, REGISTRY, SEED_FLAGS, FlagRegistryError, read_registry
-from pipelines.models import SQL_DIR, model_graph
+from pipelines.models import SQL_DIR, build_models, model_graph
 from pipelines.report import RULES
+from pipelines.settings import StudySettings
 from pipelines.valuesets import read_value_sets
 
 COLUMNS = [f"flag_{f}" for f in FLAGS]
@@ -57,11 +61,41 @@ def test_the_pivot_in_red_flags_sql_has_one_column_per_registry_flag_in_order():
     assert [_flag_literal(e) for e in listed] == list(FLAGS)
 
 
-def test_baseline_characteristics_lists_every_registry_flag_in_order():
-    # Table 1 shows the flags from this mart; its column list is explicit SQL too
+def test_table_one_follows_the_registry_without_a_list_of_its_own():
+    # baseline_characteristics takes every flag column of mart.red_flags (whose pivot the test
+    # above checks), so adding a flag needs no edit there (docs/adding-a-flag.md)
     sql = (SQL_DIR / "marts" / "baseline_characteristics.sql").read_text()
-    names = [s.alias_or_name for s in sqlglot.parse_one(sql, read="duckdb").selects]
-    assert [n for n in names if n.startswith("flag_")] == COLUMNS
+    named = {c.name for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column)}
+    assert not named & set(COLUMNS), "a flag named by hand in baseline_characteristics.sql"
+    con = build_study(patients="patient_id | birth_date | sex\np1 | 1960-05-01 | F")
+    built = [r[0] for r in con.execute("describe mart.baseline_characteristics").fetchall()]
+    assert [c for c in built if c.startswith("flag_")] == COLUMNS
+    assert (
+        built[-1] == "red_flag_count" and built[-len(COLUMNS) - 2] == "has_prior_vertebral_fracture"
+    )
+    table_one = [v for v in TABLE_ONE_VARIABLES if v.startswith("flag_")]
+    assert table_one == COLUMNS
+
+
+def test_a_flag_added_to_the_pivot_reaches_table_one_with_no_other_edit(tmp_path):
+    # the throwaway recipe in small: one more pivot column in red_flags.sql, nothing else
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    red_flags = sql_dir / "marts" / "red_flags.sql"
+    last = "max(case when flag = 'elevated_alp' then is_set end) = 1 as flag_elevated_alp,"
+    assert last in red_flags.read_text()
+    red_flags.write_text(
+        red_flags.read_text().replace(
+            last,
+            f"{last}\n        max(case when flag = 'example' then is_set end) = 1 as flag_example,",
+        )
+    )
+    con = duckdb.connect()
+    create_raw_tables(con, patients="patient_id | birth_date | sex\np1 | 1960-05-01 | F")
+    build_models(con, StudySettings(), sql_dir=sql_dir)
+    built = [r[0] for r in con.execute("describe mart.baseline_characteristics").fetchall()]
+    assert [c for c in built if c.startswith("flag_")] == [*COLUMNS, "flag_example"]
+    assert built[-2:] == ["flag_example", "red_flag_count"]
 
 
 def test_the_built_tables_follow_the_registry():

@@ -49,16 +49,9 @@ select
     coalesce(history.has_prior_other_cancer, false) as has_prior_other_cancer,
     coalesce(history.has_osteoporosis, false) as has_osteoporosis,
     coalesce(history.has_prior_vertebral_fracture, false) as has_prior_vertebral_fracture,
-    red_flags.flag_persistent_pain,
-    red_flags.flag_night_pain,
-    red_flags.flag_weight_loss,
-    red_flags.flag_neuro_symptoms,
-    red_flags.flag_spinal_tenderness,
-    red_flags.flag_breast_cancer_history,
-    red_flags.flag_age_50_plus,
-    red_flags.flag_failed_conservative_therapy,
-    red_flags.flag_elevated_alp,
-    red_flags.red_flag_count
+    -- every flag column of mart.red_flags (in registry order) and red_flag_count: Table 1 follows
+    -- the registry without a list here (EXCLUDE is `* EXCEPT` on Spark)
+    red_flags.* exclude (patient_id, index_date, not_ascertainable_flags)
 from mart.cohort as cohort
 inner join mart.red_flags as red_flags
     on red_flags.patient_id = cohort.patient_id and red_flags.index_date = cohort.index_date
