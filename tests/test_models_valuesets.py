@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import shutil
+
 import duckdb
 import pytest
 
@@ -115,6 +119,34 @@ def test_a_bad_value_set_file_is_rejected(tmp_path, monkeypatch):
         bad.write_text(header + body)
         with pytest.raises(ValueSetError, match=message):
             read_value_sets()
+
+
+def test_a_value_set_without_a_versions_row_loads_as_unreviewed_named_by_its_hash(
+    tmp_path, monkeypatch, caplog
+):
+    # a new value set needs no edit of versions.csv (docs/value-sets.md, "Versions"), and a
+    # run still says which content it used: the version names the file's hash
+    for path in [*valuesets.value_set_files(), valuesets.VERSIONS_FILE]:
+        shutil.copy(path, tmp_path / path.name)
+    monkeypatch.setattr(valuesets, "FOLDER", tmp_path)
+    monkeypatch.setattr(valuesets, "VERSIONS_FILE", tmp_path / "versions.csv")
+    new = tmp_path / "example.csv"
+    new.write_text(
+        "concept,code_system,code,match,description\nexample,SNOMED,386661006,exact,Fever\n"
+    )
+    sha = hashlib.sha256(new.read_bytes()).hexdigest()
+
+    con = duckdb.connect()
+    with caplog.at_level(logging.WARNING, logger="pipelines.valuesets"):
+        load_value_sets(con)
+    versions = dict(
+        con.execute("select distinct value_set, version from meta.value_sets").fetchall()
+    )
+    assert versions["example"] == f"unreviewed (sha256 {sha[:12]})"
+    assert versions["back_pain"] == "1 (2026-11-23)"  # a reviewed one keeps versions.csv's row
+    assert "value set example has no row in versions.csv" in caplog.text
+    assert valuesets.unreviewed_value_sets() == ["example"]
+    assert value_set_hashes()["example"] == sha  # the run record (meta.runs.value_set_hashes)
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,11 @@
 Each `<value_set>.csv` has the columns concept, code_system, code, match, description:
 `code_system` is a canonical name from `pipelines.codesystems`, `match` is `exact` or
 `prefix` (a prefix row matches every code that starts with it, e.g. ICD-10-CM C50).
-`versions.csv` gives each value set's version and date. Sources and verification
-status of every code: docs/value-sets.md.
+`versions.csv` gives each reviewed value set's version and date. A value set without a row
+there is *unreviewed*: it loads all the same, with the version `unreviewed (sha256 <first 12
+hex digits of its file>)`, so a new value set needs no edit of versions.csv, and a run still
+says which content it used (meta.value_sets; the file's full sha256 is in the run record,
+`value_set_hashes`). Sources and verification status of every code: docs/value-sets.md.
 
 `flags.csv` (not a value set) is the red-flag registry (`pipelines.flags`), loaded beside
 the value sets as `meta.flags` and hashed with them for run records.
@@ -19,12 +22,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from pipelines import codesystems, flags
+
+log = logging.getLogger(__name__)
 
 FOLDER = Path(__file__).resolve().parent
 VERSIONS_FILE = FOLDER / "versions.csv"
@@ -33,6 +39,7 @@ FLAGS_FILE = FOLDER / "flags.csv"  # the red-flag registry (pipelines.flags)
 UNIT_COLUMNS = ("concept", "unit", "factor", "canonical_unit", "min_value", "max_value", "source")
 COLUMNS = ("concept", "code_system", "code", "match", "description")
 MATCH_KINDS = ("exact", "prefix")
+UNREVIEWED = "unreviewed"  # the version of a value set without a row in versions.csv
 
 
 class ValueSetError(ValueError):
@@ -61,6 +68,27 @@ def value_set_files() -> list[Path]:
 def _versions() -> dict[str, str]:
     with VERSIONS_FILE.open(newline="", encoding="utf-8") as f:
         return {r["value_set"]: f"{r['version']} ({r['updated']})" for r in csv.DictReader(f)}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def value_set_versions() -> dict[str, str]:
+    """Each value set's version: `<version> (<date>)` from versions.csv once reviewed, else
+    `unreviewed (sha256 <12 hex digits>)`: a value set without a reviewed version is still
+    named by its content, never refused (docs/value-sets.md, "Versions")."""
+    reviewed = _versions()
+    return {
+        p.stem: reviewed.get(p.stem) or f"{UNREVIEWED} (sha256 {_sha256(p)[:12]})"
+        for p in value_set_files()
+    }
+
+
+def unreviewed_value_sets() -> list[str]:
+    """The value sets without a row in versions.csv, by name."""
+    reviewed = _versions()
+    return [p.stem for p in value_set_files() if p.stem not in reviewed]
 
 
 def _rows(path: Path, version: str) -> list[ValueSetRow]:
@@ -97,11 +125,9 @@ def _rows(path: Path, version: str) -> list[ValueSetRow]:
 
 def read_value_sets() -> list[ValueSetRow]:
     """All value-set rows, validated; duplicates (concept, system, code) are an error."""
-    versions = _versions()
+    versions = value_set_versions()
     rows: list[ValueSetRow] = []
     for path in value_set_files():
-        if path.stem not in versions:
-            raise ValueSetError(f"{path.name}: no version in {VERSIONS_FILE.name}")
         rows.extend(_rows(path, versions[path.stem]))
     seen: set[tuple[str, str, str]] = set()
     for r in rows:
@@ -174,7 +200,7 @@ def unit_conversions() -> list[UnitConversion]:
 def value_set_hashes() -> dict[str, str]:
     """sha256 of each value-set file (and of versions.csv and the flag registry), for run records."""
     files = [*value_set_files(), VERSIONS_FILE, FLAGS_FILE]
-    return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    return {p.stem: _sha256(p) for p in files}
 
 
 def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
@@ -183,6 +209,8 @@ def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
     import pandas as pd  # here, so that ingest (which reads units.csv) does not load pandas
 
     frame = pd.DataFrame([r.__dict__ for r in read_value_sets()])
+    for name in unreviewed_value_sets():  # loaded all the same: a new value set is not refused
+        log.warning("value set %s has no row in versions.csv: loaded as unreviewed", name)
     con.execute("CREATE SCHEMA IF NOT EXISTS meta")
     con.register("_value_sets", frame)
     con.execute("CREATE OR REPLACE TABLE meta.value_sets AS SELECT * FROM _value_sets")
