@@ -27,6 +27,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.flags import REGISTRY, Flag
+
 SOURCE = Path(__file__).with_name("table_docs.toml")
 DICTIONARY = (
     Path("docs") / "data-dictionary.md"
@@ -109,11 +111,41 @@ def documented(sections: tuple[Section, ...] | None = None) -> dict[str, list[st
     }
 
 
-def _columns(entries: list[dict], where: str) -> tuple[Column, ...]:
+def _columns(
+    entries: list[dict], where: str, registry: tuple[Flag, ...] | None = None
+) -> tuple[Column, ...]:
+    """The columns of a table; an entry `for_each_flag = true` stands for one column per
+    flag of the registry (pipelines/valuesets/flags.csv), in its order, its `meaning` a
+    template of the flag's fields ({flag}, {label}, {evidence_window}, {value_sets}): a new
+    flag is documented without an edit here (docs/adding-a-flag.md)."""
     try:
-        return tuple(Column(e["name"], e["type"], e["meaning"].strip()) for e in entries)
+        out: list[Column] = []
+        for e in entries:
+            if e.get("for_each_flag"):
+                out.extend(_flag_columns(e, REGISTRY if registry is None else registry))
+            else:
+                out.append(Column(e["name"], e["type"], e["meaning"].strip()))
+        return tuple(out)
     except KeyError as exc:
         raise SourceError(f"{where}: a column lacks {exc}") from exc
+
+
+def _flag_columns(entry: dict, registry: tuple[Flag, ...]) -> list[Column]:
+    return [
+        Column(
+            f.column,
+            entry["type"],
+            entry["meaning"]
+            .strip()
+            .format(
+                flag=f.name,
+                label=f.label,
+                evidence_window=f.evidence_window,
+                value_sets=", ".join(f"`{v}`" for v in f.value_sets) or "none",
+            ),
+        )
+        for f in registry
+    ]
 
 
 def _section(data: dict) -> Section:

@@ -195,3 +195,27 @@ def test_missing_lists_undocumented_columns_as_toml_and_absent_entries(tmp_path,
 
 def test_missing_finds_nothing_on_a_built_warehouse(built):
     assert table_docs.missing(built) == []
+
+
+def test_a_flag_added_to_the_registry_is_documented_without_an_edit_here():
+    """`for_each_flag` entries follow the registry: a new flag's column in mart.red_flags and
+    Table 1's source gets its line from flags.csv (docs/adding-a-flag.md: five files)."""
+    import dataclasses
+
+    from pipelines.flags import REGISTRY
+
+    fever = dataclasses.replace(
+        REGISTRY[-1], name="fever", order=len(REGISTRY) + 1, label="Fever", value_sets=("fever",)
+    )
+    entries = [
+        {"name": "patient_id", "type": "VARCHAR", "meaning": "patient identifier"},
+        {"for_each_flag": True, "type": "BOOLEAN", "meaning": "{label} ({value_sets})"},
+    ]
+    columns = table_docs._columns(entries, "red_flags", (*REGISTRY, fever))
+    assert [c.name for c in columns] == ["patient_id", *(f.column for f in REGISTRY), "flag_fever"]
+    assert columns[-1] == Column("flag_fever", "BOOLEAN", "Fever (`fever`)")
+    documented = table_docs.documented()
+    for table in ("mart.red_flags", "mart.baseline_characteristics"):
+        assert [c for c in documented[table] if c.startswith("flag_")] == [
+            f.column for f in REGISTRY
+        ]
