@@ -38,7 +38,7 @@ from pipelines.stats.disclosure import (
     row_labels,
     shared_cells,
 )
-from pipelines.stats.release_tables import NOT_RELEASED, release_specs
+from pipelines.stats.release_tables import release_specs
 from pipelines.warehouse import plain_name as _schema
 from pipelines.warehouse import table_exists, write_table
 
@@ -630,11 +630,8 @@ def release_tables(
     pending = set(frames)
     while pending:
         for name in sorted(pending):
-            frame = frames[name].drop(columns=list(NOT_RELEASED.get(name, ())), errors="ignore")
-            if name == "model_validation":
-                frame = validation.releasable(frame)
             out = disclose(
-                frame,
+                specs[name].releasable(frames[name]),
                 specs[name],
                 settings.min_cell,
                 settings.rounding_base,

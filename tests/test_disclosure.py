@@ -765,3 +765,29 @@ def test_rounded_release_shows_no_small_count_and_rates_on_exact_counts(data, ba
     kept = out["sensitivity_status"] == "shown"
     assert np.allclose(out.loc[kept, "sensitivity"].astype(float), exact[kept.to_numpy()])
     assert (log["status"] == "rounded").any() or not shown.any()
+
+
+def test_values_a_table_never_releases_are_declared_in_its_spec():
+    """The release loop has no per-table branch: what a table never releases (extremes, the
+    apparent net benefit) is data in its TableSpec, applied by one method."""
+    import inspect
+
+    from pipelines import analysis
+
+    specs = release_specs((365,))
+    validation = pd.DataFrame(
+        {
+            "subgroup": ["all", "all"],
+            "measure": ["auroc", "net_benefit"],
+            "apparent": [0.71, 0.05],
+            "optimism": [0.02, 0.004],
+            "corrected": [0.69, 0.046],
+        }
+    )
+    out = specs["model_validation"].releasable(validation)
+    assert out["apparent"].tolist()[0] == 0.71 and np.isnan(out["apparent"].tolist()[1])
+    assert np.isnan(out["optimism"].tolist()[1]) and out["corrected"].tolist() == [0.69, 0.046]
+    assert validation["apparent"].tolist() == [0.71, 0.05]  # the mart frame is not changed
+    presentation = pd.DataFrame({"n": [40], "min_interval_days": [3], "max_interval_days": [900]})
+    assert list(specs["presentation_by_interval"].releasable(presentation)) == ["n"]
+    assert "name ==" not in inspect.getsource(analysis.release_tables)

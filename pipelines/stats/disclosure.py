@@ -112,6 +112,16 @@ class Shared:
 
 
 @dataclass(frozen=True)
+class Withheld:
+    """Columns never released in the rows where `where_column == where_value` (data, not
+    per-table code): e.g. a value from which a count could be solved, whatever its size."""
+
+    columns: tuple[str, ...]
+    where_column: str
+    where_value: str
+
+
+@dataclass(frozen=True)
 class TableSpec:
     counts: tuple[str, ...]
     derived: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -137,6 +147,20 @@ class TableSpec:
     nested: tuple[Nested, ...] = ()
     # Counts shared with other released tables (cross-table alignment): see `Shared`.
     shared: tuple[Shared, ...] = ()
+    # Values never released, removed before disclosure: whole columns (an extreme is one
+    # patient's value) and columns of some rows (`Withheld`).
+    not_released: tuple[str, ...] = ()
+    withheld: tuple[Withheld, ...] = ()
+
+    def releasable(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The table without the values it never releases (a copy; before disclosure)."""
+        out = frame.drop(columns=list(self.not_released), errors="ignore")
+        for rule in self.withheld:
+            rows = (out[rule.where_column] == rule.where_value).to_numpy()
+            for column in rule.columns:
+                out[column] = out[column].astype(float)
+                out.loc[rows, column] = np.nan
+        return out
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pipelines.stats.disclosure import (
     Nested,
     Shared,
     TableSpec,
+    Withheld,
     identical_rows,
     partition,
     public_totals,
@@ -30,6 +31,7 @@ from pipelines.stats.disclosure import (
     row_sums,
     sequence_differences,
 )
+from pipelines.stats.validation import NET_BENEFIT
 
 NESTED_SUBGROUPS = ("female", "breast_cancer_history")
 CELLS = ("tp", "fp", "fn", "tn")
@@ -252,8 +254,6 @@ KNOWN = "n_known"  # virtual: n_group - n_missing (episodes with the variable kn
 NOT_RECEIVED = "n_not_received"  # virtual: n_diagnosed - n_received
 NO_SRE = "n_no_sre"  # virtual: n - n_sre
 TABLE_ONE_GROUP = ["population", "comparison", "group"]
-# Columns of a clinical table that are never released: extremes are one patient's value.
-NOT_RELEASED = {"presentation_by_interval": ("min_interval_days", "max_interval_days")}
 
 
 def _aliases(frame: pd.DataFrame, rows: np.ndarray, column: str) -> Linkage:
@@ -356,6 +356,8 @@ def clinical_specs() -> dict[str, TableSpec]:
         ),
         "presentation_by_interval": TableSpec(
             counts=("n", "n_sre"),
+            # extremes are one patient's value: never released
+            not_released=("min_interval_days", "max_interval_days"),
             derived={c: ("n_sre", NO_SRE) for c in interval},
             linkage=_presentation,
             headline=_rows_where("interval_third", "all"),
@@ -407,6 +409,12 @@ def validation_specs() -> dict[str, TableSpec]:
             counts=("n", "n_events"),
             derived={c: ("n_events", NON_EVENTS) for c in values},
             linkage=_model_validation,
+            # The apparent net benefit times n is TP - FP * pt/(1 - pt) of the model fitted
+            # on all episodes: with integer TP and FP both can be solved from it, however
+            # small, and its optimism would give it back from the corrected value; so neither
+            # is released for net benefit (decision_curve releases the pooled
+            # cross-validated curve instead).
+            withheld=(Withheld(("apparent", "optimism"), "measure", NET_BENEFIT),),
             headline=_rows_where("subgroup", "all"),
             keys=("subgroup", "measure", "threshold"),
         )

@@ -354,22 +354,3 @@ def validate_flag_model(
 
 def empty_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS})
-
-
-# ---- release (docs/statistics.md 7) ------------------------------------------------------
-
-# The apparent net benefit times n is TP - FP * pt/(1 - pt) of the model fitted on all
-# episodes: with integer TP and FP both can be solved from it, however small. Its optimism
-# would give it back from the corrected value, so neither is released for net benefit
-# (the decision_curve table releases the pooled cross-validated curve instead).
-NOT_RELEASED_NET_BENEFIT = ("apparent", "optimism")
-
-
-def releasable(frame: pd.DataFrame) -> pd.DataFrame:
-    """The mart table without the values that could reveal a count (before disclosure)."""
-    out = frame.copy()
-    rows = (out["measure"] == NET_BENEFIT).to_numpy()
-    for column in NOT_RELEASED_NET_BENEFIT:
-        out[column] = out[column].astype(float)
-        out.loc[rows, column] = np.nan
-    return out
