@@ -82,3 +82,26 @@ def test_the_unpacked_package_finds_its_data_inside_itself(wheel, tmp_path):
     assert sql_dir == tmp_path.resolve() / "pipelines" / "sql"
     assert contracts_dir == tmp_path.resolve() / "pipelines" / "data_contracts"
     assert n_sql == len(repo_files("sql", "*.sql"))
+
+
+def test_the_unpacked_report_package_renders_its_template(wheel, tmp_path):
+    """The report is a package (pipelines/report/): the wheel carries it, and the installed
+    page finds its template inside the package (an empty release renders notices only)."""
+    zipfile.ZipFile(wheel).extractall(tmp_path)
+    code = (
+        "from pipelines.report import Released, render_html, render;"
+        " print(render.__file__); html = render_html(Released({}));"
+        " print('<!doctype html>' in html.lower())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    lines = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.split()
+    assert Path(lines[0]) == tmp_path.resolve() / "pipelines" / "report" / "render.py"
+    assert lines[1:] == ["True"]
