@@ -5,7 +5,7 @@ Every successful `redflags run` (and each scheduled run) writes the same folder,
 Only `release.*` is exported (aggregate, disclosure-controlled); the warehouse is opened
 read-only. The manifest (`manifest.json`) lists each table with the run id, its row count,
 columns and the sha256 of its files; `disclosure_log.csv` is the output checker's log.
-The report's figures are written too, as `figures/<name>.png` and `.svg` (pipelines/figures.py,
+The report's figures are written too, as `figures/<name>.png` and `.svg` (pipelines/report/figures.py,
 the same drawing the report embeds), each listed in the manifest after the tables.
 """
 
@@ -32,8 +32,8 @@ def export_release(warehouse: Path, out_dir: Path, run_id: str | None = None) ->
     replaces `out_dir` by renames, so a reader sees the previous release or the new one,
     never half of one; on any failure the previous folder is left as it was. Returns the
     final paths (tables' Parquet, CSV, the figures' PNG and SVG, then the manifest last)."""
-    from pipelines.figures import warehouse_state, write_figures
     from pipelines.report import load_released, release_charts
+    from pipelines.report.figures import warehouse_state, write_figures
     from pipelines.warehouse import open_warehouse, tables_in
 
     warehouse, out_dir = Path(warehouse), Path(out_dir)
@@ -118,7 +118,7 @@ def _refuse_foreign_folder(out_dir: Path) -> None:
 
 def _figures(path: Path) -> bool:
     """A previous export's `figures/` folder: nothing in it but PNG and SVG files."""
-    from pipelines.figures import FIGURES_DIR
+    from pipelines.report.figures import FIGURES_DIR
 
     return (
         path.name == FIGURES_DIR

@@ -1,7 +1,7 @@
 """Labels for the codes in the release tables (flags, rules, strata, subgroups, measures,
 analyses, attrition steps, modalities): one table `(kind, code, label)`.
 
-The words themselves are kept once, in pipelines/report_text.py (the report uses the same);
+The words themselves are kept once, in pipelines/report/text.py (the report uses the same);
 this module only lays them out as a table, which the release step stores as
 `release.labels` and the dashboard reads. Attrition step labels carry study parameters
 (`{washout_days}`): filled from the run's settings when given, else left as `<name>`.
@@ -13,7 +13,7 @@ import re
 
 import pandas as pd
 
-from pipelines import report_text as report
+from pipelines.report import text as report
 
 COLUMNS = ["kind", "code", "label"]
 

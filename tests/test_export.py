@@ -19,11 +19,10 @@ import pandas as pd
 import pytest
 from report_fixtures import study_warehouse
 
-from pipelines import figures
 from pipelines.errors import UserFacingError
 from pipelines.export import MANIFEST, export_release
-from pipelines.figures import FIGURE_FILES
-from pipelines.report import write_report
+from pipelines.report import figures, write_report
+from pipelines.report.figures import FIGURE_FILES
 
 DICTIONARY = Path(__file__).resolve().parents[1] / "docs" / "data-dictionary.md"
 

@@ -62,23 +62,42 @@ def test_the_wheel_leaves_out_the_tooling(wheel):
     assert not [n for n in names if n.endswith(("bench.py", "baseline_pandas.py"))]
 
 
-def test_the_unpacked_package_finds_its_data_inside_itself(wheel, tmp_path):
-    zipfile.ZipFile(wheel).extractall(tmp_path)
-    code = (
-        "from pipelines import resources as r; print(r.SQL_DIR); print(r.CONTRACTS_DIR);"
-        " print(len(list(r.SQL_DIR.rglob('*.sql'))))"
-    )
+def run_unpacked(wheel: Path, folder: Path, code: str) -> list[str]:
+    """Run `code` in a fresh Python on the wheel unpacked in `folder` (not the checkout);
+    its printed words."""
+    zipfile.ZipFile(wheel).extractall(folder)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    lines = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         check=True,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     ).stdout.split()
+
+
+def test_the_unpacked_package_finds_its_data_inside_itself(wheel, tmp_path):
+    code = (
+        "from pipelines import resources as r; print(r.SQL_DIR); print(r.CONTRACTS_DIR);"
+        " print(len(list(r.SQL_DIR.rglob('*.sql'))))"
+    )
+    lines = run_unpacked(wheel, tmp_path, code)
     sql_dir, contracts_dir, n_sql = Path(lines[0]), Path(lines[1]), int(lines[2])
     assert sql_dir == tmp_path.resolve() / "pipelines" / "sql"
     assert contracts_dir == tmp_path.resolve() / "pipelines" / "data_contracts"
     assert n_sql == len(repo_files("sql", "*.sql"))
+
+
+def test_the_unpacked_report_package_renders_its_template(wheel, tmp_path):
+    """The report is a package (pipelines/report/): the wheel carries it, and the installed
+    page finds its template inside the package (an empty release renders notices only)."""
+    code = (
+        "from pipelines.report import Released, render_html, render;"
+        " print(render.__file__); html = render_html(Released({}));"
+        " print('<!doctype html>' in html.lower())"
+    )
+    lines = run_unpacked(wheel, tmp_path, code)
+    assert Path(lines[0]) == tmp_path.resolve() / "pipelines" / "report" / "render.py"
+    assert lines[1:] == ["True"]

@@ -296,13 +296,13 @@ def test_suppressed_release_still_draws_the_model_figures(report):
 
 def test_the_cif_caption_says_which_time_zero_each_curve_uses():
     # PROTOCOL 6.5: curves by red-flag count start at the landmark; the report says so
-    from pipelines import report
+    from pipelines.report.plots import time_zero_note
 
     cif = pd.DataFrame({"stratum_variable": ["overall", "red_flag_count"],
                         "time_zero_day": [0, 42]})  # fmt: skip
-    note = report._time_zero_note(cif)
+    note = time_zero_note(cif)
     assert "landmark (day 42)" in note and "other curves start at day 0" in note
-    assert report._time_zero_note(cif.assign(time_zero_day=0)) == ""
+    assert time_zero_note(cif.assign(time_zero_day=0)) == ""
 
 
 # ---- the clinical sections (issue 14) ----------------------------------------------------------

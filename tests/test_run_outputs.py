@@ -21,8 +21,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from pipelines.figures import FIGURE_FILES
 from pipelines.generator import generate
+from pipelines.report.figures import FIGURE_FILES
 from pipelines.settings import StudySettings
 from pipelines.study import default_parquet_dir, run_study
 
@@ -131,10 +131,10 @@ def test_the_runs_own_report_shows_its_final_status_and_provenance(export, tmp_p
 def test_the_runs_report_and_release_folder_show_the_same_figures(export, tmp_path, monkeypatch):
     """One rendering per run: each figure the run's report draws is in the release folder as
     PNG (the very bytes the page embeds) and SVG; each notice in words writes no file."""
-    from pipelines import report as report_module
+    from pipelines.report import plots
 
-    drawings, draw = [], report_module.charts
-    monkeypatch.setattr(report_module, "charts", lambda data: drawings.append(1) or draw(data))
+    drawings, draw = [], plots.charts
+    monkeypatch.setattr(plots, "charts", lambda data: drawings.append(1) or draw(data))
     warehouse, report = tmp_path / "wh.duckdb", tmp_path / "report.html"
     settings = StudySettings().replace(sensitivity_analyses=(), min_cell=1)  # draw them all
     folder = tmp_path / "release"

@@ -1,6 +1,6 @@
 """The report's words and page model: labels of the codes, values as text, and the
-dataclasses the template renders (pipelines/report.py builds the page; pipelines/labels.py,
-pipelines/report_methods.py and the dashboard use the same words).
+dataclasses the template renders (pipelines/report/render.py builds the page; pipelines/labels.py,
+the other modules of pipelines/report/ and the dashboard use the same words).
 
 Imports nothing of the report, so the report's section modules can share it.
 """
@@ -111,7 +111,7 @@ class Released:
 # --- values as text --------------------------------------------------------------------
 
 
-def _none_if_na(value: Any) -> Any:
+def none_if_na(value: Any) -> Any:
     try:
         import pandas as pd
 
@@ -120,7 +120,7 @@ def _none_if_na(value: Any) -> Any:
         return value
 
 
-def _json(value: Any) -> Any:
+def parse_json(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
@@ -129,8 +129,8 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _missing(value: Any) -> bool:
-    return _none_if_na(value) is None or (isinstance(value, float) and math.isnan(value))
+def is_missing(value: Any) -> bool:
+    return none_if_na(value) is None or (isinstance(value, float) and math.isnan(value))
 
 
 class Fmt:
@@ -143,34 +143,34 @@ class Fmt:
     suppressed = SUPPRESSED
 
     def count(self, v: Any) -> str:
-        return self.suppressed if _missing(v) else f"{int(v):,}"
+        return self.suppressed if is_missing(v) else f"{int(v):,}"
 
     def pct(self, v: Any, lo: Any = None, hi: Any = None, digits: int = 1) -> str:
-        if _missing(v):
+        if is_missing(v):
             return DASH
         text = f"{100 * v:.{digits}f}%"
-        if not _missing(lo) and not _missing(hi):
+        if not is_missing(lo) and not is_missing(hi):
             text += f" ({100 * lo:.{digits}f}{DASH}{100 * hi:.{digits}f})"
         return text
 
     def ratio(self, v: Any, lo: Any = None, hi: Any = None) -> str:
-        if _missing(v):
+        if is_missing(v):
             return DASH
-        text = _sig(v)
-        if not _missing(lo) and not _missing(hi):
-            text += f" ({_sig(lo)}{DASH}{_sig(hi)})"
+        text = sig_figs(v)
+        if not is_missing(lo) and not is_missing(hi):
+            text += f" ({sig_figs(lo)}{DASH}{sig_figs(hi)})"
         return text
 
     def days(self, median: Any, q1: Any = None, q3: Any = None) -> str:
-        if _missing(median):
+        if is_missing(median):
             return DASH
         text = f"{median:.0f}"
-        if not _missing(q1) and not _missing(q3):
+        if not is_missing(q1) and not is_missing(q3):
             text += f" ({q1:.0f}{DASH}{q3:.0f})"
         return text
 
 
-def _sig(v: float) -> str:
+def sig_figs(v: float) -> str:
     """Ratios to 2-3 significant figures (0.45, 2.8, 15, 120)."""
     if v == 0 or not math.isfinite(v):
         return f"{v:g}"
@@ -181,14 +181,36 @@ def _sig(v: float) -> str:
     return f"{v:.2f}"
 
 
-def _rule_label(rule: str) -> str:
+def rule_label(rule: str) -> str:
     if rule in RULES:
         return RULES[rule][0]
     return rule.removeprefix("flag_").replace("_", " ").capitalize()
 
 
-def _stratum_label(variable: str, stratum: str) -> str:
+def stratum_label(variable: str, stratum: str) -> str:
     return STRATUM_LABELS.get((variable, str(stratum)), f"{variable}: {stratum}")
+
+
+# --- shared by the sections (tables and figures) ------------------------------------
+
+
+def subgroup_rows(df: pd.DataFrame, subgroup: str) -> pd.DataFrame:
+    return df[df["subgroup"] == subgroup] if len(df) and "subgroup" in df else df.iloc[0:0]
+
+
+def rule_order(rule: str) -> int:
+    order = list(RULES)
+    return order.index(rule) if rule in order else len(order)
+
+
+def brier(v: Any) -> str:
+    return DASH if is_missing(v) else f"{v:.3f}"
+
+
+def days_or_none(row: Any, fmt: Fmt) -> str:
+    if not is_missing(row["n_diagnosed"]) and row["n_diagnosed"] == 0:
+        return "no diagnoses"
+    return fmt.days(row["median_days"], row["q1_days"], row["q3_days"])
 
 
 # --- page model (what the template renders) --------------------------------------------
@@ -219,7 +241,7 @@ class Chart:
     image: str | None = None
     notice: str | None = None
     alt: str = ""
-    # the same drawing as files (pipelines/figures.py): `image` is these PNG bytes
+    # the same drawing as files (pipelines/report/figures.py): `image` is these PNG bytes
     png: bytes | None = None
     svg: str | None = None
 

@@ -1,6 +1,6 @@
 """Report sections on methods (issue 14): model validation and the STARD 2015 checklist.
 
-Kept apart from pipelines/report.py, which calls these functions for its template context.
+Kept apart from pipelines/report/render.py, which calls these functions for its template context.
 Like the rest of the report they read only released tables (`Released`).
 """
 
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipelines.report_text import (
+from pipelines.report.text import (
     DASH,
     SUBGROUP_LABELS,
     Fmt,
     Released,
     Table,
-    _missing,
-    _rule_label,
-    _sig,
+    is_missing,
+    rule_label,
+    sig_figs,
 )
 
 if TYPE_CHECKING:
@@ -37,14 +37,14 @@ STATUS_TEXT = {
 
 
 def _value(v: Any, digits: int = 3) -> str:
-    if _missing(v):
+    if is_missing(v):
         return DASH
-    return f"{v:.{digits}f}" if abs(v) < 1 else _sig(v)
+    return f"{v:.{digits}f}" if abs(v) < 1 else sig_figs(v)
 
 
 def _with_ci(row: dict, digits: int = 3) -> str:
     text = _value(row["corrected"], digits)
-    if text != DASH and not _missing(row["lower"]) and not _missing(row["upper"]):
+    if text != DASH and not is_missing(row["lower"]) and not is_missing(row["upper"]):
         text += f" ({_value(row['lower'], digits)}{DASH}{_value(row['upper'], digits)})"
     return text
 
@@ -64,7 +64,7 @@ def model_validation_tables(data: Released, fmt: Fmt) -> list[Table]:
         first = block.iloc[0]
         epv = (
             DASH
-            if _missing(first["events_per_variable"])
+            if is_missing(first["events_per_variable"])
             else f"{first['events_per_variable']:.1f}"
         )
         label = SUBGROUP_LABELS.get(sub, sub)
@@ -232,7 +232,7 @@ def _row(frame: pd.DataFrame, **where: str) -> dict | None:
 
 
 def _half_width(lower: Any, upper: Any) -> str | None:
-    if _missing(lower) or _missing(upper):
+    if is_missing(lower) or is_missing(upper):
         return None
     return f"\u00b1{50 * (upper - lower):.0f} percentage points"
 
@@ -246,8 +246,8 @@ def sample_size_statement(data: Released, fmt: Fmt) -> str:
     row = _row(data.table("flag_accuracy"), subgroup="all", rule="any_seed_flag")
     if row is None:
         return text + "no accuracy table was released."
-    cases = None if _missing(row["tp"]) or _missing(row["fn"]) else row["tp"] + row["fn"]
-    non_cases = None if _missing(row["fp"]) or _missing(row["tn"]) else row["fp"] + row["tn"]
+    cases = None if is_missing(row["tp"]) or is_missing(row["fn"]) else row["tp"] + row["fn"]
+    non_cases = None if is_missing(row["fp"]) or is_missing(row["tn"]) else row["fp"] + row["tn"]
     sens = _half_width(row.get("sensitivity_lower"), row.get("sensitivity_upper"))
     spec = _half_width(row.get("specificity_lower"), row.get("specificity_upper"))
     if sens is None and spec is None:
@@ -268,7 +268,7 @@ def interval_statement(data: Released, fmt: Fmt, parameters: dict) -> str:
         f"to day {parameters['horizon_days']} or death. "
     )
     row = _row(data.table("reference_interval"), subgroup="all")
-    if row is None or _missing(row["median_days"]):
+    if row is None or is_missing(row["median_days"]):
         text += "The days from index to diagnosis of the positives are not released."
     else:
         text += (
@@ -306,14 +306,14 @@ def indeterminate_table(data: Released, fmt: Fmt, min_cell: int) -> Table:
     if population is not None and not accuracy.empty:
         for r in accuracy[accuracy["subgroup"] == "all"].to_dict("records"):
             cells = [r[c] for c in ("tp", "fp", "fn", "tn")]
-            if _missing(population["n"]) or any(_missing(c) for c in cells):
+            if is_missing(population["n"]) or any(is_missing(c) for c in cells):
                 count = fmt.suppressed
             else:
                 missing = int(population["n"] - sum(cells))
                 count = (
                     fmt.count(missing) if missing == 0 or missing >= min_cell else fmt.suppressed
                 )
-            rows.append([_rule_label(str(r["rule"])), count])
+            rows.append([rule_label(str(r["rule"])), count])
     return Table(
         ["Rule", "Indeterminate (not assessable)"],
         rows,

@@ -1,6 +1,6 @@
 """The report's figures as files: one rendering of each matplotlib Figure, as PNG and SVG.
 
-The HTML report embeds the PNG bytes as a data URI (pipelines/report.py); the release
+The HTML report embeds the PNG bytes as a data URI (pipelines/report/render.py); the release
 folder (pipelines/export.py) writes the same bytes to `figures/<name>.png` and the SVG to
 `figures/<name>.svg`. Both are drawn only from release tables, so the files are as safe as
 the report. The bytes are reproducible: the same warehouse gives the same files (no
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from pipelines.report_text import Chart
+    from pipelines.report.text import Chart
 
 FIGURES_DIR = "figures"  # inside the release folder
 DPI = 110
