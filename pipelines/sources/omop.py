@@ -42,6 +42,7 @@ OPTIONAL = (
 )
 _FILE = re.compile(r"^(?P<table>[a-z_]+)\.(?P<ext>csv|csv\.gz|parquet)$", re.I)
 UNMAPPED = "OMOP source value"
+_OFFSET = common._OFFSET  # a UTC offset at the end of a datetime (common.typed_sql)
 _DATE = schema.Column("date", "DATE", ())  # for common.typed_sql
 
 # canonical table -> the CDM tables it is read from
@@ -323,8 +324,6 @@ def _land_csv_slowly(
 
 # ---------------------------------------------------------------- step 2: mapping
 
-_TIMESTAMP = schema.Column("at", "TIMESTAMP", ())  # for common.typed_sql
-
 
 class _Columns:
     """SQL over a landed CDM table (alias t): its columns as text, ids, dates and timestamps,
@@ -373,7 +372,13 @@ class _Columns:
         """(the datetime, else the date at midnight, as TIMESTAMP; SQL true when the value
         used is not a date or time)."""
         text = self.text(table, datetime_col)
-        at = common.typed_sql(_TIMESTAMP, text)
+        # common.typed_sql's UTC offset test, skipped for the 19-character datetimes that
+        # cannot have one (most CDM rows: the regex is the dearest part of the cast)
+        at = (
+            f"CASE WHEN length({text}) > 19 AND regexp_matches({text}, '{_OFFSET}')"
+            f" THEN timezone('UTC', try_cast({text} AS TIMESTAMPTZ))"
+            f" ELSE try_cast({text} AS TIMESTAMP) END"
+        )
         day, day_bad = self.date(table, date_col)
         return (
             f"CASE WHEN {text} IS NOT NULL THEN {at} ELSE CAST({day} AS TIMESTAMP) END",
@@ -414,12 +419,12 @@ def _pairs(con: duckdb.DuckDBPyConnection, c: _Columns, table: str, std: str, sr
     per concept of the pair found in `concepts` (both, when they differ), or once as unmapped.
     So each record is coded by one equality join on a table of a few thousand rows, however
     many records there are. Returns the join condition (alias t: the record, p: the pair)."""
-    std_raw, src_raw = c.raw(table, std), c.raw(table, src)
+    left, right = c.raw(table, std), c.raw(table, src)
     std_id = _id_sql("nullif(trim(CAST(p.std AS VARCHAR)), '')")
     src_id = _id_sql("nullif(trim(CAST(p.src AS VARCHAR)), '')")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE pairs_{table} AS
-        WITH p AS (SELECT DISTINCT {std_raw} AS std, {src_raw} AS src FROM omop_{table} t),
+        WITH p AS (SELECT DISTINCT {left} AS std, {right} AS src FROM omop_{table} t),
         ids AS (SELECT p.std, p.src, {std_id} AS std_id, {src_id} AS src_id FROM p)
         SELECT ids.std, ids.src, true AS mapped, k.vocabulary_id AS code_system,
                k.concept_code AS code, k.concept_name AS description
@@ -428,7 +433,7 @@ def _pairs(con: duckdb.DuckDBPyConnection, c: _Columns, table: str, std: str, sr
         SELECT ids.std, ids.src, false, '{UNMAPPED}', NULL, NULL FROM ids
         WHERE NOT EXISTS (SELECT 1 FROM concepts k WHERE k.concept_id IN (ids.std_id, ids.src_id))"""
     )
-    return f"p.std IS NOT DISTINCT FROM {std_raw} AND p.src IS NOT DISTINCT FROM {src_raw}"
+    return f"p.std IS NOT DISTINCT FROM {left} AND p.src IS NOT DISTINCT FROM {right}"
 
 
 def _coded(
@@ -595,7 +600,7 @@ def _load_rows(
     common.load_table). The rows are mapped twice, once for each destination, instead of
     being materialised: the mapping is a scan and one small hash join."""
     t = schema.TABLES[table]
-    values = ", ".join(
+    typed = ", ".join(
         f"{columns.get(col.name, ('NULL', 'false'))[0]} AS {col.name},"
         f" {columns.get(col.name, ('NULL', 'false'))[1]} AS {col.name}__bad"
         for col in t.columns
@@ -620,9 +625,10 @@ def _load_rows(
         )  # fmt: skip
     reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
     column = " ".join(f"WHEN {cond} THEN '{col}'" for cond, _, col in checks)
+    line = c.line(cdm_table)
     rows = (
         f"(SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column FROM"
-        f" (SELECT {values}, $file AS source_file, {c.line(cdm_table)} AS source_line"
+        f" (SELECT {typed}, $file AS source_file, {line} AS source_line"
         f" FROM {source} WHERE {where}) mapped) checked"
     )
     names = ", ".join(col.name for col in t.columns)
@@ -659,7 +665,7 @@ def load_tables(con: duckdb.DuckDBPyConnection, cdm: Cdm, log: common.Log) -> co
         FROM omop_concept t WHERE {c.id("concept", "concept_id")} <> '0'"""
     )
     # lines that did not parse, under the canonical table they would have fed
-    targets = {t: s[0] for t, s in _TARGETS.items()}
+    targets = {t: s[0] for t, s in _TARGETS.items()} | {"observation_period": "observation_periods"}
     for cdm_table, canonical in targets.items():
         con.execute(
             "INSERT INTO meta.quarantine SELECT $canonical, source_file, line, column_name,"
