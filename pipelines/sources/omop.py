@@ -42,6 +42,7 @@ OPTIONAL = (
 )
 _FILE = re.compile(r"^(?P<table>[a-z_]+)\.(?P<ext>csv|csv\.gz|parquet)$", re.I)
 UNMAPPED = "OMOP source value"
+_OFFSET = common._OFFSET  # a UTC offset at the end of a datetime (common.typed_sql)
 _DATE = schema.Column("date", "DATE", ())  # for common.typed_sql
 
 # canonical table -> the CDM tables it is read from
@@ -83,6 +84,8 @@ class Cdm:
     lines: dict[str, accounting.LineCount] = field(default_factory=dict)
     # CSV files read line by line: their blank lines + continuation lines of multi-line records
     skipped: dict[str, int] = field(default_factory=dict)
+    # the number of each table's first record (CSV: 2, the header is line 1; else 1)
+    first: dict[str, int] = field(default_factory=dict)
 
     def has(self, table: str) -> bool:
         return table in self.files or table in (self.db_tables or {})
@@ -135,20 +138,44 @@ def describe(folder: Path) -> str:
 # ---------------------------------------------------------------- step 1: land
 
 
-# DuckDB reject error_type -> quarantine reason (as the CSV ingest names them)
+# DuckDB reject error_type -> quarantine reason (as the CSV ingest names them); CAST: a date
+# column (the only columns read with a type, DATE_COLUMNS) whose value is not a date
 _REJECT_REASONS = {
     "MISSING COLUMNS": "wrong_field_count",
     "TOO MANY COLUMNS": "wrong_field_count",
     "INVALID ENCODING": "invalid_encoding",
     "UNQUOTED VALUE": "malformed_quotes",
     "LINE SIZE OVER MAXIMUM": "line_too_long",
+    "CAST": "unparseable_date",
+}
+# The CDM date columns the study reads, read as DATE (the CDM DDL's type) -> the canonical
+# column a bad value is quarantined under. Ids, datetimes and values stay text: a DOUBLE id
+# `6.0` is kept as `6` (DuckDB's BIGINT parse would round `6.5` to 7), a datetime's UTC offset
+# is applied (DuckDB's TIMESTAMP parse drops it), a value is kept as written.
+DATE_COLUMNS = {
+    "death": {"death_date": "death_date"},
+    "visit_occurrence": {"visit_start_date": "start_at", "visit_end_date": "stop_at"},
+    "condition_occurrence": {
+        "condition_start_date": "start_date",
+        "condition_end_date": "stop_date",
+    },
+    "observation": {"observation_date": "start_date"},
+    "measurement": {"measurement_date": "observed_at"},
+    "drug_exposure": {"drug_exposure_start_date": "start_at", "drug_exposure_end_date": "stop_at"},
+    "procedure_occurrence": {"procedure_date": "start_at", "procedure_end_date": "stop_at"},
+    "observation_period": {
+        "observation_period_start_date": "observation_period_start_date",
+        "observation_period_end_date": "observation_period_end_date",
+    },
 }
 
 
 def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
-    """Each CDM table the study uses into temp table omop_<name>, with its source_line
-    (CSV: physical line, header = 1; Parquet and database tables: row number). CSV lines
-    DuckDB cannot parse go to temp.omop_rejects, the rest of the file still loads."""
+    """Each CDM table the study uses into temp table omop_<name>, read once. Its record
+    numbers: CSV: physical line (header = 1), `rowid + 2` when every line was one row, else a
+    `__line` column; Parquet and database tables: row number, `rowid + 1`. CSV lines DuckDB
+    cannot parse (or whose date does not parse) go to temp.omop_rejects, the rest of the file
+    still loads."""
     cdm = _scan(Path(folder))
     missing = [t for t in REQUIRED if not cdm.has(t)]
     if missing:
@@ -158,7 +185,7 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
         )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE omop_rejects (cdm_table VARCHAR, source_file VARCHAR,"
-        " line BIGINT, reason VARCHAR, text VARCHAR)"
+        " line BIGINT, column_name VARCHAR, reason VARCHAR, text VARCHAR)"
     )
     if cdm.database:
         con.execute("ATTACH $path AS cdm (READ_ONLY)", {"path": str(cdm.database)})
@@ -169,6 +196,7 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
                 cdm.skipped[table] = _land_csv(
                     con, table, cdm.files[table], cdm.lines[table].physical_lines
                 )
+                cdm.first[table] = 2
             elif cdm.has(table):
                 relation, params = "read_parquet($path)", {}
                 if table in cdm.files:
@@ -179,10 +207,7 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT * FROM {relation}", params
                 )
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT *,"
-                    f" rowid + 1 AS __line FROM omop_{table}"
-                )
+                cdm.first[table] = 1
     except duckdb.Error as exc:
         raise IngestError(f"{folder}: OMOP table {table} cannot be read: {exc}") from exc
     finally:
@@ -192,17 +217,20 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
 
 
 def _land_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path, lines: int) -> int:
-    """One CSV table, every column VARCHAR (ids, dates and values are cast in the mapping).
+    """One CSV table: the study's date columns as DATE, the others VARCHAR (DATE_COLUMNS).
 
     Fast path: one read_csv, kept when its rows and rejected lines are every physical line
-    (`lines`, from the byte scan), one line each. Otherwise (a stray quote swallowed the
-    lines after it, a blank line, a value spanning lines, a bare CR or NUL byte) the file is
-    read again line by line by the CSV ingest's slow path (pipelines/resync.py), so a bad
-    line is quarantined alone. Returns the blank and continuation lines skipped."""
+    (`lines`, from the byte scan), one line each; with no rejected line the table is used as
+    read (line = rowid + 2), else a `__line` column is added. Otherwise (a stray quote
+    swallowed the lines after it, a blank line, a value spanning lines, a bare CR or NUL
+    byte) the file is read again line by line by the CSV ingest's slow path
+    (pipelines/resync.py), so a bad line is quarantined alone. Returns the blank and
+    continuation lines skipped."""
     header = read_header(path)
     if not header:
         raise IngestError(f"{path.name}: file is empty (no header line)")
-    columns = {name: "VARCHAR" for name in header}
+    dates = DATE_COLUMNS.get(table, {})
+    columns = {name: "DATE" if name.lower() in dates else "VARCHAR" for name in header}
     try:
         _read_csv(con, path, columns)
         rows, rejected, spanning = con.execute(
@@ -213,6 +241,10 @@ def _land_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path, lines: int
         fast = 1 + rows + rejected == lines and not spanning
     except duckdb.Error:
         fast = False  # DuckDB's parser stopped (a bare CR): the slow path reads it
+    if fast and not rejected:  # the common case: no copy, line = rowid + 2
+        con.execute(f"DROP TABLE IF EXISTS temp.omop_{table}")
+        con.execute(f"ALTER TABLE temp.omop_read RENAME TO omop_{table}")
+        return 0
     if fast:
         _insert_rejects(con, table, path, "line")
         # the line of good row k: k + 2 (header, 1-based) + the rejected lines before it
@@ -240,18 +272,25 @@ def _read_csv(
     con.execute(
         """CREATE OR REPLACE TEMP TABLE omop_read AS SELECT * FROM read_csv($path,
             header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
-            columns = $columns, store_rejects = true, rejects_table = 'omop_reject_errors',
-            rejects_scan = 'omop_reject_scans', parallel = $parallel)""",
+            columns = $columns, store_rejects = true,
+            rejects_table = 'omop_reject_errors', rejects_scan = 'omop_reject_scans',
+            parallel = $parallel)""",
         {"path": str(path), "columns": columns, "parallel": parallel},
     )
 
 
 def _insert_rejects(con: duckdb.DuckDBPyConnection, table: str, path: Path, line: str) -> None:
-    """DuckDB's rejected lines of the last read into omop_rejects (`line`: SQL of the line)."""
+    """DuckDB's rejected lines of the last read into omop_rejects (`line`: SQL of the line);
+    a date that does not parse is named by its canonical column."""
     reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _REJECT_REASONS.items())
+    columns = (
+        " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in DATE_COLUMNS.get(table, {}).items())
+        or "WHEN NULL THEN NULL"
+    )
     con.execute(
         f"""INSERT INTO omop_rejects
         SELECT DISTINCT ON ({line}) $table, $file, {line},
+               CASE WHEN error_type::VARCHAR = 'CAST' THEN CASE lower(column_name) {columns} END END,
                coalesce(CASE error_type::VARCHAR {reasons} END, 'malformed_csv'),
                trim(csv_line, chr(13) || chr(10))
         FROM temp.omop_reject_errors ORDER BY {line}""",
@@ -275,7 +314,7 @@ def _land_csv_slowly(
         # a rejected record of the clean copy starts with its original line number
         _insert_rejects(con, table, path, "try_cast(split_part(csv_line, ',', 1) AS BIGINT)")
     con.executemany(
-        "INSERT INTO omop_rejects VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO omop_rejects VALUES (?, ?, ?, NULL, ?, ?)",
         [(table, path.name, b.line, b.reason, b.text) for b in split.bad],
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT * FROM omop_read")
@@ -287,198 +326,324 @@ def _land_csv_slowly(
 
 
 class _Columns:
-    """Column expressions of the landed CDM tables, NULL for a column the version lacks."""
+    """SQL over a landed CDM table (alias t): its columns as text, ids, dates and timestamps,
+    NULL for a column the CDM version lacks; whatever type the column was landed as (CSV:
+    DATE_COLUMNS are DATE, the rest VARCHAR; Parquet and DuckDB: their own types)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
-        self.present: dict[str, set[str]] = {}
-        for table, column in con.execute(
-            "SELECT table_name, lower(column_name) FROM duckdb_columns()"
+    def __init__(self, con: duckdb.DuckDBPyConnection, cdm: Cdm):
+        self.types: dict[str, dict[str, str]] = {}
+        for table, column, data_type in con.execute(
+            "SELECT table_name, lower(column_name), data_type FROM duckdb_columns()"
             " WHERE schema_name = 'main' AND database_name = 'temp'"
             " AND table_name LIKE 'omop_%'"
         ).fetchall():
-            self.present.setdefault(table.removeprefix("omop_"), set()).add(column)
+            self.types.setdefault(table.removeprefix("omop_"), {})[column] = data_type
+        self.first = cdm.first
+
+    def raw(self, table: str, column: str, alias: str = "t") -> str:
+        if column not in self.types.get(table, {}):
+            return "CAST(NULL AS VARCHAR)"
+        return f"{alias}.{_quote(column)}"
 
     def text(self, table: str, column: str, alias: str = "t") -> str:
-        if column not in self.present.get(table, set()):
+        kind = self.types.get(table, {}).get(column)
+        if kind is None:
             return "CAST(NULL AS VARCHAR)"
+        if kind == "VARCHAR":
+            return f"nullif(trim({alias}.{_quote(column)}), '')"
         return f"nullif(trim(CAST({alias}.{_quote(column)} AS VARCHAR)), '')"
 
     def id(self, table: str, column: str, alias: str = "t") -> str:
         """An id as text: `6.0` (DOUBLE ids) -> `6`."""
-        return f"regexp_replace({self.text(table, column, alias)}, '\\.0+$', '')"
+        return _id_sql(self.text(table, column, alias))
 
-    def day_time(self, table: str, datetime_col: str, date_col: str) -> str:
-        return f"coalesce({self.text(table, datetime_col)}, {self.text(table, date_col)})"
+    def date(self, table: str, column: str) -> tuple[str, str]:
+        """(the column as DATE, SQL true when it holds a value that is not a date)."""
+        kind = self.types.get(table, {}).get(column)
+        if kind is None:
+            return "CAST(NULL AS DATE)", "false"
+        if kind == "DATE" or kind.startswith("TIMESTAMP"):  # typed when read
+            return f"CAST(t.{_quote(column)} AS DATE)", "false"
+        text = self.text(table, column)
+        typed = common.typed_sql(_DATE, text)
+        return typed, f"({text} IS NOT NULL AND {typed} IS NULL)"
 
-
-def _coded(c: _Columns, table: str, std: str, src: str, value: str, fields: str) -> str:
-    """`fields` of every row of omop_<table>, once per resolvable concept (standard and source,
-    as (vocabulary_id, concept_code)), or once with its source value when neither resolves."""
-    return f"""
-        WITH rec AS (
-            SELECT {fields}, {c.id(table, std)} AS std_id, {c.id(table, src)} AS src_id,
-                   {c.text(table, value)} AS source_value, t.__line AS source_line
-            FROM omop_{table} t
-        ), coded AS (
-            SELECT rec.*, k.vocabulary_id AS code_system, k.concept_code AS code,
-                   k.concept_name AS description
-            FROM rec JOIN concepts k ON k.concept_id IN (rec.std_id, rec.src_id)
+    def day_time(self, table: str, datetime_col: str, date_col: str) -> tuple[str, str]:
+        """(the datetime, else the date at midnight, as TIMESTAMP; SQL true when the value
+        used is not a date or time)."""
+        text = self.text(table, datetime_col)
+        # common.typed_sql's UTC offset test, skipped for the 19-character datetimes that
+        # cannot have one (most CDM rows: the regex is the dearest part of the cast)
+        at = (
+            f"CASE WHEN length({text}) > 19 AND regexp_matches({text}, '{_OFFSET}')"
+            f" THEN timezone('UTC', try_cast({text} AS TIMESTAMPTZ))"
+            f" ELSE try_cast({text} AS TIMESTAMP) END"
         )
-        SELECT * FROM coded
-        UNION ALL
-        SELECT rec.*, '{UNMAPPED}', rec.source_value, NULL FROM rec
-        WHERE NOT EXISTS (SELECT 1 FROM concepts k WHERE k.concept_id IN (rec.std_id, rec.src_id))"""
+        day, day_bad = self.date(table, date_col)
+        return (
+            f"CASE WHEN {text} IS NOT NULL THEN {at} ELSE CAST({day} AS TIMESTAMP) END",
+            f"CASE WHEN {text} IS NOT NULL THEN {at} IS NULL ELSE {day_bad} END",
+        )
+
+    def day(self, table: str, datetime_col: str, date_col: str) -> tuple[str, str]:
+        """(the date written in the datetime, else the date, as DATE; SQL true when the value
+        used is not a date): the day as written, before any UTC offset."""
+        text = self.text(table, datetime_col)
+        on_day = common.typed_sql(_DATE, text)
+        day, day_bad = self.date(table, date_col)
+        return (
+            f"CASE WHEN {text} IS NOT NULL THEN {on_day} ELSE {day} END",
+            f"CASE WHEN {text} IS NOT NULL THEN {on_day} IS NULL ELSE {day_bad} END",
+        )
+
+    def line(self, table: str) -> str:
+        """The record's number in its file: physical line (CSV) or row number."""
+        if "__line" in self.types.get(table, {}):
+            return "t.__line"
+        return f"(t.rowid + {int(self.first[table])})"
 
 
-def _mappings(c: _Columns, cdm: Cdm) -> dict[str, list[tuple[str, str]]]:
-    """canonical table -> [(cdm table, SELECT of the canonical columns as text)]."""
-    m: dict[str, list[tuple[str, str]]] = {t: [] for t in SOURCES}
-    death = (
-        f"(SELECT {c.id('death', 'person_id')} AS person_id,"
-        f" min({c.day_time('death', 'death_datetime', 'death_date')}) AS death_date"
-        " FROM omop_death t GROUP BY ALL)"
-        if cdm.has("death")
-        else "(SELECT NULL AS person_id, NULL AS death_date WHERE false)"
+def _id_sql(text: str) -> str:
+    return (
+        f"CASE WHEN contains({text}, '.') THEN regexp_replace({text}, '\\.0+$', '') ELSE {text} END"
     )
-    birth = (
+
+
+# A canonical column's SQL: (value in the canonical type, SQL true when its source value is
+# there but does not parse, for DATE and TIMESTAMP columns)
+Expr = tuple[str, str]
+
+
+def _pairs(con: duckdb.DuckDBPyConnection, c: _Columns, table: str, std: str, src: str) -> str:
+    """temp.pairs_<table>: every distinct (standard, source) concept id pair of the table, once
+    per concept of the pair found in `concepts` (both, when they differ), or once as unmapped.
+    So each record is coded by one equality join on a table of a few thousand rows, however
+    many records there are. Returns the join condition (alias t: the record, p: the pair)."""
+    left, right = c.raw(table, std), c.raw(table, src)
+    std_id = _id_sql("nullif(trim(CAST(p.std AS VARCHAR)), '')")
+    src_id = _id_sql("nullif(trim(CAST(p.src AS VARCHAR)), '')")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE pairs_{table} AS
+        WITH p AS (SELECT DISTINCT {left} AS std, {right} AS src FROM omop_{table} t),
+        ids AS (SELECT p.std, p.src, {std_id} AS std_id, {src_id} AS src_id FROM p)
+        SELECT ids.std, ids.src, true AS mapped, k.vocabulary_id AS code_system,
+               k.concept_code AS code, k.concept_name AS description
+        FROM ids JOIN concepts k ON k.concept_id IN (ids.std_id, ids.src_id)
+        UNION ALL
+        SELECT ids.std, ids.src, false, '{UNMAPPED}', NULL, NULL FROM ids
+        WHERE NOT EXISTS (SELECT 1 FROM concepts k WHERE k.concept_id IN (ids.std_id, ids.src_id))"""
+    )
+    return f"p.std IS NOT DISTINCT FROM {left} AND p.src IS NOT DISTINCT FROM {right}"
+
+
+def _coded(
+    con: duckdb.DuckDBPyConnection, c: _Columns, table: str, prefix: str, value: str
+) -> tuple[str, dict[str, Expr]]:
+    """FROM clause and code columns of a coded CDM table: one row per concept found (standard
+    and source, as (vocabulary_id, concept_code)), or one with its source value when none is."""
+    on = _pairs(con, c, table, f"{prefix}_concept_id", f"{prefix}_source_concept_id")
+    source_value = c.text(table, value)
+    columns = {
+        "code_system": ("p.code_system", "false"),
+        "code": (f"CASE WHEN p.mapped THEN p.code ELSE {source_value} END", "false"),
+        "description": ("p.description", "false"),
+    }
+    return f"omop_{table} t JOIN pairs_{table} p ON {on}", columns
+
+
+def _ids(c: _Columns, table: str) -> dict[str, Expr]:
+    return {
+        "patient_id": (c.id(table, "person_id"), "false"),
+        "encounter_id": (c.id(table, "visit_occurrence_id"), "false"),
+    }
+
+
+def _text(sql: str) -> Expr:
+    return (sql, "false")
+
+
+def _parts(con: duckdb.DuckDBPyConnection, c: _Columns, cdm: Cdm) -> dict[str, list[tuple]]:
+    """canonical table -> [(cdm table, {canonical column: Expr}, FROM clause, WHERE)]."""
+    m: dict[str, list[tuple]] = {t: [] for t in SOURCES}
+    death = "(SELECT NULL AS person_id, CAST(NULL AS DATE) AS death_date, false AS bad WHERE false)"
+    if cdm.has("death"):
+        day, bad = c.day("death", "death_datetime", "death_date")
+        death = (
+            f"(SELECT {c.id('death', 'person_id')} AS person_id, min({day})"
+            f" AS death_date, bool_or({bad}) AS bad FROM omop_death t GROUP BY 1)"
+        )
+    birth_text = (
         f"coalesce({c.text('person', 'birth_datetime')}, CAST(make_date("
         f"try_cast(try_cast({c.text('person', 'year_of_birth')} AS DOUBLE) AS INTEGER),"
         f" coalesce(try_cast(try_cast({c.text('person', 'month_of_birth')} AS DOUBLE) AS INTEGER), 1),"
         f" coalesce(try_cast(try_cast({c.text('person', 'day_of_birth')} AS DOUBLE) AS INTEGER), 1))"
         " AS VARCHAR))"
     )
+    birth = common.typed_sql(_DATE, birth_text)
     gender = c.id("person", "gender_concept_id")
+    person_id = c.id("person", "person_id")
     m["patients"].append(
         (
             "person",
-            f"""SELECT {c.id("person", "person_id")} AS patient_id, {birth} AS birth_date,
-                   d.death_date,
-                   CASE {gender} WHEN '8507' THEN 'M' WHEN '8532' THEN 'F'
-                        ELSE {c.text("person", "gender_source_value")} END AS sex,
-                   {c.text("person", "race_source_value")} AS race,
-                   {c.text("person", "ethnicity_source_value")} AS ethnicity,
-                   $file AS source_file, t.__line AS source_line
-            FROM omop_person t LEFT JOIN {death} d ON d.person_id = {c.id("person", "person_id")}""",
+            {
+                "patient_id": _text(person_id),
+                "birth_date": (birth, f"({birth_text} IS NOT NULL AND {birth} IS NULL)"),
+                "death_date": ("d.death_date", "coalesce(d.bad, false)"),
+                "sex": _text(
+                    f"CASE {gender} WHEN '8507' THEN 'M' WHEN '8532' THEN 'F'"
+                    f" ELSE {c.text('person', 'gender_source_value')} END"
+                ),
+                "race": _text(c.text("person", "race_source_value")),
+                "ethnicity": _text(c.text("person", "ethnicity_source_value")),
+            },
+            f"omop_person t LEFT JOIN {death} d ON d.person_id = {person_id}",
+            "true",
         )
     )
+    t = "visit_occurrence"
     m["encounters"].append(
         (
-            "visit_occurrence",
-            f"""SELECT {c.id("visit_occurrence", "visit_occurrence_id")} AS encounter_id,
-                   {c.id("visit_occurrence", "person_id")} AS patient_id,
-                   {c.day_time("visit_occurrence", "visit_start_datetime", "visit_start_date")} AS start_at,
-                   {c.day_time("visit_occurrence", "visit_end_datetime", "visit_end_date")} AS stop_at,
-                   lower(k.concept_code) AS encounter_class, NULL AS code,
-                   k.concept_name AS description, NULL AS reason_code, NULL AS reason_description,
-                   $file AS source_file, t.__line AS source_line
-            FROM omop_visit_occurrence t
-            LEFT JOIN concepts k ON k.concept_id = {c.id("visit_occurrence", "visit_concept_id")}""",
+            t,
+            {
+                "encounter_id": _text(c.id(t, "visit_occurrence_id")),
+                "patient_id": _text(c.id(t, "person_id")),
+                "start_at": c.day_time(t, "visit_start_datetime", "visit_start_date"),
+                "stop_at": c.day_time(t, "visit_end_datetime", "visit_end_date"),
+                "encounter_class": _text("lower(k.concept_code)"),
+                "description": _text("k.concept_name"),
+            },
+            f"omop_{t} t LEFT JOIN concepts k ON k.concept_id = {c.id(t, 'visit_concept_id')}",
+            "true",
         )
     )
     t = "condition_occurrence"
-    fields = (
-        f"{c.id(t, 'person_id')} AS patient_id, {c.id(t, 'visit_occurrence_id')} AS encounter_id,"
-        f" {c.text(t, 'condition_start_date')} AS start_date,"
-        f" {c.text(t, 'condition_end_date')} AS stop_date"
-    )
-    coded = _coded(c, t, "condition_concept_id", "condition_source_concept_id",
-                   "condition_source_value", fields)  # fmt: skip
+    source, code = _coded(con, c, t, "condition", "condition_source_value")
     m["conditions"].append(
         (
             t,
-            f"""SELECT patient_id, encounter_id, start_date, stop_date, code_system, code,
-                   description, $file AS source_file, source_line FROM ({coded})""",
+            {
+                **_ids(c, t),
+                "start_date": c.date(t, "condition_start_date"),
+                "stop_date": c.date(t, "condition_end_date"),
+                **code,
+            },
+            source,
+            "true",
         )
     )
     # OMOP `observation` holds findings (SNOMED: what Synthea's conditions.csv has) and
     # survey answers (LOINC): each goes where the Synthea layout has it.
     if cdm.has("observation"):
         t = "observation"
-        fields = (
-            f"{c.id(t, 'person_id')} AS patient_id, {c.id(t, 'visit_occurrence_id')} AS encounter_id,"
-            f" {c.day_time(t, 'observation_datetime', 'observation_date')} AS observed_at,"
-            f" {c.text(t, 'value_as_number')} AS value_number,"
-            f" {c.text(t, 'value_as_string')} AS value_string,"
-            f" {c.text(t, 'unit_source_value')} AS units"
-        )
-        coded = _coded(c, t, "observation_concept_id", "observation_source_concept_id",
-                       "observation_source_value", fields)  # fmt: skip
+        source, code = _coded(con, c, t, "observation", "observation_source_value")
+        at = c.day_time(t, "observation_datetime", "observation_date")
+        number, string = c.text(t, "value_as_number"), c.text(t, "value_as_string")
         m["conditions"].append(
             (
                 t,
-                f"""SELECT patient_id, encounter_id, observed_at AS start_date, NULL AS stop_date,
-                       code_system, code, description, $file AS source_file, source_line
-                FROM ({coded}) WHERE code_system IS DISTINCT FROM 'LOINC'""",
+                {
+                    **_ids(c, t),
+                    "start_date": c.day(t, "observation_datetime", "observation_date"),
+                    **code,
+                },
+                source,
+                "p.code_system IS DISTINCT FROM 'LOINC'",
             )
         )
-        m["observations"].append(
-            (
-                t,
-                f"""SELECT patient_id, encounter_id, observed_at, NULL AS category, code_system,
-                       code, description, coalesce(value_number, value_string) AS value, units,
-                       CASE WHEN value_number IS NOT NULL THEN 'numeric' ELSE 'text' END
-                           AS value_type,
-                       $file AS source_file, source_line
-                FROM ({coded}) WHERE code_system = 'LOINC'""",
-            )
-        )
+        m["observations"].append((t, _observation(c, t, at, number, string, code), source,
+                                  "p.code_system = 'LOINC'"))  # fmt: skip
     if cdm.has("measurement"):
         t = "measurement"
-        fields = (
-            f"{c.id(t, 'person_id')} AS patient_id, {c.id(t, 'visit_occurrence_id')} AS encounter_id,"
-            f" {c.day_time(t, 'measurement_datetime', 'measurement_date')} AS observed_at,"
-            f" {c.text(t, 'value_as_number')} AS value_number,"
-            f" {c.text(t, 'value_source_value')} AS value_string,"
-            f" {c.text(t, 'unit_source_value')} AS units"
-        )
-        coded = _coded(c, t, "measurement_concept_id", "measurement_source_concept_id",
-                       "measurement_source_value", fields)  # fmt: skip
-        m["observations"].append(
-            (
-                t,
-                f"""SELECT patient_id, encounter_id, observed_at, NULL AS category, code_system,
-                       code, description, coalesce(value_number, value_string) AS value, units,
-                       CASE WHEN value_number IS NOT NULL THEN 'numeric' ELSE 'text' END
-                           AS value_type,
-                       $file AS source_file, source_line
-                FROM ({coded})""",
-            )
-        )
-    if cdm.has("drug_exposure"):
-        t = "drug_exposure"
-        fields = (
-            f"{c.id(t, 'person_id')} AS patient_id, {c.id(t, 'visit_occurrence_id')} AS encounter_id,"
-            f" {c.day_time(t, 'drug_exposure_start_datetime', 'drug_exposure_start_date')} AS start_at,"
-            f" {c.day_time(t, 'drug_exposure_end_datetime', 'drug_exposure_end_date')} AS stop_at"
-        )
-        coded = _coded(c, t, "drug_concept_id", "drug_source_concept_id", "drug_source_value",
-                       fields)  # fmt: skip
-        m["medications"].append(
-            (
-                t,
-                f"""SELECT patient_id, encounter_id, start_at, stop_at, code_system, code,
-                       description, NULL AS reason_code, $file AS source_file, source_line
-                FROM ({coded})""",
-            )
-        )
-    if cdm.has("procedure_occurrence"):
-        t = "procedure_occurrence"
-        fields = (
-            f"{c.id(t, 'person_id')} AS patient_id, {c.id(t, 'visit_occurrence_id')} AS encounter_id,"
-            f" {c.day_time(t, 'procedure_datetime', 'procedure_date')} AS start_at,"
-            f" {c.day_time(t, 'procedure_end_datetime', 'procedure_end_date')} AS stop_at"
-        )
-        coded = _coded(c, t, "procedure_concept_id", "procedure_source_concept_id",
-                       "procedure_source_value", fields)  # fmt: skip
-        m["procedures"].append(
-            (
-                t,
-                f"""SELECT patient_id, encounter_id, start_at, stop_at, code_system, code,
-                       description, NULL AS reason_code, $file AS source_file, source_line
-                FROM ({coded})""",
-            )
-        )
+        source, code = _coded(con, c, t, "measurement", "measurement_source_value")
+        at = c.day_time(t, "measurement_datetime", "measurement_date")
+        number, string = c.text(t, "value_as_number"), c.text(t, "value_source_value")
+        m["observations"].append((t, _observation(c, t, at, number, string, code), source, "true"))
+    for t, prefix, target, start, end in (
+        ("drug_exposure", "drug", "medications", "drug_exposure_start", "drug_exposure_end"),
+        ("procedure_occurrence", "procedure", "procedures", "procedure", "procedure_end"),
+    ):
+        if cdm.has(t):
+            source, code = _coded(con, c, t, prefix, f"{prefix}_source_value")
+            columns = {
+                **_ids(c, t),
+                "start_at": c.day_time(t, f"{start}_datetime", f"{start}_date"),
+                "stop_at": c.day_time(t, f"{end}_datetime", f"{end}_date"),
+                **code,
+            }
+            m[target].append((t, columns, source, "true"))
     return m
+
+
+def _observation(c: _Columns, t: str, at: Expr, number: str, string: str, code: dict) -> dict:
+    return {
+        **_ids(c, t),
+        "observed_at": at,
+        **code,
+        "value": _text(f"coalesce({number}, {string})"),
+        "units": _text(c.text(t, "unit_source_value")),
+        "value_type": _text(f"CASE WHEN {number} IS NOT NULL THEN 'numeric' ELSE 'text' END"),
+    }
+
+
+def _load_rows(
+    con: duckdb.DuckDBPyConnection,
+    c: _Columns,
+    table: str,
+    cdm_table: str,
+    columns: dict[str, Expr],
+    source: str,
+    where: str,
+    file: str,
+) -> None:
+    """One CDM table's rows of canonical table `table` into raw.<table>, or into
+    meta.quarantine with the first reason that applies (the checks and their order of
+    common.load_table). The rows are mapped twice, once for each destination, instead of
+    being materialised: the mapping is a scan and one small hash join."""
+    t = schema.TABLES[table]
+    typed = ", ".join(
+        f"{columns.get(col.name, ('NULL', 'false'))[0]} AS {col.name},"
+        f" {columns.get(col.name, ('NULL', 'false'))[1]} AS {col.name}__bad"
+        for col in t.columns
+    )
+    checks = [
+        (f"{col.name}__bad", "unparseable_date", col.name)
+        for col in t.columns
+        if col.type in ("DATE", "TIMESTAMP")
+    ]
+    checks += [
+        (f"{col.name} IS NULL", "missing_value", col.name) for col in t.columns if col.required
+    ]
+    if table == "patients":
+        checks.append(
+            ("row_number() OVER (PARTITION BY patient_id ORDER BY source_line) > 1",
+             "duplicate_patient_id", "patient_id")
+        )  # fmt: skip
+    else:
+        checks.append(
+            (f"{t.patient_column} NOT IN (SELECT patient_id FROM raw.patients)",
+             "unknown_patient", t.patient_column)
+        )  # fmt: skip
+    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
+    column = " ".join(f"WHEN {cond} THEN '{col}'" for cond, _, col in checks)
+    line = c.line(cdm_table)
+    rows = (
+        f"(SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column FROM"
+        f" (SELECT {typed}, $file AS source_file, {line} AS source_line"
+        f" FROM {source} WHERE {where}) mapped) checked"
+    )
+    names = ", ".join(col.name for col in t.columns)
+    fields = ", ".join(f"coalesce(CAST({col.name} AS VARCHAR), '')" for col in t.columns)
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
+        f" problem, concat_ws(',', {fields}) FROM {rows} WHERE problem IS NOT NULL",
+        {"table": table, "file": file},
+    )
+    # in the order read (insertion order is preserved through the scan and the join)
+    con.execute(
+        f"INSERT INTO raw.{table} SELECT {names}, source_file, source_line FROM {rows}"
+        " WHERE problem IS NULL",
+        {"file": file},
+    )
 
 
 def _relative(cdm: Cdm, table: str) -> str:
@@ -490,7 +655,7 @@ def _relative(cdm: Cdm, table: str) -> str:
 def load_tables(con: duckdb.DuckDBPyConnection, cdm: Cdm, log: common.Log) -> common.LoadResult:
     """Map the landed CDM tables into raw.* (inside the load's transaction, after
     common.reset_warehouse)."""
-    c = _Columns(con)
+    c = _Columns(con, cdm)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE concepts AS
         SELECT DISTINCT ON (concept_id) {c.id("concept", "concept_id")} AS concept_id,
@@ -500,11 +665,11 @@ def load_tables(con: duckdb.DuckDBPyConnection, cdm: Cdm, log: common.Log) -> co
         FROM omop_concept t WHERE {c.id("concept", "concept_id")} <> '0'"""
     )
     # lines that did not parse, under the canonical table they would have fed
-    targets = {t: s[0] for t, s in _TARGETS.items()}
+    targets = {t: s[0] for t, s in _TARGETS.items()} | {"observation_period": "observation_periods"}
     for cdm_table, canonical in targets.items():
         con.execute(
-            "INSERT INTO meta.quarantine SELECT $canonical, source_file, line, NULL, reason, text"
-            " FROM omop_rejects WHERE cdm_table = $cdm_table",
+            "INSERT INTO meta.quarantine SELECT $canonical, source_file, line, column_name,"
+            " reason, text FROM omop_rejects WHERE cdm_table = $cdm_table",
             {"canonical": canonical, "cdm_table": cdm_table},
         )
     con.execute(
@@ -512,15 +677,10 @@ def load_tables(con: duckdb.DuckDBPyConnection, cdm: Cdm, log: common.Log) -> co
         " FROM omop_rejects WHERE cdm_table NOT IN (SELECT unnest($known))",
         {"known": list(targets)},
     )
-    mappings = _mappings(c, cdm)
-    for table, parts in mappings.items():
-        if not parts:
-            common.load_table(con, table, _empty_select(table))
-            continue
-        # one load per CDM table, so the unknown-patient check sees raw.patients
-        union = " UNION ALL ".join(sql.replace("$file", f"$file_{t}") for t, sql in parts)
-        names = {f"file_{t}": _relative(cdm, t) for t, _ in parts}
-        common.load_table(con, table, union, names)
+    # one load per CDM table, patients first, so the unknown-patient check sees raw.patients
+    for table, parts in _parts(con, c, cdm).items():
+        for cdm_table, columns, source, where in parts:
+            _load_rows(con, c, table, cdm_table, columns, source, where, _relative(cdm, cdm_table))
     present = {t: cdm_table for t, cdm_table in PRESENCE.items() if cdm.has(cdm_table)}
     notes = {
         "imaging_studies": "OMOP CDM has no imaging table (imaging procedures load as procedures)"
@@ -553,8 +713,8 @@ def _account(con: duckdb.DuckDBPyConnection, c: _Columns, cdm: Cdm) -> dict[Path
     is vocabulary."""
     if cdm.has("death"):
         con.execute(
-            f"""INSERT INTO meta.quarantine SELECT 'patients', $file, t.__line, 'person_id',
-                   'unknown_patient', {c.id("death", "person_id")}
+            f"""INSERT INTO meta.quarantine SELECT 'patients', $file, {c.line("death")},
+                   'person_id', 'unknown_patient', {c.id("death", "person_id")}
             FROM omop_death t
             WHERE {c.id("death", "person_id")} IS NULL
                OR {c.id("death", "person_id")} NOT IN (SELECT patient_id FROM raw.patients)""",
@@ -578,7 +738,9 @@ def _account(con: duckdb.DuckDBPyConnection, c: _Columns, cdm: Cdm) -> dict[Path
             records.append(accounting.Records(relative, 1, n, "rows"))
         if t in ("death", "concept"):
             name = relative.replace("'", "''")
-            extra.append(f"SELECT '{name}' AS source_file, __line AS source_line FROM omop_{t}")
+            extra.append(
+                f"SELECT '{name}' AS source_file, {c.line(t)} AS source_line FROM omop_{t} t"
+            )
     accounting.check(con, records, " UNION ALL ".join(extra))
     return digests
 
@@ -587,34 +749,31 @@ def _observation_periods(con: duckdb.DuckDBPyConnection, c: _Columns, cdm: Cdm) 
     """meta.observation_periods from observation_period: the study ends an episode's
     observation at the end of the period covering its index date (int_follow_up.sql).
     A period with a missing or unparseable date or an end before its start is quarantined
-    (table `observation_periods`) with its line, like any record. Periods of persons absent
-    from `person` are kept (GiBleed has them): no episode joins them."""
+    (table `observation_periods`) with its line, like any record (a CSV date that does not
+    parse already was, when read). Periods of persons absent from `person` are kept (GiBleed
+    has them): no episode joins them."""
     if not cdm.has("observation_period"):
         return
     t = "observation_period"
-    start, end = (
-        c.text(t, "observation_period_start_date"),
-        c.text(t, "observation_period_end_date"),
-    )
+    start, start_bad = c.date(t, "observation_period_start_date")
+    end, end_bad = c.date(t, "observation_period_end_date")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE omop_periods AS
-        SELECT {c.id(t, "person_id")} AS patient_id, {start} AS start_text, {end} AS end_text,
-               {common.typed_sql(_DATE, start)} AS start_date,
-               {common.typed_sql(_DATE, end)} AS end_date, t.__line AS source_line
+        SELECT {c.id(t, "person_id")} AS patient_id, {start} AS start_date,
+               {end} AS end_date, {start_bad} AS start_bad, {end_bad} AS end_bad,
+               {c.line(t)} AS source_line
         FROM omop_observation_period t"""
     )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE omop_periods AS SELECT *,
-            CASE WHEN start_text IS NOT NULL AND start_date IS NULL THEN 'unparseable_date'
-                 WHEN end_text IS NOT NULL AND end_date IS NULL THEN 'unparseable_date'
-                 WHEN patient_id IS NULL OR start_text IS NULL OR end_text IS NULL
+            CASE WHEN start_bad OR end_bad THEN 'unparseable_date'
+                 WHEN patient_id IS NULL OR start_date IS NULL OR end_date IS NULL
                      THEN 'missing_value'
                  WHEN end_date < start_date THEN 'end_before_start' END AS problem,
-            CASE WHEN start_text IS NOT NULL AND start_date IS NULL
-                     THEN 'observation_period_start_date'
-                 WHEN end_text IS NOT NULL AND end_date IS NULL THEN 'observation_period_end_date'
+            CASE WHEN start_bad THEN 'observation_period_start_date'
+                 WHEN end_bad THEN 'observation_period_end_date'
                  WHEN patient_id IS NULL THEN 'person_id'
-                 WHEN start_text IS NULL THEN 'observation_period_start_date'
+                 WHEN start_date IS NULL THEN 'observation_period_start_date'
                  ELSE 'observation_period_end_date' END AS problem_column
         FROM omop_periods"""
     )
@@ -627,18 +786,11 @@ def _observation_periods(con: duckdb.DuckDBPyConnection, c: _Columns, cdm: Cdm) 
     con.execute(
         "INSERT INTO meta.quarantine SELECT 'observation_periods', $file, source_line,"
         " problem_column, problem, concat_ws(',', coalesce(patient_id, ''),"
-        " coalesce(start_text, ''), coalesce(end_text, '')) FROM omop_periods"
-        " WHERE problem IS NOT NULL",
+        " coalesce(CAST(start_date AS VARCHAR), ''), coalesce(CAST(end_date AS VARCHAR), ''))"
+        " FROM omop_periods WHERE problem IS NOT NULL",
         params,
     )
     con.execute("DROP TABLE temp.omop_periods")
-
-
-def _empty_select(table: str) -> str:
-    from pipelines import schema
-
-    cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {c.name}" for c in schema.TABLES[table].columns)
-    return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS source_file, 0 AS source_line WHERE false"
 
 
 def load(folder: Path, warehouse: Path, log: common.Log = print, **options: Any) -> IngestSummary:

