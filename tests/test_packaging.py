@@ -82,3 +82,12 @@ def test_the_unpacked_package_finds_its_data_inside_itself(wheel, tmp_path):
     assert sql_dir == tmp_path.resolve() / "pipelines" / "sql"
     assert contracts_dir == tmp_path.resolve() / "pipelines" / "data_contracts"
     assert n_sql == len(repo_files("sql", "*.sql"))
+
+
+def test_the_wheel_ships_every_module(wheel):
+    """Every module of the checkout's package is in the wheel, subpackages included (a folder
+    without `__init__.py`, such as a new pipelines/ingest/, would be left out silently)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {f"pipelines/{name}" for name in repo_files("pipelines", "*.py")}
+    assert {"pipelines/ingest/__init__.py", "pipelines/ingest/run.py"} <= modules
+    assert sorted(modules - names) == []
