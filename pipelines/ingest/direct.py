@@ -120,8 +120,9 @@ def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered
     _mark_duplicate_lines(con, f, numbered)
     checks = problem_checks(table, staged=True)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE ingest_checked AS SELECT *, {case_sql(checks, 1)} AS problem,"
-        f" {case_sql(checks, 2)} AS problem_column FROM {checked_source(table, numbered)}"
+        "CREATE OR REPLACE TEMP TABLE ingest_checked AS SELECT *,"
+        f" {case_sql(checks, 1)} AS problem, {case_sql(checks, 2)} AS problem_column"
+        f" FROM {checked_source(table, numbered)}"
     )
     con.execute("DROP TABLE temp.ingest_stage")
     columns = ", ".join(c.name for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS))
