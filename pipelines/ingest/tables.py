@@ -14,6 +14,7 @@ import duckdb
 
 from pipelines.ingest.discover import FILE_NAME
 
+# where the ingest's progress lines go (print, or a Prefect flow's logger)
 Log = Callable[[str], object]
 
 
@@ -22,8 +23,6 @@ OBSERVATION_PERIODS_DDL = (
     "CREATE TABLE IF NOT EXISTS meta.observation_periods (patient_id VARCHAR, start_date DATE,"
     " end_date DATE, source_file VARCHAR, source_line BIGINT)"
 )
-
-
 META_DDL = (
     "CREATE TABLE IF NOT EXISTS meta.ingest_manifest (table_name VARCHAR, file_path VARCHAR,"
     " size_bytes BIGINT, sha256 VARCHAR, row_count BIGINT, rows_quarantined BIGINT,"
@@ -101,4 +100,5 @@ def insert_rows(
 
 
 def seconds(started: float) -> str:
+    """Time since `started` (time.perf_counter) for a log line."""
     return f"{time.perf_counter() - started:.1f} s"
