@@ -16,6 +16,8 @@ import pytest
 from pipelines import ingest, schema
 from pipelines.errors import IngestError
 from pipelines.ingest import ingest_export
+from pipelines.ingest import parse as ingest_parse
+from pipelines.ingest import update as ingest_update
 
 CANONICAL_FILES = [f"{t}.csv" for t in schema.TABLES]
 
@@ -285,7 +287,7 @@ def test_every_loaded_row_points_at_its_line(malformed):
 
 def test_line_numbers_agree_when_many_lines_are_rejected(malformed, tmp_path, monkeypatch):
     export, warehouse, _ = malformed
-    monkeypatch.setattr(ingest, "_MAX_CASE_OFFSETS", 0)  # use the ASOF join path
+    monkeypatch.setattr(ingest_parse, "MAX_CASE_OFFSETS", 0)  # use the ASOF join path
     other = tmp_path / "asof.duckdb"
     run(export, other)
     assert snapshot(other) == snapshot(warehouse)
@@ -575,21 +577,21 @@ def test_failed_ingest_leaves_previous_tables(ohdsi, tmp_path, monkeypatch):
     shutil.copy(ohdsi / "conditions.csv", export / "conditions.csv")
     patients = export / "patients.csv"
     patients.write_bytes(b"\n".join(patients.read_bytes().split(b"\n")[:-3]) + b"\n")
-    real_update = ingest.update_table
+    real_update = ingest_update.update_table
 
     def failing_update(con, table, *args):
         if table == "conditions":
             raise RuntimeError("disk full")
         return real_update(con, table, *args)
 
-    monkeypatch.setattr(ingest, "update_table", failing_update)
+    monkeypatch.setattr(ingest_update, "update_table", failing_update)
     with pytest.raises(RuntimeError, match="disk full"):
         run(export, warehouse)
     assert snapshot(warehouse) == before
     assert manifest(warehouse, with_time=True) == files
 
     # 3. the next successful run catches up as if the failed one never happened
-    monkeypatch.setattr(ingest, "update_table", real_update)
+    monkeypatch.setattr(ingest_update, "update_table", real_update)
     run(export, warehouse)
     fresh = tmp_path / "fresh.duckdb"
     run(export, fresh)
@@ -656,7 +658,7 @@ def test_a_new_schema_or_parser_version_reloads(ohdsi, tmp_path, monkeypatch):
     # raw.conditions is rebuilt by parsing its file again (no landing copy is kept)
     assert summary.files_loaded == ["conditions.csv"] and summary.tables_updated == ["conditions"]
     assert snapshot(warehouse) == before
-    monkeypatch.setattr(ingest, "LANDING_FORMAT", "test")
+    monkeypatch.setattr(ingest_parse, "LANDING_FORMAT", "test")
     summary = run(ohdsi, warehouse)
     assert len(summary.files_loaded) == len(schema.TABLES)
     assert snapshot(warehouse) == before

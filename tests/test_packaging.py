@@ -101,3 +101,12 @@ def test_the_unpacked_report_package_renders_its_template(wheel, tmp_path):
     lines = run_unpacked(wheel, tmp_path, code)
     assert Path(lines[0]) == tmp_path.resolve() / "pipelines" / "report" / "render.py"
     assert lines[1:] == ["True"]
+
+
+def test_the_wheel_ships_every_module_of_the_package(wheel):
+    """Every .py under pipelines/ is in the wheel: a folder without `__init__.py` (the
+    dashboard's page files) is left out silently by find_packages unless it is package data."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {f"pipelines/{name}" for name in repo_files("pipelines", "*.py")}
+    assert {"pipelines/ingest/run.py", "pipelines/dashboard/views/overview.py"} <= modules
+    assert sorted(modules - names) == []

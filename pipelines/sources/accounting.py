@@ -1,5 +1,5 @@
 """Row accounting of the OMOP and FHIR loads, per file, as the CSV ingest does it
-(pipelines/ingest.py `_check_accounting`, docs/reliability.md):
+(pipelines/ingest/parse.py `check_accounting`, docs/reliability.md):
 
     records read = records loaded + records quarantined + blank lines + records not used
 
@@ -51,7 +51,7 @@ def count_lines(path: Path) -> LineCount:
     for the lines). A last line without a newline still counts."""
     digest = ingest.file_digest(path)
     if digest.newlines is None:  # gzip: the lines of the decompressed text
-        scan = ingest._text_line_stats(path)
+        scan = ingest.text_line_stats(path)
         newlines, ends_with_newline = scan.newlines, scan.last == b"\n"
     else:
         newlines, ends_with_newline = digest.newlines, digest.ends_with_newline

@@ -7,7 +7,7 @@ sniffing), checks them and moves each row either into `raw.<table>` or into
 `meta.quarantine` with a reason. So rows read = rows loaded + rows quarantined, always.
 
 The meta tables have the same columns as those of the Synthea CSV ingest
-(pipelines/ingest.py), so the study, the report and the contracts read them unchanged.
+(pipelines/ingest/), so the study, the report and the contracts read them unchanged.
 """
 
 from __future__ import annotations

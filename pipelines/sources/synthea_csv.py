@@ -1,4 +1,4 @@
-"""Synthea CSV source: a thin wrapper over pipelines/ingest.py (the incremental CSV ingest)."""
+"""Synthea CSV source: a thin wrapper over pipelines/ingest/ (the incremental CSV ingest)."""
 
 from __future__ import annotations
 

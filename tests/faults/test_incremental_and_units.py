@@ -9,10 +9,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines import ingest, schema
+from pipelines import schema
 from pipelines import warehouse as wh
 from pipelines.generator import generate
 from pipelines.ingest import ingest_export
+from pipelines.ingest.checks import unit_rules_digest
+from pipelines.ingest.tables import insert_rows
 from pipelines.models import build_models
 from pipelines.settings import StudySettings
 
@@ -78,7 +80,7 @@ def _delete_then_empty_insert_then_big_insert(con, insert) -> tuple[int, int]:
 def test_duckdb_hides_a_big_insert_that_follows_an_empty_insert_after_a_delete(tmp_path):
     """The DuckDB 2.0 behaviour behind the wedged incremental ingest, with DuckDB alone: the
     rows of a large INSERT are invisible to the rest of the transaction (and reappear at
-    COMMIT). When this test fails, DuckDB has fixed it and ingest._insert_rows may insert
+    COMMIT). When this test fails, DuckDB has fixed it and ingest/tables.py insert_rows may insert
     without counting first."""
 
     def plain_insert(con, target, select):
@@ -91,7 +93,7 @@ def test_duckdb_hides_a_big_insert_that_follows_an_empty_insert_after_a_delete(t
 
 def test_ingest_inserts_never_hide_rows(tmp_path):
     with duckdb.connect(str(tmp_path / "guarded.duckdb")) as con:
-        counts = _delete_then_empty_insert_then_big_insert(con, ingest._insert_rows)
+        counts = _delete_then_empty_insert_then_big_insert(con, insert_rows)
     assert counts == (3 * ROW_GROUP, 3 * ROW_GROUP)
 
 
@@ -383,9 +385,9 @@ def test_a_new_unit_rule_rechecks_the_observations(small_export, tmp_path, monke
         valuesets.UNITS_FILE.read_text() + "body_weight,[stone_av],6.35029318,kg,0,500,UCUM\n"
     )
     monkeypatch.setattr(valuesets, "UNITS_FILE", units)
-    ingest._unit_rules_digest.cache_clear()
+    unit_rules_digest.cache_clear()
     second = ingest_export(export, warehouse, log=quiet)
-    ingest._unit_rules_digest.cache_clear()
+    unit_rules_digest.cache_clear()
     assert second.files_loaded == ["observations.csv"]
     assert "observations" not in second.quarantined
     assert query(warehouse, "SELECT units FROM raw.observations WHERE source_line = ?", stone) == [

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pipelines import ingest, resync, schema
 from pipelines.errors import IngestError
 from pipelines.generator import generate
+from pipelines.ingest import parse
 
 CSV_FILES = [f"{t}.csv" for t in schema.TABLES]
 
@@ -339,13 +340,13 @@ def test_crlf_mixed_with_lf_line_ends_loads_every_line(generated, clean, tmp_pat
 
 def test_a_parser_error_is_one_line(generated, tmp_path, monkeypatch):
     """Should DuckDB's parser still stop at a file, the error is one line naming the file."""
-    line_stats = ingest._line_stats
+    line_stats = parse.line_stats
 
     def hide_stray_bytes(f, digest):  # as if the byte scan missed the bare CR
         newlines, ends_with_newline, _ = line_stats(f, digest)
         return newlines, ends_with_newline, False
 
-    monkeypatch.setattr(ingest, "_line_stats", hide_stray_bytes)
+    monkeypatch.setattr(parse, "line_stats", hide_stray_bytes)
 
     def edit(folder):
         edit_line(folder / "conditions.csv", 5, lambda line: line[:9] + b"\r" + line[9:])
@@ -364,14 +365,14 @@ def test_a_row_lost_between_parse_and_load_fails_the_ingest(generated, tmp_path,
     a row that vanishes (here: a simulated bug deletes one) is an error naming the file."""
     _, warehouse = ingest_copy(generated, tmp_path)
     before = query(warehouse, "SELECT count(*) FROM raw.conditions")
-    number_lines = ingest._number_lines
+    number_lines = parse.number_lines
 
     def lose_a_row(con, f, target):
         number_lines(con, f, target)
         if f.table == "conditions":
             con.execute(f"DELETE FROM {target} WHERE source_line = 42")
 
-    monkeypatch.setattr(ingest, "_number_lines", lose_a_row)
+    monkeypatch.setattr(parse, "number_lines", lose_a_row)
     changed = tmp_path / "export" / "conditions.csv"
     changed.write_bytes(changed.read_bytes() + changed.read_bytes().split(b"\n")[1] + b"\n")
     with pytest.raises(IngestError, match=r"conditions\.csv: rows do not add up for lines 2-"):
@@ -387,14 +388,14 @@ def test_a_row_with_a_wrong_line_number_fails_the_ingest(
     generated, tmp_path, monkeypatch, wrong, message
 ):
     """The counts add up, but row 42 got the number of another line, or of no line at all."""
-    number_lines = ingest._number_lines
+    number_lines = parse.number_lines
 
     def misnumber(con, f, target):
         number_lines(con, f, target)
         if f.table == "conditions":
             con.execute(f"UPDATE {target} SET {wrong} WHERE source_line = 42")
 
-    monkeypatch.setattr(ingest, "_number_lines", misnumber)
+    monkeypatch.setattr(parse, "number_lines", misnumber)
     with pytest.raises(IngestError, match=rf"conditions\.csv: rows do not add up .*{message}"):
         ingest_copy(generated, tmp_path)
 

@@ -55,7 +55,7 @@ INTERNAL_NAMES = {
     "text", "typed", "fields", "temp", "concept", "code", "coded", "system_sql",
     "select_sql", "relation", "visit", "genders", "gender", "birth", "death",
     "_OFFSET", "_SNOMED_SYSTEMS", "UNMAPPED", "LOCAL_CONCEPTS",
-    # ingest.py: the staging table's name, read options and SQL built from schema.py and the
+    # ingest/ (parse.py, checks.py, direct.py): the staging table's name, read options and SQL built from schema.py and the
     # unit rules' column names (the checks' reasons are the code's own words)
     "_STAGE", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
     # dashboard/data.py: the one schema it reads
@@ -75,16 +75,17 @@ INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name", "t.patient_column
 INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM", "check"}  # check: a (condition, reason, column)
 # Calls whose result is quoted for SQL or is SQL the code builds from internal names.
 SAFE_CALLS = {
-    "_quote", "quote_identifier", "_schema", "_held_table", "_as_text", "_read_csv_sql",
-    "_parsed_rows_sql", "render_sql", "int",
+    "_quote", "quote_identifier", "_schema", "render_sql", "int",
     "parquet_glob",  # a path inside a SQL string literal, with ' doubled (engines/spark/execution.py)
     "_name",  # contracts.py: a quoted schema.table
     "plain_name",  # warehouse.py: a name checked to be a plain lowercase identifier
     # source adapters and converters: SQL expressions over internal column names
     "_ref", "c.id", "c.text", "c.day_time", "c.line", "_concept", "_types", "_iso", "_system",
     "_first_code", "_codings", "_with_reason", "records.format", "', '.join",
-    # ingest.py: CASE expressions and sources built from schema.py checks; a target table name
-    "_case", "_checked_source", "_create_or_replace", "target.removeprefix",
+    # ingest/: a quoted table name, CASE expressions and sources built from schema.py checks
+    # (checks.py), a row's loaded fields as text, a target table name
+    "quote", "_held_table", "as_text", "_read_csv_sql", "_parsed_rows_sql", "case_sql",
+    "checked_source", "_create_or_replace", "target.removeprefix",
     "_identifier",  # dashboard/data.py: a catalog-listed table name, quoted
     "common.typed_sql", "' UNION ALL '.join",  # sources: casts and unions of the above
     # table_docs.py: COMMENT ON takes no parameters; its quoting helpers are unit-tested

@@ -466,7 +466,7 @@ def _row_problem(table: str, loaded: DataFrame) -> DataFrame:
         checks.append((F.row_number().over(order) > 1, "duplicate_patient_id", "patient_id"))
     else:
         # an exact copy of an earlier line of the same file (raw_line is the whole line) is
-        # quarantined, the first kept (as ingest._mark_duplicate_lines)
+        # quarantined, the first kept (as ingest/direct.py _mark_duplicate_lines)
         copies = Window.partitionBy("source_file", "raw_line").orderBy("source_line")
         checks.append((F.row_number().over(copies) > 1, "duplicate_record", None))
         checks.append((F.col("_known_patient").isNull(), "unknown_patient", t.patient_column))
