@@ -65,8 +65,12 @@ INTERNAL_NAMES = {
     # sources/accounting.py, common.py, omop.py: SQL fragments each adapter builds from its
     # own mapping constants (the rows' values stay data in the read tables)
     "extra_sql", "typed_rows", "start", "end",
+    # contracts_sql.py: aggregates over quoted column names from the catalog, the suites'
+    # comparison operator and their SQL expectations (files shipped with the code, as run by
+    # GX); every value (dates, sets, bounds) is a bound parameter ($p0, ...)
+    "a", "b", "op", "both", "any_null", "group", "allowed_values", "q",
 }  # fmt: skip
-INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name"}
+INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name", "scan.table"}
 # Constant mapping tables indexed by an internal name (sources/fhir.py, generator/convert.py)
 INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM", "check"}  # check: a (condition, reason, column)
 # Calls whose result is quoted for SQL or is SQL the code builds from internal names.
