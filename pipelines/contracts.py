@@ -17,6 +17,8 @@ duckdb-engine cannot open a warehouse that is already open, so GX gets cursors o
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import json
 import logging
 import sys
@@ -29,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import resources
+from pipelines import contracts_sql, resources
 from pipelines import warehouse as wh
 from pipelines.errors import ContractError
 from pipelines.flags import expand_flag_expectations
@@ -177,13 +179,10 @@ def _import_gx() -> Any:
     return great_expectations
 
 
-def load_suite(path: Path, substitutions: dict[str, str] | None = None) -> Any:
-    """The ExpectationSuite in a JSON file; an error if GX skipped any expectation in it.
-
-    `${name}` in the file is replaced by `substitutions[name]` (schema names and study
-    parameters inside SQL expectations, where GX's own $PARAMETER cannot reach); the flag
-    names come from the registry (`pipelines.flags.expand_flag_expectations`)."""
-    gx = _import_gx()
+def read_suite(path: Path, substitutions: dict[str, str] | None = None) -> dict[str, Any]:
+    """A suite file as data: `${name}` in the file replaced by `substitutions[name]` (schema
+    names and study parameters inside SQL expectations, where GX's own $PARAMETER cannot
+    reach); the flag names filled in from the registry (`pipelines.flags`)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
         for name, value in (substitutions or {}).items():
@@ -193,6 +192,17 @@ def load_suite(path: Path, substitutions: dict[str, str] | None = None) -> Any:
         raise ContractError(f"{path}: not a readable suite: {exc}") from exc
     # suites on flag columns name the flags through the registry, never by hand
     data["expectations"] = expand_flag_expectations(data.get("expectations", []))
+    return data
+
+
+def load_suite(path: Path, substitutions: dict[str, str] | None = None) -> Any:
+    """The ExpectationSuite in a JSON file; an error if GX skipped any expectation in it
+    (`read_suite` for the substitutions)."""
+    return _gx_suite(path, read_suite(path, substitutions))
+
+
+def _gx_suite(path: Path, data: dict[str, Any]) -> Any:
+    gx = _import_gx()
     suite = gx.ExpectationSuite(**data)
     if len(suite.expectations) != len(data.get("expectations", [])):
         raise ContractError(
@@ -210,32 +220,49 @@ def validate_tables(
     parameters: dict[str, Any] | None = None,
     substitutions: dict[str, str] | None = None,
     raise_on_failure: bool = True,
+    fast: bool = True,
 ) -> ValidationReport:
     """Validate `<schema>.<table>` against every `<suite_dir>/<table>.json`.
 
+    `fast` (the default): every expectation is first evaluated in SQL (contracts_sql.py, one
+    scan per table); GX runs only what SQL cannot express and every check that does not
+    pass, so warnings and failures are GX's own results. `fast=False`: GX runs everything
+    (the reference the fast path is tested against).
     A connection is used through cursors of its own, so only committed data is validated."""
     started = time.perf_counter()
-    suites = {
-        path.stem: load_suite(path, substitutions)
-        for path in sorted(Path(suite_dir).glob("*.json"))
-    }
+    paths = sorted(Path(suite_dir).glob("*.json"))
+    suites = {path.stem: (path, read_suite(path, substitutions)) for path in paths}
     if not suites:
         raise ContractError(f"no suites (*.json) in {suite_dir}")
     report = ValidationReport(schema)
-    with _connection(con_or_warehouse) as con, _gx_datasource(con) as datasource:
-        for table, suite in suites.items():
+    with _connection(con_or_warehouse) as con, _GXTables(con) as gx_tables:
+        for table, (path, data) in suites.items():
             table_started = time.perf_counter()
-            report.expectations[table] = len(suite.expectations)
+            expectations = data["expectations"]
+            report.expectations[table] = len(expectations)
             if not wh.table_exists(con, schema, table):
+                if not fast:
+                    _gx_suite(path, data)  # GX's own check that every expectation loads
                 report.checks.append(_missing_table(f"{schema}.{table}"))
                 continue
             rows = con.execute(f"SELECT count(*) FROM {_name(schema, table)}").fetchone()[0]
-            asset = datasource.add_table_asset(table, table_name=table, schema_name=schema)
-            batch = asset.add_batch_definition_whole_table("whole table").get_batch()
-            result = batch.validate(
-                suite, result_format=_RESULT_FORMAT, expectation_parameters=parameters or {}
-            )
-            report.checks += [_check(f"{schema}.{table}", r, rows) for r in result.results]
+            name = f"{schema}.{table}"
+            checks: list[Check | None] = [None] * len(expectations)
+            if fast:
+                results = contracts_sql.evaluate(con, schema, table, expectations, parameters)
+                checks = [None if r is None else _check(name, r, rows) for r in results]
+            todo = [i for i, c in enumerate(checks) if c is None or c.status != "pass"]
+            if todo:
+                subset = {**data, "expectations": _positioned([expectations[i] for i in todo])}
+                try:
+                    suite = _gx_suite(path, subset)
+                except ContractError:
+                    _gx_suite(path, data)  # the message counts the whole suite
+                    raise
+                results = gx_tables.validate(schema, table, suite, parameters)
+                for i, result in zip(todo, results, strict=True):
+                    checks[i] = _check(name, result, rows)
+            report.checks += [c for c in checks if c is not None]
             report.table_seconds[table] = time.perf_counter() - table_started
     report.seconds = time.perf_counter() - started
     if raise_on_failure and report.failures:
@@ -355,40 +382,93 @@ def _connection(
             yield con
 
 
-@contextmanager
-def _gx_datasource(con: duckdb.DuckDBPyConnection) -> Iterator[Any]:
-    """An ephemeral GX SQL datasource over cursors of `con` (same database, own connections)."""
+@functools.cache
+def _gx_context() -> Any:
+    """One ephemeral GX context per process, made the first time GX is needed and reused by
+    every validation after it (input and output contracts of a run, the ingest flow's):
+    importing GX and setting up a context cost seconds, a datasource on it milliseconds."""
     gx = _import_gx()
-    from duckdb_engine import ConnectionWrapper
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     _allow_persisted_duckdb_connections()
     logging.getLogger("great_expectations.expectations.type_comparison").setLevel(logging.ERROR)
-    cursors: list[duckdb.DuckDBPyConnection] = []
-
-    def new_connection() -> ConnectionWrapper:
-        # duckdb-engine would open the file again with its own config, which DuckDB refuses
-        # while `con` is open; a cursor is a new connection to the same open database. Each
-        # SQLAlchemy connection needs its own: duckdb-engine starts a transaction on each.
-        cursors.append(con.cursor())
-        return ConnectionWrapper(cursors[-1])
-
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    datasource = context.data_sources.add_sql(
-        "warehouse", connection_string="duckdb:///:memory:", kwargs={"creator": new_connection}
-    )
-    try:
-        yield datasource
-    finally:
-        # release GX's persisted connection before the cursors under it are closed
-        execution_engine = datasource.get_execution_engine()
-        if getattr(execution_engine, "_connection", None) is not None:
-            execution_engine._connection.close()
-        execution_engine.engine.dispose()
-        datasource.get_engine().dispose()
-        for cursor in cursors:
+    return context
+
+
+class _GXTables:
+    """GX validation of tables of `con`, set up on first use: a SQL datasource (on the
+    process's one context) over cursors of `con` (same database, own connections), removed
+    again on exit. A validation that SQL decides entirely never imports GX."""
+
+    _made = itertools.count()
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.cursors: list[duckdb.DuckDBPyConnection] = []
+        self.datasource: Any = None
+
+    def __enter__(self) -> _GXTables:
+        return self
+
+    def validate(
+        self, schema: str, table: str, suite: Any, parameters: dict[str, Any] | None
+    ) -> list[Any]:
+        """GX's results for `suite` on `<schema>.<table>`, in the suite's order (the data-quality
+        profile lists the checks as the suite does)."""
+        if self.datasource is None:
+            self.datasource = self._add_datasource()
+        asset_name = f"{schema}.{table}"
+        asset = self.datasource.add_table_asset(asset_name, table_name=table, schema_name=schema)
+        batch = asset.add_batch_definition_whole_table("whole table").get_batch()
+        result = batch.validate(
+            suite, result_format=_RESULT_FORMAT, expectation_parameters=parameters or {}
+        )
+        # GX orders its results by the metrics they share: put them back in the suite's order
+        # (`_POSITION` in each expectation's meta, set by `_positioned`)
+        ordered: list[Any] = [None] * len(suite.expectations)
+        for r in result.results:
+            ordered[r.expectation_config.meta[_POSITION]] = r
+        return ordered
+
+    def _add_datasource(self) -> Any:
+        from duckdb_engine import ConnectionWrapper
+
+        def new_connection() -> ConnectionWrapper:
+            # duckdb-engine would open the file again with its own config, which DuckDB
+            # refuses while `con` is open; a cursor is a new connection to the same open
+            # database. Each SQLAlchemy connection needs its own: duckdb-engine starts a
+            # transaction on each.
+            self.cursors.append(self.con.cursor())
+            return ConnectionWrapper(self.cursors[-1])
+
+        self.name = f"warehouse-{next(self._made)}"
+        return _gx_context().data_sources.add_sql(
+            self.name, connection_string="duckdb:///:memory:", kwargs={"creator": new_connection}
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.datasource is not None:
+            # release GX's persisted connection before the cursors under it are closed
+            execution_engine = self.datasource.get_execution_engine()
+            if getattr(execution_engine, "_connection", None) is not None:
+                execution_engine._connection.close()
+            execution_engine.engine.dispose()
+            self.datasource.get_engine().dispose()
+            _gx_context().data_sources.delete(self.name)
+        for cursor in self.cursors:
             cursor.close()
+
+
+_POSITION = "redflags_position"  # meta key: where an expectation sits in the suite
+
+
+def _positioned(expectations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The expectations with their position in meta, which GX hands back with each result."""
+    return [
+        {**e, "meta": {**(e.get("meta") or {}), _POSITION: i}} for i, e in enumerate(expectations)
+    ]
 
 
 class _DialectName(str):

@@ -152,8 +152,11 @@ def overlap_linkage(
 
     def linkage(frame: pd.DataFrame) -> Linkage:
         groups, virtual = [], {}
+        numeric: dict[str, pd.Series] = {}  # each column converted once, not once per cell
         for key, (i, col) in tracked_cells(table, frame, spec).items():
-            value = pd.to_numeric(frame[col], errors="coerce").iloc[i]
+            if col not in numeric:
+                numeric[col] = pd.to_numeric(frame[col], errors="coerce")
+            value = numeric[col].iloc[i]
             if not np.isfinite(value):
                 continue
             for j, earlier in enumerate(previous.get(key, ())):

@@ -23,6 +23,7 @@ as male = all - female, or a non-event count n - n_events); they are sensitive l
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -369,8 +370,10 @@ class _State:
     by_cell: dict[Cell, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for k, g in enumerate(self.groups):
-            for m in g.members:
+        # members of each relation, built once (`_components` reads them every round)
+        self.members = [g.members for g in self.groups]
+        for k, members in enumerate(self.members):
+            for m in members:
                 self.by_cell.setdefault(m, []).append(k)
 
     def unknown(self, cell: Cell) -> bool:
@@ -431,17 +434,18 @@ def _components(state: _State) -> list[tuple[list[Group], list[Cell]]]:
             c = parent[c]
         return c
 
-    for g in state.groups:
-        hidden = [m for m in g.members if m in parent]
+    first_hidden: list[Cell | None] = []  # per relation, its first unknown member
+    for members in state.members:
+        hidden = [m for m in members if m in parent]
+        first_hidden.append(hidden[0] if hidden else None)
         for other in hidden[1:]:
             parent[find(other)] = find(hidden[0])
     by_root: dict[Cell, tuple[list[Group], list[Cell]]] = {}
     for c in cells:
         by_root.setdefault(find(c), ([], []))[1].append(c)
-    for g in state.groups:
-        hidden = [m for m in g.members if m in parent]
-        if hidden:
-            by_root[find(hidden[0])][0].append(g)
+    for g, first in zip(state.groups, first_hidden, strict=True):
+        if first is not None:
+            by_root[find(first)][0].append(g)
     return list(by_root.values())
 
 
@@ -491,12 +495,22 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
     right-hand side). Cell j is determined exactly when the unit vector e_j lies in A's row
     space, that is when a row of A's reduced row echelon form is e_j.
     """
+    return list(_recoverable(tuple(groups), tuple(cells)))
+
+
+# The two searches depend only on the relations and the unknown cells, never on values, and
+# the same component comes back many times: in each round of `suppressed_cells` until a
+# complement changes it, in `_release_derivable` after the last round, and when a table is
+# disclosed again with cells forced by a linked table (analysis.release_tables). Memoised
+# (bounded), they are solved once; the answers are the same, so is every released value.
+@functools.lru_cache(maxsize=8192)
+def _recoverable(groups: tuple[Group, ...], cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
     index = {c: j for j, c in enumerate(cells)}
-    matrix = _relation_matrix(groups, index)
+    matrix = _relation_matrix(list(groups), index)
     reduced = _reduced_row_echelon(matrix)
     single = reduced[(reduced != 0).sum(axis=1) == 1]
     determined = set(np.flatnonzero(single.any(axis=0)).tolist())
-    return [c for c, j in index.items() if j in determined]
+    return tuple(c for c, j in index.items() if j in determined)
 
 
 def revealing(groups: list[Group], cells: list[Cell], target: Cell) -> list[Group]:
@@ -505,16 +519,23 @@ def revealing(groups: list[Group], cells: list[Cell], target: Cell) -> list[Grou
     form; the relations with y != 0. Hiding a shown member of one of them breaks this
     combination, so complements are looked for there (empty if `target` is not recoverable).
     """
+    return list(_revealing(tuple(groups), tuple(cells), target))
+
+
+@functools.lru_cache(maxsize=8192)
+def _revealing(
+    groups: tuple[Group, ...], cells: tuple[Cell, ...], target: Cell
+) -> tuple[Group, ...]:
     index = {c: j for j, c in enumerate(cells)}
-    matrix = _relation_matrix(groups, index)
+    matrix = _relation_matrix(list(groups), index)
     augmented = np.hstack([matrix, np.eye(len(groups))])
     reduced = _reduced_row_echelon(augmented, pivots=len(cells))
     left, right = reduced[:, : len(cells)], reduced[:, len(cells) :]
     j = index[target]
     rows = np.flatnonzero(((left != 0).sum(axis=1) == 1) & (left[:, j] != 0))
     if not len(rows):
-        return []
-    return [groups[k] for k in np.flatnonzero(right[rows[0]])]
+        return ()
+    return tuple(groups[k] for k in np.flatnonzero(right[rows[0]]))
 
 
 def suppressed_cells(
@@ -874,10 +895,12 @@ def align_shared(released: Mapping[str, pd.DataFrame], specs: Mapping[str, Table
 
     Hiding more never reveals: each table stays safe on its own, and a count hidden in one
     table and shown in another would undo the first table's suppression."""
+    # the rows each declaration picks depend on key columns, which hiding never changes
+    shared = _members(released, specs).values()
     changed = True
     while changed:
         changed = False
-        for members in _members(released, specs).values():
+        for members in shared:
             hidden = _hidden_matches(released, members)
             for name, share, rows in members:
                 built_on = [

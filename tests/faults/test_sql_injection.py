@@ -69,8 +69,12 @@ INTERNAL_NAMES = {
     # built from internal column names; the values read stay data
     "at", "day", "day_bad", "on_day", "std_id", "src_id", "source_value", "bad", "number",
     "col", "start_bad", "end_bad",
+    # contracts_sql.py: aggregates over quoted column names from the catalog, the suites'
+    # comparison operator and their SQL expectations (files shipped with the code, as run by
+    # GX); every value (dates, sets, bounds) is a bound parameter ($p0, ...)
+    "a", "b", "op", "both", "any_null", "group", "allowed_values", "q",
 }  # fmt: skip
-INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name", "t.patient_column"}
+INTERNAL_ATTRIBUTES = {"model.schema", "model.name", "c.name", "t.patient_column", "scan.table"}
 # Constant mapping tables indexed by an internal name (sources/fhir.py, generator/convert.py)
 INTERNAL_SUBSCRIPTS = {"MAPPINGS", "FHIR_SYSTEM", "check"}  # check: a (condition, reason, column)
 # Calls whose result is quoted for SQL or is SQL the code builds from internal names.
