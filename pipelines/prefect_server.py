@@ -8,6 +8,9 @@ a small watchdog process first, which stops the server once the command's proces
 however it ended. Not prctl(PR_SET_PDEATHSIG) in the server: Prefect starts it with its own
 Popen (no preexec hook), and that signal fires when the *thread* that started the child
 ends, which in Prefect may be a worker thread.
+
+`redflags run` and `demo` start that same child themselves, early (`start_server_early`,
+`TemporaryServer`), and stop it from their own exit handler; the watchdog covers both.
 """
 
 from __future__ import annotations
