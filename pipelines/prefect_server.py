@@ -131,15 +131,23 @@ def start_server_early() -> Callable[[], None]:
     return wait
 
 
+# The address of the temporary server this process started (None: none). Prefect logs a
+# "View at <address>/runs/..." link for a server it did not start itself; this one serves
+# no UI, so the command hides that line (pipelines/cli/__init__.py: _OnlyOurInfo).
+TEMPORARY_ADDRESS: str | None = None
+
+
 def _point_prefect_at(api_url: str | None) -> None:
     """Make this process's Prefect client use `api_url` (None: back to Prefect's own
     temporary server). Prefect reads its settings once at import; this refreshes them."""
     from prefect.context import refresh_global_settings_context
 
+    global TEMPORARY_ADDRESS
     if api_url is None:
         os.environ.pop("PREFECT_API_URL", None)
     else:
         os.environ["PREFECT_API_URL"] = api_url
+    TEMPORARY_ADDRESS = api_url.removesuffix("/api") if api_url else None
     refresh_global_settings_context()
 
 

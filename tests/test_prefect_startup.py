@@ -90,3 +90,25 @@ def test_the_temporary_server_started_early_is_the_one_flows_use_and_it_stops_at
     assert imported == "False"  # the server's modules stay in the server's process
     assert len(children.split(",")) == 1  # one server: the flow did not start its own
     assert not os.path.exists(f"/proc/{children}")  # stopped at exit
+
+
+def test_the_dead_view_at_link_of_the_temporary_server_is_hidden_and_a_real_one_kept(
+    monkeypatch,
+):
+    """Prefect logs "View at <server>/runs/..." for a server it did not start; the temporary
+    server the command starts serves no UI, so that line is hidden without -v. A configured
+    server's link (another address) still shows."""
+    import logging
+
+    from pipelines import prefect_server
+    from pipelines.cli import _OnlyOurInfo
+
+    monkeypatch.setattr(prefect_server, "TEMPORARY_ADDRESS", "http://127.0.0.1:5000")
+
+    def shown(message: str) -> bool:
+        record = logging.LogRecord("prefect.flow_runs", logging.INFO, "", 0, message, None, None)
+        return _OnlyOurInfo().filter(record)
+
+    assert not shown("View at http://127.0.0.1:5000/runs/flow-run/1")
+    assert shown("View at http://127.0.0.1:4200/runs/flow-run/1")
+    assert shown("[ingest] started")
