@@ -107,10 +107,9 @@ def main() -> int:
     mark[:] = [time.perf_counter(), cpu()]
     print(cli_study.where_to_look(args.out, export).splitlines()[-1])
     lap("dashboard hint")
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server_cpu = proc_cpu(server.server_process.pid) if server.server_process else None
+    server = prefect_server.TEMPORARY_SERVER  # the temporary server this process started
+    process = server.process if server else None
+    server_cpu = proc_cpu(process.pid) if process else None
     total_wall = time.perf_counter() - START_WALL
     total_cpu = cpu()
     print(f"\npatients {patients}, load average at start {load}, status {result.status}")

@@ -118,7 +118,8 @@ def start_server_early() -> Callable[[], None]:
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return lambda: None
-    server = TemporaryServer()
+    global TEMPORARY_SERVER
+    server = TEMPORARY_SERVER = TemporaryServer()
     server.start()
     atexit.register(server.stop)
     _point_prefect_at(server.api_url)
@@ -135,6 +136,7 @@ def start_server_early() -> Callable[[], None]:
 # "View at <address>/runs/..." link for a server it did not start itself; this one serves
 # no UI, so the command hides that line (pipelines/cli/__init__.py: _OnlyOurInfo).
 TEMPORARY_ADDRESS: str | None = None
+TEMPORARY_SERVER: TemporaryServer | None = None  # the server itself (bench/demo_time.py)
 
 
 def _point_prefect_at(api_url: str | None) -> None:
