@@ -11,7 +11,7 @@ export PREFECT_LOGGING_TO_API_ENABLED := false
 
 .PHONY: install install-spark demo test test-spark lint format bench notebooks clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(PREFECT_HOME)/prefect.db
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -20,6 +20,13 @@ $(UV):
 $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --all-groups --inexact
 	touch $@
+
+# Prefect's local database (flow runs, states, logs), created and migrated once at install:
+# left to the first flow run, its ~110 migrations cost the temporary server about 15 CPU
+# seconds, beyond its start-up timeout on a loaded machine (docs/benchmark.md, "Time to
+# first result"). Again after `make clean` or a new lock file (a new Prefect may migrate).
+$(PREFECT_HOME)/prefect.db: $(VENV)/.installed
+	$(VENV)/bin/prefect server database upgrade -y
 
 # The optional Spark engine (redflags run --engine spark): pyspark from the lock file.
 install-spark: install

@@ -8,14 +8,17 @@ a small watchdog process first, which stops the server once the command's proces
 however it ended. Not prctl(PR_SET_PDEATHSIG) in the server: Prefect starts it with its own
 Popen (no preexec hook), and that signal fires when the *thread* that started the child
 ends, which in Prefect may be a worker thread.
+
+`redflags run` and `demo` start that same child themselves, early (`start_server_early`,
+`TemporaryServer`), and stop it from their own exit handler; the watchdog covers both.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -98,26 +101,140 @@ def skip_unused_imports() -> None:
 
 
 def start_server_early() -> Callable[[], None]:
-    """Start Prefect's temporary server now, in a thread, and return `wait()`: call it before
-    the first flow run. The server (a uvicorn child process, 5-15 s to answer) then starts
-    while this process imports the pipeline and checks its inputs, instead of after.
+    """Start Prefect's temporary server now and return `wait()`: call it before the first flow
+    run. The server (a uvicorn child process, 5-15 s to answer; more on a fresh database,
+    which it migrates) then starts while this process imports the pipeline, checks its
+    inputs and, in `redflags demo`, generates the export.
 
-    Nothing happens when a server is configured (PREFECT_API_URL) or the temporary server is
-    disabled. Prefect's own start is not safe to call from two threads at once (it marks the
-    server running before it answers), hence the wait. If the early start fails, the flow
-    run starts the server itself as usual and reports Prefect's own error."""
+    The child is the one Prefect itself would start (same command and environment: see
+    `TemporaryServer`), started without importing Prefect's server modules into this
+    process (2 s of CPU that only the server needs). This process then points Prefect at it
+    through PREFECT_API_URL, so flow runs, task runs, states and logs go to it as they
+    would to Prefect's own temporary server, and stops it at exit (the watchdog does if the
+    process is killed). Nothing happens when a server is configured (PREFECT_API_URL) or the
+    temporary server is disabled. If the server does not answer, `wait()` stops it and
+    leaves Prefect to start its own (which reports its own error)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return lambda: None
-    from prefect.server.api.server import SubprocessASGIServer
+    global TEMPORARY_SERVER
+    server = TEMPORARY_SERVER = TemporaryServer()
+    server.start()
+    atexit.register(server.stop)
+    _point_prefect_at(server.api_url)
 
-    server = SubprocessASGIServer()
+    def wait() -> None:
+        if not server.wait_ready():
+            server.stop()
+            _point_prefect_at(None)
 
-    def start() -> None:
-        with suppress(Exception):  # the flow run tries again and reports the error
-            server.start()
+    return wait
 
-    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
-    thread.start()
-    return thread.join
+
+# The address of the temporary server this process started (None: none). Prefect logs a
+# "View at <address>/runs/..." link for a server it did not start itself; this one serves
+# no UI, so the command hides that line (pipelines/cli/__init__.py: _OnlyOurInfo).
+TEMPORARY_ADDRESS: str | None = None
+TEMPORARY_SERVER: TemporaryServer | None = None  # the server itself (bench/demo_time.py)
+
+
+def _point_prefect_at(api_url: str | None) -> None:
+    """Make this process's Prefect client use `api_url` (None: back to Prefect's own
+    temporary server). Prefect reads its settings once at import; this refreshes them."""
+    from prefect.context import refresh_global_settings_context
+
+    global TEMPORARY_ADDRESS
+    if api_url is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = api_url
+    TEMPORARY_ADDRESS = api_url.removesuffix("/api") if api_url else None
+    refresh_global_settings_context()
+
+
+class TemporaryServer:
+    """Prefect's temporary API server as `prefect.server.api.server.SubprocessASGIServer`
+    starts it (Prefect 3.8: `python -m uvicorn --factory
+    prefect.server.api.server:create_app` on a free local port, the UI off, the current
+    settings in its environment), without importing that module here."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        import prefect
+        from prefect.settings import get_current_settings
+
+        self.port = _free_port()
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
+        env.pop("PREFECT_API_URL", None)  # the server's own settings: no client URL
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],  # fmt: skip
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self) -> bool:
+        """Wait until the server answers /health (up to Prefect's start-up timeout); False
+        when it exited or did not answer in time."""
+        import time
+
+        import httpx
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        with httpx.Client() as client:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                with suppress(httpx.HTTPError):
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return True
+                time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        """Stop the server as Prefect does: SIGTERM, SIGKILL after 5 s."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

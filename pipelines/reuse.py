@@ -1,6 +1,7 @@
 """Reuse of the last run when nothing it depends on changed (the nightly run on an unchanged export).
 
-A run's outputs are a function of four things the run already records: the export's bytes,
+A run's outputs are a function of four things the run already records: the export's bytes
+(their sha256, taken again only for files whose size, mtime or inode changed: `file_digests`),
 the settings, the value sets and the code version (and the engine and source layout). Their
 hash is the run's *fingerprint*, kept in `meta.run_fingerprints` beside `meta.runs`. When a
 new run's fingerprint equals that of the last successful run, and the published `mart`,
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,29 +38,124 @@ CREATE TABLE IF NOT EXISTS meta.run_fingerprints (
 """
 CHUNK = 1 << 20
 
+# The sha256 of each export file from earlier runs, with the size, mtime and inode it had then
+# (pipelines/reuse.py: `file_digests`), so that an unchanged export is not read again.
+DIGESTS_DDL = """
+CREATE TABLE IF NOT EXISTS meta.export_file_digests (
+    source VARCHAR,
+    file_path VARCHAR,
+    size_bytes BIGINT,
+    mtime_ns BIGINT,
+    inode BIGINT,
+    sha256 VARCHAR,
+    hashed_at_ns BIGINT,
+    PRIMARY KEY (source, file_path)
+)
+"""
+# A file modified less than this before its hash was taken is hashed again next time: a
+# second write in the same timestamp tick (2 s on FAT, coarse clocks elsewhere) could leave
+# size and mtime as they were (git's "racily clean" rule).
+RACY_NS = 2_000_000_000
 
-def export_digest(source: Path) -> list[tuple[str, int, str]]:
-    """(relative path, size, sha256) of every file under the export, sorted: any added,
-    removed or changed file (a single row) changes it, whatever the source layout."""
-    source = Path(source)
-    files = sorted(p for p in source.rglob("*") if p.is_file())
+
+@dataclass(frozen=True)
+class FileDigest:
+    path: str  # relative to the export folder, POSIX separators
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+    hashed_at_ns: int  # when the hash was taken (time.time_ns(), before reading)
+
+    def still_holds(self, stat: os.stat_result) -> bool:
+        """True when the file looks untouched since this digest was taken: same size, mtime
+        (nanoseconds) and inode, and it was not modified just before it was hashed."""
+        return (self.size, self.mtime_ns, self.inode) == (
+            stat.st_size,
+            stat.st_mtime_ns,
+            stat.st_ino,
+        ) and self.mtime_ns < self.hashed_at_ns - RACY_NS
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digests(source: Path, known: dict[str, FileDigest] | None = None) -> list[FileDigest]:
+    """The digest of every file under the export, sorted by path. A file whose size, mtime
+    and inode are those `known` recorded (and not racily so) keeps its recorded sha256
+    without being read; any other file is read in full and hashed."""
+    source, known = Path(source), known or {}
     out = []
-    for path in files:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        out.append((path.relative_to(source).as_posix(), path.stat().st_size, digest.hexdigest()))
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative, stat = path.relative_to(source).as_posix(), path.stat()
+        old = known.get(relative)
+        if old is not None and old.still_holds(stat):
+            out.append(old)
+            continue
+        hashed_at = time.time_ns()
+        out.append(
+            FileDigest(
+                relative, stat.st_size, stat.st_mtime_ns, stat.st_ino, sha256_of(path), hashed_at
+            )
+        )
     return out
 
 
-def fingerprint(source: Path, settings: StudySettings, engine: str, source_format: str) -> str:
-    """The hash of everything a run's published outputs depend on."""
+def export_digest(source: Path) -> list[tuple[str, int, str]]:
+    """(relative path, size, sha256) of every file under the export, sorted, every file read:
+    any added, removed or changed file (a single row) changes it, whatever the source layout."""
+    return [(d.path, d.size, d.sha256) for d in file_digests(source)]
+
+
+def known_digests(con: duckdb.DuckDBPyConnection, source: Path) -> dict[str, FileDigest]:
+    """The digests earlier runs recorded for the files of this export folder."""
+    con.execute(DIGESTS_DDL)
+    rows = con.execute(
+        "SELECT file_path, size_bytes, mtime_ns, inode, sha256, hashed_at_ns"
+        " FROM meta.export_file_digests WHERE source = ?",
+        [_source_key(source)],
+    ).fetchall()
+    return {r[0]: FileDigest(*r) for r in rows}
+
+
+def save_digests(con: duckdb.DuckDBPyConnection, source: Path, digests: list[FileDigest]) -> None:
+    """Replace the recorded digests of this export folder by `digests` (files gone from the
+    export are forgotten)."""
+    key = _source_key(source)
+    con.execute("BEGIN")
+    con.execute("DELETE FROM meta.export_file_digests WHERE source = ?", [key])
+    con.executemany(
+        "INSERT INTO meta.export_file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [[key, d.path, d.size, d.mtime_ns, d.inode, d.sha256, d.hashed_at_ns] for d in digests],
+    )
+    con.execute("COMMIT")
+
+
+def _source_key(source: Path) -> str:
+    return str(Path(source).resolve())
+
+
+def fingerprint(
+    source: Path,
+    settings: StudySettings,
+    engine: str,
+    source_format: str,
+    digests: list[FileDigest] | None = None,
+) -> str:
+    """The hash of everything a run's published outputs depend on. `digests` are the
+    export's file digests when already taken (`file_digests`); otherwise every file is read."""
     from pipelines.resources import code_version
     from pipelines.valuesets import value_set_hashes
 
+    if digests is None:
+        digests = file_digests(source)
     parts: dict[str, Any] = {
-        "export": export_digest(source),
+        "export": [(d.path, d.size, d.sha256) for d in digests],
         "settings": settings.as_dict(),
         "value_sets": value_set_hashes(),
         "code": code_version(),
@@ -127,9 +226,13 @@ def try_reuse(
 
     if run.engine != "duckdb":
         return None
-    print_ = fingerprint(source, settings, run.engine, source_format)  # not a stage: the
-    # stages of a full run stay those of docs/architecture.md
     with run_connection(run.warehouse) as con:
+        # Files unchanged in size, mtime and inode since an earlier run are not read again
+        # (docs/operations.md, "An unchanged export"). Not a stage: the stages of a full run
+        # stay those of docs/architecture.md.
+        digests = file_digests(source, known_digests(con, source))
+        save_digests(con, source, digests)
+        print_ = fingerprint(source, settings, run.engine, source_format, digests)
         con.execute(FINGERPRINTS_DDL)
         origin = None if force else reusable_run(con, run.run_id, print_)
         con.execute(

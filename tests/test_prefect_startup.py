@@ -48,25 +48,68 @@ def test_with_a_configured_server_nothing_is_started_early():
 
 
 def test_the_temporary_server_started_early_is_the_one_flows_use_and_it_stops_at_exit():
+    """The server started early records the flow run, its state and its task run, is the
+    only server started, costs this process no import of Prefect's server modules, and is
+    stopped when the process exits."""
     done = python(
+        "import sys\n"
         "from pipelines.prefect_server import start_server_early\n"
         "wait = start_server_early()\n"
         "wait()\n"
-        "import httpx\n"
-        "from prefect.server.api.server import SubprocessASGIServer\n"
-        "server = SubprocessASGIServer()\n"
-        "print(server.running, httpx.get(server.api_url + '/health').status_code,"
-        " server.server_process.pid)\n"
-        "from prefect import flow\n"
+        "from prefect.settings import PREFECT_API_URL\n"
+        "url = PREFECT_API_URL.value()\n"
+        "from prefect import flow, task\n"
+        "from prefect.runtime import flow_run\n"
+        "@task\n"
+        "def t():\n"
+        "    return 3\n"
         "@flow\n"
         "def f():\n"
-        "    return 3\n"
-        "print(f(), SubprocessASGIServer().server_process.pid)\n",
+        "    return t(), flow_run.id\n"
+        "value, run_id = f()\n"
+        "import httpx\n"
+        "run = httpx.get(f'{url}/flow_runs/{run_id}').json()\n"
+        "tasks = httpx.post(f'{url}/task_runs/filter',"
+        " json={'flow_runs': {'id': {'any_': [str(run_id)]}}}).json()\n"
+        "import os\n"
+        "def server_child(p):\n"
+        "    try:\n"
+        "        ppid = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]\n"
+        "        cmd = open(f'/proc/{p}/cmdline', 'rb').read()\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "    return ppid == str(os.getpid()) and b'server.api.server:create_app' in cmd\n"
+        "children = [p for p in os.listdir('/proc') if p.isdigit() and server_child(p)]\n"
+        "print(url, value, run['state_type'], len(tasks),"
+        " 'prefect.server.api.server' in sys.modules, ','.join(children))\n",
         PREFECT_API_URL="",
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    first, second = done.stdout.splitlines()[-2:]
-    running, status, pid = first.split()
-    assert (running, status) == ("True", "200")
-    assert second.split() == ["3", pid]  # the flow ran against the server started early
-    assert not os.path.exists(f"/proc/{pid}")  # Prefect stopped it at exit
+    url, value, state, tasks, imported, children = done.stdout.splitlines()[-1].split(" ", 5)
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/api")
+    assert (value, state, tasks) == ("3", "COMPLETED", "1")  # the flow run and its task run
+    assert imported == "False"  # the server's modules stay in the server's process
+    assert len(children.split(",")) == 1  # one server: the flow did not start its own
+    assert not os.path.exists(f"/proc/{children}")  # stopped at exit
+
+
+def test_the_dead_view_at_link_of_the_temporary_server_is_hidden_and_a_real_one_kept(
+    monkeypatch,
+):
+    """Prefect logs "View at <server>/runs/..." for a server it did not start; the temporary
+    server the command starts serves no UI, so that line is hidden without -v. A configured
+    server's link (another address) still shows."""
+    import logging
+
+    from pipelines import prefect_server
+    from pipelines.cli import _OnlyOurInfo
+
+    monkeypatch.setattr(prefect_server, "TEMPORARY_ADDRESS", "http://127.0.0.1:5000")
+
+    def shown(message: str) -> bool:
+        record = logging.LogRecord("prefect.flow_runs", logging.INFO, "", 0, message, None, None)
+        return _OnlyOurInfo().filter(record)
+
+    assert not shown("View at http://127.0.0.1:5000/runs/flow-run/1")
+    assert shown("View at http://127.0.0.1:4200/runs/flow-run/1")
+    assert shown("[ingest] started")

@@ -8,6 +8,7 @@ export, settings, value sets and code are those of the last successful run is `r
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -139,3 +140,103 @@ def test_tables_published_by_a_run_that_failed_later_are_not_reused(
     again = run(export, tmp_path)
     assert again.status == "succeeded" and [s.stage for s in again.stages] == FULL_RUN
     assert again.run_id != first.run_id
+
+
+# --- An unchanged re-run does not read the export again (issue 16, item 3) ---------------
+
+PROBE_BYTES = 48 << 20  # an export file larger than anything else a reused run reads
+
+
+def bytes_read() -> int:
+    """Bytes this process has read so far, all threads (DuckDB's included): /proc/self/io.
+    The probe of choice, since root (the tests' user here) can read a file chmod 000."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def landed_earlier(folder: Path, seconds: int = 3600) -> None:
+    """Give every file the mtime of an export that landed an hour ago (a file modified
+    within 2 s of being hashed is hashed again: reuse.RACY_NS)."""
+    for path in folder.rglob("*"):
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
+
+
+def edit_one_row(path: Path, new: str) -> None:
+    """Replace the first data row's DESCRIPTION in place (same file, same inode)."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    rows[1][rows[0].index("DESCRIPTION")] = new
+    with path.open("r+", newline="") as f:
+        f.truncate(0)
+        csv.writer(f, lineterminator="\n").writerows(rows)
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/self/io")
+def test_an_unchanged_rerun_reads_no_export_file_and_a_real_change_is_still_seen(
+    prefect_harness, export, tmp_path
+):
+    source = shutil.copytree(export, tmp_path / "export")
+    (source / "archive.bin").write_bytes(os.urandom(PROBE_BYTES))  # read only to hash it
+    landed_earlier(source)
+
+    before = bytes_read()
+    first = run(source, tmp_path)
+    assert first.status == "succeeded"
+    assert bytes_read() - before > PROBE_BYTES  # the probe sees the first run's hashing
+
+    before = bytes_read()
+    second = run(source, tmp_path)
+    assert second.status == "reused"
+    assert bytes_read() - before < PROBE_BYTES  # no export file was read again in full
+    assert meta(tmp_path / "wh.duckdb", "SELECT run_id, status FROM meta.runs ORDER BY started_at")[
+        -1
+    ] == (second.run_id, "reused")
+
+    # one row edited in place to a text of the same length: same size, new mtime -> rebuilt
+    conditions = source / "conditions.csv"
+    size = conditions.stat().st_size
+    with conditions.open(newline="") as f:
+        rows = list(csv.reader(f))
+    old = rows[1][rows[0].index("DESCRIPTION")]
+    edit_one_row(conditions, old[::-1] if old[::-1] != old else old.swapcase())
+    landed_earlier(source)  # an mtime other than the recorded one, and not racy
+    assert conditions.stat().st_size == size
+    edited = run(source, tmp_path)
+    assert edited.status == "succeeded" and [s.stage for s in edited.stages] == FULL_RUN
+
+    # a row changed to a longer text, the mtime the last run recorded put back (as `cp -p`
+    # or `rsync -t` would): only the size differs -> rebuilt
+    mtime = conditions.stat().st_mtime_ns
+    edit_one_row(conditions, old + " (edited)")
+    os.utime(conditions, ns=(mtime, mtime))
+    assert conditions.stat().st_size != size
+    grown = run(source, tmp_path)
+    assert grown.status == "succeeded" and [s.stage for s in grown.stages] == FULL_RUN
+
+
+def test_recorded_digests_are_trusted_only_while_size_mtime_and_inode_hold(tmp_path):
+    """The trade-off, written down in docs/operations.md: a file rewritten to the same size
+    with its old mtime put back (same inode) keeps its recorded digest; any change of size,
+    mtime or inode, or a file modified just before it was hashed, is read again."""
+    from pipelines.reuse import export_digest, file_digests
+
+    (tmp_path / "a.csv").write_text("id\n1\n")
+    landed_earlier(tmp_path)
+    first = file_digests(tmp_path)
+    assert file_digests(tmp_path, {d.path: d for d in first}) == first
+
+    path, mtime = tmp_path / "a.csv", (tmp_path / "a.csv").stat().st_mtime_ns
+    path.write_text("id\n2\n")  # same size, same inode
+    assert file_digests(tmp_path, {d.path: d for d in first})[0].sha256 != first[0].sha256
+    os.utime(path, ns=(mtime, mtime))  # the old mtime put back: not detected (the rare case)
+    assert file_digests(tmp_path, {d.path: d for d in first}) == first
+    assert export_digest(tmp_path)[0][2] != first[0].sha256  # a full hash sees it
+
+    fresh = file_digests(tmp_path)  # mtime an hour ago: trusted from now on
+    path.write_text("id\n3\n")  # modified now, hashed now: racily clean, so hashed again
+    racy = file_digests(tmp_path)
+    path.write_text("id\n4\n")
+    os.utime(path, ns=(racy[0].mtime_ns, racy[0].mtime_ns))
+    assert file_digests(tmp_path, {d.path: d for d in racy})[0].sha256 != racy[0].sha256
+    assert fresh[0].sha256 != racy[0].sha256

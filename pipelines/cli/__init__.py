@@ -114,6 +114,15 @@ class _OnlyOurInfo(logging.Filter):
 
     PREFECT_CHATTER = ("Beginning flow run", "Finished in state Completed")
 
+    @staticmethod
+    def _dead_links() -> tuple[str, ...]:
+        """Prefect's "View at" link to the temporary server the command started: it serves
+        no UI (a configured server's link is kept)."""
+        from pipelines import prefect_server
+
+        address = prefect_server.TEMPORARY_ADDRESS
+        return (f"View at {address}/",) if address else ()
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
             return True
@@ -121,7 +130,7 @@ class _OnlyOurInfo(logging.Filter):
         if name.startswith(("great_expectations", "prefect.task_runs")) or name == "prefect":
             return False
         if name == "prefect.flow_runs":
-            return not str(record.msg).startswith(self.PREFECT_CHATTER)
+            return not str(record.msg).startswith(self.PREFECT_CHATTER + self._dead_links())
         return True
 
 

@@ -188,18 +188,20 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     from pipelines import prefect_server
 
     prefect_server.skip_unused_imports()  # before anything imports prefect
+    # fail fast on a bad config or a busy warehouse, before generating anything
+    _preflight(args, warehouse=args.out / "warehouse.duckdb")
+    prefect_server.start_watchdog()  # Prefect's temporary server stops even if this process is killed
+    # first, so that the server (a process of its own) starts while the pipeline imports
+    # and the export is generated
+    server_ready = prefect_server.start_server_early()
     from pipelines.flows import study_flow
     from pipelines.generator.convert import generate_in_format
 
-    # fail fast on a bad config or a busy warehouse, before generating anything
-    _preflight(args, warehouse=args.out / "warehouse.duckdb")
     out: Path = args.out
     export = out / "export"
     print(f"Generating {args.patients} synthetic patients (seed {args.seed}) into {export} ...")
     # --source-format omop|fhir: the demo export is written in that layout (docs/sources.md)
     layout = "synthea" if args.source_format == "auto" else args.source_format
-    prefect_server.start_watchdog()  # Prefect's temporary server stops even if this process is killed
-    server_ready = prefect_server.start_server_early()  # starts while the export is generated
     generate_in_format(export, layout, patients=args.patients, seed=args.seed)
     server_ready()
     result = study_flow(
