@@ -801,3 +801,23 @@ def test_a_malformed_line_deep_in_a_big_ndjson_file_costs_its_line_only(tmp_path
         ]
         loaded = table(con, "SELECT source_line FROM raw.conditions ORDER BY source_line")
     assert [line for (line,) in loaded] == [i + 1 for i in range(7000) if i not in (5000, 6000)]
+
+
+def test_fhir_reference_fast_path_gives_what_the_regular_expression_gives():
+    # _ref cuts `Patient/<id>` and `urn:uuid:<id>` with string functions and leaves every
+    # other form to the regular expression: the same id (or '') for each
+    from pipelines.sources import fhir
+
+    refs = ["Patient/abc", "urn:uuid:abc-1", "https://x.org/fhir/Patient/p1", "Patient/",
+            "Patient/p1/_history/2", "Patient?identifier=x", "urn:uuid:", "Group/g1",
+            "patient/abc", "abc", "", None, "Patient/a/b", "urn:uuid:a?b", "Patient/a?b",
+            "urn:uuid:a/b", "Encounter/e1"]  # fmt: skip
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT {'subject': {'reference': x}} AS r FROM unnest($refs) u(x)",
+        {"refs": refs},
+    )
+    fast, regex = fhir._ref("subject"), fhir._REF.format("r.subject.reference")
+    rows = con.execute(f"SELECT {fast}, {regex} FROM t").fetchall()
+    assert [a for a, _ in rows] == [b for _, b in rows]
+    assert rows[0] == ("abc", "abc") and rows[1] == ("abc-1", "abc-1")

@@ -81,6 +81,7 @@ SAFE_CALLS = {
     "_ref", "c.id", "c.text", "c.day_time", "_concept", "_types", "_iso", "_system",
     "_first_code", "_codings", "_with_reason", "records.format", "', '.join",
     "_us_core_text",  # sources/fhir.py: a list_filter over struct fields, constant URL suffixes
+    "_REF.format",  # sources/fhir.py: the reference regular expression over a struct field
     # ingest.py: CASE expressions and sources built from schema.py checks; a target table name
     "_case", "_checked_source", "_create_or_replace", "target.removeprefix",
     "_identifier",  # dashboard/data.py: a catalog-listed table name, quoted
