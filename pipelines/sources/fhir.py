@@ -2,10 +2,11 @@
 per-patient Bundles (`*.json`, type transaction, batch or collection), into raw.*.
 
 All reading and mapping is DuckDB SQL (read_csv for NDJSON lines, read_json_objects for
-Bundles, JSON extraction for the fields); Python only lists the files. Steps:
-1. every resource lands in one temp table `fhir_resources` (source_file, source_line, type,
-   id, resource JSON). For NDJSON, source_line is the physical line; for a Bundle, the
-   entry's 1-based position in Bundle.entry. A line that is not JSON is quarantined
+Bundles, json_transform for the fields); Python only lists the files. Steps:
+1. every resource is parsed once, by json_transform into one STRUCT (`STRUCTURE`: the
+   fields the mappings read), into the temp table `fhir_resources` (source_file,
+   source_line, type, id, r). For NDJSON, source_line is the physical line; for a Bundle,
+   the entry's 1-based position in Bundle.entry. A line that is not JSON is quarantined
    (`malformed_json`), as is a Bundle file that is not JSON (line 0).
 2. one SELECT per canonical table maps its resource type(s) to the canonical columns
    (docs/sources.md lists every column), one row per coding of the CodeableConcept the
