@@ -765,3 +765,59 @@ def test_gzipped_bulk_ndjson_loads_like_plain(fhir_loaded, tmp_path):
         (tmp_path / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
     load_source(tmp_path, tmp_path / "w.duckdb", "auto", **QUIET)
     assert counts(tmp_path / "w.duckdb") == counts(fhir_loaded["smart_bulk_10_patients"])
+
+
+def test_fhir_mappings_read_each_resource_parsed_once():
+    # The resources are parsed once into fhir.STRUCTURE (json_transform); a JSON path in a
+    # mapping would parse every resource again per column (issue 13: 3x the plain read).
+    from pipelines.sources import fhir
+
+    for table, sql in fhir.MAPPINGS.items():
+        for parse_again in ("->>", "->", "json_extract", "json_exists", "json_array_length"):
+            assert parse_again not in sql.replace("lambda x:", ""), (table, parse_again)
+
+
+def test_a_malformed_line_deep_in_a_big_ndjson_file_costs_its_line_only(tmp_path):
+    # thousands of lines (several of DuckDB's 2048-row chunks): the tolerant re-read
+    # quarantines the broken line with its exact number and loads every other line
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1950-01-01"}
+    encounter = {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"},
+                 "period": {"start": "2020-01-01T10:00:00Z"}}  # fmt: skip
+    (folder / "Patient.ndjson").write_text(json.dumps(patient) + "\n")
+    (folder / "Encounter.ndjson").write_text(json.dumps(encounter) + "\n")
+    condition = {"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                 "onsetDateTime": "2020-01-01", "code": {"coding": [{"code": "279039007"}]}}  # fmt: skip
+    lines = [json.dumps(condition)] * 7000
+    lines[5000] = lines[5000][:40]  # cut short
+    lines[6000] = ""
+    (folder / "Condition.ndjson").write_text("\n".join(lines) + "\n")
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "fhir", **QUIET)
+    with wh.open_warehouse(warehouse, read_only=True) as con:
+        assert table(con, "SELECT source_file, source_line, reason FROM meta.quarantine") == [
+            ("Condition.ndjson", 5001, "malformed_json")
+        ]
+        loaded = table(con, "SELECT source_line FROM raw.conditions ORDER BY source_line")
+    assert [line for (line,) in loaded] == [i + 1 for i in range(7000) if i not in (5000, 6000)]
+
+
+def test_fhir_reference_fast_path_gives_what_the_regular_expression_gives():
+    # _ref cuts `Patient/<id>` and `urn:uuid:<id>` with string functions and leaves every
+    # other form to the regular expression: the same id (or '') for each
+    from pipelines.sources import fhir
+
+    refs = ["Patient/abc", "urn:uuid:abc-1", "https://x.org/fhir/Patient/p1", "Patient/",
+            "Patient/p1/_history/2", "Patient?identifier=x", "urn:uuid:", "Group/g1",
+            "patient/abc", "abc", "", None, "Patient/a/b", "urn:uuid:a?b", "Patient/a?b",
+            "urn:uuid:a/b", "Encounter/e1"]  # fmt: skip
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT {'subject': {'reference': x}} AS r FROM unnest($refs) u(x)",
+        {"refs": refs},
+    )
+    fast, regex = fhir._ref("subject"), fhir._REF.format("r.subject.reference")
+    rows = con.execute(f"SELECT {fast}, {regex} FROM t").fetchall()
+    assert [a for a, _ in rows] == [b for _, b in rows]
+    assert rows[0] == ("abc", "abc") and rows[1] == ("abc-1", "abc-1")

@@ -2,10 +2,11 @@
 per-patient Bundles (`*.json`, type transaction, batch or collection), into raw.*.
 
 All reading and mapping is DuckDB SQL (read_csv for NDJSON lines, read_json_objects for
-Bundles, JSON extraction for the fields); Python only lists the files. Steps:
-1. every resource lands in one temp table `fhir_resources` (source_file, source_line, type,
-   id, resource JSON). For NDJSON, source_line is the physical line; for a Bundle, the
-   entry's 1-based position in Bundle.entry. A line that is not JSON is quarantined
+Bundles, json_transform for the fields); Python only lists the files. Steps:
+1. every resource is parsed once, by json_transform into one STRUCT (`STRUCTURE`: the
+   fields the mappings read), into the temp table `fhir_resources` (source_file,
+   source_line, type, id, r). For NDJSON, source_line is the physical line; for a Bundle,
+   the entry's 1-based position in Bundle.entry. A line that is not JSON is quarantined
    (`malformed_json`), as is a Bundle file that is not JSON (line 0).
 2. one SELECT per canonical table maps its resource type(s) to the canonical columns
    (docs/sources.md lists every column), one row per coding of the CodeableConcept the
@@ -16,6 +17,7 @@ References are resolved as `urn:uuid:<id>`, `<Type>/<id>` or an absolute URL end
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,41 +87,140 @@ def describe(folder: Path) -> str:
 
 # ---------------------------------------------------------------- step 1: resources
 
+# The fields of a resource the mappings read, as one DuckDB STRUCT: every resource is
+# parsed once, by json_transform into this structure, and the mappings read struct fields
+# (a JSON path per column would parse the resource again for each). One structure for all
+# resource types, so a file may mix them (Bundles do); a field a resource lacks is NULL.
+# Leaves are VARCHAR: JSON numbers and booleans keep their text (common.load_table types
+# them), and a value of an unexpected shape becomes NULL instead of failing the load.
+_CODING = {"system": "VARCHAR", "code": "VARCHAR", "display": "VARCHAR"}
+_CONCEPT = {"coding": [_CODING], "text": "VARCHAR"}
+_REFERENCE = {"reference": "VARCHAR"}
+_PERIOD = {"start": "VARCHAR", "end": "VARCHAR"}
+_VALUE = {
+    "valueQuantity": {"value": "VARCHAR", "unit": "VARCHAR"},
+    "valueString": "VARCHAR",
+    "valueCodeableConcept": _CONCEPT,
+    "valueBoolean": "VARCHAR",
+    "valueInteger": "VARCHAR",
+}
+_COMPONENT = {"code": _CONCEPT, **_VALUE}  # an Observation.component, or the Observation
+STRUCTURE = {
+    "resourceType": "VARCHAR",
+    "id": "VARCHAR",
+    "subject": _REFERENCE,
+    "encounter": _REFERENCE,
+    "context": _REFERENCE,
+    "code": _CONCEPT,
+    "category": [_CONCEPT],
+    # Patient
+    "birthDate": "VARCHAR",
+    "deceasedDateTime": "VARCHAR",
+    "gender": "VARCHAR",
+    "extension": [{"url": "VARCHAR", "extension": [{"url": "VARCHAR", "valueString": "VARCHAR"}]}],
+    # Encounter
+    "period": _PERIOD,
+    "class": {"code": "VARCHAR"},
+    "type": [_CONCEPT],
+    "reasonCode": [_CONCEPT],
+    "reasonReference": [_REFERENCE],
+    # Condition
+    "onsetDateTime": "VARCHAR",
+    "onsetPeriod": _PERIOD,
+    "recordedDate": "VARCHAR",
+    "abatementDateTime": "VARCHAR",
+    "abatementPeriod": _PERIOD,
+    # Observation
+    "effectiveDateTime": "VARCHAR",
+    "effectivePeriod": _PERIOD,
+    "effectiveInstant": "VARCHAR",
+    "issued": "VARCHAR",
+    **_VALUE,
+    "component": [_COMPONENT],
+    # MedicationRequest, MedicationStatement
+    "medicationCodeableConcept": _CONCEPT,
+    "medicationReference": _REFERENCE,
+    "authoredOn": "VARCHAR",
+    "dateAsserted": "VARCHAR",
+    # Procedure
+    "performedDateTime": "VARCHAR",
+    "performedPeriod": _PERIOD,
+    # ImagingStudy (instances are only counted: one row each)
+    "started": "VARCHAR",
+    "procedureCode": [_CONCEPT],
+    "series": [
+        {
+            "started": "VARCHAR",
+            "bodySite": _CODING,
+            "modality": _CODING,
+            "instance": [{"uid": "VARCHAR"}],
+        }
+    ],
+}
+_STRUCTURE_JSON = json.dumps(STRUCTURE)
 
-def _land_ndjson(con: duckdb.DuckDBPyConnection, folder: Path, files: list[Path]) -> None:
-    """Every NDJSON line into fhir_lines with its physical line number (blank lines kept as
-    NULL so the numbering stays exact); then the JSON ones into fhir_resources."""
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE fhir_lines AS SELECT filename, line FROM read_csv($files,"
-        " columns = {'line': 'VARCHAR'}, header = false, delim = chr(31), quote = '',"
-        " escape = '', auto_detect = false, filename = true, max_line_size = $max)",
-        {"files": [str(p) for p in files], "max": min(_max_object(files), 256 << 20)},
+
+def _resources_ddl() -> str:
+    """temp.fhir_resources: one row per resource, `r` the STRUCTURE; `text` the resource's
+    JSON text only when it has no resourceType (for its quarantine row), else NULL."""
+    return (
+        "CREATE OR REPLACE TEMP TABLE fhir_resources AS SELECT NULL::VARCHAR AS source_file,"
+        " NULL::BIGINT AS source_line, NULL::VARCHAR AS type, NULL::VARCHAR AS id,"
+        " json_transform('{}', $structure) AS r, NULL::VARCHAR AS text LIMIT 0"
     )
-    # rowid follows file order then line order (insertion order is preserved)
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE fhir_numbered AS
-        SELECT parse_filename(filename) AS source_file,
-               rowid - min(rowid) OVER (PARTITION BY filename) + 1 AS source_line, line
-        FROM fhir_lines"""
+
+
+def _land_ndjson(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, int]:
+    """Every NDJSON line parsed once, file by file, into temp.fhir_file (the resource as
+    STRUCTURE, or NULL for a line that is not JSON; blank lines kept so the numbering stays
+    exact), then into fhir_resources, fhir_bad or fhir_blank; returns each file's physical
+    lines as the reader counted them."""
+    lines = {}
+    for p in files:
+        params = {"file": str(p), "name": p.name, "structure": _STRUCTURE_JSON,
+                  "max": min(_max_object([p]), 256 << 20)}  # fmt: skip
+        try:
+            con.execute(_read_ndjson_sql(tolerant=False), params)
+        except duckdb.InvalidInputException:
+            # a line that is not JSON fails json_transform; try() makes it NULL, row by row
+            # in the chunks that fail, so only a file with a broken line pays for it
+            con.execute(_read_ndjson_sql(tolerant=True), params)
+        # rowid is the line's position (read in order: insertion order is kept). The rows
+        # are copied into one table: over a UNION ALL view of the per-file tables instead,
+        # the procedures mapping took ten times the CPU at 5k patients (not diagnosed).
+        con.execute(
+            "INSERT INTO fhir_resources SELECT source_file, rowid + 1, r.resourceType, r.id, r,"
+            " text FROM fhir_file WHERE r IS NOT NULL"
+        )
+        # NULL: not JSON (or the JSON literal null, which is not a resource either)
+        con.execute(
+            "INSERT INTO fhir_bad SELECT source_file, rowid + 1, text FROM fhir_file"
+            " WHERE r IS NULL AND NOT blank"
+        )
+        con.execute(
+            "INSERT INTO fhir_blank SELECT source_file, rowid + 1 FROM fhir_file WHERE blank"
+        )
+        lines[p] = con.execute("SELECT count(*) FROM fhir_file").fetchone()[0]
+    con.execute("DROP TABLE IF EXISTS temp.fhir_file")
+    return lines
+
+
+def _read_ndjson_sql(tolerant: bool) -> str:
+    """One parallel read and parse of an NDJSON file ($file) into temp.fhir_file."""
+    read = (
+        "try(json_transform(line, $structure))" if tolerant else "json_transform(line, $structure)"
     )
-    con.execute(
-        """INSERT INTO fhir_bad
-        SELECT source_file, source_line, line
-        FROM fhir_numbered WHERE trim(line) <> '' AND NOT json_valid(line)"""
+    return (
+        "CREATE OR REPLACE TEMP TABLE fhir_file AS"
+        " SELECT $name AS source_file, r, blank,"
+        # the text is kept only where a row will need it: not JSON, or not a resource
+        "        CASE WHEN NOT blank AND r.resourceType IS NULL THEN line END AS text"
+        " FROM (SELECT line, coalesce(trim(line), '') = '' AS blank,"
+        f"        CASE WHEN NOT blank THEN {read} END AS r"
+        "       FROM read_csv($file, columns = {'line': 'VARCHAR'}, header = false,"
+        "        delim = chr(31), quote = '', escape = '', auto_detect = false,"
+        "        max_line_size = $max))"
     )
-    # blank lines are skipped, and counted by the row accounting
-    con.execute(
-        """INSERT INTO fhir_blank SELECT source_file, source_line FROM fhir_numbered
-        WHERE line IS NULL OR trim(line) = ''"""
-    )
-    con.execute(
-        """INSERT INTO fhir_resources
-        SELECT source_file, source_line, j->>'$.resourceType', j->>'$.id', j
-        FROM (SELECT source_file, source_line, line::JSON AS j FROM fhir_numbered
-              WHERE trim(line) <> '' AND json_valid(line))"""
-    )
-    con.execute("DROP TABLE temp.fhir_lines")
-    con.execute("DROP TABLE temp.fhir_numbered")
 
 
 def _land_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> list[Path]:
@@ -156,10 +257,13 @@ def _read_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
     )
     con.execute(
         """INSERT INTO fhir_resources
-        SELECT source_file, source_line, r->>'$.resourceType', r->>'$.id', r
-        FROM (SELECT source_file, generate_subscripts(resources, 1) AS source_line,
-                     unnest(resources) AS r
-              FROM fhir_bundle_read)"""
+        SELECT source_file, source_line, r.resourceType, r.id, r,
+               CASE WHEN r.resourceType IS NULL THEN CAST(j AS VARCHAR) END
+        FROM (SELECT source_file, source_line, j, json_transform(j, $structure) AS r
+              FROM (SELECT source_file, generate_subscripts(resources, 1) AS source_line,
+                           unnest(resources) AS j
+                    FROM fhir_bundle_read))""",
+        {"structure": _STRUCTURE_JSON},
     )
     con.execute("DROP TABLE temp.fhir_bundle_read")
 
@@ -170,8 +274,32 @@ def _read_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
 _REF = "regexp_extract({0}, '^(?:urn:uuid:|(?:.*/)?[A-Z][A-Za-z]+/)?([^/?]+)(?:/_history/.*)?$', 1)"
 
 
-def _ref(path: str) -> str:
-    return _REF.format(f"r->>'$.{path}'")
+# the resource type a reference at a path points to, for _ref's fast path
+_REF_TYPES = {
+    "subject": "Patient",
+    "encounter": "Encounter",
+    "context": "Encounter",
+    "reasonReference[1]": "Condition",
+    "medicationReference": "Medication",
+}
+
+
+def _ref(path: str, alias: str = "") -> str:
+    """The id of the reference at struct path `path` (e.g. `subject`) of the resource.
+    `<Type>/<id>` of the expected type and `urn:uuid:<id>` (what Bulk exports and Synthea's
+    Bundles write) are cut with string functions; anything else goes through _REF. The
+    regular expression on every reference was most of the Observation mapping's CPU time."""
+    text = f"{alias}r.{path}.reference"
+    start = _REF_TYPES[path] + "/"
+    cond = f"NOT contains({text}, '?')"
+    return (
+        f"CASE WHEN starts_with({text}, '{start}') AND length({text}) > {int(len(start))}"
+        f" AND NOT contains({text}[{int(len(start) + 1)}:], '/') AND {cond}"
+        f" THEN {text}[{int(len(start) + 1)}:]"
+        f" WHEN starts_with({text}, 'urn:uuid:') AND length({text}) > 9"
+        f" AND NOT contains({text}, '/') AND {cond} THEN {text}[10:]"
+        f" ELSE {_REF.format(text)} END"
+    )
 
 
 def _types(table: str) -> str:
@@ -181,15 +309,12 @@ def _types(table: str) -> str:
 # A CodeableConcept's codings, one per row; a concept without codings gives one NULL row
 # (quarantined as missing_value, never silently dropped).
 def _codings(concept: str) -> str:
-    return (
-        f"unnest(CASE WHEN json_array_length({concept}, '$.coding') > 0"
-        f" THEN CAST({concept}->'$.coding' AS JSON[]) ELSE [NULL::JSON] END)"
-    )
+    return f"unnest(CASE WHEN len({concept}.coding) > 0 THEN {concept}.coding ELSE [NULL] END)"
 
 
-# first coding of a CodeableConcept (list) at `path`
+# first code of the first CodeableConcept of the list at `path`
 def _first_code(path: str) -> str:
-    return f"r->>'$.{path}.coding[0].code'"
+    return f"r.{path}[1].coding[1].code"
 
 
 def _with_reason(table: str) -> str:
@@ -199,9 +324,9 @@ def _with_reason(table: str) -> str:
     return f"""
         SELECT f.*, c.code AS reason_condition_code
         FROM fhir_resources f
-        LEFT JOIN (SELECT DISTINCT ON (id) id, r->>'$.code.coding[0].code' AS code
+        LEFT JOIN (SELECT DISTINCT ON (id) id, r.code.coding[1].code AS code
                    FROM fhir_resources WHERE type = 'Condition') c
-          ON c.id = {_ref("reasonReference[0].reference").replace("r->>", "f.r->>")}
+          ON c.id = {_ref("reasonReference[1]", "f.")}
         WHERE f.type IN ({_types(table)})"""
 
 
@@ -209,121 +334,124 @@ _SNOMED_SYSTEMS = (
     "('http://snomed.info/sct', 'SNOMED-CT', 'SNOMED', 'urn:oid:2.16.840.1.113883.6.96')"
 )
 
+
+# the valueString of the `text` sub-extension of the US Core extension whose url ends so
+def _us_core_text(url_suffix: str) -> str:
+    return (
+        f"lower(list_filter(list_filter(r.extension, lambda x: x.url LIKE '%{url_suffix}')[1]"
+        ".extension, lambda x: x.url = 'text')[1].valueString)"
+    )
+
+
+# the Observation itself as a component (same STRUCT type), for its own code and value
+_AS_COMPONENT = "struct_pack(" + ", ".join(f"{k} := r.{k}" for k in _COMPONENT) + ")"
+
 MAPPINGS = {
     "patients": f"""
-        SELECT id AS patient_id, r->>'$.birthDate' AS birth_date,
-               r->>'$.deceasedDateTime' AS death_date,
-               CASE lower(r->>'$.gender') WHEN 'male' THEN 'M' WHEN 'female' THEN 'F'
-                    ELSE r->>'$.gender' END AS sex,
-               lower(list_filter(CAST(json_extract(list_filter(CAST(json_extract(r, '$.extension') AS JSON[]),
-                     lambda x: x->>'$.url' LIKE '%us-core-race')[1], '$.extension') AS JSON[]),
-                     lambda x: x->>'$.url' = 'text')[1] ->> '$.valueString') AS race,
-               lower(list_filter(CAST(json_extract(list_filter(CAST(json_extract(r, '$.extension') AS JSON[]),
-                     lambda x: x->>'$.url' LIKE '%us-core-ethnicity')[1], '$.extension') AS JSON[]),
-                     lambda x: x->>'$.url' = 'text')[1] ->> '$.valueString') AS ethnicity,
+        SELECT id AS patient_id, r.birthDate AS birth_date,
+               r.deceasedDateTime AS death_date,
+               CASE lower(r.gender) WHEN 'male' THEN 'M' WHEN 'female' THEN 'F'
+                    ELSE r.gender END AS sex,
+               {_us_core_text("us-core-race")} AS race,
+               {_us_core_text("us-core-ethnicity")} AS ethnicity,
                source_file, source_line
         FROM fhir_resources WHERE type IN ({_types("patients")})""",
     "encounters": f"""
-        SELECT id AS encounter_id, {_ref("subject.reference")} AS patient_id,
-               r->>'$.period.start' AS start_at, r->>'$.period.end' AS stop_at,
-               r->>'$.class.code' AS encounter_class,
-               {_first_code("type[0]")} AS code,
-               coalesce(r->>'$.type[0].text', r->>'$.type[0].coding[0].display') AS description,
-               reason->>'$.code' AS reason_code, reason->>'$.display' AS reason_description,
+        SELECT id AS encounter_id, {_ref("subject")} AS patient_id,
+               r.period.start AS start_at, r.period.end AS stop_at,
+               r.class.code AS encounter_class,
+               {_first_code("type")} AS code,
+               coalesce(r.type[1].text, r.type[1].coding[1].display) AS description,
+               reason.code AS reason_code, reason.display AS reason_description,
                source_file, source_line
-        FROM (SELECT *, list_filter(json_extract(r, '$.reasonCode[*].coding[*]'),
-                         lambda x: x->>'$.system' IN {_SNOMED_SYSTEMS})[1] AS reason
+        FROM (SELECT *, list_filter(flatten(list_transform(r.reasonCode, lambda x: x.coding)),
+                         lambda x: x.system IN {_SNOMED_SYSTEMS})[1] AS reason
               FROM fhir_resources WHERE type IN ({_types("encounters")}))""",
     "conditions": f"""
-        SELECT {_ref("subject.reference")} AS patient_id,
-               {_ref("encounter.reference")} AS encounter_id,
-               coalesce(r->>'$.onsetDateTime', r->>'$.onsetPeriod.start', r->>'$.recordedDate')
-                   AS start_date,
-               coalesce(r->>'$.abatementDateTime', r->>'$.abatementPeriod.end') AS stop_date,
-               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
-               coalesce(coding->>'$.display', r->>'$.code.text') AS description,
+        SELECT {_ref("subject")} AS patient_id,
+               {_ref("encounter")} AS encounter_id,
+               coalesce(r.onsetDateTime, r.onsetPeriod.start, r.recordedDate) AS start_date,
+               coalesce(r.abatementDateTime, r.abatementPeriod.end) AS stop_date,
+               coding.system AS code_system, coding.code AS code,
+               coalesce(coding.display, r.code.text) AS description,
                source_file, source_line
-        FROM (SELECT *, {_codings("r->'$.code'")} AS coding
+        FROM (SELECT *, {_codings("r.code")} AS coding
               FROM fhir_resources WHERE type IN ({_types("conditions")}))""",
     # One row per coding of the Observation's code when it has a value or no components,
     # and one per coding of each component (as the Synthea CSV writes blood pressure).
     "observations": f"""
         WITH parts AS (
-            SELECT source_file, source_line, r, r AS part FROM fhir_resources
+            SELECT source_file, source_line, r, {_AS_COMPONENT} AS part FROM fhir_resources
             WHERE type IN ({_types("observations")})
-              AND (json_array_length(r, '$.component') IS NULL
-                   OR json_array_length(r, '$.component') = 0
-                   OR json_exists(r, '$.valueQuantity') OR json_exists(r, '$.valueString')
-                   OR json_exists(r, '$.valueCodeableConcept'))
+              AND (coalesce(len(r.component), 0) = 0 OR r.valueQuantity IS NOT NULL
+                   OR r.valueString IS NOT NULL OR r.valueCodeableConcept IS NOT NULL)
             UNION ALL
-            SELECT source_file, source_line, r, unnest(CAST(r->'$.component' AS JSON[])) AS part
+            SELECT source_file, source_line, r, unnest(r.component) AS part
             FROM fhir_resources
-            WHERE type IN ({_types("observations")}) AND json_array_length(r, '$.component') > 0
+            WHERE type IN ({_types("observations")}) AND len(r.component) > 0
         )
-        SELECT {_ref("subject.reference")} AS patient_id,
-               {_ref("encounter.reference")} AS encounter_id,
-               coalesce(r->>'$.effectiveDateTime', r->>'$.effectivePeriod.start', r->>'$.effectiveInstant',
-                        r->>'$.issued') AS observed_at,
-               r->>'$.category[0].coding[0].code' AS category,
-               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
-               coalesce(coding->>'$.display', part->>'$.code.text') AS description,
-               coalesce(part->>'$.valueQuantity.value', part->>'$.valueString',
-                        part->>'$.valueCodeableConcept.coding[0].display',
-                        part->>'$.valueCodeableConcept.text', part->>'$.valueBoolean',
-                        part->>'$.valueInteger') AS value,
-               part->>'$.valueQuantity.unit' AS units,
-               CASE WHEN json_exists(part, '$.valueQuantity') THEN 'numeric'
-                    WHEN json_exists(part, '$.valueCodeableConcept') OR json_exists(part, '$.valueString')
+        SELECT {_ref("subject")} AS patient_id,
+               {_ref("encounter")} AS encounter_id,
+               coalesce(r.effectiveDateTime, r.effectivePeriod.start, r.effectiveInstant,
+                        r.issued) AS observed_at,
+               r.category[1].coding[1].code AS category,
+               coding.system AS code_system, coding.code AS code,
+               coalesce(coding.display, part.code.text) AS description,
+               coalesce(part.valueQuantity.value, part.valueString,
+                        part.valueCodeableConcept.coding[1].display,
+                        part.valueCodeableConcept.text, part.valueBoolean,
+                        part.valueInteger) AS value,
+               part.valueQuantity.unit AS units,
+               CASE WHEN part.valueQuantity IS NOT NULL THEN 'numeric'
+                    WHEN part.valueCodeableConcept IS NOT NULL OR part.valueString IS NOT NULL
                     THEN 'text' END AS value_type,
                source_file, source_line
-        FROM (SELECT *, {_codings("part->'$.code'")} AS coding FROM parts)""",
+        FROM (SELECT *, {_codings("part.code")} AS coding FROM parts)""",
     # medicationCodeableConcept, or medicationReference to a Medication resource of the export
     "medications": f"""
-        WITH meds AS (SELECT DISTINCT ON (id) id, r->'$.code' AS concept FROM fhir_resources
+        WITH meds AS (SELECT DISTINCT ON (id) id, r.code AS concept FROM fhir_resources
                       WHERE type = 'Medication'),
         requests AS (
-            SELECT f.*, coalesce(f.r->'$.medicationCodeableConcept', m.concept) AS concept
+            SELECT f.*, coalesce(f.r.medicationCodeableConcept, m.concept) AS concept
             FROM ({_with_reason("medications")}) f
-            LEFT JOIN meds m ON m.id = {_ref("medicationReference.reference").replace("r->>", "f.r->>")}
+            LEFT JOIN meds m ON m.id = {_ref("medicationReference", "f.")}
             WHERE f.type IN ({_types("medications")})
         )
-        SELECT {_ref("subject.reference")} AS patient_id,
-               coalesce({_ref("encounter.reference")}, {_ref("context.reference")}) AS encounter_id,
-               coalesce(r->>'$.authoredOn', r->>'$.effectiveDateTime', r->>'$.effectivePeriod.start',
-                        r->>'$.dateAsserted') AS start_at,
-               r->>'$.effectivePeriod.end' AS stop_at,
-               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
-               coalesce(coding->>'$.display', concept->>'$.text') AS description,
-               coalesce({_first_code("reasonCode[0]")}, reason_condition_code) AS reason_code,
+        SELECT {_ref("subject")} AS patient_id,
+               coalesce({_ref("encounter")}, {_ref("context")}) AS encounter_id,
+               coalesce(r.authoredOn, r.effectiveDateTime, r.effectivePeriod.start,
+                        r.dateAsserted) AS start_at,
+               r.effectivePeriod.end AS stop_at,
+               coding.system AS code_system, coding.code AS code,
+               coalesce(coding.display, concept.text) AS description,
+               coalesce({_first_code("reasonCode")}, reason_condition_code) AS reason_code,
                source_file, source_line
         FROM (SELECT *, {_codings("concept")} AS coding FROM requests)""",
     "procedures": f"""
-        SELECT {_ref("subject.reference")} AS patient_id,
-               {_ref("encounter.reference")} AS encounter_id,
-               coalesce(r->>'$.performedDateTime', r->>'$.performedPeriod.start') AS start_at,
-               r->>'$.performedPeriod.end' AS stop_at,
-               coding->>'$.system' AS code_system, coding->>'$.code' AS code,
-               coalesce(coding->>'$.display', r->>'$.code.text') AS description,
-               coalesce({_first_code("reasonCode[0]")}, reason_condition_code) AS reason_code,
+        SELECT {_ref("subject")} AS patient_id,
+               {_ref("encounter")} AS encounter_id,
+               coalesce(r.performedDateTime, r.performedPeriod.start) AS start_at,
+               r.performedPeriod.end AS stop_at,
+               coding.system AS code_system, coding.code AS code,
+               coalesce(coding.display, r.code.text) AS description,
+               coalesce({_first_code("reasonCode")}, reason_condition_code) AS reason_code,
                source_file, source_line
-        FROM (SELECT *, {_codings("r->'$.code'")} AS coding FROM ({_with_reason("procedures")}))""",
+        FROM (SELECT *, {_codings("r.code")} AS coding FROM ({_with_reason("procedures")}))""",
     # one row per instance of each series, as the Synthea CSV writes imaging studies
     "imaging_studies": f"""
         WITH series AS (
-            SELECT *, unnest(CASE WHEN json_array_length(r, '$.series') > 0
-                             THEN CAST(r->'$.series' AS JSON[]) ELSE [NULL::JSON] END) AS s
+            SELECT *, unnest(CASE WHEN len(r.series) > 0 THEN r.series ELSE [NULL] END) AS s
             FROM fhir_resources WHERE type IN ({_types("imaging_studies")})
         ), instances AS (
-            SELECT *, unnest(CASE WHEN json_array_length(s, '$.instance') > 0
-                             THEN CAST(s->'$.instance' AS JSON[]) ELSE [NULL::JSON] END) AS i
+            SELECT *, unnest(CASE WHEN len(s.instance) > 0 THEN s.instance ELSE [NULL] END) AS i
             FROM series
         )
-        SELECT id AS imaging_study_id, {_ref("subject.reference")} AS patient_id,
-               {_ref("encounter.reference")} AS encounter_id,
-               coalesce(r->>'$.started', s->>'$.started') AS studied_at,
-               s->>'$.bodySite.code' AS body_site_code, s->>'$.bodySite.display' AS body_site_description,
-               s->>'$.modality.code' AS modality_code, s->>'$.modality.display' AS modality_description,
-               {_first_code("procedureCode[0]")} AS procedure_code,
+        SELECT id AS imaging_study_id, {_ref("subject")} AS patient_id,
+               {_ref("encounter")} AS encounter_id,
+               coalesce(r.started, s.started) AS studied_at,
+               s.bodySite.code AS body_site_code, s.bodySite.display AS body_site_description,
+               s.modality.code AS modality_code, s.modality.display AS modality_description,
+               {_first_code("procedureCode")} AS procedure_code,
                source_file, source_line
         FROM instances""",
 }
@@ -336,6 +464,7 @@ class Landed:
     folder: Path
     ndjson: list[Path]
     bundles: list[Path]
+    lines: dict[Path, int]  # NDJSON file -> its physical lines, as the reader counted them
 
 
 def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
@@ -346,10 +475,7 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
     ndjson, bundles = _ndjson_files(folder), _bundle_files(folder)
     if not ndjson and not bundles:
         raise IngestError(f"{folder}: no FHIR NDJSON (*.ndjson) or Bundle (*.json) files found")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE fhir_resources (source_file VARCHAR, source_line BIGINT,"
-        " type VARCHAR, id VARCHAR, r JSON)"
-    )
+    con.execute(_resources_ddl(), {"structure": _STRUCTURE_JSON})
     con.execute(
         "CREATE OR REPLACE TEMP TABLE fhir_bad (source_file VARCHAR, source_line BIGINT,"
         " text VARCHAR)"
@@ -358,12 +484,11 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
     con.execute(
         "CREATE OR REPLACE TEMP TABLE fhir_bundle_sizes (source_file VARCHAR, resources BIGINT)"
     )
-    if ndjson:
-        _land_ndjson(con, folder, ndjson)
+    lines = _land_ndjson(con, ndjson) if ndjson else {}
     for p in _land_bundles(con, bundles) if bundles else []:
         # the file's text stays out of the warehouse: it may be anything
         con.execute("INSERT INTO fhir_bad VALUES (?, 0, NULL)", [p.name])
-    return Landed(folder, ndjson, bundles)
+    return Landed(folder, ndjson, bundles, lines)
 
 
 def load_tables(
@@ -379,7 +504,7 @@ def load_tables(
     # a JSON line that is not a resource (no resourceType) is not silently skipped
     con.execute(
         "INSERT INTO meta.quarantine SELECT NULL, source_file, source_line, 'resourceType',"
-        " 'missing_value', CAST(r AS VARCHAR) FROM fhir_resources WHERE type IS NULL"
+        " 'missing_value', text FROM fhir_resources WHERE type IS NULL"
     )
     found = dict(
         con.execute(

@@ -55,6 +55,7 @@ INTERNAL_NAMES = {
     "text", "typed", "fields", "temp", "concept", "code", "coded", "system_sql",
     "select_sql", "relation", "visit", "genders", "gender", "birth", "death",
     "_OFFSET", "_SNOMED_SYSTEMS", "UNMAPPED", "LOCAL_CONCEPTS",
+    "_AS_COMPONENT",  # sources/fhir.py: a struct_pack of fhir.py's own STRUCTURE field names
     # ingest/ (parse.py, checks.py, direct.py): the staging table's name, read options and SQL built from schema.py and the
     # unit rules' column names (the checks' reasons are the code's own words)
     "_STAGE", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
@@ -86,6 +87,8 @@ SAFE_CALLS = {
     # source adapters and converters: SQL expressions over internal column names
     "_ref", "c.id", "c.text", "c.day_time", "c.line", "_concept", "_types", "_iso", "_system",
     "_first_code", "_codings", "_with_reason", "records.format", "', '.join",
+    "_us_core_text",  # sources/fhir.py: a list_filter over struct fields, constant URL suffixes
+    "_REF.format",  # sources/fhir.py: the reference regular expression over a struct field
     # ingest/: a quoted table name, CASE expressions and sources built from schema.py checks
     # (checks.py), a row's loaded fields as text, a target table name
     "quote", "_held_table", "as_text", "_read_csv_sql", "_parsed_rows_sql", "case_sql",
