@@ -39,7 +39,7 @@ test: install
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m "not spark"
 
 # The Spark tests: local mode, and a standalone master with two workers on 127.0.0.1
-# started and stopped by tests/test_spark_cluster.py (skipped with a reason without Java).
+# started and stopped by tests/integration/test_spark_cluster.py (skipped with a reason without Java).
 test-spark: install-spark
 	$(VENV)/bin/python -m pytest -m spark
 

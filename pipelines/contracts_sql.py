@@ -13,7 +13,7 @@ The GX suites stay the declaration: this module only reads them. It returns None
 expectation it cannot express exactly (an unknown type, an unknown kwarg, a parameter it does
 not have, a type pair it does not know); contracts.py hands those, and every check that is
 not a plain pass, to GX, so every warning and failure keeps GX's result and message.
-tests/test_contracts_fast.py proves the two agree on every expectation type the suites use,
+tests/integration/test_contracts_fast.py proves the two agree on every expectation type the suites use,
 on passing data and on planted failures.
 """
 

@@ -10,7 +10,8 @@ status `reused` (and `reused_from` the run that built the tables), the published
 kept as they are, and the report and Parquet files are written again from them (the same
 bytes; a report already written for that run is kept). `force=True` (`redflags run --force`) always rebuilds.
 
-Only the DuckDB engine reuses: a Spark run's published views point into its own run folder.
+Reuse is the engine's call (`EngineRun.reusable`): the DuckDB engine's published tables hold
+all their rows; a Spark run's published views point into its own run folder, so it never reuses.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
+    from pipelines.engines.base import EngineRun
     from pipelines.settings import StudySettings
 
 FINGERPRINTS_DDL = """
@@ -211,6 +213,7 @@ def published_by(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 def try_reuse(
     run: Any,  # pipelines.study.RunResult (not imported: study imports this module)
+    engine_run: EngineRun,
     source: Path,
     settings: StudySettings,
     source_format: str,
@@ -221,10 +224,10 @@ def try_reuse(
     """Record this run's fingerprint; when the last run's published tables still hold, keep
     them, mark this run `reused` and return the id of the run that built them (the caller
     writes the report and Parquet again from that run). Otherwise return None: the caller
-    runs the whole study."""
+    runs the whole study (always when the engine's runs are not `reusable`)."""
     from pipelines.warehouse import run_connection
 
-    if run.engine != "duckdb":
+    if not engine_run.reusable:
         return None
     with run_connection(run.warehouse) as con:
         # Files unchanged in size, mtime and inode since an earlier run are not read again

@@ -575,7 +575,9 @@ def run_study(
         on.resources(warehouse),
     ):
         stage = Stages(run, say)
-        if kept := reuse.try_reuse(run, source, settings, source_format, force=force, stage=stage):
+        if kept := reuse.try_reuse(
+            run, on, source, settings, source_format, force=force, stage=stage
+        ):
             run.report = report and Path(report)
             write_files(stage, steps, warehouse, run, reuse.stale(report, kept), parquet_dir, kept)
             return run

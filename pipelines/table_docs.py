@@ -9,7 +9,7 @@ meaning. From it:
   BI tool reading the catalog show the same words as the dictionary;
 - `render()` writes the table sections of docs/data-dictionary.md (between the two
   GENERATED markers): `python -m pipelines.table_docs --write`, or `--check` to fail when
-  the committed page differs from the source (tests/test_table_docs.py does the same).
+  the committed page differs from the source (tests/integration/test_table_docs.py does the same).
 
 A release table's `<column>_status` columns are listed by name only (`status_of`); their
 meaning is the one sentence every status column shares (STATUS_MEANING).
@@ -220,7 +220,7 @@ def comment_tables(
 ) -> int:
     """COMMENT ON every documented table and column that exists in `mart` and `release`;
     returns how many comments were set. Undocumented tables or columns are left without a
-    comment (tests/test_table_docs.py fails on them; a run does not)."""
+    comment (tests/integration/test_table_docs.py fails on them; a run does not)."""
     if sections is None:
         try:
             sections = load()

@@ -13,6 +13,7 @@ SHARED = REPO.parent / "shared"
 if not SHARED.exists():  # CI clones next to shared/; a developer checkout may sit elsewhere
     SHARED = Path(os.environ.get("REDFLAGS_SHARED", "/work/shared"))
 REAL_EXPORTS = sorted(p for p in (SHARED / "synthea").iterdir() if p.is_dir())
+SPEC = Path(__file__).resolve().parent / "spec"
 
 # Property tests (Hypothesis) explore new random examples on every developer run, which is
 # how they find bugs; CI (`CI` set, as .ci/run does) runs a fixed, derandomized set so that a
@@ -47,3 +48,30 @@ def prefect_harness():
 def warehouse(tmp_path) -> Path:
     """Path of a new, empty DuckDB warehouse file."""
     return tmp_path / "warehouse.duckdb"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A spec test that builds a study runs on DuckDB (`[duckdb]`) and, when it is one of
+    tests/spec_engines.SPARK_SUBSET, on Spark too (`[spark]`, marked `spark`: `make
+    test-spark`); docs/testing.md."""
+    from model_spec import builds_a_study
+    from spec_engines import on_spark
+
+    path = Path(metafunc.definition.path)
+    if SPEC not in path.parents:
+        return
+    if builds_a_study(metafunc.function, metafunc.module, metafunc.fixturenames):
+        params = [pytest.param("duckdb")]
+        if on_spark(path.name, metafunc.function.__name__):
+            params.append(pytest.param("spark", marks=pytest.mark.spark))
+        metafunc.parametrize("engine", params, indirect=True, scope="function")
+
+
+@pytest.fixture(autouse=True)
+def engine(request):
+    """The engine `build_study` builds on in this test (a spec test's parameter, else DuckDB)."""
+    from model_spec import use_engine
+
+    name = getattr(request, "param", "duckdb")
+    with use_engine(name):
+        yield name

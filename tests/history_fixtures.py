@@ -1,5 +1,5 @@
 """Two consecutive study runs over a growing generated export (issue 15 item 2), built once
-per test session and shared by tests/test_run_history.py and tests/test_dashboard.py.
+per test session and shared by tests/integration/test_run_history.py and tests/integration/test_dashboard.py.
 
 The generator seeds each chunk of patients on its own, so the same seed and chunk size with
 more patients writes the same first patients plus new ones: a nested, growing population.

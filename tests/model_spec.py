@@ -16,12 +16,18 @@
 Every raw table is created empty first (`pipelines.schema.create_table_sql`), and
 `meta.source_tables` says which optional tables are present (all but `absent`). An empty
 cell is NULL. Expected values compare as text: dates ISO, booleans true/false, NULL ''.
+
+The models are built by the engine the test runs on (`use_engine`, set by the `engine`
+fixture of tests/conftest.py for every spec test that builds a study; docs/testing.md):
+DuckDB by default, or another engine (tests/spec_engines.py) whose model tables are copied
+back into the returned DuckDB connection.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -80,13 +86,34 @@ def create_raw_tables(
         )
 
 
+_engine = ["duckdb"]  # the engine build_study builds on (set by use_engine)
+
+
+@contextmanager
+def use_engine(name: str) -> Iterator[None]:
+    """build_study builds on engine `name` inside this block."""
+    _engine.append(name)
+    try:
+        yield
+    finally:
+        _engine.pop()
+
+
 def build_study(
     settings: StudySettings | None = None, *, absent: Iterable[str] = (), **tables: str
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory warehouse with these raw tables and every model built."""
+    """An in-memory warehouse with these raw tables and every model built (on the engine
+    of `use_engine`)."""
+    settings = settings or StudySettings()
+    if _engine[-1] != "duckdb":
+        from spec_engines import build_on_engine
+
+        return build_on_engine(
+            _engine[-1], settings, lambda con: create_raw_tables(con, absent, **tables)
+        )
     con = duckdb.connect()
     create_raw_tables(con, absent, **tables)
-    build_models(con, settings or StudySettings())
+    build_models(con, settings)
     return con
 
 
@@ -115,3 +142,24 @@ def assert_rows(con: duckdb.DuckDBPyConnection, sql: str, expected: str) -> None
     assert columns == header, f"columns {columns} != expected {header}"
     actual = sorted([as_text(v) for v in row] for row in cursor.fetchall())
     assert actual == sorted([c or "" for c in row] for row in rows)
+
+
+def builds_a_study(function: Any, module: Any, fixtures: Iterable[str] = ()) -> bool:
+    """Whether a test calls build_study: in its own code, or in a function or fixture of
+    its module that it names (followed through), so that only these tests run once per
+    engine (the others would run the same DuckDB-free code twice)."""
+    seen, todo = set(), [function, *(getattr(module, f, None) for f in fixtures)]
+    while todo:
+        item = todo.pop()
+        item = getattr(item, "__wrapped__", item)  # a fixture's own function
+        unwrap = getattr(item, "_get_wrapped_function", None)  # pytest 8.4's fixture object
+        item = unwrap() if unwrap else item
+        code = getattr(item, "__code__", item)
+        if not hasattr(code, "co_names") or id(code) in seen:
+            continue
+        seen.add(id(code))
+        if "build_study" in code.co_names:
+            return True
+        todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))  # nested functions
+        todo.extend(getattr(module, n) for n in code.co_names if callable(getattr(module, n, None)))
+    return False

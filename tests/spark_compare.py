@@ -1,5 +1,5 @@
 """Compare the Spark engine's Parquet output with DuckDB tables, row by row (test helpers
-for tests/test_spark_engine.py and tests/test_spark_study.py; not part of the product)."""
+for tests/integration/test_spark_engine.py and tests/integration/test_spark_study.py; not part of the product)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,10 @@ class EngineRun(Protocol):
     raw_schema: str  # where the input contracts read this run's raw tables
     meta_schema: str  # where this run's ingest manifest is (`<meta_schema>__build` first)
     note: str  # added to the run's first log line ("" for the default engine)
+    # whether a later run over the same inputs may keep this engine's published tables
+    # (pipelines/reuse.py): true when they hold their rows, false when they read files the
+    # run owns (which the next run's cleanup removes)
+    reusable: bool
 
     def resources(self, warehouse: Path) -> AbstractContextManager[object]:
         """What the run keeps outside the warehouse: made on entry, removed on failure."""

@@ -21,6 +21,7 @@ class DuckDBEngine:
     raw_schema: str = "raw"
     meta_schema: str = "meta"
     note: str = ""
+    reusable: bool = True  # the published tables are the warehouse's own
 
     @classmethod
     def from_options(cls, **options: object) -> DuckDBEngine:

@@ -96,7 +96,7 @@ def subgroup_seed(seed: int, subgroup: str) -> np.random.Generator:
 # fit runs on the patterns with event / non-event counts as weights, which is the same
 # likelihood as on the episodes and hundreds of times faster than refitting scikit-learn
 # models B x folds x grid times. The estimates equal scikit-learn's LogisticRegression(C)
-# and the penalty choice LogisticRegressionCV's (tests/test_stats_validation.py checks both).
+# and the penalty choice LogisticRegressionCV's (tests/unit/test_stats_validation.py checks both).
 
 NEWTON_TOLERANCE = 1e-10
 NEWTON_ITERATIONS = 100

@@ -96,7 +96,7 @@ SAFE_CALLS = {
     "_identifier",  # dashboard/data.py: a catalog-listed table name, quoted
     "common.typed_sql", "' UNION ALL '.join",  # sources: casts and unions of the above
     # table_docs.py: COMMENT ON takes no parameters; its quoting helpers are unit-tested
-    # against hostile text (tests/test_table_docs.py)
+    # against hostile text (tests/integration/test_table_docs.py)
     "sql_literal", "sql_identifier",
 }  # fmt: skip
 SQL_START = re.compile(

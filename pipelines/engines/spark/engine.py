@@ -81,6 +81,7 @@ class SparkRun:
     raw_schema: str = RAW_SCHEMA + BUILD_SUFFIX  # views on this run's raw Parquet
     meta_schema: str = META_SCHEMA
     note: str = " (engine spark)"
+    reusable: bool = False  # spark_raw views read this run's Parquet folder (pipelines/reuse.py)
 
     def resources(self, warehouse: Path) -> AbstractContextManager[SparkRun]:
         return run_folder(warehouse, self)

@@ -24,7 +24,7 @@ from pipelines.export import MANIFEST, export_release
 from pipelines.report import figures, write_report
 from pipelines.report.figures import FIGURE_FILES
 
-DICTIONARY = Path(__file__).resolve().parents[1] / "docs" / "data-dictionary.md"
+DICTIONARY = Path(__file__).resolve().parents[2] / "docs" / "data-dictionary.md"
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_the_report_embeds_the_files_and_another_export_writes_the_same_bytes(dr
     again = tmp_path / "again"
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "export", "--warehouse", warehouse, "--out", again],
-        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{len(FIGURE_FILES)} figures (PNG and SVG)" in done.stdout

@@ -28,7 +28,7 @@ from pipelines.study import run_study
 
 pytestmark = pytest.mark.spark
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def column_types(warehouse: Path) -> dict[tuple[str, str, str], str]:

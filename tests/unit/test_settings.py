@@ -41,7 +41,7 @@ def test_a_study_table_is_read_like_top_level_keys(tmp_path):
 def test_example_config_in_repo_loads():
     from pathlib import Path
 
-    s = load_settings(Path(__file__).resolve().parents[1] / "study.example.toml")
+    s = load_settings(Path(__file__).resolve().parents[2] / "study.example.toml")
     assert s == StudySettings()
 
 

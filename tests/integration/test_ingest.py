@@ -604,7 +604,7 @@ def test_ingest_module_imports_neither_prefect_nor_gx():
         "import sys, pipelines.ingest; "
         "assert not {'prefect', 'great_expectations'} & set(sys.modules), 'heavy import'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ launcher (`bin/spark-class` of the installed pyspark: its wheel has no `sbin/sta
 the fixture's finalizer stops every JVM it started, also when a test fails. The study runs
 as a user would (`redflags run --spark-master spark://127.0.0.1:<port>`, its own process) and
 must publish the same mart and release tables as the DuckDB engine (the comparison of
-tests/test_spark_study.py). Without Java or pyspark the tests skip, saying why.
+tests/integration/test_spark_study.py). Without Java or pyspark the tests skip, saying why.
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def test_two_runs_over_a_growing_export_equal_one_run_over_the_final_export(
     # Night 3: nothing changed; no file is read again (the manifest keeps its load times).
     manifest_before = snapshot(nightly, ("meta",))["meta.ingest_manifest"]
     third = study_flow(source=str(growing), warehouse=str(nightly), config=fast_config)
-    assert third.status == "reused"  # nothing rebuilt either (tests/test_reuse.py)
+    assert third.status == "reused"  # nothing rebuilt either (tests/integration/test_reuse.py)
     assert snapshot(nightly, ("meta",))["meta.ingest_manifest"] == manifest_before
 
 
@@ -263,7 +263,7 @@ def test_prefect_yaml_describes_the_same_flow_and_schedule():
     from pipelines import flows
     from pipelines.cli import study as cli_study
 
-    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
     (deployment,) = spec["deployments"]
     path, name = deployment["entrypoint"].split(":")
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))

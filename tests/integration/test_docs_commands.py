@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SMALL = 300  # patients of the generated export and of every documented `generate`
 FENCE = re.compile(r"^(\s*)```\s*(\S*)\s*$")

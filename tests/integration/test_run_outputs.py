@@ -26,7 +26,7 @@ from pipelines.report.figures import FIGURE_FILES
 from pipelines.settings import StudySettings
 from pipelines.study import default_parquet_dir, run_study
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST_CONFIG = "sensitivity_analyses = []\n"
 
 

@@ -12,7 +12,7 @@ from report_fixtures import study_warehouse
 from pipelines import table_docs
 from pipelines.table_docs import Column, Section, SourceError, Table
 
-DICTIONARY = Path(__file__).resolve().parents[1] / "docs" / "data-dictionary.md"
+DICTIONARY = Path(__file__).resolve().parents[2] / "docs" / "data-dictionary.md"
 
 
 @pytest.fixture(scope="module")

@@ -240,3 +240,30 @@ def test_recorded_digests_are_trusted_only_while_size_mtime_and_inode_hold(tmp_p
     os.utime(path, ns=(racy[0].mtime_ns, racy[0].mtime_ns))
     assert file_digests(tmp_path, {d.path: d for d in racy})[0].sha256 != racy[0].sha256
     assert fresh[0].sha256 != racy[0].sha256
+
+
+def test_reuse_asks_the_engine_run_whether_it_is_reusable_not_its_name(export, tmp_path):
+    """`EngineRun.reusable` decides (pipelines/reuse.py), not a check of the engine's name: a
+    DuckDB engine under another name reuses, one whose runs are not reusable rebuilds, and
+    Spark runs (whose published views read their own run folder) are not reusable."""
+    from dataclasses import replace
+
+    from pipelines.engines import DuckDBEngine
+    from pipelines.engines.spark import SparkEngine
+    from pipelines.settings import StudySettings
+    from pipelines.study import run_study
+
+    warehouse = tmp_path / "wh.duckdb"
+    settings = StudySettings(sensitivity_analyses=())
+
+    def study(engine):
+        return run_study(export, warehouse, settings, engine=engine, say=lambda message: None)
+
+    renamed = replace(DuckDBEngine(), name="duckdb-renamed")
+    first = study(renamed)
+    assert study(renamed).status == "reused"
+    rebuilt = study(replace(DuckDBEngine(), reusable=False))
+    assert rebuilt.status == "succeeded"
+    assert [s.stage for s in rebuilt.stages][:3] == ["ingest", "input contracts", "models"]
+    assert first.status == "succeeded"
+    assert SparkEngine().for_run(warehouse, "a-run").reusable is False

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from report_fixtures import study_warehouse
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 EXPECTED = ("01_cohort_and_attrition", "02_red_flag_accuracy", "03_time_to_diagnosis")
 
 

@@ -90,7 +90,7 @@ def test_care_summary_by_hand():
     assert out.loc["radiotherapy", "lower"] < 0.25 < out.loc["radiotherapy", "upper"]
 
 
-BREAST_CANCER_EXPORT = Path(__file__).resolve().parents[2] / "shared" / "synthea-breast-cancer"
+BREAST_CANCER_EXPORT = Path(__file__).resolve().parents[3] / "shared" / "synthea-breast-cancer"
 
 
 @pytest.mark.skipif(not BREAST_CANCER_EXPORT.exists(), reason="../shared not present")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UV = ROOT / ".tools" / "bin" / "uv"
 # what a wheel is built from (a copy, so the build leaves nothing in the checkout)
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "pipelines", "sql", "data_contracts")
