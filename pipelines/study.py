@@ -23,7 +23,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines import progress, reuse, table_docs
+from pipelines import progress, reuse, table_docs, valuesets
 from pipelines.engines import DuckDBEngine, Engine, EngineRun
 from pipelines.errors import UserFacingError
 from pipelines.resources import code_version
@@ -573,6 +573,8 @@ def run_study(
         warehouse_lock(warehouse, wait_seconds),
         recorded_run(run, settings, source, flow_run_id, say, on.note),
         on.resources(warehouse),
+        # every build loads the value sets: an unreviewed one is warned about once per run
+        valuesets.one_warning_per_run(),
     ):
         stage = Stages(run, say)
         if kept := reuse.try_reuse(

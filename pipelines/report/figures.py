@@ -77,6 +77,12 @@ def cached(key: tuple, build: Callable[[], dict[str, Chart]]) -> dict[str, Chart
     return _cache[key]
 
 
+def clear_cache() -> None:
+    """Forget the kept rendering: the next caller draws the figures afresh (e.g. to check
+    that a report drawn on its own gives the bytes of an export)."""
+    _cache.clear()
+
+
 # --- the files ---------------------------------------------------------------------------
 
 

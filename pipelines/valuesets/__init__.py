@@ -23,6 +23,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +92,35 @@ def unreviewed_value_sets() -> list[str]:
     """The value sets without a row in versions.csv, by name."""
     reviewed = _versions()
     return [p.stem for p in value_set_files() if p.stem not in reviewed]
+
+
+# The unreviewed value sets already warned about in the current run (None: not in a run).
+# A run loads the value sets once per build (the primary and each sensitivity variant);
+# the warning is about the files, which do not change within a run, so it is said once.
+_warned: ContextVar[set[str] | None] = ContextVar("redflags_unreviewed_warned", default=None)
+
+
+@contextmanager
+def one_warning_per_run() -> Iterator[None]:
+    """Within the block (one study run), each unreviewed value set is warned about once;
+    outside any run, every `load_value_sets` warns."""
+    token = _warned.set(set())
+    try:
+        yield
+    finally:
+        _warned.reset(token)
+
+
+def warn_unreviewed() -> list[str]:
+    """Log a warning for each unreviewed value set not yet warned about in this run; returns
+    the names warned about now."""
+    warned = _warned.get()
+    names = [n for n in unreviewed_value_sets() if warned is None or n not in warned]
+    for name in names:  # loaded all the same: a new value set is not refused
+        log.warning("value set %s has no row in versions.csv: loaded as unreviewed", name)
+    if warned is not None:
+        warned.update(names)
+    return names
 
 
 def _rows(path: Path, version: str) -> list[ValueSetRow]:
@@ -209,8 +241,7 @@ def load_value_sets(con: duckdb.DuckDBPyConnection) -> int:
     import pandas as pd  # here, so that ingest (which reads units.csv) does not load pandas
 
     frame = pd.DataFrame([r.__dict__ for r in read_value_sets()])
-    for name in unreviewed_value_sets():  # loaded all the same: a new value set is not refused
-        log.warning("value set %s has no row in versions.csv: loaded as unreviewed", name)
+    warn_unreviewed()
     con.execute("CREATE SCHEMA IF NOT EXISTS meta")
     con.register("_value_sets", frame)
     con.execute("CREATE OR REPLACE TABLE meta.value_sets AS SELECT * FROM _value_sets")

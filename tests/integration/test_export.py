@@ -216,7 +216,7 @@ def test_the_report_embeds_the_files_and_another_export_writes_the_same_bytes(dr
         assert (again / "figures" / path.name).read_bytes() == path.read_bytes(), path.name
     assert figure_entries(again) == figure_entries(out)
 
-    figures._cache.clear()  # the report draws its own figures, not the export's
+    figures.clear_cache()  # the report draws its own figures, not the export's
     page = Images(write_report(warehouse, tmp_path / "r.html").read_text(encoding="utf-8"))
     pngs = [(out / m["file"]).read_bytes() for m in figure_entries(out)]
     assert page.png == pngs  # same figures, same order, same bytes

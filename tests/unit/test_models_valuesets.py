@@ -181,3 +181,31 @@ def test_codes_compare_without_dots_and_case():
         == codesystems.DEFAULT_SYSTEM["procedures"]
         == "SNOMED"
     )
+
+
+def test_an_unreviewed_value_set_is_warned_about_once_within_a_run_and_at_every_load_outside(
+    tmp_path, monkeypatch, caplog
+):
+    for path in [*valuesets.value_set_files(), valuesets.VERSIONS_FILE]:
+        shutil.copy(path, tmp_path / path.name)
+    monkeypatch.setattr(valuesets, "FOLDER", tmp_path)
+    monkeypatch.setattr(valuesets, "VERSIONS_FILE", tmp_path / "versions.csv")
+    (tmp_path / "example.csv").write_text(
+        "concept,code_system,code,match,description\nexample,SNOMED,386661006,exact,Fever\n"
+    )
+    con = duckdb.connect()
+
+    def warnings() -> int:
+        return sum("value set example has no row" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.WARNING, logger="pipelines.valuesets"):
+        with valuesets.one_warning_per_run():
+            for _ in range(4):  # the primary build and three sensitivity variants
+                load_value_sets(con)
+        assert warnings() == 1
+        with valuesets.one_warning_per_run():  # the next run says it again
+            load_value_sets(con)
+        assert warnings() == 2
+        load_value_sets(con)  # outside a run (a notebook, a test): every load
+        load_value_sets(con)
+        assert warnings() == 4
