@@ -437,6 +437,7 @@ def step_publish(
             source_format=source_format,
             settings=settings or StudySettings(),
             manifest_schema=engine.meta_schema,
+            extract_schema=engine.extract_schema,
         )
 
     with run_connection(warehouse) as con:

@@ -24,6 +24,9 @@ class EngineRun(Protocol):
     name: str  # recorded in meta.runs.engine
     raw_schema: str  # where the input contracts read this run's raw tables
     meta_schema: str  # where this run's ingest manifest is (`<meta_schema>__build` first)
+    # where this run's `intermediate.int_data_extract_date` is in the warehouse at publish
+    # (the run history's extract date, pipelines/history.py)
+    extract_schema: str
     note: str  # added to the run's first log line ("" for the default engine)
     # whether a later run over the same inputs may keep this engine's published tables
     # (pipelines/reuse.py): true when they hold their rows, false when they read files the

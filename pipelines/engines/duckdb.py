@@ -20,6 +20,7 @@ class DuckDBEngine:
     name: str = "duckdb"
     raw_schema: str = "raw"
     meta_schema: str = "meta"
+    extract_schema: str = "intermediate" + BUILD_SUFFIX  # the build, dropped after publish
     note: str = ""
     reusable: bool = True  # the published tables are the warehouse's own
 

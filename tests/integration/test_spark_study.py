@@ -93,6 +93,19 @@ def test_spark_run_publishes_the_same_tables_as_the_duckdb_engine(runs):
     assert (root / "report.html").stat().st_size > 10_000
 
 
+def test_spark_run_records_the_same_extract_date_in_the_run_history_as_duckdb(runs):
+    """The history's extract date is the engine's `int_data_extract_date` (EngineRun
+    .extract_schema): a Spark run copies it into the warehouse, so it is not NULL."""
+    root, warehouse, _ = runs
+    dates = []
+    for path in (root / "duckdb.duckdb", warehouse):
+        with duckdb.connect(str(path), read_only=True) as con:
+            dates.append(con.execute("SELECT extract_date FROM release.run_history").fetchall())
+    duck, spark = dates
+    assert len(duck) == 1 and duck[0][0] is not None  # the export's newest date, as text
+    assert spark == duck
+
+
 def test_spark_run_keeps_its_own_raw_quarantine_and_manifest_beside_the_duckdb_tables(runs):
     root, warehouse, output = runs
     with duckdb.connect(str(root / "duckdb.duckdb"), read_only=True) as con:

@@ -11,7 +11,9 @@ with a `SparkEngine`, the `SparkRun` it binds to the run does the engine's part:
   source_tables, ingest_manifest) in `spark_meta__build`.
 - models: every model of `sql/` is built on Spark into `<run>/{staging,intermediate,mart}`;
   the episode-level mart tables are copied into `mart__build`, where the statistics,
-  output contracts, release and publish run exactly as after a DuckDB build.
+  output contracts, release and publish run exactly as after a DuckDB build, and
+  `int_data_extract_date` into `intermediate__build` (`extract_schema`: the run history's
+  extract date, pipelines/history.py).
 - sensitivity: each variant builds on Spark only the models downstream of the parameter it
   changes (the others read the primary build's Parquet), into `<run>/sens_<name>/`.
 - publish: `mart` and `release`, `spark_meta` (copied) and `spark_raw` (views on this run's
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 RAW_SCHEMA = "spark_raw"  # views on the published run's raw Parquet
 META_SCHEMA = "spark_meta"  # copies of the published run's quarantine, source_tables, manifest
 META_COPIED = ("quarantine", "source_tables", "ingest_manifest")
+# Models the warehouse reads besides the marts, copied into `intermediate<suffix>` as a
+# DuckDB build leaves them: the run history's extract date (pipelines/history.py).
+INTERMEDIATE_COPIED = ("int_data_extract_date",)
 RUNS_FOLDER = "runs"
 
 
@@ -80,6 +85,7 @@ class SparkRun:
     name: str = "spark"
     raw_schema: str = RAW_SCHEMA + BUILD_SUFFIX  # views on this run's raw Parquet
     meta_schema: str = META_SCHEMA
+    extract_schema: str = "intermediate" + BUILD_SUFFIX  # INTERMEDIATE_COPIED, by `models`
     note: str = " (engine spark)"
     reusable: bool = False  # spark_raw views read this run's Parquet folder (pipelines/reuse.py)
 
@@ -175,14 +181,18 @@ def _mart_folders(written: dict[str, Path]) -> dict[str, Path]:
 def models(
     warehouse: Path, settings: StudySettings, spark_run: SparkRun, suffix: str
 ) -> dict[str, int]:
-    """Build every model on Spark; copy the mart tables into `mart<suffix>` in the warehouse."""
+    """Build every model on Spark; copy the mart tables into `mart<suffix>` in the warehouse,
+    and the few intermediate ones it reads (`INTERMEDIATE_COPIED`) into `intermediate<suffix>`."""
     spark = _prepare_session(spark_run)
     written = se.build_models_on_spark(spark, settings, spark_run.run_dir)
     marts = _mart_folders(written)
+    intermediate = {t: written[f"intermediate.{t}"] for t in INTERMEDIATE_COPIED}
     with _connect(warehouse) as con:
         for schema_name in ("staging", "intermediate", "mart"):
             con.execute(f'DROP SCHEMA IF EXISTS "{schema_name}{suffix}" CASCADE')
         se.load_into_duckdb(con, marts, "mart" + suffix)
+        # copies, not views: one row each, and the warehouse must not depend on the run's folder
+        se.load_into_duckdb(con, intermediate, "intermediate" + suffix)
         return {
             f"mart.{t}": con.execute(f'SELECT count(*) FROM mart{suffix}."{t}"').fetchone()[0]
             for t in marts
