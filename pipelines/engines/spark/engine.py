@@ -100,9 +100,16 @@ class SparkRun:
         source_format: str = "auto",
         accept_shrink: bool = False,
     ) -> dict[str, int]:
-        if source_format not in ("auto", "synthea"):
+        from pipelines.sources import resolve_format
+
+        # the layout first (auto-detected as the DuckDB engine does): an OMOP or FHIR export
+        # is refused before Spark starts, not after, with a Synthea file list as the reason
+        fmt = resolve_format(Path(source), source_format, say)
+        if fmt != "synthea":
+            how = "--source-format" if source_format == fmt else "detected source format"
             raise UserFacingError(
-                f"--engine spark reads Synthea CSV only, not --source-format {source_format}"
+                f"--engine spark reads Synthea CSV only, not {how} {fmt}"
+                " (docs/sources.md): run it on the default engine"
             )
         return ingest(Path(source), Path(warehouse), self, say)
 
