@@ -319,7 +319,7 @@ def write_fhir(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                        AS gender,
                    CAST(birth_date AS VARCHAR) AS birthDate,
                    CAST(death_date AS VARCHAR) AS deceasedDateTime
-            FROM raw.patients ORDER BY source_file, source_line""",
+            FROM raw.patients""",
         "Encounter": f"""
             SELECT 'Encounter' AS resourceType, encounter_id AS id,
                    {{'code': encounter_class}} AS class,
@@ -329,7 +329,7 @@ def write_fhir(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                    CASE WHEN nullif(trim(reason_code), '') IS NOT NULL
                         THEN [{_concept("'SNOMED'", "reason_code", "reason_description")}]
                    END AS reasonCode
-            FROM raw.encounters ORDER BY source_file, source_line""",
+            FROM raw.encounters""",
         "Condition": f"""
             SELECT 'Condition' AS resourceType,
                    {_concept(_system("conditions"), "t.code", "t.description")} AS code,
@@ -337,7 +337,7 @@ def write_fhir(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                    {{'reference': 'Encounter/' || t.encounter_id}} AS encounter,
                    CAST(t.start_date AS VARCHAR) AS onsetDateTime,
                    CAST(t.stop_date AS VARCHAR) AS abatementDateTime
-            FROM raw.conditions t ORDER BY source_file, source_line""",
+            FROM raw.conditions t""",
         "Observation": f"""
             SELECT 'Observation' AS resourceType, 'final' AS status,
                    [{{'coding': [{{'code': t.category}}]}}] AS category,
@@ -349,7 +349,7 @@ def write_fhir(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                         THEN {{'value': try_cast(t.value AS DOUBLE), 'unit': t.units}} END
                        AS valueQuantity,
                    CASE WHEN try_cast(t.value AS DOUBLE) IS NULL THEN t.value END AS valueString
-            FROM raw.observations t ORDER BY source_file, source_line""",
+            FROM raw.observations t""",
         "MedicationRequest": f"""
             SELECT 'MedicationRequest' AS resourceType, 'order' AS intent,
                    {_concept(_system("medications"), "t.code", "t.description")}
@@ -359,7 +359,7 @@ def write_fhir(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                    {_iso("t.start_at")} AS authoredOn,
                    CASE WHEN nullif(trim(t.reason_code), '') IS NOT NULL
                         THEN [{_concept("'SNOMED'", "t.reason_code")}] END AS reasonCode
-            FROM raw.medications t ORDER BY source_file, source_line""",
+            FROM raw.medications t""",
         "Procedure": f"""
             SELECT 'Procedure' AS resourceType, 'completed' AS status,
                    {_concept(_system("procedures"), "t.code", "t.description")} AS code,
@@ -368,7 +368,7 @@ def write_fhir(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                    {{'start': {_iso("t.start_at")}, 'end': {_iso("t.stop_at")}}} AS performedPeriod,
                    CASE WHEN nullif(trim(t.reason_code), '') IS NOT NULL
                         THEN [{_concept("'SNOMED'", "t.reason_code")}] END AS reasonCode
-            FROM raw.procedures t ORDER BY source_file, source_line""",
+            FROM raw.procedures t""",
         "ImagingStudy": f"""
             SELECT 'ImagingStudy' AS resourceType, imaging_study_id AS id,
                    'available' AS status,
@@ -381,7 +381,7 @@ def write_fhir(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                       'bodySite': {{'system': '{FHIR_SYSTEM["SNOMED"]}', 'code': body_site_code,
                                    'display': body_site_description}},
                       'instance': [{{'number': 1}}]}}] AS series
-            FROM raw.imaging_studies ORDER BY source_file, source_line""",
+            FROM raw.imaging_studies""",
     }
     for name, sql in resources.items():
         con.execute(

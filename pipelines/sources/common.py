@@ -72,64 +72,65 @@ def load_table(
     con: duckdb.DuckDBPyConnection, table: str, select_sql: str, params: dict | None = None
 ) -> None:
     """Rows of `select_sql` (canonical columns as text, source_file, source_line) into
-    raw.<table>, or into meta.quarantine with the first reason that applies."""
+    raw.<table>, or into meta.quarantine with the first reason that applies.
+
+    One pass maps, types and checks the rows into a temp table of the typed columns and the
+    problem number (the text of a row is kept only when it has a problem, for its quarantine
+    row); raw.<table> gets the rows without a problem in the order read (insertion order is
+    kept), without a sort."""
     t = schema.TABLES[table]
-    typed = ", ".join(f"{typed_sql(c, 'src.' + c.name)} AS {c.name}" for c in t.columns)
-    text = ", ".join(f"src.{c.name} AS {c.name}__text" for c in t.columns)
-    # mapped, typed and checked in one statement: one materialisation of the rows, not three
-    typed_rows = (
-        f"(SELECT {typed}, {text}, src.source_file, src.source_line FROM ({select_sql}) src)"
-        " typed_rows"
-    )
-    checks = []  # (condition, reason, column), first match wins, as in the CSV ingest
+    checks = []  # (condition on the text `x__text` and typed `x` values, reason, column)
     for c in t.columns:
         if c.type in ("DATE", "TIMESTAMP"):
             checks.append(
-                (
-                    f"nullif(trim({c.name}__text), '') IS NOT NULL AND {c.name} IS NULL",
-                    "unparseable_date",
-                    c.name,
-                )
-            )
+                (f"{c.name} IS NULL AND {_blank(c.name + '__text')} IS NOT NULL",
+                 "unparseable_date", c.name)
+            )  # fmt: skip
     for c in t.columns:
         if c.required:
-            checks.append((f"nullif(trim({c.name}__text), '') IS NULL", "missing_value", c.name))
+            checks.append((f"{_blank(c.name + '__text')} IS NULL", "missing_value", c.name))
     patient = t.patient_column
     if table == "patients":
         checks.append(
-            (
-                f"row_number() OVER (PARTITION BY {patient} ORDER BY source_file, source_line) > 1",
-                "duplicate_patient_id",
-                patient,
-            )
-        )
+            (f"row_number() OVER (PARTITION BY {patient} ORDER BY source_file, source_line) > 1",
+             "duplicate_patient_id", patient)
+        )  # fmt: skip
     else:
         checks.append(
-            (
-                f"{patient} NOT IN (SELECT patient_id FROM raw.patients)",
-                "unknown_patient",
-                patient,
-            )
-        )
-    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
-    column = " ".join(f"WHEN {cond} THEN '{c}'" for cond, _, c in checks)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE checked_rows AS SELECT *,"
-        f" CASE {reason} END AS problem, CASE {column} END AS problem_column FROM {typed_rows}",
-        params or {},
-    )
+            (f"{patient} NOT IN (SELECT patient_id FROM raw.patients)", "unknown_patient", patient)
+        )  # fmt: skip
+    # the first check that fails, by number (1-based): one CASE for reason and column
+    reason = " ".join(f"WHEN {cond} THEN {int(i)}" for i, (cond, _, _) in enumerate(checks, 1))
+    typed = ", ".join(f"{typed_sql(c, 'src.' + c.name)} AS {c.name}" for c in t.columns)
+    text = ", ".join(f"src.{c.name} AS {c.name}__text" for c in t.columns)
+    fields = ", ".join(f"coalesce({c.name}__text, '')" for c in t.columns)
     names = ", ".join(c.name for c in t.columns)
     con.execute(
-        f"INSERT INTO raw.{table} SELECT {names}, source_file, source_line"
-        " FROM checked_rows WHERE problem IS NULL ORDER BY source_file, source_line"
+        f"""CREATE OR REPLACE TEMP TABLE checked_rows AS
+        SELECT {names}, source_file, source_line, problem,
+               CASE WHEN problem IS NOT NULL THEN concat_ws(',', {fields}) END AS text
+        FROM (SELECT *, CASE {reason} END AS problem
+              FROM (SELECT {typed}, {text}, src.source_file, src.source_line
+                    FROM ({select_sql}) src) typed_rows) checked""",
+        params or {},
     )
-    fields = ", ".join(f"coalesce({c.name}__text, '')" for c in t.columns)
     con.execute(
-        "INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
-        f" problem, concat_ws(',', {fields}) FROM checked_rows WHERE problem IS NOT NULL",
-        {"table": table},
+        f"INSERT INTO raw.{table} SELECT {names}, source_file, source_line FROM checked_rows"
+        " WHERE problem IS NULL"
     )
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT $table, source_file, source_line,"
+        " $columns[problem], $reasons[problem], text FROM checked_rows"
+        " WHERE problem IS NOT NULL",
+        {"table": table, "columns": [c for _, _, c in checks],
+         "reasons": [r for _, r, _ in checks]},
+    )  # fmt: skip
     con.execute("DROP TABLE temp.checked_rows")
+
+
+def _blank(text: str) -> str:
+    """SQL: NULL when the text `text` is missing or only spaces, else something not NULL."""
+    return f"nullif(trim({text}), '')"
 
 
 @dataclass(frozen=True)

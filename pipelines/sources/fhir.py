@@ -1,16 +1,22 @@
 """FHIR R4 source: Bulk Data NDJSON (`Patient.000.ndjson`, `Condition.ndjson`, ...) or Synthea's
 per-patient Bundles (`*.json`, type transaction, batch or collection), into raw.*.
 
-All reading and mapping is DuckDB SQL (read_csv for NDJSON lines, read_json_objects for
-Bundles, json_transform for the fields); Python only lists the files. Steps:
-1. every resource is parsed once, by json_transform into one STRUCT (`STRUCTURE`: the
-   fields the mappings read), into the temp table `fhir_resources` (source_file,
-   source_line, type, id, r). For NDJSON, source_line is the physical line; for a Bundle,
-   the entry's 1-based position in Bundle.entry. A line that is not JSON is quarantined
-   (`malformed_json`), as is a Bundle file that is not JSON (line 0).
-2. one SELECT per canonical table maps its resource type(s) to the canonical columns
-   (docs/sources.md lists every column), one row per coding of the CodeableConcept the
-   study matches on; then common.load_table types, checks and quarantines.
+All reading and mapping is DuckDB SQL (read_json for NDJSON, read_json_objects for Bundles,
+json_transform for the fields); Python only lists the files. Steps:
+1. every resource is parsed once, into a STRUCT of the fields its mapping reads
+   (`structure(group)`, a part of `STRUCTURE`). An NDJSON file of a type the study reads
+   goes straight through DuckDB's parallel `read_json` with those columns into its own
+   temp table, whose row position is the line: checked against the file's physical lines
+   (a byte scan, which also gives the manifest's sha256). A file with a problem (a line
+   that is not JSON, a blank line, a value of an unexpected shape, a resource of another
+   type) is read line by line instead, as are Bundle entries (the entry's 1-based position
+   in Bundle.entry is its line): into fhir_entries, then json_transform. A line that is not
+   a JSON object is quarantined (`malformed_json`), as is a Bundle file that is not JSON
+   (line 0). NDJSON files of types the study does not use are not read.
+2. one SELECT per canonical table maps its resources (view `fhir_<table>`) to the
+   canonical columns (docs/sources.md lists every column), one row per coding of the
+   CodeableConcept the study matches on; then common.load_table types, checks and
+   quarantines.
 References are resolved as `urn:uuid:<id>`, `<Type>/<id>` or an absolute URL ending in
 `<Type>/<id>`; conditional references (`Patient?identifier=...`) are not resolved.
 """
@@ -160,71 +166,131 @@ STRUCTURE = {
 _STRUCTURE_JSON = json.dumps(STRUCTURE)
 
 
-def _resources_ddl() -> str:
-    """temp.fhir_resources: one row per resource, `r` the STRUCTURE; `text` the resource's
-    JSON text only when it has no resourceType (for its quarantine row), else NULL."""
-    return (
-        "CREATE OR REPLACE TEMP TABLE fhir_resources AS SELECT NULL::VARCHAR AS source_file,"
-        " NULL::BIGINT AS source_line, NULL::VARCHAR AS type, NULL::VARCHAR AS id,"
-        " json_transform('{}', $structure) AS r, NULL::VARCHAR AS text LIMIT 0"
-    )
+# The STRUCTURE fields each group of resources is read with: its mapping reads no other. A
+# group is a canonical table's resource types, or Medication (for medicationReference).
+GROUPS = {**RESOURCES, "medication_catalog": ("Medication",)}
+_GROUP_OF = {t: group for group, types in GROUPS.items() for t in types}
+_REFS = ("subject", "encounter")
+FIELDS = {
+    "patients": ("birthDate", "deceasedDateTime", "gender", "extension"),
+    "encounters": ("subject", "period", "class", "type", "reasonCode"),
+    "conditions": (*_REFS, "code", "onsetDateTime", "onsetPeriod", "recordedDate",
+                   "abatementDateTime", "abatementPeriod"),
+    "observations": (*_REFS, "code", "category", "effectiveDateTime", "effectivePeriod",
+                     "effectiveInstant", "issued", *_VALUE, "component"),
+    "medications": (*_REFS, "context", "medicationCodeableConcept", "medicationReference",
+                    "authoredOn", "effectiveDateTime", "effectivePeriod", "dateAsserted",
+                    "reasonCode", "reasonReference"),
+    "procedures": (*_REFS, "code", "performedDateTime", "performedPeriod", "reasonCode",
+                   "reasonReference"),
+    "imaging_studies": (*_REFS, "started", "procedureCode", "series"),
+    "medication_catalog": ("code",),
+}  # fmt: skip
 
 
-def _land_ndjson(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, int]:
-    """Every NDJSON line parsed once, file by file, into temp.fhir_file (the resource as
-    STRUCTURE, or NULL for a line that is not JSON; blank lines kept so the numbering stays
-    exact), then into fhir_resources, fhir_bad or fhir_blank; returns each file's physical
-    lines as the reader counted them."""
-    lines = {}
-    for p in files:
-        params = {"file": str(p), "name": p.name, "structure": _STRUCTURE_JSON,
-                  "max": min(_max_object([p]), 256 << 20)}  # fmt: skip
-        try:
-            con.execute(_read_ndjson_sql(tolerant=False), params)
-        except duckdb.InvalidInputException:
-            # a line that is not JSON fails json_transform; try() makes it NULL, row by row
-            # in the chunks that fail, so only a file with a broken line pays for it
-            con.execute(_read_ndjson_sql(tolerant=True), params)
-        # rowid is the line's position (read in order: insertion order is kept). The rows
-        # are copied into one table: over a UNION ALL view of the per-file tables instead,
-        # the procedures mapping took ten times the CPU at 5k patients (not diagnosed).
+def structure(group: str) -> dict:
+    """The STRUCT a resource of `group` is parsed into (field order as in STRUCTURE, so the
+    fast and the line-by-line reads give the same type)."""
+    keys = {"resourceType", "id", *FIELDS[group]}
+    return {k: v for k, v in STRUCTURE.items() if k in keys}
+
+
+def _land_ndjson(
+    con: duckdb.DuckDBPyConnection, files: list[Path], counts: dict[Path, int], sources: dict
+) -> None:
+    """Each NDJSON file of a type the study reads, parsed once by DuckDB's parallel JSON
+    reader straight into a typed temp table (`fhir_f<n>`, the fields its mapping reads; no
+    text copy of the lines): a row's position is its line when the file has as many rows as
+    physical lines (counted by the byte scan) and every row is a resource of the file's type.
+    Otherwise (a line that is not JSON, a blank line, a value of an unexpected shape, another
+    resource type) the file is read line by line instead (_land_lines)."""
+    for n, p in enumerate(files):
+        rtype = _NDJSON.match(p.name)["type"]
+        group = _GROUP_OF[rtype]
+        table = f"fhir_f{n}"
+        if _read_typed(con, p, table, group, rtype, counts[p]):
+            sources[group].append((table, n))
+        else:
+            _land_lines(con, p)
+
+
+def _read_typed(
+    con: duckdb.DuckDBPyConnection, p: Path, table: str, group: str, rtype: str, lines: int
+) -> bool:
+    """True if `p` read cleanly into temp.<table>, one row per physical line, all of `rtype`."""
+    try:
         con.execute(
-            "INSERT INTO fhir_resources SELECT source_file, rowid + 1, r.resourceType, r.id, r,"
-            " text FROM fhir_file WHERE r IS NOT NULL"
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_json($file,"
+            " format = 'newline_delimited', columns = $columns, maximum_object_size = $max)",
+            {"file": str(p), "columns": _columns(group), "max": min(_max_object([p]), 256 << 20)},
         )
-        # NULL: not JSON (or the JSON literal null, which is not a resource either)
-        con.execute(
-            "INSERT INTO fhir_bad SELECT source_file, rowid + 1, text FROM fhir_file"
-            " WHERE r IS NULL AND NOT blank"
-        )
-        con.execute(
-            "INSERT INTO fhir_blank SELECT source_file, rowid + 1 FROM fhir_file WHERE blank"
-        )
-        lines[p] = con.execute("SELECT count(*) FROM fhir_file").fetchone()[0]
-    con.execute("DROP TABLE IF EXISTS temp.fhir_file")
-    return lines
+    except duckdb.InvalidInputException:
+        return False  # not JSON, or a value of another shape than STRUCTURE's
+    rows, other = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE resourceType IS DISTINCT FROM $type)"
+        f" FROM {table}",
+        {"type": rtype},
+    ).fetchone()
+    if rows == lines and other == 0:
+        return True
+    con.execute(f"DROP TABLE temp.{table}")
+    return False
 
 
-def _read_ndjson_sql(tolerant: bool) -> str:
-    """One parallel read and parse of an NDJSON file ($file) into temp.fhir_file."""
-    read = (
-        "try(json_transform(line, $structure))" if tolerant else "json_transform(line, $structure)"
+def _columns(group: str) -> dict:
+    """structure(group) as read_json's `columns` (DuckDB type names)."""
+
+    def sql_type(shape) -> str:
+        if isinstance(shape, str):
+            return shape
+        if isinstance(shape, list):
+            return sql_type(shape[0]) + "[]"
+        return "STRUCT(" + ", ".join(f'"{k}" {sql_type(v)}' for k, v in shape.items()) + ")"
+
+    return {k: sql_type(v) for k, v in structure(group).items()}
+
+
+def _land_lines(con: duckdb.DuckDBPyConnection, p: Path) -> None:
+    """An NDJSON file line by line (the slow path, for a file with a problem): blank lines
+    into fhir_blank, lines that are not a JSON object into fhir_bad, the others into
+    fhir_entries with their resource type. The row's position in the read is its line."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fhir_lines AS SELECT line FROM read_csv($file,"
+        " columns = {'line': 'VARCHAR'}, header = false, delim = chr(31), quote = '',"
+        " escape = '', auto_detect = false, max_line_size = $max)",
+        {"file": str(p), "max": min(_max_object([p]), 256 << 20)},
     )
-    return (
-        "CREATE OR REPLACE TEMP TABLE fhir_file AS"
-        " SELECT $name AS source_file, r, blank,"
-        # the text is kept only where a row will need it: not JSON, or not a resource
-        "        CASE WHEN NOT blank AND r.resourceType IS NULL THEN line END AS text"
-        " FROM (SELECT line, coalesce(trim(line), '') = '' AS blank,"
-        f"        CASE WHEN NOT blank THEN {read} END AS r"
-        "       FROM read_csv($file, columns = {'line': 'VARCHAR'}, header = false,"
-        "        delim = chr(31), quote = '', escape = '', auto_detect = false,"
-        "        max_line_size = $max))"
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE fhir_lines_kind AS
+        SELECT rowid + 1 AS source_line, line,
+               CASE WHEN coalesce(trim(line), '') = '' THEN 'blank'
+                    WHEN NOT coalesce(json_valid(line), false)
+                         OR json_type(line) <> 'OBJECT' THEN 'bad' END AS kind
+        FROM fhir_lines"""
     )
+    name = {"name": p.name}
+    con.execute(
+        "INSERT INTO fhir_blank SELECT $name, source_line FROM fhir_lines_kind"
+        " WHERE kind = 'blank'",
+        name,
+    )
+    con.execute(
+        "INSERT INTO fhir_bad SELECT $name, source_line, line FROM fhir_lines_kind"
+        " WHERE kind = 'bad'",
+        name,
+    )
+    con.execute(
+        "INSERT INTO fhir_entries SELECT $name, source_line, j->>'resourceType', j"
+        " FROM (SELECT source_line, CAST(line AS JSON) AS j FROM fhir_lines_kind"
+        "       WHERE kind IS NULL)",
+        name,
+    )
+    con.execute("DROP TABLE temp.fhir_lines_kind")
+    con.execute("DROP TABLE temp.fhir_lines")
 
 
 def _land_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> list[Path]:
-    """Entries of every Bundle into fhir_resources; returns the files that are not JSON."""
+    """Entries of every Bundle into fhir_entries; returns the files that are not JSON."""
     try:
         _read_bundles(con, files)
         return []
@@ -256,16 +322,41 @@ def _read_bundles(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
         " FROM fhir_bundle_read GROUP BY ALL"
     )
     con.execute(
-        """INSERT INTO fhir_resources
-        SELECT source_file, source_line, r.resourceType, r.id, r,
-               CASE WHEN r.resourceType IS NULL THEN CAST(j AS VARCHAR) END
-        FROM (SELECT source_file, source_line, j, json_transform(j, $structure) AS r
-              FROM (SELECT source_file, generate_subscripts(resources, 1) AS source_line,
-                           unnest(resources) AS j
-                    FROM fhir_bundle_read))""",
-        {"structure": _STRUCTURE_JSON},
+        """INSERT INTO fhir_entries
+        SELECT source_file, source_line, j->>'resourceType', j
+        FROM (SELECT source_file, generate_subscripts(resources, 1) AS source_line,
+                     unnest(resources) AS j
+              FROM fhir_bundle_read)"""
     )
     con.execute("DROP TABLE temp.fhir_bundle_read")
+
+
+def _group_views(con: duckdb.DuckDBPyConnection, sources: dict, names: list[str]) -> None:
+    """temp view fhir_<group> (source_file, source_line, type, id, r) per group: the typed
+    tables of its NDJSON files, plus its resources from Bundles and line-by-line reads
+    (parsed here by json_transform, which makes a value of an unexpected shape NULL)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE fhir_files (n INTEGER, name VARCHAR)")
+    if names:
+        con.executemany("INSERT INTO fhir_files VALUES (?, ?)", list(enumerate(names)))
+    for group, types in GROUPS.items():
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE fhir_parsed_{group} AS"
+            " SELECT source_file, source_line, type, json_transform(j, $structure) AS r"
+            " FROM fhir_entries WHERE list_contains($types, type)",
+            {"structure": json.dumps(structure(group)), "types": list(types)},
+        )
+        # the file's name from fhir_files: a name is data, never spliced into SQL
+        parts = [
+            f"SELECT (SELECT name FROM fhir_files WHERE n = {int(n)}) AS source_file,"
+            f" rowid + 1 AS source_line, resourceType AS type, id, t AS r FROM {table} t"
+            for table, n in sources[group]
+        ]
+        parsed = con.execute(f"SELECT count(*) FROM fhir_parsed_{group}").fetchone()[0]
+        if parsed or not parts:
+            parts.append(
+                f"SELECT source_file, source_line, type, r.id AS id, r FROM fhir_parsed_{group}"
+            )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW fhir_{group} AS {' UNION ALL '.join(parts)}")
 
 
 # ---------------------------------------------------------------- step 2: mapping
@@ -302,10 +393,6 @@ def _ref(path: str, alias: str = "") -> str:
     )
 
 
-def _types(table: str) -> str:
-    return ", ".join(f"'{t}'" for t in RESOURCES[table])
-
-
 # A CodeableConcept's codings, one per row; a concept without codings gives one NULL row
 # (quarantined as missing_value, never silently dropped).
 def _codings(concept: str) -> str:
@@ -323,11 +410,10 @@ def _with_reason(table: str) -> str:
     code as REASONCODE)."""
     return f"""
         SELECT f.*, c.code AS reason_condition_code
-        FROM fhir_resources f
+        FROM fhir_{table} f
         LEFT JOIN (SELECT DISTINCT ON (id) id, r.code.coding[1].code AS code
-                   FROM fhir_resources WHERE type = 'Condition') c
-          ON c.id = {_ref("reasonReference[1]", "f.")}
-        WHERE f.type IN ({_types(table)})"""
+                   FROM fhir_conditions WHERE type = 'Condition') c
+          ON c.id = {_ref("reasonReference[1]", "f.")}"""
 
 
 _SNOMED_SYSTEMS = (
@@ -355,7 +441,7 @@ MAPPINGS = {
                {_us_core_text("us-core-race")} AS race,
                {_us_core_text("us-core-ethnicity")} AS ethnicity,
                source_file, source_line
-        FROM fhir_resources WHERE type IN ({_types("patients")})""",
+        FROM fhir_patients""",
     "encounters": f"""
         SELECT id AS encounter_id, {_ref("subject")} AS patient_id,
                r.period.start AS start_at, r.period.end AS stop_at,
@@ -366,7 +452,7 @@ MAPPINGS = {
                source_file, source_line
         FROM (SELECT *, list_filter(flatten(list_transform(r.reasonCode, lambda x: x.coding)),
                          lambda x: x.system IN {_SNOMED_SYSTEMS})[1] AS reason
-              FROM fhir_resources WHERE type IN ({_types("encounters")}))""",
+              FROM fhir_encounters)""",
     "conditions": f"""
         SELECT {_ref("subject")} AS patient_id,
                {_ref("encounter")} AS encounter_id,
@@ -376,19 +462,17 @@ MAPPINGS = {
                coalesce(coding.display, r.code.text) AS description,
                source_file, source_line
         FROM (SELECT *, {_codings("r.code")} AS coding
-              FROM fhir_resources WHERE type IN ({_types("conditions")}))""",
+              FROM fhir_conditions)""",
     # One row per coding of the Observation's code when it has a value or no components,
     # and one per coding of each component (as the Synthea CSV writes blood pressure).
     "observations": f"""
         WITH parts AS (
-            SELECT source_file, source_line, r, {_AS_COMPONENT} AS part FROM fhir_resources
-            WHERE type IN ({_types("observations")})
-              AND (coalesce(len(r.component), 0) = 0 OR r.valueQuantity IS NOT NULL
+            SELECT source_file, source_line, r, {_AS_COMPONENT} AS part FROM fhir_observations
+            WHERE (coalesce(len(r.component), 0) = 0 OR r.valueQuantity IS NOT NULL
                    OR r.valueString IS NOT NULL OR r.valueCodeableConcept IS NOT NULL)
             UNION ALL
             SELECT source_file, source_line, r, unnest(r.component) AS part
-            FROM fhir_resources
-            WHERE type IN ({_types("observations")}) AND len(r.component) > 0
+            FROM fhir_observations WHERE len(r.component) > 0
         )
         SELECT {_ref("subject")} AS patient_id,
                {_ref("encounter")} AS encounter_id,
@@ -409,13 +493,12 @@ MAPPINGS = {
         FROM (SELECT *, {_codings("part.code")} AS coding FROM parts)""",
     # medicationCodeableConcept, or medicationReference to a Medication resource of the export
     "medications": f"""
-        WITH meds AS (SELECT DISTINCT ON (id) id, r.code AS concept FROM fhir_resources
-                      WHERE type = 'Medication'),
+        WITH meds AS (SELECT DISTINCT ON (id) id, r.code AS concept
+                      FROM fhir_medication_catalog),
         requests AS (
             SELECT f.*, coalesce(f.r.medicationCodeableConcept, m.concept) AS concept
             FROM ({_with_reason("medications")}) f
             LEFT JOIN meds m ON m.id = {_ref("medicationReference", "f.")}
-            WHERE f.type IN ({_types("medications")})
         )
         SELECT {_ref("subject")} AS patient_id,
                coalesce({_ref("encounter")}, {_ref("context")}) AS encounter_id,
@@ -441,7 +524,7 @@ MAPPINGS = {
     "imaging_studies": f"""
         WITH series AS (
             SELECT *, unnest(CASE WHEN len(r.series) > 0 THEN r.series ELSE [NULL] END) AS s
-            FROM fhir_resources WHERE type IN ({_types("imaging_studies")})
+            FROM fhir_imaging_studies
         ), instances AS (
             SELECT *, unnest(CASE WHEN len(s.instance) > 0 THEN s.instance ELSE [NULL] END) AS i
             FROM series
@@ -459,23 +542,31 @@ MAPPINGS = {
 
 @dataclass
 class Landed:
-    """The FHIR files found and read into the temp tables fhir_resources and fhir_bad."""
+    """The FHIR files found and read: views fhir_<group>, temp tables fhir_entries (resources
+    of Bundles and line-by-line reads), fhir_bad (not JSON), fhir_blank (blank lines)."""
 
     folder: Path
-    ndjson: list[Path]
+    ndjson: list[Path]  # files of a resource type the study reads
+    unused: list[Path]  # NDJSON files of other types: not read
     bundles: list[Path]
-    lines: dict[Path, int]  # NDJSON file -> its physical lines, as the reader counted them
+    counts: dict[Path, accounting.LineCount]  # NDJSON file -> sha256 and physical lines
+    typed: dict[str, list[tuple[str, int]]]  # group -> its typed tables (name, file number)
 
 
 def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
-    """Read every resource into temp.fhir_resources and every line or Bundle file that is not
-    JSON into temp.fhir_bad. Runs outside the load's transaction: a broken Bundle makes a
-    read fail, which would abort a transaction."""
+    """Read every resource the study uses (views fhir_<group>) and every line or Bundle file
+    that is not JSON (temp.fhir_bad). Runs outside the load's transaction: a broken file
+    makes a read fail, which would abort a transaction."""
     folder = Path(folder)
-    ndjson, bundles = _ndjson_files(folder), _bundle_files(folder)
-    if not ndjson and not bundles:
+    found, bundles = _ndjson_files(folder), _bundle_files(folder)
+    if not found and not bundles:
         raise IngestError(f"{folder}: no FHIR NDJSON (*.ndjson) or Bundle (*.json) files found")
-    con.execute(_resources_ddl(), {"structure": _STRUCTURE_JSON})
+    ndjson = [p for p in found if _NDJSON.match(p.name)["type"] in _GROUP_OF]
+    unused = [p for p in found if p not in ndjson]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fhir_entries (source_file VARCHAR, source_line BIGINT,"
+        " type VARCHAR, j JSON)"
+    )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE fhir_bad (source_file VARCHAR, source_line BIGINT,"
         " text VARCHAR)"
@@ -484,11 +575,30 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
     con.execute(
         "CREATE OR REPLACE TEMP TABLE fhir_bundle_sizes (source_file VARCHAR, resources BIGINT)"
     )
-    lines = _land_ndjson(con, ndjson) if ndjson else {}
+    # sha256 (for the manifest) and physical lines (for the row accounting and the fast read)
+    counts = {p: accounting.count_lines(p) for p in ndjson}
+    typed: dict[str, list[tuple[str, int]]] = {group: [] for group in GROUPS}
+    _land_ndjson(con, ndjson, {p: c.physical_lines for p, c in counts.items()}, typed)
     for p in _land_bundles(con, bundles) if bundles else []:
         # the file's text stays out of the warehouse: it may be anything
         con.execute("INSERT INTO fhir_bad VALUES (?, 0, NULL)", [p.name])
-    return Landed(folder, ndjson, bundles, lines)
+    _group_views(con, typed, [p.name for p in ndjson])
+    return Landed(folder, ndjson, unused, bundles, counts, typed)
+
+
+def _found_types(con: duckdb.DuckDBPyConnection, landed: Landed) -> dict[str, int]:
+    """Resources per type: rows of the typed tables (one type per file) and fhir_entries."""
+    found = dict(
+        con.execute(
+            "SELECT type, count(*) FROM fhir_entries WHERE type IS NOT NULL GROUP BY ALL"
+        ).fetchall()
+    )
+    for tables in landed.typed.values():
+        for table, n in tables:
+            rtype = _NDJSON.match(landed.ndjson[n].name)["type"]
+            rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            found[rtype] = found.get(rtype, 0) + rows
+    return found
 
 
 def load_tables(
@@ -504,13 +614,9 @@ def load_tables(
     # a JSON line that is not a resource (no resourceType) is not silently skipped
     con.execute(
         "INSERT INTO meta.quarantine SELECT NULL, source_file, source_line, 'resourceType',"
-        " 'missing_value', text FROM fhir_resources WHERE type IS NULL"
+        " 'missing_value', CAST(j AS VARCHAR) FROM fhir_entries WHERE type IS NULL"
     )
-    found = dict(
-        con.execute(
-            "SELECT type, count(*) FROM fhir_resources WHERE type IS NOT NULL GROUP BY ALL"
-        ).fetchall()
-    )
+    found = _found_types(con, landed)
     if not found.get("Patient"):
         raise IngestError(f"{folder}: the FHIR export has no Patient resources")
     present: dict[str, str] = {}
@@ -524,47 +630,46 @@ def load_tables(
     con.execute("DROP VIEW temp.fhir_map")
     missing = [t for t in ("encounters", "conditions") if t not in present]
     notes = [f"no {', '.join(RESOURCES[t])} resources: {t} is empty" for t in missing]
-    ignored_types = sorted(set(found) - _USED)
+    ignored_types = sorted(
+        (set(found) | {_NDJSON.match(p.name)["type"] for p in landed.unused}) - _USED
+    )
     if ignored_types:
         log(f"FHIR resource types not used by the study: {', '.join(ignored_types)}")
     files = [
         common.SourceFileInfo(p, p.name, _tables_of(_NDJSON.match(p.name)["type"])) for p in ndjson
     ] + [common.SourceFileInfo(p, p.name, tuple(RESOURCES)) for p in bundles]
+    # NDJSON files of types the study does not use are not read (nor hashed): listed as ignored
     ignored = sorted(
         p.name + ("/" if p.is_dir() else "")
         for p in folder.iterdir()
         if p not in set(ndjson) | set(bundles)
     )
-    digests = _account(con, ndjson, bundles)
+    _account(con, landed)
+    digests = {p: c.sha256 for p, c in landed.counts.items()}
     common.write_meta(con, files, present, {}, digests)
     return common.LoadResult(files, ignored, notes)
 
 
-def _account(
-    con: duckdb.DuckDBPyConnection, ndjson: list[Path], bundles: list[Path]
-) -> dict[Path, str]:
+def _account(con: duckdb.DuckDBPyConnection, landed: Landed) -> None:
     """Check that every NDJSON line (counted by a byte scan) and every Bundle entry is
-    loaded, quarantined, blank or a resource of a type the study does not load
-    (accounting.check); returns the sha256 of each NDJSON file (read once for both)."""
-    records, digests = [], {}
-    for p in ndjson:
-        counted = accounting.count_lines(p)
-        digests[p] = counted.sha256
-        records.append(accounting.Records(p.name, 1, counted.physical_lines))
+    loaded, quarantined, blank or a resource of a type the study does not load (the
+    Medication catalogue, a resource of another type in a Bundle): accounting.check."""
+    records = [
+        accounting.Records(p.name, 1, landed.counts[p].physical_lines) for p in landed.ndjson
+    ]
     sizes = dict(con.execute("SELECT source_file, resources FROM fhir_bundle_sizes").fetchall())
-    for p in bundles:
+    for p in landed.bundles:
         if p.name in sizes:
             records.append(accounting.Records(p.name, 1, sizes[p.name], "entries"))
         else:  # not JSON: quarantined as a whole, at line 0
             records.append(accounting.Records(p.name, 0, 1, "files"))
     loaded = ", ".join(f"'{t}'" for types in RESOURCES.values() for t in types)
-    accounting.check(
-        con,
-        records,
-        "SELECT source_file, source_line FROM fhir_blank UNION ALL"
-        f" SELECT source_file, source_line FROM fhir_resources WHERE type NOT IN ({loaded})",
-    )
-    return digests
+    not_loaded = [
+        "SELECT source_file, source_line FROM fhir_blank",
+        f"SELECT source_file, source_line FROM fhir_entries WHERE type NOT IN ({loaded})",
+        "SELECT source_file, source_line FROM fhir_medication_catalog",
+    ]
+    accounting.check(con, records, " UNION ALL ".join(not_loaded))
 
 
 def _tables_of(resource_type: str) -> tuple[str, ...]:

@@ -1,0 +1,112 @@
+"""How the FHIR adapter reads NDJSON (pipelines/sources/fhir.py, docs/sources.md): a clean
+file of a type the study reads goes through DuckDB's typed read_json once; only a file with
+a problem is read line by line, and there a bad line costs that line only; a file of a type
+the study does not use is not read at all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SHARED
+
+from pipelines import warehouse as wh
+from pipelines.sources import fhir, load_source
+
+BULK = SHARED / "fhir" / "smart_bulk_10_patients"
+USED = ("Patient.000.ndjson", "Encounter.000.ndjson", "Condition.000.ndjson")
+QUIET = {"log": lambda message: None}
+
+
+def rows(warehouse: Path, sql: str) -> list[tuple]:
+    with wh.open_warehouse(warehouse, read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def bulk_copy(tmp_path: Path, *extra: str) -> Path:
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    for name in (*USED, *extra):
+        shutil.copyfile(BULK / name, folder / name)
+    return folder
+
+
+def edit_lines(path: Path, edit) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    edit(lines)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
+
+
+def test_a_clean_ndjson_file_is_not_read_line_by_line(tmp_path, monkeypatch):
+    """The line-by-line path is for a file with a problem only: a clean export loads
+    without it, and a broken file is the only one read so."""
+    read_by_line = []
+    line_reader = fhir._land_lines
+    monkeypatch.setattr(
+        fhir, "_land_lines", lambda con, p: (read_by_line.append(p.name), line_reader(con, p))
+    )
+    folder = bulk_copy(tmp_path)
+    load_source(folder, tmp_path / "clean.duckdb", "fhir", **QUIET)
+    assert read_by_line == []
+    edit_lines(folder / "Condition.000.ndjson", lambda lines: lines.insert(3, "{not json"))
+    load_source(folder, tmp_path / "broken.duckdb", "fhir", **QUIET)
+    assert read_by_line == ["Condition.000.ndjson"]
+    assert rows(tmp_path / "broken.duckdb", "SELECT source_line, reason FROM meta.quarantine") == [
+        (4, "malformed_json")
+    ]
+
+
+def test_a_file_of_a_type_the_study_does_not_use_is_not_read(tmp_path):
+    """AllergyIntolerance is not used: a broken line there stops nothing and is not parsed
+    (before, every line of every NDJSON file was parsed and counted)."""
+    folder = bulk_copy(tmp_path, "AllergyIntolerance.000.ndjson")
+    edit_lines(folder / "AllergyIntolerance.000.ndjson", lambda lines: lines.insert(0, "{oops"))
+    warehouse = tmp_path / "warehouse.duckdb"
+    said = []
+    summary = load_source(folder, warehouse, "fhir", log=said.append)
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+    assert "AllergyIntolerance.000.ndjson" in summary.ignored_files
+    assert "AllergyIntolerance.000.ndjson" not in summary.files_loaded
+    assert any("not used by the study: AllergyIntolerance" in line for line in said)
+    assert rows(warehouse, "SELECT count(*) FROM raw.conditions")[0][0] > 500
+
+
+@pytest.mark.parametrize(
+    "bad_line, reason",
+    [
+        # a value of another shape than FHIR's (subject is a Reference object): the typed
+        # read fails on it, the line-by-line read makes it NULL: the resource has no patient
+        ('{"resourceType": "Condition", "subject": "Patient/x", "code": {"coding": []}}',
+         "missing_value"),
+        ("null", "malformed_json"),  # JSON, but not a resource object
+        ("[1, 2]", "malformed_json"),
+    ],
+)  # fmt: skip
+def test_a_line_the_typed_read_cannot_take_costs_that_line_only(tmp_path, bad_line, reason):
+    folder = bulk_copy(tmp_path)
+    lines = edit_lines(folder / "Condition.000.ndjson", lambda lines: lines.insert(5, bad_line))
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "fhir", **QUIET)
+    assert rows(warehouse, "SELECT source_line, reason FROM meta.quarantine") == [(6, reason)]
+    loaded = {line for (line,) in rows(warehouse, "SELECT source_line FROM raw.conditions")}
+    assert loaded == set(range(1, len(lines) + 1)) - {6}
+
+
+def test_a_resource_of_another_type_in_a_typed_file_is_loaded_as_its_own_type(tmp_path):
+    """A Bulk file holds one type; one that holds another anyway is read line by line, so
+    the stray resource is mapped as what it is, at its line."""
+    folder = bulk_copy(tmp_path)
+    patient = json.loads((folder / "Patient.000.ndjson").read_text().splitlines()[0])
+    stray = {"resourceType": "Condition", "subject": {"reference": f"Patient/{patient['id']}"},
+             "onsetDateTime": "2020-01-01", "code": {"coding": [{"code": "279039007"}]}}  # fmt: skip
+    lines = edit_lines(folder / "Patient.000.ndjson", lambda lines: lines.append(json.dumps(stray)))
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "fhir", **QUIET)
+    assert rows(
+        warehouse, "SELECT code FROM raw.conditions WHERE source_file = 'Patient.000.ndjson'"
+    ) == [("279039007",)]
+    assert rows(warehouse, "SELECT count(*) FROM raw.patients") == [(len(lines) - 1,)]
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
