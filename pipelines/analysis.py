@@ -563,12 +563,41 @@ def sensitivity_rows(
 ) -> pd.DataFrame:
     """Long-format accuracy and AUROC rows of one analysis, from the marts built in `schema`."""
     episodes = load_episodes(con, schema)
-    performance = model_performance_table(episodes, settings)
+    return _long_rows(
+        flag_accuracy_table(episodes, settings),
+        score_performance_table(episodes, settings),
+        model_performance_table(episodes, settings),
+        analysis_name,
+    )
+
+
+# what the sensitivity rows are made of, as run_statistics writes them
+SENSITIVITY_SOURCES = ("flag_accuracy", "score_performance", "model_performance")
+
+
+def sensitivity_rows_written(
+    con: duckdb.DuckDBPyConnection, analysis_name: str, schema: str
+) -> pd.DataFrame | None:
+    """The rows of `sensitivity_rows` from the tables run_statistics wrote to `schema` (the
+    primary analysis: the statistics stage has just computed them from the same marts and
+    settings), or None when one of them is missing."""
+    if not all(table_exists(con, _schema(schema), t) for t in SENSITIVITY_SOURCES):
+        return None
+    frames = [
+        con.execute(f"select * from {_schema(schema)}.{_schema(t)}").df().drop(columns="run_id")
+        for t in SENSITIVITY_SOURCES
+    ]
+    return _long_rows(*frames, analysis_name)
+
+
+def _long_rows(
+    flag_accuracy: pd.DataFrame,
+    score_performance: pd.DataFrame,
+    model_performance: pd.DataFrame,
+    analysis_name: str,
+) -> pd.DataFrame:
     long = pd.concat(
-        [
-            _accuracy_long(flag_accuracy_table(episodes, settings)),
-            _auroc_long(score_performance_table(episodes, settings), performance),
-        ],
+        [_accuracy_long(flag_accuracy), _auroc_long(score_performance, model_performance)],
         ignore_index=True,
     )
     return long.assign(analysis=analysis_name).reindex(columns=SENSITIVITY_COLUMNS)

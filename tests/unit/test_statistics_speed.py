@@ -2,6 +2,8 @@
 
 - their many small model fits run with one BLAS thread (pipelines/stats/threads.py): with
   more, OpenBLAS's idle workers spin after every call, 18x the CPU time for the same numbers;
+- the primary analysis's sensitivity rows are read from the tables the statistics stage
+  wrote, not computed again (pipelines/study.py step_sensitivity);
 - a sensitivity analysis computes only the model_performance rows it keeps, not the
   calibration tables and smoothed curves model_tables would draw and it would drop.
 
@@ -74,3 +76,16 @@ def test_sensitivity_rows_draw_no_calibration_and_keep_the_same_performance(con,
         analysis.model_performance_table(episodes, SETTINGS),
         analysis.model_tables(episodes, SETTINGS)[0],
     )
+
+
+def test_primary_sensitivity_rows_are_read_from_the_statistics_tables(con, monkeypatch):
+    analysis.run_statistics(con, FEW, "run-1")
+    fits: list = []
+    spy(monkeypatch, model, "cross_validated_probabilities", fits)
+    written = analysis.sensitivity_rows_written(con, "primary", "mart")
+    assert fits == []  # read, not fitted again
+    computed = analysis.sensitivity_rows(con, FEW, "primary", "mart")
+    assert len(fits) == len(analysis.SUBGROUPS)
+    pd.testing.assert_frame_equal(written, computed, check_exact=True)
+    con.execute("create schema if not exists empty")
+    assert analysis.sensitivity_rows_written(con, "primary", "empty") is None
