@@ -576,6 +576,8 @@ def machine_info() -> dict:
 def _best(runs: list[Measurement]) -> Measurement:
     """The fastest successful repeat (noise only ever adds time); peak memory is the highest seen."""
     ok = [r for r in runs if r.status == "ok" and r.seconds is not None]
+    if not ok:
+        return runs[-1]
     if len(ok) < len(runs):  # a repeat that fails is reported, not hidden behind a good one
         failed = next(r for r in runs if r not in ok)
         failed.error = f"run {runs.index(failed) + 1} of {len(runs)}: {failed.error}"

@@ -120,3 +120,8 @@ def test_the_fastest_of_good_repeats_is_kept_with_the_highest_peak():
     ]
     best = _best(runs)
     assert (best.seconds, best.peak_rss_mb, best.runs) == (2.0, 100.0, [3.0, 2.0])
+
+
+def test_a_single_failed_run_keeps_its_own_error():
+    only = Measurement("grow", "not available", error="pipelines.generator.grow does not exist")
+    assert _best([only]).error == "pipelines.generator.grow does not exist"
