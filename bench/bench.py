@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.criteria import criteria_markdown, done_criteria
 from pipelines.schema import TABLES
 
 # the repository root: the stage subprocesses run `python -m bench.bench` from there
@@ -50,7 +52,16 @@ PIPELINE_STAGES = (
     "release",
     "report",
 )
-ALL_STAGES = ("generate", *BASELINES, *PIPELINE_STAGES, "total")
+# The study as a user runs it (`redflags run`, Prefect included; bench/flow_run.py): on a
+# fresh warehouse, again on the unchanged export, and on the export grown by 1% of patients.
+FLOW_STAGES = ("flow", "rerun_unchanged", "rerun_grown")
+ALL_STAGES = ("generate", *BASELINES, *PIPELINE_STAGES, "total", *FLOW_STAGES)
+# The grown export of `rerun_grown` (pipelines/generator/grow.py; made untimed, stage "grow").
+GROW_FRACTION, GROW_SEED = 0.01, 1
+# Stages that change what they read: the release's publish drops the build schemas it reads
+# and appends its run to meta.release_history; `rerun_grown` loads the new rows. With
+# --repeat, each repeat starts from a copy of that warehouse as it was before the first.
+RESTORED_BEFORE_REPEAT = {"release": "warehouse", "rerun_grown": "flow_warehouse"}
 MB = 1024 * 1024
 
 
@@ -238,6 +249,69 @@ def _stage_total(spec: dict) -> Callable[[], dict]:
     return run
 
 
+def _flow_command(spec: dict, source: str) -> Callable[[], dict]:
+    """`redflags run` on `source` and the flow stages' warehouse, measured over its process
+    tree (bench/flow_run.py); its seconds, CPU and peak replace the wrapper's own."""
+    from bench import flow_run
+
+    warehouse = spec["flow_warehouse"]
+    args = ["run", "--source", source, "--warehouse", warehouse, "--report", spec["flow_report"]]
+
+    def run() -> dict:
+        log = Path(spec["logs"]) / f"{spec['stage']}.command.log"
+        measured = flow_run.run_command(args, log, REPO_ROOT)
+        if measured["exit_code"] != 0:
+            raise RuntimeError(
+                f"redflags run exited with {measured['exit_code']}: {flow_run.last_log_line(log)}"
+            )
+        return {"measured": measured, **flow_run.runs_summary(Path(warehouse))}
+
+    return run
+
+
+def _stage_flow(spec: dict) -> Callable[[], dict]:
+    """The study as a user runs it, on a fresh warehouse (Prefect's temporary server included)."""
+    from bench import flow_run
+
+    flow_run.remove_warehouse(Path(spec["flow_warehouse"]))
+    return _flow_command(spec, spec["export"])
+
+
+def _stage_rerun_unchanged(spec: dict) -> Callable[[], dict]:
+    """The same command again on the warehouse `flow` left: nothing to rebuild."""
+    if not Path(spec["flow_warehouse"]).exists():
+        raise StageUnavailable("needs the warehouse of the flow stage")
+    return _flow_command(spec, spec["export"])
+
+
+def _stage_rerun_grown(spec: dict) -> Callable[[], dict]:
+    """The same command on the export grown by 1% of patients, on the same warehouse."""
+    if not Path(spec["flow_warehouse"]).exists():
+        raise StageUnavailable("needs the warehouse of the flow stage")
+    if not Path(spec["grown_marker"]).exists():
+        raise StageUnavailable("needs the grown export (stage grow)")
+    return _flow_command(spec, spec["grown_export"])
+
+
+def _stage_grow(spec: dict) -> Callable[[], dict]:
+    """The export grown by GROW_FRACTION of its patients (not part of the pipeline)."""
+    (grow_export,) = _require("pipelines.generator.grow", "grow_export")
+
+    def run() -> dict:
+        out, marker = Path(spec["grown_export"]), Path(spec["grown_marker"])
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(out, ignore_errors=True)
+        counts = _jsonable(
+            grow_export(Path(spec["export"]), out, fraction=GROW_FRACTION, seed=GROW_SEED)
+        )
+        # written last, beside the export (not in it: it would be one more export file): an
+        # interrupted grow leaves no marker, and is made again
+        marker.write_text(json.dumps(counts, default=str))
+        return {"grown": counts}
+
+    return run
+
+
 STAGES: dict[str, Callable[[dict], Callable[[], dict]]] = {
     "generate": _stage_generate,
     "plain_scan": _stage_plain_scan,
@@ -251,6 +325,10 @@ STAGES: dict[str, Callable[[dict], Callable[[], dict]]] = {
     "release": _stage_release,
     "report": _stage_report,
     "total": _stage_total,
+    "grow": _stage_grow,
+    "flow": _stage_flow,
+    "rerun_unchanged": _stage_rerun_unchanged,
+    "rerun_grown": _stage_rerun_grown,
 }
 
 
@@ -276,13 +354,17 @@ def child_main(stage: str, spec: dict, result_path: Path) -> int:
     t0 = time.perf_counter()
     record: dict = {"stage": stage}
     try:
-        fn = STAGES[stage](spec)
+        fn = STAGES[stage](dict(spec, stage=stage))
         t1 = time.perf_counter()
         record["import_seconds"] = round(t1 - t0, 3)
         cpu0 = _cpu_seconds()
-        record["info"] = _jsonable(fn() or {})
+        info = _jsonable(fn() or {})
         record["seconds"] = round(time.perf_counter() - t1, 3)
         record["cpu_seconds"] = round(_cpu_seconds() - cpu0, 3)
+        # a stage that measures a command of its own (bench/flow_run.py) reports that
+        # command's seconds, CPU and peak RSS instead of this process's
+        record.update(info.pop("measured", {}))
+        record["info"] = info
         record["status"] = "ok"
     except StageUnavailable as exc:
         record.update(status="not available", error=str(exc))
@@ -295,6 +377,8 @@ def child_main(stage: str, spec: dict, result_path: Path) -> int:
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     record["maxrss_mb"] = round(max(self_rss, kids_rss), 1)
+    if "peak_rss_mb" in record:  # the command's tree, sampled without this wrapper
+        record["maxrss_mb"] = record["peak_rss_mb"]
     result_path.write_text(json.dumps(record, default=str))
     return 0
 
@@ -422,7 +506,10 @@ def run_child(
         wall = time.perf_counter() - start
         watcher.join()
     record = json.loads(result_path.read_text()) if result_path.exists() else {}
-    peak_mb = max(peak[0] / MB, usage.ru_maxrss / 1024, record.get("maxrss_mb") or 0)
+    if record.get("peak_rss_mb") is not None:  # measured by the stage over its command's tree
+        peak_mb = record["peak_rss_mb"]
+    else:
+        peak_mb = max(peak[0] / MB, usage.ru_maxrss / 1024, record.get("maxrss_mb") or 0)
     if killed:
         status_text, error = ("did not fit" if "fit" in killed[0] else "timed out"), killed[0]
     elif not record:
@@ -491,6 +578,11 @@ def _best(runs: list[Measurement]) -> Measurement:
     ok = [r for r in runs if r.status == "ok" and r.seconds is not None]
     if not ok:
         return runs[-1]
+    if len(ok) < len(runs):  # a repeat that fails is reported, not hidden behind a good one
+        failed = next(r for r in runs if r not in ok)
+        failed.error = f"run {runs.index(failed) + 1} of {len(runs)}: {failed.error}"
+        failed.runs = [r.seconds for r in ok]
+        return failed
     best = min(ok, key=lambda r: r.seconds)
     best.peak_rss_mb = max(r.peak_rss_mb or 0 for r in runs)
     best.runs = [r.seconds for r in ok]
@@ -512,15 +604,29 @@ def bench_size(patients: int, args: argparse.Namespace, say: Callable[[str], Non
         "plain_db": str(work / "plain.duckdb"),
         "run_id": f"bench-{patients}",
         "gzip": args.gzip,
+        "flow_warehouse": str(work / "flow.duckdb"),
+        "flow_report": str(work / "flow-report.html"),
+        "grown_export": str(work / "export-grown"),
+        "grown_marker": str(work / "export-grown.json"),  # written once the grown export is whole
+        "logs": str(work / "logs"),
     }
     logs = work / "logs"
     results: dict[str, Measurement] = {}
 
     def measure(stage: str, cap_mb: float | None = None, repeat: int = 1) -> Measurement:
         say(f"  {stage} ...")
-        runs = [run_child(stage, spec, logs, cap_mb=cap_mb, timeout=args.timeout)]
-        while len(runs) < repeat and runs[-1].status == "ok":
-            runs.append(run_child(stage, spec, logs, cap_mb=cap_mb, timeout=args.timeout))
+        keep = None
+        if repeat > 1 and stage in RESTORED_BEFORE_REPEAT:
+            keep = _snapshot(Path(spec[RESTORED_BEFORE_REPEAT[stage]]))
+        try:
+            runs = [run_child(stage, spec, logs, cap_mb=cap_mb, timeout=args.timeout)]
+            while len(runs) < repeat and runs[-1].status == "ok":
+                if keep:
+                    keep.restore()
+                runs.append(run_child(stage, spec, logs, cap_mb=cap_mb, timeout=args.timeout))
+        finally:
+            if keep:
+                keep.drop()
         m = _best(runs)
         results[stage] = m
         say(
@@ -569,6 +675,8 @@ def bench_size(patients: int, args: argparse.Namespace, say: Callable[[str], Non
     if "total" in stages:
         measure("total")
         _remove_db(Path(spec["total_warehouse"]))
+    if any(s in stages for s in FLOW_STAGES):
+        bench_flow_stages(spec, args, stages, measure, results)
     if "plain_load" in stages and len(results) > 3:
         # Measure the floor again after the pipeline, so a quiet or busy spell of a shared
         # machine does not favour either side; the faster of the two counts.
@@ -588,6 +696,69 @@ def bench_size(patients: int, args: argparse.Namespace, say: Callable[[str], Non
         "input_rows": rows,
         "measurements": [vars(m) for m in results.values()],
     }
+
+
+def bench_flow_stages(
+    spec: dict,
+    args: argparse.Namespace,
+    stages: list[str],
+    measure: Callable[..., Measurement],
+    results: dict[str, Measurement],
+) -> None:
+    """flow, then rerun_unchanged on its warehouse, then rerun_grown on the grown export
+    (made untimed by the stage grow); the warehouse, report and Parquet folder are removed
+    after, and the grown export too unless --reuse-exports."""
+    from bench import flow_run
+
+    grown = Path(spec["grown_export"])
+    if "flow" in stages and measure("flow", repeat=args.repeat).status != "ok":
+        for stage in ("rerun_unchanged", "rerun_grown"):
+            if stage in stages:
+                results[stage] = Measurement(stage, "skipped", error="needs flow")
+        stages = []
+    if "rerun_unchanged" in stages:
+        measure("rerun_unchanged", repeat=args.repeat)
+    if "rerun_grown" in stages:
+        reuse = args.reuse_exports and Path(spec["grown_marker"]).exists()
+        g = None if reuse else measure("grow")
+        if g is None or g.status == "ok":
+            measure("rerun_grown", repeat=args.repeat)
+        else:
+            results["rerun_grown"] = Measurement("rerun_grown", g.status, error=g.error)
+    flow_run.remove_warehouse(Path(spec["flow_warehouse"]))
+    Path(spec["flow_report"]).unlink(missing_ok=True)
+    if not args.reuse_exports:
+        shutil.rmtree(grown, ignore_errors=True)
+        Path(spec["grown_marker"]).unlink(missing_ok=True)
+
+
+@dataclass
+class _Snapshot:
+    """A copy of a warehouse (file and WAL) to start each repeat of a stage from."""
+
+    files: dict[Path, Path]  # original -> copy
+
+    def restore(self) -> None:
+        for original, copy in self.files.items():
+            if copy.exists():
+                shutil.copy2(copy, original)
+            else:
+                original.unlink(missing_ok=True)
+
+    def drop(self) -> None:
+        for copy in self.files.values():
+            copy.unlink(missing_ok=True)
+
+
+def _snapshot(warehouse: Path) -> _Snapshot:
+    files = {}
+    for original in (warehouse, Path(f"{warehouse}.wal")):
+        copy = Path(f"{original}.before-repeat")
+        copy.unlink(missing_ok=True)
+        if original.exists():
+            shutil.copy2(original, copy)
+        files[original] = copy
+    return _Snapshot(files)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -637,8 +808,16 @@ def derived(size: dict) -> dict:
                 f"total_over_plain_load{suffix}": _ratio(total, plain),
                 f"pandas_over_ingest_models{suffix}": _ratio(pandas, core),
                 f"pandas_over_total{suffix}": _ratio(pandas, total),
+                # the study as a user runs it (Prefect included) and its re-runs
+                f"flow_over_plain_load{suffix}": _ratio(ok("flow", key), plain),
+                f"pandas_over_flow{suffix}": _ratio(pandas, ok("flow", key)),
+                f"rerun_unchanged_over_flow{suffix}": _ratio(
+                    ok("rerun_unchanged", key), ok("flow", key)
+                ),
+                f"rerun_grown_over_flow{suffix}": _ratio(ok("rerun_grown", key), ok("flow", key)),
             }
         )
+    out["flow_peak_rss_mb"] = ok("flow", "peak_rss_mb")
     out["ingest_peak_over_plain_scan_peak"] = _ratio(
         ok("ingest", "peak_rss_mb"), ok("plain_scan", "peak_rss_mb")
     )
@@ -661,6 +840,10 @@ RATIO_LABELS = {
     "pandas_over_ingest_models": "pandas / ingest+models (same outputs; target >= 3)",
     "pandas_over_total": "pandas / pipeline total (pipeline does much more)",
     "pandas_peak_over_pipeline_peak": "pandas peak RSS / pipeline peak RSS (target >= 3)",
+    "flow_over_plain_load": "pipeline with Prefect (redflags run) / plain load",
+    "pandas_over_flow": "pandas / pipeline with Prefect",
+    "rerun_unchanged_over_flow": "re-run, unchanged export / first run",
+    "rerun_grown_over_flow": "re-run, +1% patients / first run",
 }
 
 
@@ -697,7 +880,7 @@ def summary_markdown(report: dict) -> str:
         for key, label in RATIO_LABELS.items():
             cpu = d.get(f"{key}_cpu") if f"{key}_cpu" in d else None
             lines.append(f"| {label} | {_fmt(d.get(key))} | {_fmt(cpu)} |")
-        lines.append("")
+        lines += ["", *criteria_markdown(done_criteria(d)), ""]
     return "\n".join(lines)
 
 
@@ -846,6 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{patients:,} patients", flush=True)
         size = bench_size(patients, args, lambda msg: print(msg, flush=True))
         size["derived"] = derived(size)
+        size["done_criteria"] = done_criteria(size["derived"])
         report["sizes"].append(size)
         write_outputs(report, args.out)  # after each size, so a long run keeps what it measured
     print()
