@@ -42,20 +42,30 @@ DEFAULT_EXPORTS = Path("/tmp/redflags-bench-sources")
 
 
 def export_folders(root: Path, patients: int, seed: int) -> dict[str, Path]:
+    """`<root>/p<N>-s<seed>/<layout>`; or `<root>/<layout>` when that holds a finished export
+    (truth.json), as in a shared folder of ready exports (`--exports /work/bench/src100k`)."""
     base = Path(root) / f"p{patients}-s{seed}"
-    return {fmt: base / fmt for fmt in ("synthea", "fhir", "omop")}
+    return {
+        fmt: Path(root) / fmt if (Path(root) / fmt / "truth.json").exists() else base / fmt
+        for fmt in ("synthea", "fhir", "omop")
+    }
 
 
-def ensure_exports(root: Path, patients: int, seed: int, log=print) -> dict[str, Path]:
-    """The three layouts of one population, generated (and converted) only when missing."""
+def ensure_exports(
+    root: Path, patients: int, seed: int, log=print, formats=("fhir", "omop")
+) -> dict[str, Path]:
+    """The layouts of one population, generated (and converted) only when missing."""
     from pipelines.generator.convert import convert
     from pipelines.generator.core import generate
 
     folders = export_folders(root, patients, seed)
-    if not (folders["synthea"] / "truth.json").exists():
+    if (
+        any(not (folders[fmt] / "truth.json").exists() for fmt in formats)
+        and not (folders["synthea"] / "truth.json").exists()
+    ):
         log(f"generating {patients:,} patients (Synthea CSV) in {folders['synthea']}")
         generate(folders["synthea"], patients=patients, seed=seed, progress=lambda _: None)
-    for fmt in ("fhir", "omop"):
+    for fmt in formats:
         if not (folders[fmt] / "truth.json").exists():
             log(f"converting to {fmt} in {folders[fmt]}")
             convert(folders["synthea"], folders[fmt], fmt)
@@ -187,24 +197,26 @@ def machine() -> dict:
     }
 
 
-def bench(patients: int, exports: Path, out: Path, seed: int = 42) -> dict:
-    folders = ensure_exports(exports, patients, seed)
+def bench(
+    patients: int, exports: Path, out: Path, seed: int = 42, formats=("fhir", "omop")
+) -> dict:
+    folders = ensure_exports(exports, patients, seed, formats=formats)
     report = {
         "patients": patients,
         "machine": machine(),
         "exports": {
-            "fhir_mb": _size_mb(folders["fhir"], "*.ndjson"),
-            "omop_mb": _size_mb(folders["omop"], "*.csv"),
+            "fhir_mb": _size_mb(folders["fhir"], "*.ndjson") if "fhir" in formats else 0,
+            "omop_mb": _size_mb(folders["omop"], "*.csv") if "omop" in formats else 0,
         },
         "stages": {},
     }
-    for stage in STAGES:
+    for stage in (s for s in STAGES if s.split("_")[0] in formats):
         fmt = stage.split("_")[0]
         print(f"  {stage} ...", flush=True)
         report["stages"][stage] = m = measure(stage, folders[fmt], out / "work")
         print(f"  {stage}: {m['status']} {m.get('seconds')} s, peak {m.get('peak_rss_mb')} MB",
               flush=True)  # fmt: skip
-    for fmt in ("fhir", "omop"):
+    for fmt in formats:
         plain, ingest = report["stages"][f"{fmt}_plain"], report["stages"][f"{fmt}_ingest"]
         if plain["status"] == ingest["status"] == "ok":
             report[f"{fmt}_ingest_over_plain"] = round(ingest["seconds"] / plain["seconds"], 2)
@@ -260,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"where the exports are cached (default {DEFAULT_EXPORTS})")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="results folder")
     p.add_argument("--seed", type=int, default=42, help="generator seed")
+    p.add_argument("--formats", default="fhir,omop",
+                   help="layouts to measure, comma-separated (default fhir,omop)")  # fmt: skip
     p.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     p.add_argument("--export", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--warehouse", type=Path, help=argparse.SUPPRESS)
@@ -272,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child_main(args.child, args.export, args.warehouse, args.result)
     print(f"{args.patients:,} patients", flush=True)
-    report = bench(args.patients, args.exports, args.out.resolve(), args.seed)
+    formats = tuple(f for f in ("fhir", "omop") if f in args.formats.split(","))
+    report = bench(args.patients, args.exports, args.out.resolve(), args.seed, formats)
     print(summary(report))
     return 0
 

