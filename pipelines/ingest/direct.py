@@ -19,6 +19,7 @@ from pipelines.ingest.checks import (
     as_text,
     case_sql,
     checked_source,
+    create_unit_codes,
     create_unit_rules,
     problem_checks,
 )
@@ -119,6 +120,8 @@ def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered
     )
     _mark_duplicate_lines(con, f, numbered)
     checks = problem_checks(table, staged=True)
+    if table == "observations":
+        create_unit_codes(con, numbered)
     # Only the rows that fail a check are copied out of the stage (usually none); the good
     # rows go from the stage straight into raw. Copying every checked row into a second
     # temporary table first (as from 2026-12-07) held each file twice in memory and doubled
@@ -151,6 +154,7 @@ def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered
     )
     insert_rows(con, _held_table(table), f"SELECT {columns} {checked} = 'unknown_patient'")
     con.execute("DROP TABLE temp.ingest_problems")
+    con.execute("DROP TABLE IF EXISTS temp.ingest_unit_codes")
     loaded = con.execute(
         f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
     ).fetchone()[0]
