@@ -57,8 +57,9 @@ INTERNAL_NAMES = {
     "_OFFSET", "_SNOMED_SYSTEMS", "UNMAPPED", "LOCAL_CONCEPTS",
     "_AS_COMPONENT",  # sources/fhir.py: a struct_pack of fhir.py's own STRUCTURE field names
     # ingest/ (parse.py, checks.py, direct.py): the staging table's name, read options and SQL built from schema.py and the
-    # unit rules' column names (the checks' reasons are the code's own words)
-    "_STAGE", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
+    # unit rules' column names (the checks' reasons are the code's own words); passed: a
+    # constant anti-join of the staged rows with the failed ones (direct.py)
+    "_STAGE", "passed", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
     # dashboard/data.py: the one schema it reads
     "SCHEMA",
     # flags.py: evidence model names from valuesets/flags.csv, checked plain identifiers
