@@ -196,8 +196,9 @@ def load_tail(
             f"UPDATE landing.rejects SET line = line + {int(offset)} WHERE file_path = ?",
             [f.relative],
         )
+        table = f.table
         rows_before = con.execute(
-            f"SELECT count(*) FROM raw.{f.table} WHERE source_file = ?", [f.relative]
+            f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
         ).fetchone()[0]
         _quarantine_new_rows(con, f, f"SELECT * FROM {_STAGE}", rows_before, (copy, offset))
     # landing.rejects keeps the old lines' rejects too, as after a full load

@@ -59,6 +59,8 @@ INTERNAL_NAMES = {
     # ingest/ (parse.py, checks.py, direct.py): the staging table's name, read options and SQL built from schema.py and the
     # unit rules' column names (the checks' reasons are the code's own words)
     "_STAGE", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
+    # ingest/append.py: a UNION of hashes of schema.py's columns over raw and held
+    "old_rows",
     # dashboard/data.py: the one schema it reads
     "SCHEMA",
     # flags.py: evidence model names from valuesets/flags.csv, checked plain identifiers
