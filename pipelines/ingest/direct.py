@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -37,8 +38,15 @@ from pipelines.ingest.tables import insert_rows, landing_table_name, quote
 
 
 def update_direct_table(
-    con: duckdb.DuckDBPyConnection, table: str, changes: TableChanges, patient_ids_changed: bool
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    changes: TableChanges,
+    patient_ids_changed: bool,
+    load: Callable[[duckdb.DuckDBPyConnection, SourceFile, Digest], Parsed] | None = None,
 ) -> None:
+    """`load` parses one fresh file into raw (default `_load_into_raw`, the whole file;
+    pipelines/ingest/append.py passes one that parses only the new rows of a grown file)."""
+    load = load or _load_into_raw
     held = _held_table(table)
     if changes.recreate:
         con.execute(f"DROP TABLE IF EXISTS raw.{table}")
@@ -67,7 +75,7 @@ def update_direct_table(
         for relative in changes.fresh:
             f, digest = changes.sources[relative]
             started = time.perf_counter()
-            parsed = _load_into_raw(con, f, digest)
+            parsed = load(con, f, digest)
             bar.advance(digest.size_bytes, parsed.rows)
             changes.loaded.append(f.relative)
             changes.messages.append(parsed.message(f.relative, started))
@@ -105,11 +113,19 @@ def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest
     return parsed
 
 
-def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered: str) -> None:
+def _quarantine_new_rows(
+    con: duckdb.DuckDBPyConnection,
+    f: SourceFile,
+    numbered: str,
+    rows_before: int = 0,
+    texts_from: tuple[Path, int] | None = None,
+) -> None:
     """The file's rejected lines into the quarantine; its rows (`numbered`: the SELECT of
     the staged rows with their line numbers) checked set-wise, then moved: good rows into
     raw, failed rows into the quarantine (unknown patients also into held). Fails when raw then holds another number of the file's rows
-    than passed the checks (rows read = loaded + quarantined)."""
+    than passed the checks (rows read = loaded + quarantined). `rows_before`: rows of the
+    file raw already holds (its old rows, when only appended rows are staged); `texts_from`:
+    where the staged lines' bytes are read (see _mark_duplicate_lines)."""
     table = f.table
     insert_rows(
         con,
@@ -118,7 +134,7 @@ def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered
         " WHERE file_path = $file",
         {"file": f.relative},
     )
-    _mark_duplicate_lines(con, f, numbered)
+    _mark_duplicate_lines(con, f, numbered, texts_from)
     checks = problem_checks(table, staged=True)
     if table == "observations":
         create_unit_codes(con, numbered)
@@ -158,21 +174,28 @@ def _quarantine_new_rows(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered
     loaded = con.execute(
         f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
     ).fetchone()[0]
-    if loaded != good:
+    if loaded - rows_before != good:
         raise IngestError(
-            f"{f.relative}: {good} rows passed the checks but raw.{table} holds {loaded} of them;"
+            f"{f.relative}: {good} rows passed the checks but raw.{table} holds"
+            f" {loaded - rows_before} of them;"
             " nothing was changed"
         )
 
 
-def _mark_duplicate_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, numbered: str) -> None:
+def _mark_duplicate_lines(
+    con: duckdb.DuckDBPyConnection,
+    f: SourceFile,
+    numbered: str,
+    texts_from: tuple[Path, int] | None = None,
+) -> None:
     """temp.duplicate_lines: the later copies of exact duplicate lines of the staged file.
 
     raw keeps only the canonical columns, so rows with the same loaded values (same hash of
     them) are only candidates; their original lines are then read from the file and compared
     byte for byte, so two lines that differ in a column that is not loaded (a cost, say) both
     stay. The first copy (lowest line) is kept. Lines of one file are compared, not across
-    files."""
+    files. `texts_from` (path, offset): the staged rows are the appended rows of a file,
+    copied to `path` where line n is line n + offset of the file (pipelines/ingest/append.py)."""
     loaded = ", ".join(c.name for c in schema.TABLES[f.table].columns)
     candidates = con.execute(
         f"""WITH hashed AS (SELECT source_line, hash({loaded}) AS h FROM ({numbered}))
@@ -183,7 +206,9 @@ def _mark_duplicate_lines(con: duckdb.DuckDBPyConnection, f: SourceFile, numbere
     con.execute("CREATE OR REPLACE TEMP TABLE duplicate_lines (source_line BIGINT)")
     if not candidates:
         return
-    texts = _line_texts(f.path, {line for line, _ in candidates})
+    path, offset = texts_from or (f.path, 0)
+    found = _line_texts(path, {line - offset for line, _ in candidates})
+    texts = {line + offset: text for line, text in found.items()}
     seen, later = set(), []
     for line, h in candidates:
         key = (h, texts.get(line))

@@ -26,6 +26,9 @@ class TableChanges:
     # for tables parsed straight into raw: each fresh file and its digest
     sources: dict[str, tuple[SourceFile, Digest]] = field(default_factory=dict)
     loaded: list[str] = field(default_factory=list)  # files parsed (filled by update_table)
+    # fresh files that only grew by appended rows: only their new rows are parsed, their old
+    # rows stay (pipelines/ingest/append.py: find_tails); relative path -> append.Tail
+    appends: dict[str, object] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:

@@ -12,6 +12,7 @@ import time
 import duckdb
 
 from pipelines import schema
+from pipelines.ingest.append import find_tails, tail_loader
 from pipelines.ingest.checks import as_text, case_sql, problem_checks
 from pipelines.ingest.direct import update_direct_table
 from pipelines.ingest.discover import Export
@@ -30,6 +31,7 @@ def update_raw(
     Files of the tables parsed straight into raw are added to `landed.loaded`/`skipped`."""
     landed = landed or LandingChanges()
     plan = plan_changes(con, export, landed.digests)
+    find_tails(con, plan)  # grown files whose new rows alone are parsed
     updated = []
     ids_changed = False
     for table in schema.TABLES:  # patients first: the other tables are checked against it
@@ -112,7 +114,7 @@ def update_table(
     if not (changes or patient_ids_changed):
         return False
     if table not in LANDED_TABLES:
-        update_direct_table(con, table, changes, patient_ids_changed)
+        update_direct_table(con, table, changes, patient_ids_changed, tail_loader(changes))
         _write_manifest(con, table)
         return True
     _apply_file_changes(con, table, changes)

@@ -60,6 +60,8 @@ INTERNAL_NAMES = {
     # unit rules' column names (the checks' reasons are the code's own words); passed: a
     # constant anti-join of the staged rows with the failed ones (direct.py)
     "_STAGE", "passed", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
+    # ingest/append.py: a UNION of hashes of schema.py's columns over raw and held
+    "old_rows",
     # dashboard/data.py: the one schema it reads
     "SCHEMA",
     # flags.py: evidence model names from valuesets/flags.csv, checked plain identifiers
