@@ -718,30 +718,31 @@ def indeterminate_cells(
                 if frame[f"{c}_status"].iat[i] not in HIDDEN:
                     cells.setdefault(name, set()).add((int(i), c))
 
-    def exposed(truth: pd.DataFrame, n, events, n_shown, events_shown) -> np.ndarray:
-        """Rows whose 2x2 gives away an indeterminate count or rebuilds a hidden n/events."""
+    def exposed(truth: pd.DataFrame, n, events, n_shown, events_shown):
+        """(rows whose 2x2 total gives away an indeterminate count or rebuilds a hidden n,
+        rows whose case margin rebuilds hidden events)."""
         counts = truth[CELL_COLUMNS].astype(float)
         gap = pd.Series(np.asarray(n, dtype=float)) - counts.sum(axis=1, min_count=4).to_numpy()
         case_gap = pd.Series(np.asarray(events, dtype=float)) - (counts["tp"] + counts["fn"])
         n_shown = pd.Series(np.asarray(n_shown, dtype=bool))
         events_shown = pd.Series(np.asarray(events_shown, dtype=bool))
         near = _is_near(min_cell)
-        rows = (n_shown & gap.map(_is_small(min_cell))) | (~n_shown & gap.map(near))
-        return (rows | (~events_shown & case_gap.map(near))).to_numpy()
+        total = (n_shown & gap.map(_is_small(min_cell))) | (~n_shown & gap.map(near))
+        return total.to_numpy(), (~events_shown & case_gap.map(near)).to_numpy()
 
     if {"flag_accuracy", "model_performance"} <= set(released):
         truth = frames["flag_accuracy"].reset_index(drop=True)
         population = frames["model_performance"].set_index("subgroup")
         shown = released["model_performance"].set_index("subgroup")[["n", "n_events"]].notna()
         sub = truth["subgroup"]
-        rows = exposed(
+        total, margin = exposed(
             truth,
             sub.map(population["n"]),
             sub.map(population["n_events"]),
             sub.map(shown["n"]).eq(True),
             sub.map(shown["n_events"]).eq(True),
         )
-        force("flag_accuracy", rows, CELL_COLUMNS)
+        force("flag_accuracy", total | margin, CELL_COLUMNS)
     if "sensitivity_analyses" in released:
         truth = frames["sensitivity_analyses"].reset_index(drop=True)
         out = released["sensitivity_analyses"]
@@ -754,15 +755,18 @@ def indeterminate_cells(
         def per_row(column: str, table: pd.DataFrame, fill) -> np.ndarray:
             return table[column].reindex(index, fill_value=fill).to_numpy()
 
-        rows = exposed(
+        total, margin = exposed(
             truth,
             per_row("n_episodes", population, np.nan).astype(float),
             per_row("n_events", population, np.nan).astype(float),
             pd.Series(per_row("n_episodes", shown, pd.NA)).notna(),
             pd.Series(per_row("n_events", shown, pd.NA)).notna(),
         )
-        rows &= (~model).to_numpy() & truth[CELL_COLUMNS].notna().all(axis=1).to_numpy()
-        force("sensitivity_analyses", rows, [*CELL_COLUMNS, "n_episodes", "n_events"])
+        rules = (~model).to_numpy() & truth[CELL_COLUMNS].notna().all(axis=1).to_numpy()
+        # a rule row repeats its 2x2 total and case margin as n_episodes and n_events: the
+        # total goes with a hidden n, the margin with hidden events (a shown n stays)
+        force("sensitivity_analyses", total & rules, [*CELL_COLUMNS, "n_episodes", "n_events"])
+        force("sensitivity_analyses", margin & rules, [*CELL_COLUMNS, "n_events"])
     return cells
 
 
