@@ -388,9 +388,12 @@ def rebuilt_populations(r: dict) -> dict[tuple, dict[str, float]]:
     sums: dict[tuple, dict[str, list]] = {}
 
     def add(key: tuple, rows: pd.DataFrame) -> None:
-        rows = rows.dropna(subset=CELLS)
-        cells = rows[CELLS].astype(float)
         entry = sums.setdefault(key, {"n": [], "n_events": []})
+        # a sensitivity rule row repeats its total and case margin as n_episodes, n_events
+        for column, repeated in (("n", "n_episodes"), ("n_events", "n_events")):
+            if repeated in rows.columns:
+                entry[column] += rows[repeated].dropna().astype(float).tolist()
+        cells = rows.dropna(subset=CELLS)[CELLS].astype(float)
         entry["n"] += cells.sum(axis=1).tolist()
         entry["n_events"] += (cells["tp"] + cells["fn"]).tolist()
 
@@ -429,16 +432,17 @@ def population_differences(r: dict) -> list[tuple]:
     populations = rebuilt_populations(r)
     released = _released_populations(r)
 
-    def values(key: tuple) -> dict[str, float] | None:
-        p = populations.get(key)
-        if p is None or any(p[c] is None for c in POPULATION):
-            return None
-        return {"n_episodes": p["n"], "n_events": p["n_events"],
-                "n_non_events": p["n"] - p["n_events"]}  # fmt: skip
+    def values(key: tuple) -> dict[str, float]:
+        """The counts known of a population (n, events, non-events where both)."""
+        p = populations.get(key, {})
+        known = {"n_episodes": p.get("n"), "n_events": p.get("n_events")}
+        if None not in known.values():
+            known["n_non_events"] = known["n_episodes"] - known["n_events"]
+        return {c: v for c, v in known.items() if v is not None}
 
     def rebuilt(*keys: tuple) -> bool:
         return any(
-            released.get(k, {}).get(c) is None and populations[k][c] is not None
+            released.get(k, {}).get(c) is None and populations.get(k, {}).get(c) is not None
             for k in keys
             for c in POPULATION
         )
@@ -449,17 +453,19 @@ def population_differences(r: dict) -> list[tuple]:
         outer = values((a, "all"))
         for sub in NESTED:
             inner = values((a, sub))
-            if outer and inner and rebuilt((a, "all"), (a, sub)):
+            if rebuilt((a, "all"), (a, sub)):
                 found += [(a, f"all minus {sub}", c, outer[c] - inner[c])
-                          for c in outer if small(outer[c] - inner[c])]  # fmt: skip
+                          for c in outer.keys() & inner.keys()
+                          if small(outer[c] - inner[c])]  # fmt: skip
     for a in analyses:
         counts = [c for c in NESTED_ANALYSES.get(a, ()) if c in ("n_episodes", "n_events",
                                                                   "n_non_events")]  # fmt: skip
         for sub in ("all", *NESTED):
             mine, base = values((a, sub)), values(("primary", sub))
-            if not (mine and base and rebuilt((a, sub), ("primary", sub))):
+            if not rebuilt((a, sub), ("primary", sub)):
                 continue
-            found += [(a, sub, c, mine[c] - base[c]) for c in counts if small(mine[c] - base[c])]
+            found += [(a, sub, c, mine[c] - base[c])
+                      for c in counts if c in mine and c in base and small(mine[c] - base[c])]  # fmt: skip
     return found
 
 
