@@ -743,11 +743,19 @@ def align_shared_counts(flags: pd.DataFrame, roc: pd.DataFrame, specs: dict) -> 
 def indeterminate_cells(
     frames: Mapping[str, pd.DataFrame], released: Mapping[str, pd.DataFrame], min_cell: int
 ) -> dict[str, set]:
-    """Count cells to hide so that no rule's indeterminate results (its accuracy population
-    minus its 2x2 total, shown per rule in the report's flow diagram) of 1..min_cell-1 is the
-    difference of two released numbers: the population n (model_performance; the model row
-    of each analysis in sensitivity_analyses) and the rule's cells. The rule's 2x2 is hidden
-    (forced, with its complements), not the population, which many tables share."""
+    """Count cells to hide so that a rule's 2x2 neither gives away its indeterminate results
+    nor rebuilds a hidden population (docs/statistics.md 7, "Indeterminate results").
+
+    Per rule, population n = 2x2 total + indeterminate results and events = tp + fn +
+    indeterminate cases (the accuracy population: model_performance; in
+    sensitivity_analyses each analysis's model row). The rule's 2x2 is forced hidden (with
+    its complements), not the population, which many tables share, when
+    - n is shown and n - total is 1..min_cell-1 (the report's flow diagram prints it), or
+    - n is hidden and n - total is 0..min_cell-1, or the events are hidden and
+      events - (tp + fn) is 0..min_cell-1: zero included, since with no indeterminate
+      result the 2x2 total (case margin) *is* the hidden count, and a few indeterminate
+      ones would make it the largest total over the rules, or an exact guess off by a few.
+    A rule with min_cell or more indeterminate results only bounds a hidden n from below."""
     cells: dict[str, set] = {}
 
     def force(name: str, rows: np.ndarray, columns: Sequence[str]) -> None:
@@ -757,32 +765,65 @@ def indeterminate_cells(
                 if frame[f"{c}_status"].iat[i] not in HIDDEN:
                     cells.setdefault(name, set()).add((int(i), c))
 
+    def exposed(truth: pd.DataFrame, n, events, n_shown, events_shown):
+        """(rows whose 2x2 total gives away an indeterminate count or rebuilds a hidden n,
+        rows whose case margin rebuilds hidden events)."""
+        counts = truth[CELL_COLUMNS].astype(float)
+        gap = pd.Series(np.asarray(n, dtype=float)) - counts.sum(axis=1, min_count=4).to_numpy()
+        case_gap = pd.Series(np.asarray(events, dtype=float)) - (counts["tp"] + counts["fn"])
+        n_shown = pd.Series(np.asarray(n_shown, dtype=bool))
+        events_shown = pd.Series(np.asarray(events_shown, dtype=bool))
+        near = _is_near(min_cell)
+        total = (n_shown & gap.map(_is_small(min_cell))) | (~n_shown & gap.map(near))
+        return total.to_numpy(), (~events_shown & case_gap.map(near)).to_numpy()
+
     if {"flag_accuracy", "model_performance"} <= set(released):
         truth = frames["flag_accuracy"].reset_index(drop=True)
-        population = frames["model_performance"].set_index("subgroup")["n"]
-        shown = released["model_performance"].set_index("subgroup")["n"].notna()
-        n = truth["subgroup"].map(population).astype(float)
-        gap = n - truth[CELL_COLUMNS].sum(axis=1).astype(float)
-        visible = truth["subgroup"].map(shown).eq(True)
-        force("flag_accuracy", (visible & gap.map(_is_small(min_cell))).to_numpy(), CELL_COLUMNS)
+        population = frames["model_performance"].set_index("subgroup")
+        shown = released["model_performance"].set_index("subgroup")[["n", "n_events"]].notna()
+        sub = truth["subgroup"]
+        total, margin = exposed(
+            truth,
+            sub.map(population["n"]),
+            sub.map(population["n_events"]),
+            sub.map(shown["n"]).eq(True),
+            sub.map(shown["n_events"]).eq(True),
+        )
+        force("flag_accuracy", total | margin, CELL_COLUMNS)
     if "sensitivity_analyses" in released:
         truth = frames["sensitivity_analyses"].reset_index(drop=True)
         out = released["sensitivity_analyses"]
         model = truth["rule"] == "model"
         keys = ["analysis", "subgroup"]
-        population = truth[model].drop_duplicates(keys).set_index(keys)["n_episodes"]
-        shown = out[model.to_numpy()].drop_duplicates(keys).set_index(keys)["n_episodes"].notna()
+        population = truth[model].drop_duplicates(keys).set_index(keys)
+        shown = out[model.to_numpy()].drop_duplicates(keys).set_index(keys)
         index = pd.MultiIndex.from_frame(truth[keys])
-        n = pd.Series(population.reindex(index).to_numpy(float))
-        visible = pd.Series(shown.reindex(index, fill_value=False).to_numpy(bool))
-        gap = n - truth[CELL_COLUMNS].sum(axis=1, min_count=4).astype(float)
-        rows = (visible & gap.map(_is_small(min_cell)) & ~model).to_numpy()
-        force("sensitivity_analyses", rows, [*CELL_COLUMNS, "n_episodes", "n_events"])
+
+        def per_row(column: str, table: pd.DataFrame, fill) -> np.ndarray:
+            return table[column].reindex(index, fill_value=fill).to_numpy()
+
+        total, margin = exposed(
+            truth,
+            per_row("n_episodes", population, np.nan).astype(float),
+            per_row("n_events", population, np.nan).astype(float),
+            pd.Series(per_row("n_episodes", shown, pd.NA)).notna(),
+            pd.Series(per_row("n_events", shown, pd.NA)).notna(),
+        )
+        rules = (~model).to_numpy() & truth[CELL_COLUMNS].notna().all(axis=1).to_numpy()
+        # a rule row repeats its 2x2 total and case margin as n_episodes and n_events: the
+        # total goes with a hidden n, the margin with hidden events (a shown n stays)
+        force("sensitivity_analyses", total & rules, [*CELL_COLUMNS, "n_episodes", "n_events"])
+        force("sensitivity_analyses", margin & rules, [*CELL_COLUMNS, "n_events"])
     return cells
 
 
 def _is_small(min_cell: int):
     return lambda v: bool(np.isfinite(v)) and 1 <= abs(v) < min_cell
+
+
+def _is_near(min_cell: int):
+    """0..min_cell-1: a hidden count a sum falls short of by too little to protect it."""
+    return lambda v: bool(np.isfinite(v)) and 0 <= v < min_cell
 
 
 def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySettings) -> None:

@@ -307,6 +307,7 @@ def all_attacks(released: dict) -> dict[str, list]:
         "sensitivity vs primary": _primary_rows_fill(r),
         "sensitivity minus primary": analysis_differences(r["sensitivity_analyses"]),
         "indeterminate results": indeterminate_results(r),
+        "hidden populations from 2x2 sums": population_differences(r),
     }
 
 
@@ -367,6 +368,122 @@ def indeterminate_results(r: dict) -> list[tuple]:
         if d is not None and small(d):
             found.append((row.analysis, row.subgroup, row.rule, d))
     return found
+
+
+# ---- hidden populations rebuilt from shown 2x2 sums (issue: hidden subgroup n) -------------
+
+
+POPULATION = ("n", "n_events")
+
+
+def rebuilt_populations(r: dict) -> dict[tuple, dict[str, float]]:
+    """{(analysis, subgroup): {n, n_events}}: the accuracy population per analysis and
+    subgroup, as released, and where hidden, rebuilt from the released sums that count it:
+    a rule's 2x2 total tp+fp+fn+tn is the population minus the rule's indeterminate results
+    and its case margin tp+fn the events minus the indeterminate cases, so the largest total
+    (cases) over the shown 2x2 tables of that population is its n (n_events) whenever one
+    rule has no indeterminate result (every flag of generated data is assessable). Sources:
+    the primary population (model_performance, flag_accuracy, roc_points) and each
+    analysis's model row and rule rows in sensitivity_analyses."""
+    sums: dict[tuple, dict[str, list]] = {}
+
+    def add(key: tuple, rows: pd.DataFrame) -> None:
+        entry = sums.setdefault(key, {"n": [], "n_events": []})
+        # a sensitivity rule row repeats its total and case margin as n_episodes, n_events
+        for column, repeated in (("n", "n_episodes"), ("n_events", "n_events")):
+            if repeated in rows.columns:
+                entry[column] += rows[repeated].dropna().astype(float).tolist()
+        cells = rows.dropna(subset=CELLS)[CELLS].astype(float)
+        entry["n"] += cells.sum(axis=1).tolist()
+        entry["n_events"] += (cells["tp"] + cells["fn"]).tolist()
+
+    released: dict[tuple, dict[str, float]] = {}
+    for row in r["model_performance"].itertuples(index=False):
+        released[("primary", row.subgroup)] = {"n": row.n, "n_events": row.n_events}
+    for table in ("flag_accuracy", "roc_points"):
+        for sub, rows in r[table].groupby("subgroup"):
+            add(("primary", sub), rows)
+    sens = r["sensitivity_analyses"].drop_duplicates(["analysis", "subgroup", "rule"])
+    for row in sens[sens["rule"] == "model"].itertuples(index=False):
+        shown = released.setdefault((row.analysis, row.subgroup), {})
+        for column, value in (("n", row.n_episodes), ("n_events", row.n_events)):
+            if pd.isna(shown.get(column)):
+                shown[column] = value
+    for key, rows in sens[sens["rule"] != "model"].groupby(["analysis", "subgroup"]):
+        add(tuple(key), rows)
+    out = {}
+    for key, values in released.items():
+        out[key] = {}
+        for column in POPULATION:
+            value = values.get(column)
+            candidates = sums.get(key, {}).get(column, [])
+            if (value is None or pd.isna(value)) and candidates:
+                value = max(candidates)
+            out[key][column] = None if value is None or pd.isna(value) else float(value)
+    return out
+
+
+def population_differences(r: dict) -> list[tuple]:
+    """Small counts between populations, with hidden ones rebuilt (`rebuilt_populations`):
+    `all` minus a nested subgroup (n, events, non-events) per analysis, and a nested
+    analysis minus the primary one (NESTED_ANALYSES) per subgroup, and for a nested
+    subgroup the same of `all` minus it. Only differences involving a rebuilt value are
+    reported (the others are the older attacks')."""
+    populations = rebuilt_populations(r)
+    released = _released_populations(r)
+
+    def values(key: tuple) -> dict[str, float]:
+        """The counts known of a population (n, events, non-events where both)."""
+        p = populations.get(key, {})
+        known = {"n_episodes": p.get("n"), "n_events": p.get("n_events")}
+        if None not in known.values():
+            known["n_non_events"] = known["n_episodes"] - known["n_events"]
+        return {c: v for c, v in known.items() if v is not None}
+
+    def rebuilt(*keys: tuple) -> bool:
+        return any(
+            released.get(k, {}).get(c) is None and populations.get(k, {}).get(c) is not None
+            for k in keys
+            for c in POPULATION
+        )
+
+    found = []
+    analyses = sorted({a for a, _ in populations})
+    for a in analyses:
+        outer = values((a, "all"))
+        for sub in NESTED:
+            inner = values((a, sub))
+            if rebuilt((a, "all"), (a, sub)):
+                found += [(a, f"all minus {sub}", c, outer[c] - inner[c])
+                          for c in outer.keys() & inner.keys()
+                          if small(outer[c] - inner[c])]  # fmt: skip
+    for a in analyses:
+        counts = [c for c in NESTED_ANALYSES.get(a, ()) if c in ("n_episodes", "n_events",
+                                                                  "n_non_events")]  # fmt: skip
+        for sub in ("all", *NESTED):
+            mine, base = values((a, sub)), values(("primary", sub))
+            if not rebuilt((a, sub), ("primary", sub)):
+                continue
+            found += [(a, sub, c, mine[c] - base[c])
+                      for c in counts if c in mine and c in base and small(mine[c] - base[c])]  # fmt: skip
+    return found
+
+
+def _released_populations(r: dict) -> dict[tuple, dict[str, float | None]]:
+    """The population counts as released (None where hidden)."""
+    out: dict[tuple, dict[str, float | None]] = {}
+    for row in r["model_performance"].itertuples(index=False):
+        out[("primary", row.subgroup)] = {
+            "n": None if pd.isna(row.n) else float(row.n),
+            "n_events": None if pd.isna(row.n_events) else float(row.n_events),
+        }
+    sens = r["sensitivity_analyses"].drop_duplicates(["analysis", "subgroup", "rule"])
+    for row in sens[sens["rule"] == "model"].itertuples(index=False):
+        mine = out.setdefault((row.analysis, row.subgroup), {"n": None, "n_events": None})
+        for column, value in (("n", row.n_episodes), ("n_events", row.n_events)):
+            if mine[column] is None and not pd.isna(value):
+                mine[column] = float(value)
+    return out
 
 
 def _primary_rows_fill(r: dict) -> list:
@@ -512,6 +629,59 @@ def test_a_small_number_of_indeterminate_results_cannot_be_worked_out(tmp_path):
     assert flags.loc[("all", "flag_elevated_alp"), CELLS].isna().all()  # the cheaper side
     assert released["model_performance"]["n"].notna().any()
     assert flags.loc[("all", "flag_age_50_plus"), CELLS].notna().all()  # others stay
+
+
+# ---- hidden populations: a 2x2 total with no indeterminate result is the population n --------
+
+LANDMARK = StudySettings(sensitivity_analyses=("landmark_0",))
+
+
+@pytest.fixture(scope="module")
+def landmark_release(tmp_path_factory) -> tuple[dict, dict]:
+    """A generated export (1,200 patients, seed 7) whose landmark_0 analysis has 1 male case
+    (the demo's case too): complementary suppression hides the landmark_0 populations (n or
+    events of `all`, `female`), while every rule's 2x2 of them is shown, with no
+    indeterminate result (every flag of generated data is assessable)."""
+    from pipelines.generator import generate
+
+    root = tmp_path_factory.mktemp("hidden-population")
+    generate(root / "export", patients=1200, seed=7)
+    return build_study(root / "export", root, LANDMARK)
+
+
+def _true_populations(truth: dict) -> dict[tuple, dict[str, float]]:
+    sens = truth["sensitivity_analyses"].drop_duplicates(["analysis", "subgroup", "rule"])
+    model = sens[sens["rule"] == "model"]
+    return {
+        (r.analysis, r.subgroup): {"n": float(r.n_episodes), "n_events": float(r.n_events)}
+        for r in model.itertuples(index=False)
+    }
+
+
+def test_a_hidden_population_is_not_rebuilt_from_a_shown_2x2_total(landmark_release):
+    """Attack (a): where a population's n or events is hidden, the largest released 2x2
+    total (case margin) of that population must not be its exact value. Before the
+    hidden-population rule of `analysis.indeterminate_cells` it was, on this export (and on
+    the demo: landmark_0 `breast_cancer_history` n 68 from any rule's 2x2)."""
+    released, truth = landmark_release
+    hidden = {(k, c) for k, v in _released_populations(released).items()
+              for c, value in v.items() if value is None}  # fmt: skip
+    assert hidden  # the precondition: some population count is hidden
+    true, rebuilt = _true_populations(truth), rebuilt_populations(released)
+    exact = [(k, c) for k, c in sorted(hidden) if rebuilt[k][c] == true[k][c]]
+    assert exact == []
+
+
+def test_a_subgroup_case_margin_does_not_give_the_complement_case_count(landmark_release):
+    """Attack (b): a subgroup's case count is public as a 2x2 margin (tp + fn) wherever its
+    2x2 is shown; with `all`'s, it gives the men's cases: 1 here in landmark_0 (the demo's
+    case too). Before the rule, `population_differences` found it."""
+    released, truth = landmark_release
+    true = _true_populations(truth)
+    men = true[("landmark_0", "all")]["n_events"] - true[("landmark_0", "female")]["n_events"]
+    assert small(men)  # the precondition: a few male cases in landmark_0
+    assert population_differences(released) == []
+    assert leaks(released, truth) == []
 
 
 # ---- the attack catches the leak of the old release ------------------------------------------
