@@ -153,6 +153,29 @@ def _point_prefect_at(api_url: str | None) -> None:
     refresh_global_settings_context()
 
 
+# Prefect services the temporary server of one local run does not need (Prefect 3.8 setting
+# names, `prefect.settings`; a value already in the environment wins). An ephemeral server
+# already skips the scheduler, late runs, foreman, repossessor, cancellation clean-up and
+# pause expirations; of the services it still starts, these serve other clients, not the run:
+# automations (triggers and their actions), the event feed's copy in the database (and its
+# vacuum), the websocket streams of events and logs to a UI (this server serves none), and
+# the usage heartbeat sent to Prefect. Kept: the API itself (flow runs, their states and
+# logs) and the task run recorder (task runs reach the database through it).
+SINGLE_RUN_SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
+    "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+# How long `wait_ready` keeps waiting, past Prefect's start-up timeout, for a server that is
+# still running: on a loaded machine the early server took longer than the timeout (the
+# 10k check of docs/benchmark.md), and giving up on it made Prefect start a second server
+# from nothing, paying the whole start again on a machine already short of CPU.
+PATIENCE_SECONDS = 600.0
+
+
 class TemporaryServer:
     """Prefect's temporary API server as `prefect.server.api.server.SubprocessASGIServer`
     starts it (Prefect 3.8: `python -m uvicorn --factory
@@ -173,6 +196,7 @@ class TemporaryServer:
 
         self.port = _free_port()
         env = {
+            **SINGLE_RUN_SERVER_SETTINGS,
             **os.environ,
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
@@ -202,15 +226,17 @@ class TemporaryServer:
             stdin=subprocess.DEVNULL,
         )
 
-    def wait_ready(self) -> bool:
-        """Wait until the server answers /health (up to Prefect's start-up timeout); False
-        when it exited or did not answer in time."""
+    def wait_ready(self, patience: float = PATIENCE_SECONDS) -> bool:
+        """Wait until the server answers /health; False when it exited, or did not answer
+        within the longer of Prefect's start-up timeout and `patience` seconds. A server
+        still starting is worth more than a new one (`PATIENCE_SECONDS`)."""
         import time
 
         import httpx
         from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-        deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), patience)
+        deadline = time.monotonic() + timeout
         with httpx.Client() as client:
             while time.monotonic() < deadline and self.process.poll() is None:
                 with suppress(httpx.HTTPError):

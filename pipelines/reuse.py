@@ -7,8 +7,10 @@ hash is the run's *fingerprint*, kept in `meta.run_fingerprints` beside `meta.ru
 new run's fingerprint equals that of the last successful run, and the published `mart`,
 `release` and `dq` tables are still that run's, nothing is rebuilt: the run is recorded with
 status `reused` (and `reused_from` the run that built the tables), the published tables are
-kept as they are, and the report and Parquet files are written again from them (the same
-bytes; a report already written for that run is kept). `force=True` (`redflags run --force`) always rebuilds.
+kept as they are, and the report and Parquet folder are written again from them only when
+missing or not that run's (`stale`, `stale_parquet`: a report or Parquet folder already
+written for that run, every file intact, is left untouched, so a re-run writes nothing).
+`force=True` (`redflags run --force`) always rebuilds.
 
 Reuse is the engine's call (`EngineRun.reusable`): the DuckDB engine's published tables hold
 all their rows; a Spark run's published views point into its own run folder, so it never reuses.
@@ -260,3 +262,38 @@ def stale(report: Path | None, origin: str) -> Path | None:
         return report
     mark = f'<tr><th scope="row">Run ID</th><td>{origin}</td></tr>'
     return None if mark in Path(report).read_text(encoding="utf-8", errors="replace") else report
+
+
+def stale_parquet(parquet_dir: Path | None, origin: str) -> Path | None:
+    """The Parquet folder to write for a reused run: None when it already holds the export of
+    the run that built the published tables, whole (its manifest names that run for every
+    table and figure, and every file it lists is there with the sha256 it recorded). Writing
+    it again would give the same bytes at the cost of the figures' drawing (most of an
+    unchanged re-run's time: docs/benchmark.md); a deleted or edited file is written again."""
+    from pipelines.export import MANIFEST
+
+    if parquet_dir is None:
+        return None
+    try:
+        entries = json.loads((Path(parquet_dir) / MANIFEST).read_text(encoding="utf-8"))
+        intact = bool(entries) and all(_entry_intact(Path(parquet_dir), e, origin) for e in entries)
+    except (OSError, ValueError, TypeError, AttributeError):  # missing or unreadable: write it
+        intact = False
+    return None if intact else Path(parquet_dir)
+
+
+# manifest keys naming a file -> the key of its sha256 (pipelines/export.py, report/figures.py)
+MANIFEST_FILES = {"file": "sha256", "csv": "csv_sha256", "svg": "svg_sha256"}
+
+
+def _entry_intact(folder: Path, entry: dict, origin: str) -> bool:
+    if entry.get("run_id") != origin:
+        return False
+    for key, digest in MANIFEST_FILES.items():
+        name = entry.get(key)
+        if name is None:  # a figure shown as a notice in words has no file
+            continue
+        path = folder / name
+        if not path.is_file() or sha256_of(path) != entry.get(digest):
+            return False
+    return True

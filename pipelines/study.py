@@ -590,7 +590,12 @@ def run_study(
             run, on, source, settings, source_format, force=force, stage=stage
         ):
             run.report = report and Path(report)
-            write_files(stage, steps, warehouse, run, reuse.stale(report, kept), parquet_dir, kept)
+            # nothing re-written that is already that run's (same bytes): a re-run writes no file
+            report_to, parquet_to = (
+                reuse.stale(report, kept),
+                reuse.stale_parquet(parquet_dir, kept),
+            )
+            write_files(stage, steps, warehouse, run, report_to, parquet_to, kept)
             return run
         stage("ingest", steps.ingest, source, warehouse, say, on, source_format, accept_shrink)
         stage("input contracts", steps.input_contracts, warehouse, on)

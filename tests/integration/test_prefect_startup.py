@@ -113,3 +113,82 @@ def test_the_dead_view_at_link_of_the_temporary_server_is_hidden_and_a_real_one_
     assert not shown("View at http://127.0.0.1:5000/runs/flow-run/1")
     assert shown("View at http://127.0.0.1:4200/runs/flow-run/1")
     assert shown("[ingest] started")
+
+
+# A flow run with one task run and one log line through the server started early; prints the
+# API address, the run's state, its task runs, its log lines that came from the flow, the
+# server children started, and the environment the server (the first child) was started with.
+RUN_ON_EARLY_SERVER = (
+    "import json, os\n"
+    "from pipelines.prefect_server import start_server_early\n"
+    "wait = start_server_early()\n"
+    "wait()\n"
+    "from prefect.settings import PREFECT_API_URL\n"
+    "url = PREFECT_API_URL.value()\n"
+    "from prefect import flow, get_run_logger, task\n"
+    "from prefect.runtime import flow_run\n"
+    "@task\n"
+    "def t():\n"
+    "    return 3\n"
+    "@flow\n"
+    "def f():\n"
+    "    get_run_logger().info('a line from the flow')\n"
+    "    return t(), flow_run.id\n"
+    "value, run_id = f()\n"
+    "import httpx, time\n"
+    "run = httpx.get(f'{url}/flow_runs/{run_id}').json()\n"
+    "tasks = httpx.post(f'{url}/task_runs/filter',"
+    " json={'flow_runs': {'id': {'any_': [str(run_id)]}}}).json()\n"
+    "for _ in range(50):  # logs are sent in batches, every 2 s by default\n"
+    "    logs = httpx.post(f'{url}/logs/filter',"
+    " json={'logs': {'flow_run_id': {'any_': [str(run_id)]}}}).json()\n"
+    "    if any(l['message'] == 'a line from the flow' for l in logs):\n"
+    "        break\n"
+    "    time.sleep(0.2)\n"
+    "def server_child(p):\n"
+    "    try:\n"
+    "        ppid = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]\n"
+    "        cmd = open(f'/proc/{p}/cmdline', 'rb').read()\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return ppid == str(os.getpid()) and b'server.api.server:create_app' in cmd\n"
+    "children = [p for p in os.listdir('/proc') if p.isdigit() and server_child(p)]\n"
+    "env = dict(v.split('=', 1) for v in open(f'/proc/{children[0]}/environ').read().split('\\0')"
+    " if '=' in v)\n"
+    "print(json.dumps({'url': url, 'state': run['state_type'], 'tasks': len(tasks),"
+    " 'logs': sum(l['message'] == 'a line from the flow' for l in logs),"
+    " 'servers': len(children), 'env': env}))\n"
+)
+
+
+def run_on_early_server(**env: str) -> dict:
+    import json
+
+    done = python(
+        RUN_ON_EARLY_SERVER, PREFECT_API_URL="", PREFECT_LOGGING_TO_API_ENABLED="true", **env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_early_server_runs_without_the_services_one_run_does_not_need():
+    """Automations, the event feed's database copy, the UI streams and the usage heartbeat
+    are off in the temporary server; the flow run, its state, its task run and its logs
+    are still recorded. A setting the user gave wins."""
+    from pipelines.prefect_server import SINGLE_RUN_SERVER_SETTINGS
+
+    seen = run_on_early_server(PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED="true")
+    assert (seen["state"], seen["tasks"], seen["logs"], seen["servers"]) == ("COMPLETED", 1, 1, 1)
+    expected = {**SINGLE_RUN_SERVER_SETTINGS, "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true"}
+    # lower case: Prefect passes the values it parsed on as "True"/"False"
+    assert {name: str(seen["env"].get(name)).lower() for name in expected} == expected
+    assert seen["env"]["PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED"] == "false"
+
+
+def test_an_early_server_slower_than_prefects_timeout_is_waited_for_not_replaced():
+    """On a loaded machine the early server took longer than Prefect's start-up timeout;
+    it was stopped and Prefect started a second server from nothing. A server still
+    starting is now waited for: one server, the one started early."""
+    seen = run_on_early_server(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
+    assert seen["url"].startswith("http://127.0.0.1:")
+    assert (seen["state"], seen["tasks"], seen["servers"]) == ("COMPLETED", 1, 1)

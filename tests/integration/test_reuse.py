@@ -31,7 +31,15 @@ def export(tmp_path_factory) -> Path:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def mtimes(folder: Path, pattern: str = "**/*") -> dict[str, int]:
+    """Each file's modification time (ns) under `folder`: a file written again, even with
+    the same bytes, changes it."""
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.glob(pattern)) if p.is_file()}
 
 
 def meta(warehouse: Path, sql: str) -> list[tuple]:
@@ -63,9 +71,12 @@ def test_a_run_over_an_unchanged_export_reuses_the_last_run_and_writes_the_same_
     tables, report = snapshot(warehouse), (tmp_path / "report.html").read_bytes()
     parquet = files(tmp_path / "release")
 
+    written = mtimes(tmp_path / "release") | mtimes(tmp_path, "report.html")
     second = run(export, tmp_path)
     assert second.status == "reused"
-    assert [s.stage for s in second.stages] == ["reuse", "parquet"]  # the report is current
+    # the report and the Parquet folder are already that run's: nothing written again
+    assert [s.stage for s in second.stages] == ["reuse"]
+    assert mtimes(tmp_path / "release") | mtimes(tmp_path, "report.html") == written
     assert f"reused from run {first.run_id}" in second.stages[0].detail
     assert second.row_counts == first.row_counts
     assert snapshot(warehouse) == tables
@@ -88,10 +99,40 @@ def test_a_run_over_an_unchanged_export_reuses_the_last_run_and_writes_the_same_
     (tmp_path / "report.html").unlink()
     third = run(export, tmp_path)
     assert third.status == "reused"
-    assert [s.stage for s in third.stages] == ["reuse", "report", "parquet"]
+    assert [s.stage for s in third.stages] == ["reuse", "report"]
     assert f"reused from run {first.run_id}" in third.stages[0].detail
     assert f"<td>{first.run_id}</td>" in (tmp_path / "report.html").read_text()
     assert snapshot(warehouse) == tables
+
+
+@pytest.mark.parametrize(
+    "damage", ["delete a file", "edit a csv", "another run's manifest", "no folder"]
+)
+def test_a_reused_run_writes_the_parquet_folder_again_only_when_it_is_not_whole(
+    prefect_harness, export, tmp_path, damage
+):
+    first = run(export, tmp_path)
+    release = tmp_path / "release"
+    parquet = files(release)
+    if damage == "delete a file":  # a figure's drawing when there is one
+        (sorted(release.rglob("*.png")) or sorted(release.glob("*.parquet")))[0].unlink()
+    elif damage == "edit a csv":
+        csv_file = sorted(release.glob("*.csv"))[0]
+        csv_file.write_text(csv_file.read_text() + "1,2,3\n")
+    elif damage == "another run's manifest":
+        manifest = (release / "manifest.json").read_text()
+        (release / "manifest.json").write_text(manifest.replace(first.run_id, "another-run"))
+    else:
+        shutil.rmtree(release)
+    again = run(export, tmp_path)
+    assert again.status == "reused"
+    assert [s.stage for s in again.stages] == ["reuse", "parquet"]
+    assert files(release) == parquet  # whole again, the same bytes
+    assert meta(tmp_path / "wh.duckdb", "SELECT status FROM meta.runs ORDER BY started_at") == [
+        ("succeeded",),
+        ("reused",),
+    ]
+    assert f"reused from run {first.run_id}" in again.stages[0].detail
 
 
 def test_a_changed_setting_a_changed_row_or_force_rebuild(prefect_harness, export, tmp_path):
