@@ -482,7 +482,7 @@ def _reduced_row_echelon(
         others[row] = False
         # only the pivot row's nonzero columns change (x - f * 0 is x): the same arithmetic
         # on far fewer entries, as the rows are sparse 0/+-1 relations (and [A | I] is too)
-        targets, nonzero = np.flatnonzero(others), np.flatnonzero(reduced[row])
+        targets, nonzero = others.nonzero()[0], reduced[row].nonzero()[0]
         if len(targets):
             reduced[np.ix_(targets, nonzero)] -= np.outer(
                 reduced[targets, col], reduced[row, nonzero]
