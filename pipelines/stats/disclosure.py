@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 Cell = tuple[Hashable, str]  # (row position or virtual label, column)
 HEADLINE_COST = 10
@@ -375,6 +377,14 @@ class _State:
         for k, members in enumerate(self.members):
             for m in members:
                 self.by_cell.setdefault(m, []).append(k)
+        # cells numbered once in `_components`' order (repr) and the (relation, cell) pairs
+        # as arrays: each round then finds its components without a Python union-find
+        self.order = sorted(self.values, key=repr)
+        number = {c: i for i, c in enumerate(self.order)}
+        pairs = [(k, number[m]) for k, members in enumerate(self.members) for m in members
+                 if m in number]  # fmt: skip
+        self.pair_relation = np.array([k for k, _ in pairs], dtype=np.int64)
+        self.pair_cell = np.array([i for _, i in pairs], dtype=np.int64)
 
     def unknown(self, cell: Cell) -> bool:
         return cell in self.suppressed or cell in self.virtual
@@ -424,29 +434,29 @@ def _propagate(state: _State, group_ids: Iterable[int]) -> None:
 
 
 def _components(state: _State) -> list[tuple[list[Group], list[Cell]]]:
-    """Connected components of the relations over the unknown cells."""
-    cells = sorted((c for c in state.values if state.unknown(c)), key=repr)
-    parent: dict[Cell, Cell] = {c: c for c in cells}
+    """Connected components of the relations over the unknown cells.
 
-    def find(c: Cell) -> Cell:
-        while parent[c] != c:
-            parent[c] = parent[parent[c]]
-            c = parent[c]
-        return c
-
-    first_hidden: list[Cell | None] = []  # per relation, its first unknown member
-    for members in state.members:
-        hidden = [m for m in members if m in parent]
-        first_hidden.append(hidden[0] if hidden else None)
-        for other in hidden[1:]:
-            parent[find(other)] = find(hidden[0])
-    by_root: dict[Cell, tuple[list[Group], list[Cell]]] = {}
-    for c in cells:
-        by_root.setdefault(find(c), ([], []))[1].append(c)
-    for g, first in zip(state.groups, first_hidden, strict=True):
-        if first is not None:
-            by_root[find(first)][0].append(g)
-    return list(by_root.values())
+    A graph of relations and unknown cells (an edge where a cell is a member), solved by
+    scipy's connected_components. Components come in the order of their first cell (cells
+    by repr), cells by repr and relations in order within each, as a union-find over the
+    sorted cells gave them (`suppressed_cells` picks complements in this order)."""
+    n_cells, n_groups = len(state.order), len(state.groups)
+    unknown = np.fromiter((state.unknown(c) for c in state.order), dtype=bool, count=n_cells)
+    if not unknown.any():
+        return []
+    hit = unknown[state.pair_cell]
+    relation, cell = state.pair_relation[hit], state.pair_cell[hit]
+    size = n_cells + n_groups
+    graph = coo_matrix(
+        (np.ones(len(cell), dtype=np.int8), (cell, n_cells + relation)), shape=(size, size)
+    )
+    _, labels = connected_components(graph, directed=False)
+    by_label: dict[int, tuple[list[Group], list[Cell]]] = {}
+    for i in np.flatnonzero(unknown).tolist():
+        by_label.setdefault(int(labels[i]), ([], []))[1].append(state.order[i])
+    for k in np.unique(relation).tolist():
+        by_label[int(labels[n_cells + k])][0].append(state.groups[k])
+    return list(by_label.values())
 
 
 def _reduced_row_echelon(
@@ -470,7 +480,13 @@ def _reduced_row_echelon(
         reduced[row] /= reduced[row, col]
         others = np.abs(reduced[:, col]) > tolerance
         others[row] = False
-        reduced[others] -= np.outer(reduced[others, col], reduced[row])
+        # only the pivot row's nonzero columns change (x - f * 0 is x): the same arithmetic
+        # on far fewer entries, as the rows are sparse 0/+-1 relations (and [A | I] is too)
+        targets, nonzero = others.nonzero()[0], reduced[row].nonzero()[0]
+        if len(targets):
+            reduced[np.ix_(targets, nonzero)] -= np.outer(
+                reduced[targets, col], reduced[row, nonzero]
+            )
         row += 1
     reduced[np.abs(reduced) <= tolerance] = 0.0
     return reduced[:row]
@@ -507,6 +523,10 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
 def _recoverable(groups: tuple[Group, ...], cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
     index = {c: j for j, c in enumerate(cells)}
     matrix = _relation_matrix(list(groups), index)
+    if len(cells) == 1:
+        # one unknown cell (most components): determined iff a relation moves it, which is
+        # what the elimination of this one column would find, without running it
+        return cells if matrix.any() else ()
     reduced = _reduced_row_echelon(matrix)
     single = reduced[(reduced != 0).sum(axis=1) == 1]
     determined = set(np.flatnonzero(single.any(axis=0)).tolist())
