@@ -51,18 +51,28 @@ VISIT_CONCEPTS = {"inpatient": 9201, "emergency": 9203}  # anything else: outpat
 # DuckDB's budget for the conversion unless REDFLAGS_MEMORY_LIMIT is set: past it the sorts
 # and joins spill to the scratch folder (a 20,000-patient FHIR conversion once reached 9 GB)
 CONVERT_MEMORY_LIMIT = "2GB"
+OMOP_TEMP_TABLES = ("numbered", "concepts", "persons", "visits")  # made by write_omop
 _SNOMED_URL = f"'{FHIR_SYSTEM[codesystems.SNOMED]}'"  # SQL literal: a constant URL
 
 
 def convert(synthea_dir: Path, out_dir: Path, fmt: str) -> None:
-    """Write the Synthea CSV export in `synthea_dir` to `out_dir` in layout `fmt`.
+    """Write the Synthea CSV export in `synthea_dir` to `out_dir` in layout `fmt`."""
+    convert_layouts(synthea_dir, {fmt: out_dir})
+
+
+def convert_layouts(synthea_dir: Path, outputs: dict[str, Path]) -> None:
+    """Write the Synthea CSV export in `synthea_dir` in each layout of `outputs` ({layout:
+    folder}), one after the other from one load of the export (at 100k patients the CSV
+    ingest is a large part of a conversion).
 
     Every output streams from the raw tables: code systems and concepts are small tables
     joined by equality (a correlated subquery per record was decorrelated into a join that
     materialised every row before the write), no output is sorted, and DuckDB may write rows
     in any order (preserve_insertion_order = false)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    writers = {"omop": write_omop, "fhir": write_fhir}
+    unknown = sorted(set(outputs) - set(writers))
+    if unknown:
+        raise ValueError(f"unknown layout {unknown[0]!r}: choose one of omop, fhir")
     with tempfile.TemporaryDirectory(prefix="redflags-convert-") as scratch:
         warehouse = (
             Path(scratch) / "scratch.duckdb"
@@ -78,11 +88,17 @@ def convert(synthea_dir: Path, out_dir: Path, fmt: str) -> None:
         con.execute("SET preserve_insertion_order = false")
         try:
             _code_systems(con)
-            {"omop": write_omop, "fhir": write_fhir}[fmt](con, out_dir)
+            for fmt, out_dir in outputs.items():
+                out_dir = Path(out_dir)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                writers[fmt](con, out_dir)
+                for name in OMOP_TEMP_TABLES:  # free their memory before the next layout
+                    con.execute(f"DROP TABLE IF EXISTS {name}")
+                # the truth files last: a folder with truth.json is a finished export
+                for name in TRUTH_FILES:
+                    shutil.copyfile(Path(synthea_dir) / name, out_dir / name)
         finally:
             con.close()
-    for name in TRUTH_FILES:
-        shutil.copyfile(Path(synthea_dir) / name, out_dir / name)
 
 
 def generate_in_format(out_dir: Path, fmt: str = "synthea", **arguments):

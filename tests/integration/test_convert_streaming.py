@@ -74,3 +74,17 @@ def test_every_converter_copy_streams_without_sorting_or_materialising(scratch, 
     }
     assert not blocked, blocked
     assert all("Seq Scan" in operators(plan) for plan in plans.values())  # the parse works
+
+
+def test_converting_both_layouts_from_one_load_gives_what_each_conversion_gives(scratch):
+    both = {"omop": scratch / "both-omop", "fhir": scratch / "both-fhir"}
+    cv.convert_layouts(scratch / "synthea", both)
+    for fmt, folder in both.items():
+        alone = scratch / f"alone-{fmt}"
+        cv.convert(scratch / "synthea", alone, fmt)
+        names = sorted(p.name for p in alone.iterdir())
+        assert names == sorted(p.name for p in folder.iterdir())
+        assert "truth.json" in names and len(names) == {"omop": 11, "fhir": 9}[fmt]
+        for name in names:
+            want = sorted((alone / name).read_text().splitlines())
+            assert sorted((folder / name).read_text().splitlines()) == want, name
