@@ -55,6 +55,9 @@ INTERNAL_NAMES = {
     "text", "typed", "fields", "temp", "concept", "code", "coded", "system_sql",
     "select_sql", "relation", "visit", "genders", "gender", "birth", "death",
     "_OFFSET", "_SNOMED_SYSTEMS", "UNMAPPED", "LOCAL_CONCEPTS",
+    # generator/convert.py: the union of its own CODED selects, their column list and a
+    # constant FHIR URL literal
+    "union", "CODED_COLUMNS", "url_sql",
     "_AS_COMPONENT",  # sources/fhir.py: a struct_pack of fhir.py's own STRUCTURE field names
     # ingest/ (parse.py, checks.py, direct.py): the staging table's name, read options and SQL built from schema.py and the
     # unit rules' column names (the checks' reasons are the code's own words); passed: a
@@ -90,6 +93,7 @@ SAFE_CALLS = {
     # source adapters and converters: SQL expressions over internal column names
     "_ref", "c.id", "c.text", "c.day_time", "c.line", "_concept", "_types", "_iso", "_system",
     "_first_code", "_codings", "_with_reason", "records.format", "', '.join",
+    "_records",  # generator/convert.py: joins of its own CODED selects and temp tables
     "_us_core_text",  # sources/fhir.py: a list_filter over struct fields, constant URL suffixes
     "_REF.format",  # sources/fhir.py: the reference regular expression over a struct field
     # ingest/: a quoted table name, CASE expressions and sources built from schema.py checks
