@@ -19,7 +19,7 @@ The new rows are parsed by the same code as a full load (pipelines/ingest/parse.
 `parse_into`) from a temporary copy of the header line plus the new bytes, then their line
 numbers (and those of their rejected lines) are shifted by the old line count, so file and
 line in raw and meta.quarantine are those a full load gives. The checks then run on them as
-on a full load (direct.py: `_quarantine_new_rows`). Two cases found only after that parse
+on a full load (direct.py: `quarantine_new_rows`). Two cases found only after that parse
 fall back to a full reload of the file, in the same transaction: the new lines need the
 line-by-line slow path (a full load would then read the old lines by it too), or a new row
 repeats an old row of the file (`duplicate_record` is judged over the whole file). Last, the
@@ -39,7 +39,7 @@ import duckdb
 from pipelines import schema
 from pipelines.ingest.checks import as_text
 from pipelines.ingest.digests import Digest, file_digest
-from pipelines.ingest.direct import _STAGE, _held_table, _load_into_raw, _quarantine_new_rows
+from pipelines.ingest.direct import STAGE, held_table, load_into_raw, quarantine_new_rows
 from pipelines.ingest.discover import SourceFile
 from pipelines.ingest.landing import LANDED_TABLES
 from pipelines.ingest.parse import (
@@ -49,6 +49,7 @@ from pipelines.ingest.parse import (
     fingerprint,
     parse_into,
     record_file,
+    spill_folder,
 )
 from pipelines.ingest.plan import TableChanges
 from pipelines.ingest.tables import insert_rows, seconds
@@ -159,7 +160,7 @@ def tail_loader(changes: TableChanges):
                 f"{f.relative}: {why}; re-read whole ({seconds(started)} spent on its new rows)"
             )
             _forget_rows(con, f)
-        return _load_into_raw(con, f, digest)
+        return load_into_raw(con, f, digest)
 
     return load
 
@@ -171,7 +172,7 @@ def load_tail(
     the whole file. None and why when a full load of the file is needed after all (nothing
     of the new rows is kept then)."""
     offset = tail.old_lines - 1  # line n of the copy (header = 1) is line n + offset
-    with tempfile.TemporaryDirectory(prefix="redflags-append-", dir=_spill_folder(con)) as tmp:
+    with tempfile.TemporaryDirectory(prefix="redflags-append-", dir=spill_folder(con)) as tmp:
         copy = Path(tmp) / "appended.csv"
         _write_tail(f.path, tail.old_bytes, copy)
         part = replace(f, path=copy)
@@ -180,7 +181,7 @@ def load_tail(
             " SELECT * FROM landing.rejects WHERE file_path = ?",
             [f.relative],
         )
-        parsed = parse_into(con, part, file_digest(copy), _STAGE)
+        parsed = parse_into(con, part, file_digest(copy), STAGE)
         if parsed.resynced:
             why = "its new lines need the line-by-line parse"
         elif _repeats_old_rows(con, f):
@@ -188,10 +189,10 @@ def load_tail(
         else:
             why = None
         if why:
-            con.execute(f"DROP TABLE {_STAGE}")
+            con.execute(f"DROP TABLE {STAGE}")
             return None, why
         # the parse numbered the copy's lines; shift them to the file's
-        con.execute(f"UPDATE {_STAGE} SET source_line = source_line + {int(offset)}")
+        con.execute(f"UPDATE {STAGE} SET source_line = source_line + {int(offset)}")
         con.execute(
             f"UPDATE landing.rejects SET line = line + {int(offset)} WHERE file_path = ?",
             [f.relative],
@@ -200,7 +201,7 @@ def load_tail(
         rows_before = con.execute(
             f"SELECT count(*) FROM raw.{table} WHERE source_file = ?", [f.relative]
         ).fetchone()[0]
-        _quarantine_new_rows(con, f, f"SELECT * FROM {_STAGE}", rows_before, (copy, offset))
+        quarantine_new_rows(con, f, f"SELECT * FROM {STAGE}", rows_before, (copy, offset))
     # landing.rejects keeps the old lines' rejects too, as after a full load
     insert_rows(con, "landing.rejects", "SELECT * FROM temp.append_old_rejects")
     con.execute("DROP TABLE temp.append_old_rejects")
@@ -236,12 +237,12 @@ def _repeats_old_rows(con: duckdb.DuckDBPyConnection, f: SourceFile) -> bool:
     patient = table.patient_column
     old_rows = " UNION ALL ".join(
         f"SELECT hash({loaded}) FROM {source} WHERE source_file = $file"
-        f" AND {patient} IN (SELECT {patient} FROM {_STAGE})"
-        for source in (f"raw.{f.table}", _held_table(f.table))
+        f" AND {patient} IN (SELECT {patient} FROM {STAGE})"
+        for source in (f"raw.{f.table}", held_table(f.table))
     )
     return bool(
         con.execute(
-            f"SELECT count(*) FROM {_STAGE} WHERE hash({loaded}) IN ({old_rows})"
+            f"SELECT count(*) FROM {STAGE} WHERE hash({loaded}) IN ({old_rows})"
             f" OR {as_text(f.table)} IN (SELECT raw_line FROM meta.quarantine"
             "  WHERE table_name = $table AND source_file = $file)",
             {"file": f.relative, "table": f.table},
@@ -251,21 +252,9 @@ def _repeats_old_rows(con: duckdb.DuckDBPyConnection, f: SourceFile) -> bool:
 
 def _forget_rows(con: duckdb.DuckDBPyConnection, f: SourceFile) -> None:
     """The file's old rows leave raw, held and the quarantine (it is then re-read whole)."""
-    for target in (f"raw.{f.table}", _held_table(f.table)):
+    for target in (f"raw.{f.table}", held_table(f.table)):
         con.execute(f"DELETE FROM {target} WHERE source_file = ?", [f.relative])
     con.execute(
         "DELETE FROM meta.quarantine WHERE table_name = ? AND source_file = ?",
         [f.table, f.relative],
     )
-
-
-def _spill_folder(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The warehouse's spill folder (`<warehouse>.tmp/`), for the copy of the new lines."""
-    folder = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
-    if not folder:
-        return None
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return folder

@@ -44,10 +44,10 @@ def update_direct_table(
     patient_ids_changed: bool,
     load: Callable[[duckdb.DuckDBPyConnection, SourceFile, Digest], Parsed] | None = None,
 ) -> None:
-    """`load` parses one fresh file into raw (default `_load_into_raw`, the whole file;
+    """`load` parses one fresh file into raw (default `load_into_raw`, the whole file;
     pipelines/ingest/append.py passes one that parses only the new rows of a grown file)."""
-    load = load or _load_into_raw
-    held = _held_table(table)
+    load = load or load_into_raw
+    held = held_table(table)
     if changes.recreate:
         con.execute(f"DROP TABLE IF EXISTS raw.{table}")
         con.execute(schema.create_table_sql(table))
@@ -81,7 +81,7 @@ def update_direct_table(
             changes.messages.append(parsed.message(f.relative, started))
 
 
-def _held_table(table: str) -> str:
+def held_table(table: str) -> str:
     """Rows of `table` that parsed and passed every check but the patient's: they wait here
     (and in the quarantine) for their patient to arrive."""
     return f"landing.{quote(table + '__held')}"
@@ -93,10 +93,10 @@ def _held_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 # The staging table of one file parsed into raw (created by the parse, dropped once its rows
 # moved): it lives in memory and outside raw, so the checks never read raw back.
-_STAGE = "temp.ingest_stage"
+STAGE = "temp.ingest_stage"
 
 
-def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> Parsed:
+def load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> Parsed:
     """Parse one file into raw.<table> (inside the update transaction) through a staging
     table: the file is parsed (fast or slow path, parse_into) into temp.ingest_stage with
     its line numbers; its rows are checked there set-wise, then move in bulk: good rows into
@@ -106,14 +106,14 @@ def _load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest
     con.execute(
         f"DROP TABLE IF EXISTS landing.{quote(landing_table_name(f.relative))}"
     )  # old format
-    parsed = parse_into(con, f, digest, _STAGE)
-    _quarantine_new_rows(con, f, f"SELECT * FROM {_STAGE}")
+    parsed = parse_into(con, f, digest, STAGE)
+    quarantine_new_rows(con, f, f"SELECT * FROM {STAGE}")
     check_accounting(con, f, parsed, f"raw.{f.table}", QUARANTINED_LINES)
     record_file(con, f, digest, parsed, None)
     return parsed
 
 
-def _quarantine_new_rows(
+def quarantine_new_rows(
     con: duckdb.DuckDBPyConnection,
     f: SourceFile,
     numbered: str,
@@ -148,7 +148,7 @@ def _quarantine_new_rows(
         f" FROM {checked_source(table, numbered)}) WHERE problem IS NOT NULL"
     )
     staged, failed = con.execute(
-        f"SELECT (SELECT count(*) FROM {_STAGE}), (SELECT count(*) FROM temp.ingest_problems)"
+        f"SELECT (SELECT count(*) FROM {STAGE}), (SELECT count(*) FROM temp.ingest_problems)"
     ).fetchone()
     columns = ", ".join(c.name for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS))
     good = staged - failed
@@ -158,8 +158,8 @@ def _quarantine_new_rows(
             if not failed
             else (" ANTI JOIN temp.ingest_problems p ON p.source_line = s.source_line")
         )
-        con.execute(f"INSERT INTO raw.{table} SELECT {columns} FROM {_STAGE} s{passed}")
-    con.execute(f"DROP TABLE {_STAGE}")
+        con.execute(f"INSERT INTO raw.{table} SELECT {columns} FROM {STAGE} s{passed}")
+    con.execute(f"DROP TABLE {STAGE}")
     checked = "FROM temp.ingest_problems WHERE problem"
     insert_rows(
         con,
@@ -168,7 +168,7 @@ def _quarantine_new_rows(
         f" {checked} IS NOT NULL",
         {"table": table},
     )
-    insert_rows(con, _held_table(table), f"SELECT {columns} {checked} = 'unknown_patient'")
+    insert_rows(con, held_table(table), f"SELECT {columns} {checked} = 'unknown_patient'")
     con.execute("DROP TABLE temp.ingest_problems")
     con.execute("DROP TABLE IF EXISTS temp.ingest_unit_codes")
     loaded = con.execute(
@@ -236,7 +236,7 @@ def _recheck_held(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Records of patients that left move from raw to the quarantine and held; held records
     of patients that arrived enter raw."""
     patient = schema.TABLES[table].patient_column
-    held = _held_table(table)
+    held = held_table(table)
     if con.execute("SELECT count(*) FROM patients_removed").fetchone()[0]:
         orphans = f"FROM raw.{table} WHERE {patient} IN (SELECT patient_id FROM patients_removed)"
         insert_rows(

@@ -218,7 +218,7 @@ def _fast_parse(
 def _slow_parse(con: duckdb.DuckDBPyConnection, f: SourceFile, target: str) -> resync.Split:
     """The file split into records by pipelines/resync.py; its clean copy parsed by the same
     typed read_csv into `target` (line numbers included); its bad lines into landing.rejects."""
-    with tempfile.TemporaryDirectory(prefix="redflags-resync-", dir=_spill_folder(con)) as tmp:
+    with tempfile.TemporaryDirectory(prefix="redflags-resync-", dir=spill_folder(con)) as tmp:
         clean = Path(tmp) / "clean.csv"
         try:
             split = resync.split_file(f.path, len(f.header), clean)
@@ -261,7 +261,7 @@ def first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _spill_folder(con: duckdb.DuckDBPyConnection) -> str | None:
+def spill_folder(con: duckdb.DuckDBPyConnection) -> str | None:
     """The warehouse's spill folder (`<warehouse>.tmp/`, on the disk with room for the
     warehouse) for the slow path's clean copy; None (the system's) when there is none."""
     folder = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]

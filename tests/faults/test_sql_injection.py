@@ -62,7 +62,7 @@ INTERNAL_NAMES = {
     # ingest/ (parse.py, checks.py, direct.py): the staging table's name, read options and SQL built from schema.py and the
     # unit rules' column names (the checks' reasons are the code's own words); passed: a
     # constant anti-join of the staged rows with the failed ones (direct.py)
-    "_STAGE", "passed", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
+    "STAGE", "passed", "loaded", "numbered", "parallel", "rows", "bad_lines", "_RULE_CODE", "_RULE_KEY",
     # ingest/append.py: a UNION of hashes of schema.py's columns over raw and held
     "old_rows",
     # dashboard/data.py: the one schema it reads
@@ -98,7 +98,7 @@ SAFE_CALLS = {
     "_REF.format",  # sources/fhir.py: the reference regular expression over a struct field
     # ingest/: a quoted table name, CASE expressions and sources built from schema.py checks
     # (checks.py), a row's loaded fields as text, a target table name
-    "quote", "_held_table", "as_text", "_read_csv_sql", "_parsed_rows_sql", "case_sql",
+    "quote", "held_table", "as_text", "_read_csv_sql", "_parsed_rows_sql", "case_sql",
     "checked_source", "_create_or_replace", "target.removeprefix",
     "_identifier",  # dashboard/data.py: a catalog-listed table name, quoted
     "common.typed_sql", "' UNION ALL '.join",  # sources: casts and unions of the above
