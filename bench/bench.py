@@ -880,7 +880,7 @@ def summary_markdown(report: dict) -> str:
         for key, label in RATIO_LABELS.items():
             cpu = d.get(f"{key}_cpu") if f"{key}_cpu" in d else None
             lines.append(f"| {label} | {_fmt(d.get(key))} | {_fmt(cpu)} |")
-        lines += ["", *criteria_markdown(done_criteria(d)), ""]
+        lines += ["", *criteria_markdown(done_criteria(d, size.get("patients"))), ""]
     return "\n".join(lines)
 
 
@@ -1029,7 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{patients:,} patients", flush=True)
         size = bench_size(patients, args, lambda msg: print(msg, flush=True))
         size["derived"] = derived(size)
-        size["done_criteria"] = done_criteria(size["derived"])
+        size["done_criteria"] = done_criteria(size["derived"], patients)
         report["sizes"].append(size)
         write_outputs(report, args.out)  # after each size, so a long run keeps what it measured
     print()

@@ -125,3 +125,15 @@ def test_the_fastest_of_good_repeats_is_kept_with_the_highest_peak():
 def test_a_single_failed_run_keeps_its_own_error():
     only = Measurement("grow", "not available", error="pipelines.generator.grow does not exist")
     assert _best([only]).error == "pipelines.generator.grow does not exist"
+
+
+def test_a_criterion_stated_at_another_size_is_not_judged():
+    """A 100k run's peak RSS is shown beside the 1M criterion but does not meet it."""
+    derived_100k = {"flow_peak_rss_mb": 6_500.0, "flow_over_plain_load": 4.1}
+    rows = {(r["criterion"], r["stated_at"]): r for r in done_criteria(derived_100k, 100_000)}
+    within = [r for (label, at), r in rows.items() if "24 GiB" in label][0]
+    assert within["wall"] == 6_500.0
+    assert within["result"] == "not judged: stated at 1M, measured at 100,000 patients"
+    assert rows[("pipeline with Prefect / plain DuckDB load", "100k")]["result"] == "not met"
+    at_1m = {(r["criterion"], r["stated_at"]): r for r in done_criteria(derived_100k, 1_000_000)}
+    assert [r for (label, _), r in at_1m.items() if "24 GiB" in label][0]["result"] == "met"
