@@ -9,6 +9,18 @@ import os
 import subprocess
 import sys
 
+# Script text for the test's subprocess: the Prefect server processes it started itself.
+_SERVER_CHILDREN = (
+    "def server_child(p):\n"
+    "    try:\n"
+    "        ppid = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]\n"
+    "        cmd = open(f'/proc/{p}/cmdline', 'rb').read()\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return ppid == str(os.getpid()) and b'server.api.server:create_app' in cmd\n"
+    "children = [p for p in os.listdir('/proc') if p.isdigit() and server_child(p)]\n"
+)
+
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -71,16 +83,7 @@ def test_the_temporary_server_started_early_is_the_one_flows_use_and_it_stops_at
         "run = httpx.get(f'{url}/flow_runs/{run_id}').json()\n"
         "tasks = httpx.post(f'{url}/task_runs/filter',"
         " json={'flow_runs': {'id': {'any_': [str(run_id)]}}}).json()\n"
-        "import os\n"
-        "def server_child(p):\n"
-        "    try:\n"
-        "        ppid = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]\n"
-        "        cmd = open(f'/proc/{p}/cmdline', 'rb').read()\n"
-        "    except OSError:\n"
-        "        return False\n"
-        "    return ppid == str(os.getpid()) and b'server.api.server:create_app' in cmd\n"
-        "children = [p for p in os.listdir('/proc') if p.isdigit() and server_child(p)]\n"
-        "print(url, value, run['state_type'], len(tasks),"
+        "import os\n" + _SERVER_CHILDREN + "print(url, value, run['state_type'], len(tasks),"
         " 'prefect.server.api.server' in sys.modules, ','.join(children))\n",
         PREFECT_API_URL="",
     )
@@ -145,15 +148,8 @@ RUN_ON_EARLY_SERVER = (
     "    if any(l['message'] == 'a line from the flow' for l in logs):\n"
     "        break\n"
     "    time.sleep(0.2)\n"
-    "def server_child(p):\n"
-    "    try:\n"
-    "        ppid = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]\n"
-    "        cmd = open(f'/proc/{p}/cmdline', 'rb').read()\n"
-    "    except OSError:\n"
-    "        return False\n"
-    "    return ppid == str(os.getpid()) and b'server.api.server:create_app' in cmd\n"
-    "children = [p for p in os.listdir('/proc') if p.isdigit() and server_child(p)]\n"
-    "env = dict(v.split('=', 1) for v in open(f'/proc/{children[0]}/environ').read().split('\\0')"
+    + _SERVER_CHILDREN
+    + "env = dict(v.split('=', 1) for v in open(f'/proc/{children[0]}/environ').read().split('\\0')"
     " if '=' in v)\n"
     "print(json.dumps({'url': url, 'state': run['state_type'], 'tasks': len(tasks),"
     " 'logs': sum(l['message'] == 'a line from the flow' for l in logs),"
