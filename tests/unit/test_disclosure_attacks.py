@@ -11,7 +11,10 @@ Attacks (PROTOCOL.md section 7, issue 10):
 - margins minus published cells of every 2x2 table;
 - subgroup minus subgroup (all minus a nested subgroup; overall minus strata);
 - linear solving of every additive relation in time_to_diagnosis (rows and strata);
-- sensitivity-analysis rows against the primary rows (flag_accuracy, AUROC tables).
+- sensitivity-analysis rows against the primary rows (flag_accuracy, AUROC tables);
+- hidden populations: rebuilt from 2x2 totals, from the ends of a subgroup's curves (ROC
+  margins and sensitivity steps, decision-curve treat-all step, calibration bins), and from
+  the other AUROC row (score or model) of the same analysis.
 
 `test_step_inversion_recovers_the_count_the_old_release_leaked` runs the first attack on the
 old behaviour (daily curve, exact numbers at risk), rebuilt here, and recovers a suppressed
