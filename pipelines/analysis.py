@@ -697,6 +697,8 @@ def release_tables(
     align_shared(released, specs)
     if {"time_to_diagnosis", "cumulative_incidence"} <= set(released):
         curves_of_shown_strata(released, settings)
+    if "roc_points" in released and len(notes := roc_of_shown_populations(released)):
+        logs["roc_points"] = pd.concat([logs["roc_points"], notes], ignore_index=True)
     align_clinical_tables(released, specs)
     log = final_log(released, list(logs.values()), specs)
     return released, pd.concat([log, disclosure_summary(released, settings)], ignore_index=True)
@@ -856,6 +858,38 @@ def curves_of_shown_strata(released: dict[str, pd.DataFrame], settings: StudySet
             for col, source in zip(columns, ("estimate", "lower", "upper"), strict=True):
                 ttd.at[i, col] = coarsen.step_value(mine, d, source)
                 ttd.at[i, f"{col}_status"] = "rounded"
+
+
+# the tables whose n / n_events count a subgroup's landmark population (SHARED keys
+# landmark_episodes / landmark_events): score_performance's are the ROC curve's margins
+POPULATION_TABLES = ("score_performance", "model_performance")
+ROC_OF_HIDDEN_POPULATION = "cross-table: the subgroup's population counts are hidden"
+
+
+def roc_of_shown_populations(released: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """A subgroup whose population counts are hidden releases no ROC curve (in place);
+    returns one log note per curve left out.
+
+    Every cut-off's 2x2 adds up to the subgroup's margins (cases = tp + fn, non-cases =
+    fp + tn: score_performance's n_events and n - n_events), and its sensitivities step by
+    1 / cases: a curve beside a hidden n or n_events gives it back. The cross-table rule of
+    curves_of_shown_strata, for the subgroups of the landmark population."""
+    hidden: set[str] = set()
+    for name in POPULATION_TABLES:
+        table = released.get(name)
+        if table is None or table.empty:
+            continue
+        status = table[["n_status", "n_events_status"]].isin(HIDDEN).any(axis=1).to_numpy()
+        hidden |= set(table.loc[status, "subgroup"].astype(str))
+    roc = released["roc_points"]
+    keep = ~roc["subgroup"].astype(str).isin(hidden).to_numpy()
+    released["roc_points"] = roc[keep].reset_index(drop=True)
+    dropped = sorted(set(roc.loc[~keep, "subgroup"].astype(str)))
+    notes = [{**dict.fromkeys(LOG_COLUMNS), "table_name": "roc_points",
+              "row_key": f"subgroup={sub}", "status": "suppressed_complement",
+              "rule": ROC_OF_HIDDEN_POPULATION, "detail": "curve not released"}
+             for sub in dropped]  # fmt: skip
+    return pd.DataFrame(notes, columns=LOG_COLUMNS)
 
 
 # ---- clinical tables (issue 14) -----------------------------------------------------------

@@ -232,17 +232,42 @@ SENSITIVITY_NESTED = (
 )
 
 
+SCORE_RULE, MODEL_RULE = "red_flag_count", "model"
+
+
+def _score_within_model(frame: pd.DataFrame) -> Linkage:
+    """Per analysis and subgroup, the score's AUROC row counts the model row's population
+    (the episodes with a known score: all of them on generated data): n_episodes and n_events
+    of the `red_flag_count` row plus a remainder (the episodes without a score, virtual and
+    sensitive when not 0) equal the `model` row's. Without it a count hidden in one row and
+    shown in the other is given back by the other (docs/statistics.md 7, "The score's
+    AUROC row counts the model's population"); the primary rows are also linked across
+    tables (SHARED)."""
+    auroc = (frame["measure"] == "auroc").to_numpy() & ~frame.duplicated(
+        ["analysis", "subgroup", "rule"]
+    ).to_numpy()
+    rule = frame["rule"].to_numpy()
+    return partition(
+        frame,
+        pd.Series(auroc & (rule == MODEL_RULE)),
+        pd.Series(auroc & (rule == SCORE_RULE)),
+        ["analysis", "subgroup"],
+        ["n_episodes", "n_events"],
+    )
+
+
 def _sensitivity_analyses(frame: pd.DataFrame) -> Linkage:
     """Long format: counts repeat across measures; AUROC rows have no 2x2 (NULL cells).
 
     Subgroups nested in `all` and analyses nested in the primary one are declared in the
     spec (`SENSITIVITY_NESTED`); the primary rows are aligned with flag_accuracy and the
-    AUROC tables (analysis.py)."""
+    AUROC tables (analysis.py); the score's AUROC row is linked to the model's."""
     counts = ["n_episodes", "n_events", *CELLS]
     return (
         row_complement(frame, "n_episodes", "n_events", NON_EVENTS)
         + margins_public(frame)
         + identical_rows(frame, ["analysis", "subgroup", "rule"], counts)
+        + _score_within_model(frame)
     )
 
 
@@ -437,7 +462,7 @@ def release_specs(cumulative_incidence_days: tuple[int, ...]) -> dict[str, Table
 
 SUBGROUP = ("subgroup",)
 PRIMARY = {"analysis": "primary"}
-AUROC_RULES = ("red_flag_count", "model")
+AUROC_RULES = (SCORE_RULE, MODEL_RULE)
 DIAGNOSED, SRE = "cohort_diagnosed", "sre_at_diagnosis"
 LANDMARK_N, LANDMARK_EVENTS = "landmark_episodes", "landmark_events"
 COHORT_N, COHORT_N_HISTORY = "cohort_episodes", "cohort_episodes_by_history"

@@ -11,7 +11,10 @@ Attacks (PROTOCOL.md section 7, issue 10):
 - margins minus published cells of every 2x2 table;
 - subgroup minus subgroup (all minus a nested subgroup; overall minus strata);
 - linear solving of every additive relation in time_to_diagnosis (rows and strata);
-- sensitivity-analysis rows against the primary rows (flag_accuracy, AUROC tables).
+- sensitivity-analysis rows against the primary rows (flag_accuracy, AUROC tables);
+- hidden populations: rebuilt from 2x2 totals, from the ends of a subgroup's curves (ROC
+  margins and sensitivity steps, decision-curve treat-all step, calibration bins), and from
+  the other AUROC row (score or model) of the same analysis.
 
 `test_step_inversion_recovers_the_count_the_old_release_leaked` runs the first attack on the
 old behaviour (daily curve, exact numbers at risk), rebuilt here, and recovers a suppressed
@@ -308,6 +311,9 @@ def all_attacks(released: dict) -> dict[str, list]:
         "sensitivity minus primary": analysis_differences(r["sensitivity_analyses"]),
         "indeterminate results": indeterminate_results(r),
         "hidden populations from 2x2 sums": population_differences(r),
+        "curve ends of hidden populations": curve_population_claims(r),
+        "score row against model row": auroc_row_claims(r["sensitivity_analyses"]),
+        "model row minus score row": auroc_row_differences(r["sensitivity_analyses"]),
     }
 
 
@@ -469,6 +475,114 @@ def population_differences(r: dict) -> list[tuple]:
     return found
 
 
+# ---- curve ends and repeated AUROC rows of hidden populations ---------------------------------
+
+POPULATION_TABLES = ("score_performance", "model_performance")
+
+
+def common_denominator(rates, largest: int = 20_000) -> int | None:
+    """The smallest d with every rate x d an integer: a curve's steps of 1 / d (None when the
+    rates are all 0 or 1, or none fits)."""
+    rates = [float(x) for x in rates if not pd.isna(x) and 0 < float(x) < 1]
+    if not rates:
+        return None
+    for d in range(2, largest):
+        if all(abs(x * d - round(x * d)) < 1e-6 for x in rates):
+            return d
+    return None
+
+
+def curve_end_values(r: dict) -> dict[str, dict[str, list[float]]]:
+    """Per subgroup, the population counts (n, n_events) its released curves carry at their
+    ends: every ROC cut-off's margins (cases tp + fn, everyone tp + fp + fn + tn) and, where
+    its cells are hidden but sensitivities shown, their steps of 1 / cases (and false-positive
+    rates of 1 / non-cases); the decision curve's n and n_events, and its treat-all step
+    (tp = events, fp = non-events); the calibration bins added up."""
+    values: dict[str, dict[str, list[float]]] = {}
+
+    def add(sub, column: str, value) -> None:
+        if value is not None and not pd.isna(value):
+            values.setdefault(str(sub), {}).setdefault(column, []).append(float(value))
+
+    for sub, rows in r["roc_points"].groupby("subgroup"):
+        cells = rows.dropna(subset=CELLS)[CELLS].astype(float)
+        for row in cells.itertuples(index=False):
+            add(sub, "n_events", row.tp + row.fn)
+            add(sub, "n", row.tp + row.fp + row.fn + row.tn)
+        rates = rows[rows["tp"].isna()]
+        cases = common_denominator(rates["sensitivity"])
+        non_cases = common_denominator(rates["false_positive_rate"])
+        add(sub, "n_events", cases)
+        add(sub, "n", None if cases is None or non_cases is None else cases + non_cases)
+    for sub, rows in r["decision_curve"].groupby("subgroup"):
+        for column in ("n", "n_events"):
+            for value in rows[column].dropna():
+                add(sub, column, value)
+        if "step_threshold" in rows.columns:
+            treat_all = rows[rows["step_threshold"] == 0].dropna(subset=["tp", "fp"])
+            for row in treat_all.itertuples(index=False):
+                add(sub, "n_events", row.tp)
+                add(sub, "n", row.tp + row.fp)
+    for sub, rows in r["calibration"].groupby("subgroup"):
+        if len(rows) and rows[["n", "n_events"]].notna().all(axis=None):
+            add(sub, "n", rows["n"].astype(float).sum())
+            add(sub, "n_events", rows["n_events"].astype(float).sum())
+    return values
+
+
+def curve_population_claims(r: dict) -> dict[tuple, float]:
+    """{(table, subgroup, column): value}: a population count that score_performance or
+    model_performance hides, as a released curve of the same subgroup gives it back (the
+    largest value, as the largest 2x2 total in `rebuilt_populations`)."""
+    ends = curve_end_values(r)
+    claims = {}
+    for table in POPULATION_TABLES:
+        for row in r[table].itertuples(index=False):
+            for column in POPULATION:
+                candidates = ends.get(str(row.subgroup), {}).get(column)
+                if pd.isna(getattr(row, column)) and candidates:
+                    claims[(table, row.subgroup, column)] = max(candidates)
+    return claims
+
+
+AUROC_ROWS = ("red_flag_count", "model")
+OTHER_AUROC_ROW = {"red_flag_count": "model", "model": "red_flag_count"}
+
+
+def auroc_row_claims(sens: pd.DataFrame) -> dict[tuple, float]:
+    """{(analysis, subgroup, rule, column): value}: the two AUROC rows of an analysis and
+    subgroup (the score and the model) count the same population (every episode has a score
+    on generated data): where one hides n_episodes or n_events and the other shows it, the
+    shown value."""
+    rows = sens[sens["rule"].isin(AUROC_ROWS)].drop_duplicates(["analysis", "subgroup", "rule"])
+    table = rows.set_index(["analysis", "subgroup", "rule"])
+    claims = {}
+    for (a, sub, rule), row in table.iterrows():
+        other = (a, sub, OTHER_AUROC_ROW[rule])
+        if other not in table.index:
+            continue
+        for column in ("n_episodes", "n_events"):
+            if pd.isna(row[column]) and not pd.isna(table.loc[other, column]):
+                claims[(a, sub, rule, column)] = float(table.loc[other, column])
+    return claims
+
+
+def auroc_row_differences(sens: pd.DataFrame) -> list[tuple]:
+    """The model row minus the score row where both are shown: the episodes (events) without
+    a score; small ones."""
+    rows = sens[sens["rule"].isin(AUROC_ROWS)].drop_duplicates(["analysis", "subgroup", "rule"])
+    table = rows.set_index(["analysis", "subgroup", "rule"])
+    found = []
+    for (a, sub, rule), row in table.iterrows():
+        if rule != "model" or (a, sub, "red_flag_count") not in table.index:
+            continue
+        for column in ("n_episodes", "n_events"):
+            d = row[column] - table.loc[(a, sub, "red_flag_count"), column]
+            if not pd.isna(d) and small(d):
+                found.append((a, sub, column, float(d)))
+    return found
+
+
 def _released_populations(r: dict) -> dict[tuple, dict[str, float | None]]:
     """The population counts as released (None where hidden)."""
     out: dict[tuple, dict[str, float | None]] = {}
@@ -506,6 +620,29 @@ def _primary_rows_fill(r: dict) -> list:
 
 # ---- judging the attacks against the truth ----------------------------------------------------
 
+# attacks that claim values (judged against the truth: a leak when exact)
+CLAIMS = (
+    "curve inversion",
+    "time_to_diagnosis relations",
+    "curve ends of hidden populations",
+    "score row against model row",
+)
+
+
+def judged_population_claims(attacks: dict, truth: dict) -> list[tuple]:
+    """The claims of the curve-end and AUROC-row attacks that are the hidden count exactly."""
+    found = []
+    for (table, sub, column), value in attacks["curve ends of hidden populations"].items():
+        true = truth[table].set_index("subgroup")
+        if float(true.at[sub, column]) == value:
+            found.append(("curve ends of hidden populations", table, sub, column, value))
+    sens = truth["sensitivity_analyses"].drop_duplicates(["analysis", "subgroup", "rule"])
+    sens = sens.set_index(["analysis", "subgroup", "rule"])
+    for (*key, column), value in attacks["score row against model row"].items():
+        if float(sens.loc[tuple(key), column]) == value:
+            found.append(("score row against model row", *key, column, value))
+    return found
+
 
 def leaks(released: dict, truth: dict) -> list:
     """Every suppressed count an attack recovered exactly, and every small count found."""
@@ -523,8 +660,9 @@ def leaks(released: dict, truth: dict) -> list:
             true = true_by_key.loc[tuple(ttd.loc[i, key]), column]
             if true == value:
                 found.append(("time_to_diagnosis relations", i, column, value))
+    found += judged_population_claims(attacks, truth)
     for name, hits in attacks.items():
-        if name not in ("curve inversion", "time_to_diagnosis relations") and hits:
+        if name not in CLAIMS and hits:
             found.append((name, hits))
     # a curve of a stratum whose counts are hidden, or a small count of diagnoses between two
     # released days (judged on the true daily counts)
@@ -682,6 +820,104 @@ def test_a_subgroup_case_margin_does_not_give_the_complement_case_count(landmark
     assert small(men)  # the precondition: a few male cases in landmark_0
     assert population_differences(released) == []
     assert leaks(released, truth) == []
+
+
+# ---- curves and AUROC rows of hidden populations ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planted_tables(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    """The analysis tables (as in mart, before disclosure) of a generated export with many
+    cases (1,200 patients, seed 7, a fifth of them cases): the ROC curves of `all` and
+    `female` are released on their own."""
+    from pipelines import warehouse as wh
+    from pipelines.generator import PlantedParameters, generate
+    from pipelines.ingest import ingest_export
+    from pipelines.models import build_models
+
+    root = tmp_path_factory.mktemp("planted")
+    generate(root / "export", patients=1200, seed=7, planted=PlantedParameters(case_fraction=0.2))
+    ingest_export(root / "export", root / "w.duckdb", log=lambda message: None)
+    con = wh.connect(root / "w.duckdb")
+    try:
+        build_models(con, SETTINGS)
+        episodes = analysis.load_episodes(con)
+    finally:
+        con.close()
+    return analysis.analysis_tables(episodes, SETTINGS)
+
+
+def test_a_roc_curve_does_not_give_back_a_hidden_population(planted_tables):
+    """An earlier release showed `female` with 3 events fewer: the overlap rule (section 7.1)
+    hides female n_events now, in every table sharing it (and `all`'s, its complement). A
+    released ROC curve's margins (tp + fn at any cut-off) are the subgroup's events:
+    `curve_population_claims` got both back exactly before `roc_of_shown_populations`."""
+    frames = planted_tables
+    true = frames["score_performance"].set_index("subgroup")
+    alone, _ = analysis.release_tables(frames, SETTINGS)
+    assert {"all", "female"} <= set(alone["roc_points"]["subgroup"])  # curves released
+    assert curve_population_claims(alone) == {}
+    earlier = float(true.at["female", "n_events"]) - 3
+    previous = {"model_performance|subgroup=female|n_events": [earlier]}
+    released, log = analysis.release_tables(frames, SETTINGS, previous)
+    performance = released["model_performance"].set_index("subgroup")
+    assert pd.isna(performance.at["female", "n_events"])  # the precondition: hidden
+    claims = curve_population_claims(released)
+    exact = [k for k, v in claims.items() if v == frames[k[0]].set_index("subgroup").at[k[1:]]]
+    assert exact == []
+    # the curves of subgroups whose counts are hidden go; the others stay as they were
+    hidden = set(performance.index[performance[["n", "n_events"]].isna().any(axis=1)])
+    assert "female" in hidden
+    shown = released["roc_points"]
+    assert not set(shown["subgroup"]) & hidden
+    kept = alone["roc_points"][~alone["roc_points"]["subgroup"].isin(hidden)]
+    assert len(shown) == len(kept)
+    notes = log[(log["table_name"] == "roc_points") & (log["detail"] == "curve not released")]
+    assert "subgroup=female" in set(notes["row_key"])  # the output checker sees why
+
+
+def score_and_model_rows() -> pd.DataFrame:
+    """The AUROC rows of sensitivity_analyses (primary, washout_180; `all`, `female`): the
+    model's population has 3 male cases, which have no score, so the score's rows count 3
+    events fewer in `all` and as many in `female` (n, events per analysis and subgroup)."""
+    counts = {
+        ("primary", "all"): {"model": (700, 50), "red_flag_count": (697, 47)},
+        ("primary", "female"): {"model": (400, 47), "red_flag_count": (400, 47)},
+        ("washout_180", "all"): {"model": (720, 50), "red_flag_count": (717, 47)},
+        ("washout_180", "female"): {"model": (420, 47), "red_flag_count": (420, 47)},
+    }
+    rows = [
+        {"analysis": a, "subgroup": sub, "rule": rule, "measure": "auroc", "estimate": 0.7,
+         "lower": 0.6, "upper": 0.8, "n_episodes": n, "n_events": events,
+         "tp": np.nan, "fp": np.nan, "fn": np.nan, "tn": np.nan}
+        for (a, sub), by_rule in counts.items() for rule, (n, events) in by_rule.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_score_row_does_not_give_back_the_model_row():
+    """`all` minus `female` in the model rows is 3 male cases: the engine hides the female
+    model row's n_events. The score row of the same analysis shows the same count (the men
+    without a score are not in it, so its `all` minus `female` is 0): before the declared
+    link (`release_tables._score_within_model`) washout_180's did (`auroc_row_claims`: 47
+    exactly; the primary rows are linked across tables), and model minus score in `all`
+    gave the 3 cases (`auroc_row_differences`) in both analyses."""
+    frame = score_and_model_rows()
+    released, _ = analysis.release_tables({"sensitivity_analyses": frame}, SETTINGS)
+    counts = ["n_episodes", "n_events", *CELLS]  # as the Parquet export holds them
+    sens = released["sensitivity_analyses"].astype({c: float for c in counts})
+    hidden = sens[sens["n_events"].isna()]
+    assert ("washout_180", "female", "model") in set(
+        hidden[["analysis", "subgroup", "rule"]].itertuples(index=False, name=None)
+    )  # the precondition: the model row's events are hidden
+    true = frame.set_index(["analysis", "subgroup", "rule"])
+    claims = auroc_row_claims(sens)
+    assert [k for k, v in claims.items() if true.at[tuple(k[:3]), k[3]] == v] == []
+    assert auroc_row_differences(sens) == []
+    assert analysis_differences(sens) == []
+    # model minus score in `all` (the 3 cases without a score) is a small count itself: one
+    # side of it goes, in the primary analysis too; rows it does not touch stay shown
+    assert sens["n_episodes"].notna().any()
 
 
 # ---- the attack catches the leak of the old release ------------------------------------------
