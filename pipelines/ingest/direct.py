@@ -49,8 +49,9 @@ def update_direct_table(
     load = load or load_into_raw
     held = held_table(table)
     if changes.recreate:
+        # dropped, not emptied: the first fresh file's stage becomes raw.<table> (see
+        # quarantine_new_rows); created empty below when no file does
         con.execute(f"DROP TABLE IF EXISTS raw.{table}")
-        con.execute(schema.create_table_sql(table))
         con.execute(f"DROP TABLE IF EXISTS {held}")
         con.execute("DELETE FROM meta.quarantine WHERE table_name = ?", [table])
     elif changes.stale:
@@ -79,6 +80,8 @@ def update_direct_table(
             bar.advance(digest.size_bytes, parsed.rows)
             changes.loaded.append(f.relative)
             changes.messages.append(parsed.message(f.relative, started))
+    if not wh.table_exists(con, "raw", table):
+        con.execute(schema.create_table_sql(table))
 
 
 def held_table(table: str) -> str:
@@ -91,18 +94,23 @@ def _held_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return wh.table_exists(con, "landing", table + "__held")
 
 
-# The staging table of one file parsed into raw (created by the parse, dropped once its rows
-# moved): it lives in memory and outside raw, so the checks never read raw back.
-STAGE = "temp.ingest_stage"
+# The staging table of one file parsed into raw (created by the parse inside the update
+# transaction; dropped once its rows moved, or renamed to raw.<table> when it is the first
+# file of a rebuilt table): a table of the warehouse, not a temporary one, so DuckDB writes
+# it compressed ahead of COMMIT instead of holding the whole file in memory (issue 16), and
+# never raw.<table> itself, so the checks never read raw back. In the raw schema only so that
+# it can be renamed to raw.<table>; it never outlives the transaction.
+STAGE = "raw.ingest_stage"
 
 
 def load_into_raw(con: duckdb.DuckDBPyConnection, f: SourceFile, digest: Digest) -> Parsed:
     """Parse one file into raw.<table> (inside the update transaction) through a staging
-    table: the file is parsed (fast or slow path, parse_into) into temp.ingest_stage with
+    table: the file is parsed (fast or slow path, parse_into) into raw.ingest_stage with
     its line numbers; its rows are checked there set-wise, then move in bulk: good rows into
-    raw, failed rows into the quarantine (rows of unknown patients also into held). raw is
-    never read back by rowid to find the new rows (see insert_rows for why). Last, the row
-    accounting of the file is checked against raw and the quarantine."""
+    raw (on a rebuild, the stage of the table's first file becomes raw.<table>), failed rows
+    into the quarantine (rows of unknown patients also into held). raw is never read back by
+    rowid to find the new rows (see insert_rows for why). Last, the row accounting of the file
+    is checked against raw and the quarantine."""
     con.execute(
         f"DROP TABLE IF EXISTS landing.{quote(landing_table_name(f.relative))}"
     )  # old format
@@ -152,14 +160,27 @@ def quarantine_new_rows(
     ).fetchone()
     columns = ", ".join(c.name for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS))
     good = staged - failed
-    if good:  # never an empty INSERT (see insert_rows); the count is known, no second scan
-        passed = (
-            ""
-            if not failed
-            else (" ANTI JOIN temp.ingest_problems p ON p.source_line = s.source_line")
-        )
-        con.execute(f"INSERT INTO raw.{table} SELECT {columns} FROM {STAGE} s{passed}")
-    con.execute(f"DROP TABLE {STAGE}")
+    if _adopt_stage(con, table):
+        # raw.<table> was dropped for a rebuild and this is its first file: the stage becomes
+        # it (its row groups are already written, compressed; an INSERT would compress every
+        # row a second time), less the failed rows
+        if failed:
+            con.execute(
+                f"DELETE FROM {STAGE} WHERE source_line IN"
+                " (SELECT source_line FROM temp.ingest_problems)"
+            )
+        con.execute(f"ALTER TABLE {STAGE} RENAME TO {table}")
+    else:
+        if not wh.table_exists(con, "raw", table):  # a rebuild whose stage does not fit as is
+            con.execute(schema.create_table_sql(table))
+        if good:  # never an empty INSERT (see insert_rows); the count is known, no second scan
+            passed = (
+                ""
+                if not failed
+                else (" ANTI JOIN temp.ingest_problems p ON p.source_line = s.source_line")
+            )
+            con.execute(f"INSERT INTO raw.{table} SELECT {columns} FROM {STAGE} s{passed}")
+        con.execute(f"DROP TABLE {STAGE}")
     checked = "FROM temp.ingest_problems WHERE problem"
     insert_rows(
         con,
@@ -180,6 +201,22 @@ def quarantine_new_rows(
             f" {loaded - rows_before} of them;"
             " nothing was changed"
         )
+
+
+def _adopt_stage(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether the stage can become raw.<table>: that table is absent (dropped by
+    update_direct_table for a rebuild, no file loaded into it yet) and the stage has its
+    columns and types, in order (it has, as parsed; checked all the same)."""
+    if wh.table_exists(con, "raw", table):
+        return False
+    schema_name, name = STAGE.split(".")
+    found = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name ="
+        " current_database() AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        [schema_name, name],
+    ).fetchall()
+    expected = [(c.name, c.type) for c in (*schema.TABLES[table].columns, *schema.LINEAGE_COLUMNS)]
+    return found == expected
 
 
 def _mark_duplicate_lines(

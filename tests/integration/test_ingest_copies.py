@@ -85,4 +85,4 @@ def test_each_file_is_read_once_and_its_rows_copied_once_before_raw(tmp_path, mo
         # one table holds the whole file: the one the parse created; the checks copy out only
         # the rows that fail (here the duplicate conditions)
         assert len(whole) == 1, (name, rows, whole)
-        assert whole[0][0] == "ingest_stage", whole
+        assert whole[0][0] == "raw.ingest_stage", whole
