@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from scipy.stats import rankdata
 from sklearn.model_selection import StratifiedKFold
 
 from pipelines.stats.model import ascertainable_features, logit
@@ -213,10 +212,17 @@ def tuned_coefficients(
 def calibration(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     """Calibration intercept (logit(p) as offset) and slope, as model.calibration_intercept_slope
     computes them with statsmodels, but on the distinct predictions (few: flag patterns)."""
-    lp = logit(prob)
+    return calibration_of_counts(logit(prob), np.asarray(y, dtype=float), np.ones(y.size))
+
+
+def calibration_of_counts(
+    lp: np.ndarray, events: np.ndarray, total: np.ndarray
+) -> tuple[float, float]:
+    """`calibration` of episodes given as linear predictors `lp` with their event and episode
+    counts (one entry per episode, or per flag pattern: the same fits)."""
     values, inverse = np.unique(lp, return_inverse=True)
-    events = np.bincount(inverse, weights=y.astype(float), minlength=values.size)
-    total = np.bincount(inverse, minlength=values.size).astype(float)
+    events = np.bincount(inverse, weights=events, minlength=values.size)
+    total = np.bincount(inverse, weights=total, minlength=values.size)
     keep_e, keep_n = events > 0, (total - events) > 0
     x = np.concatenate([values[keep_e], values[keep_n]])
     outcome = np.concatenate([np.ones(keep_e.sum()), np.zeros(keep_n.sum())])
@@ -232,29 +238,46 @@ def calibration(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     )
 
 
-def auroc(y: np.ndarray, prob: np.ndarray) -> float:
-    """Mann-Whitney AUROC (ties count one half)."""
-    ranks = rankdata(prob)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+def auroc_of_counts(prob: np.ndarray, events: np.ndarray, total: np.ndarray) -> float:
+    """Mann-Whitney AUROC (ties count one half) from the event and episode counts of each
+    prediction: tied episodes share their mean rank, a half-integer, so the events' rank sum
+    is exact in floating point, the same number as summed over the episodes."""
+    values, inverse = np.unique(prob, return_inverse=True)
+    n = np.bincount(inverse, weights=total, minlength=values.size)
+    e = np.bincount(inverse, weights=events, minlength=values.size)
+    mean_rank = np.cumsum(n) - (n - 1) / 2
+    n1 = int(e.sum())
+    n0 = int(n.sum()) - n1
+    return float(((e * mean_rank).sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def net_benefit(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """NB = TP/n - FP/n * pt/(1-pt), treat if p >= pt, at every threshold at once."""
+def net_benefit(
+    prob: np.ndarray, events: np.ndarray, total: np.ndarray, n: int, thresholds: np.ndarray
+) -> np.ndarray:
+    """NB = TP/n - FP/n * pt/(1-pt), treat if p >= pt, at every threshold at once, from the
+    event and episode counts (integers) of each prediction."""
     treated = prob[None, :] >= thresholds[:, None]
-    tp = (treated & y[None, :]).sum(axis=1)
-    fp = (treated & ~y[None, :]).sum(axis=1)
-    return tp / y.size - fp / y.size * thresholds / (1 - thresholds)
+    tp = (treated * events).sum(axis=1)
+    fp = (treated * (total - events)).sum(axis=1)
+    return tp / n - fp / n * thresholds / (1 - thresholds)
 
 
-def measures(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """AUROC, calibration intercept and slope, Brier, then net benefit per threshold."""
+def measures(prob: np.ndarray, of: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """AUROC, calibration intercept and slope, Brier, then net benefit per threshold, of the
+    episodes with flag patterns `of` and outcomes `y` under the patterns' probabilities `prob`.
+
+    All but the Brier score are computed on the patterns with their event and episode counts
+    (integers): the same numbers as on the episodes, without sorting them (issue 16)."""
     if y.size == 0 or y.all() or not y.any():
         return np.full(len(SCALAR_MEASURES) + thresholds.size, np.nan)
-    intercept, slope = calibration(y, prob)
-    scalars = [auroc(y, prob), intercept, slope, float(np.mean((prob - y) ** 2))]
-    return np.concatenate([scalars, net_benefit(y, prob, thresholds)])
+    total = np.bincount(of, minlength=prob.size)
+    events = np.bincount(of[y], minlength=prob.size)
+    seen = total > 0
+    prob_seen, total, events = prob[seen], total[seen], events[seen]
+    intercept, slope = calibration_of_counts(logit(prob_seen), events, total)
+    brier = float(np.mean((prob[of] - y) ** 2))
+    scalars = [auroc_of_counts(prob_seen, events, total), intercept, slope, brier]
+    return np.concatenate([scalars, net_benefit(prob_seen, events, total, y.size, thresholds)])
 
 
 def min_class(y: np.ndarray) -> int:
@@ -279,28 +302,27 @@ def bootstrap_validation(
     patterns = Patterns.of(x)
     everyone = np.arange(y.size)
 
-    def predict(beta: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return expit(patterns.design @ beta)[patterns.of_episode[rows]]
+    def measured(beta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        prob = expit(patterns.design @ beta)
+        return measures(prob, patterns.of_episode[rows], y[rows], thresholds)
 
     beta, best_c = tuned_coefficients(patterns, everyone, y, p, int(rng.integers(2**31)))
     nan = np.full(len(SCALAR_MEASURES) + thresholds.size, np.nan)
     if beta is None:
         return Validation(nan, nan, nan, nan, best_c, 0)
-    apparent = measures(y, predict(beta, everyone), thresholds)
+    apparent = measured(beta, everyone)
     optimism, out_of_bag = [], []
     for _ in range(p.bootstraps):
         drawn = rng.integers(0, y.size, y.size)
         inner_seed = int(rng.integers(2**31))
-        left_out = np.setdiff1d(everyone, drawn)
+        left_out = np.flatnonzero(np.bincount(drawn, minlength=y.size) == 0)
         if min_class(y[drawn]) < p.inner_folds or min_class(y[left_out]) < 1:
             continue
         fit, _ = tuned_coefficients(patterns, drawn, y, p, inner_seed)
         if fit is None:
             continue
-        own = measures(y[drawn], predict(fit, drawn), thresholds)
-        test = measures(y, predict(fit, everyone), thresholds)
-        optimism.append(own - test)
-        out_of_bag.append(measures(y[left_out], predict(fit, left_out), thresholds))
+        optimism.append(measured(fit, drawn) - measured(fit, everyone))
+        out_of_bag.append(measured(fit, left_out))
     alpha = 1 - p.confidence_level
     if not optimism:
         return Validation(apparent, nan, nan, nan, best_c, 0)
