@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.model_selection import StratifiedKFold
 
 from pipelines.stats.model import ascertainable_features, logit
 
@@ -163,17 +162,53 @@ class Patterns:
         return cls(np.column_stack([np.ones(len(unique)), unique]), inverse.ravel())
 
 
-def pattern_counts(patterns: Patterns, rows: np.ndarray, y: np.ndarray):
-    """Weighted rows (pattern, y) of the episodes `rows` (with repeats for a bootstrap)."""
+def episode_counts(
+    patterns: Patterns, rows: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Events and episodes of each pattern among the episodes `rows` (with repeats for a
+    bootstrap): whole numbers, exact in floating point, so the counts of a part subtract
+    exactly from those of the whole."""
     k = len(patterns.design)
     of = patterns.of_episode[rows]
     events = np.bincount(of, weights=y[rows].astype(float), minlength=k)
-    total = np.bincount(of, minlength=k).astype(float)
+    return events, np.bincount(of, minlength=k).astype(float)
+
+
+def weighted_rows(patterns: Patterns, events: np.ndarray, total: np.ndarray):
+    """Weighted rows (pattern, y) of the patterns' event and non-event counts."""
     keep_e, keep_n = events > 0, (total - events) > 0
     design = np.vstack([patterns.design[keep_e], patterns.design[keep_n]])
     outcome = np.concatenate([np.ones(keep_e.sum()), np.zeros(keep_n.sum())])
     weight = np.concatenate([events[keep_e], (total - events)[keep_n]])
     return design, outcome, weight
+
+
+def pattern_counts(patterns: Patterns, rows: np.ndarray, y: np.ndarray):
+    """Weighted rows (pattern, y) of the episodes `rows` (with repeats for a bootstrap)."""
+    return weighted_rows(patterns, *episode_counts(patterns, rows, y))
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each episode's test fold under StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for a binary outcome: scikit-learn's own assignment (`_make_test_folds`, step by step),
+    without the input checks around it, which cost more than the assignment, 100 times per
+    subgroup (tests/unit/test_stats_validation.py checks it against scikit-learn)."""
+    # classes numbered by their first appearance, as scikit-learn numbers them
+    encoded = (y != y[0]).astype(np.intp)
+    counts = np.bincount(encoded)
+    classes = counts.size
+    in_order = np.repeat(np.arange(classes), counts)
+    # the episodes of each class per test fold: round robin over the sorted outcomes
+    allocation = np.asarray(
+        [np.bincount(in_order[i::folds], minlength=classes) for i in range(folds)]
+    )
+    rng = np.random.RandomState(seed)
+    test_folds = np.empty(y.size, dtype="i")
+    for k in range(classes):
+        of_class = np.arange(folds).repeat(allocation[:, k])
+        rng.shuffle(of_class)
+        test_folds[encoded == k] = of_class
+    return test_folds
 
 
 def fit_penalised(design, outcome, weight, c: float, start=None) -> np.ndarray | None:
@@ -193,19 +228,20 @@ def tuned_coefficients(
 ) -> tuple[np.ndarray, float]:
     """Coefficients on the episodes `rows`, with C chosen like LogisticRegressionCV: mean
     log loss over stratified inner folds, the first best C of the grid, then a refit."""
-    folds = StratifiedKFold(n_splits=p.inner_folds, shuffle=True, random_state=seed)
+    test_folds = stratified_folds(y[rows], p.inner_folds, seed)
+    events, total = episode_counts(patterns, rows, y)
     losses = np.zeros(len(p.penalty_grid))
-    for train, test in folds.split(rows, y[rows]):
-        fit_rows, test_rows = (
-            pattern_counts(patterns, rows[train], y),
-            pattern_counts(patterns, rows[test], y),
-        )
+    for fold in range(p.inner_folds):
+        # the training part's counts: the whole's minus the test part's (exact: whole numbers)
+        test_events, test_total = episode_counts(patterns, rows[test_folds == fold], y)
+        fit_rows = weighted_rows(patterns, events - test_events, total - test_total)
+        test_rows = weighted_rows(patterns, test_events, test_total)
         beta = None
         for i, c in enumerate(p.penalty_grid):  # warm start along the grid
             beta = fit_penalised(*fit_rows, c, beta)
             losses[i] += np.inf if beta is None else mean_log_loss(*test_rows, beta)
     best = float(p.penalty_grid[int(np.argmin(losses))])
-    beta = fit_penalised(*pattern_counts(patterns, rows, y), best)
+    beta = fit_penalised(*weighted_rows(patterns, events, total), best)
     return beta, best
 
 

@@ -67,6 +67,18 @@ def test_penalty_choice_is_logistic_regression_cv_choice():
     assert chosen == pytest.approx(reference.C_[0])
 
 
+def test_stratified_folds_are_scikit_learns():
+    rng = np.random.default_rng(3)
+    for n, prevalence in ((60, 0.5), (297, 0.1), (2000, 0.03), (5001, 0.6)):
+        for seed in (0, 7, 2**31 - 1):
+            y = rng.random(n) < prevalence
+            y[:2] = [seed % 2 == 0, True]  # the first label is either class
+            folds = validation.stratified_folds(y, 5, seed)
+            splitter = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+            for fold, (_, test) in enumerate(splitter.split(np.zeros(n), y)):
+                np.testing.assert_array_equal(np.flatnonzero(folds == fold), test)
+
+
 def test_calibration_equals_the_statsmodels_fit():
     flags, y = simulated_flags(3, 600)
     x = flags.to_numpy(float)
