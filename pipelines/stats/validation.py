@@ -34,8 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from scipy.stats import rankdata
-from sklearn.model_selection import StratifiedKFold
 
 from pipelines.stats.model import ascertainable_features, logit
 
@@ -164,17 +162,53 @@ class Patterns:
         return cls(np.column_stack([np.ones(len(unique)), unique]), inverse.ravel())
 
 
-def pattern_counts(patterns: Patterns, rows: np.ndarray, y: np.ndarray):
-    """Weighted rows (pattern, y) of the episodes `rows` (with repeats for a bootstrap)."""
+def episode_counts(
+    patterns: Patterns, rows: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Events and episodes of each pattern among the episodes `rows` (with repeats for a
+    bootstrap): whole numbers, exact in floating point, so the counts of a part subtract
+    exactly from those of the whole."""
     k = len(patterns.design)
     of = patterns.of_episode[rows]
     events = np.bincount(of, weights=y[rows].astype(float), minlength=k)
-    total = np.bincount(of, minlength=k).astype(float)
+    return events, np.bincount(of, minlength=k).astype(float)
+
+
+def weighted_rows(patterns: Patterns, events: np.ndarray, total: np.ndarray):
+    """Weighted rows (pattern, y) of the patterns' event and non-event counts."""
     keep_e, keep_n = events > 0, (total - events) > 0
     design = np.vstack([patterns.design[keep_e], patterns.design[keep_n]])
     outcome = np.concatenate([np.ones(keep_e.sum()), np.zeros(keep_n.sum())])
     weight = np.concatenate([events[keep_e], (total - events)[keep_n]])
     return design, outcome, weight
+
+
+def pattern_counts(patterns: Patterns, rows: np.ndarray, y: np.ndarray):
+    """Weighted rows (pattern, y) of the episodes `rows` (with repeats for a bootstrap)."""
+    return weighted_rows(patterns, *episode_counts(patterns, rows, y))
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each episode's test fold under StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for a binary outcome: scikit-learn's own assignment (`_make_test_folds`, step by step),
+    without the input checks around it, which cost more than the assignment, 100 times per
+    subgroup (tests/unit/test_stats_validation.py checks it against scikit-learn)."""
+    # classes numbered by their first appearance, as scikit-learn numbers them
+    encoded = (y != y[0]).astype(np.intp)
+    counts = np.bincount(encoded)
+    classes = counts.size
+    in_order = np.repeat(np.arange(classes), counts)
+    # the episodes of each class per test fold: round robin over the sorted outcomes
+    allocation = np.asarray(
+        [np.bincount(in_order[i::folds], minlength=classes) for i in range(folds)]
+    )
+    rng = np.random.RandomState(seed)
+    test_folds = np.empty(y.size, dtype="i")
+    for k in range(classes):
+        of_class = np.arange(folds).repeat(allocation[:, k])
+        rng.shuffle(of_class)
+        test_folds[encoded == k] = of_class
+    return test_folds
 
 
 def fit_penalised(design, outcome, weight, c: float, start=None) -> np.ndarray | None:
@@ -194,29 +228,37 @@ def tuned_coefficients(
 ) -> tuple[np.ndarray, float]:
     """Coefficients on the episodes `rows`, with C chosen like LogisticRegressionCV: mean
     log loss over stratified inner folds, the first best C of the grid, then a refit."""
-    folds = StratifiedKFold(n_splits=p.inner_folds, shuffle=True, random_state=seed)
+    test_folds = stratified_folds(y[rows], p.inner_folds, seed)
+    events, total = episode_counts(patterns, rows, y)
     losses = np.zeros(len(p.penalty_grid))
-    for train, test in folds.split(rows, y[rows]):
-        fit_rows, test_rows = (
-            pattern_counts(patterns, rows[train], y),
-            pattern_counts(patterns, rows[test], y),
-        )
+    for fold in range(p.inner_folds):
+        # the training part's counts: the whole's minus the test part's (exact: whole numbers)
+        test_events, test_total = episode_counts(patterns, rows[test_folds == fold], y)
+        fit_rows = weighted_rows(patterns, events - test_events, total - test_total)
+        test_rows = weighted_rows(patterns, test_events, test_total)
         beta = None
         for i, c in enumerate(p.penalty_grid):  # warm start along the grid
             beta = fit_penalised(*fit_rows, c, beta)
             losses[i] += np.inf if beta is None else mean_log_loss(*test_rows, beta)
     best = float(p.penalty_grid[int(np.argmin(losses))])
-    beta = fit_penalised(*pattern_counts(patterns, rows, y), best)
+    beta = fit_penalised(*weighted_rows(patterns, events, total), best)
     return beta, best
 
 
 def calibration(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     """Calibration intercept (logit(p) as offset) and slope, as model.calibration_intercept_slope
     computes them with statsmodels, but on the distinct predictions (few: flag patterns)."""
-    lp = logit(prob)
+    return calibration_of_counts(logit(prob), np.asarray(y, dtype=float), np.ones(y.size))
+
+
+def calibration_of_counts(
+    lp: np.ndarray, events: np.ndarray, total: np.ndarray
+) -> tuple[float, float]:
+    """`calibration` of episodes given as linear predictors `lp` with their event and episode
+    counts (one entry per episode, or per flag pattern: the same fits)."""
     values, inverse = np.unique(lp, return_inverse=True)
-    events = np.bincount(inverse, weights=y.astype(float), minlength=values.size)
-    total = np.bincount(inverse, minlength=values.size).astype(float)
+    events = np.bincount(inverse, weights=events, minlength=values.size)
+    total = np.bincount(inverse, weights=total, minlength=values.size)
     keep_e, keep_n = events > 0, (total - events) > 0
     x = np.concatenate([values[keep_e], values[keep_n]])
     outcome = np.concatenate([np.ones(keep_e.sum()), np.zeros(keep_n.sum())])
@@ -232,29 +274,46 @@ def calibration(y: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     )
 
 
-def auroc(y: np.ndarray, prob: np.ndarray) -> float:
-    """Mann-Whitney AUROC (ties count one half)."""
-    ranks = rankdata(prob)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+def auroc_of_counts(prob: np.ndarray, events: np.ndarray, total: np.ndarray) -> float:
+    """Mann-Whitney AUROC (ties count one half) from the event and episode counts of each
+    prediction: tied episodes share their mean rank, a half-integer, so the events' rank sum
+    is exact in floating point, the same number as summed over the episodes."""
+    values, inverse = np.unique(prob, return_inverse=True)
+    n = np.bincount(inverse, weights=total, minlength=values.size)
+    e = np.bincount(inverse, weights=events, minlength=values.size)
+    mean_rank = np.cumsum(n) - (n - 1) / 2
+    n1 = int(e.sum())
+    n0 = int(n.sum()) - n1
+    return float(((e * mean_rank).sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def net_benefit(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """NB = TP/n - FP/n * pt/(1-pt), treat if p >= pt, at every threshold at once."""
+def net_benefit(
+    prob: np.ndarray, events: np.ndarray, total: np.ndarray, n: int, thresholds: np.ndarray
+) -> np.ndarray:
+    """NB = TP/n - FP/n * pt/(1-pt), treat if p >= pt, at every threshold at once, from the
+    event and episode counts (integers) of each prediction."""
     treated = prob[None, :] >= thresholds[:, None]
-    tp = (treated & y[None, :]).sum(axis=1)
-    fp = (treated & ~y[None, :]).sum(axis=1)
-    return tp / y.size - fp / y.size * thresholds / (1 - thresholds)
+    tp = (treated * events).sum(axis=1)
+    fp = (treated * (total - events)).sum(axis=1)
+    return tp / n - fp / n * thresholds / (1 - thresholds)
 
 
-def measures(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """AUROC, calibration intercept and slope, Brier, then net benefit per threshold."""
+def measures(prob: np.ndarray, of: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """AUROC, calibration intercept and slope, Brier, then net benefit per threshold, of the
+    episodes with flag patterns `of` and outcomes `y` under the patterns' probabilities `prob`.
+
+    All but the Brier score are computed on the patterns with their event and episode counts
+    (integers): the same numbers as on the episodes, without sorting them (issue 16)."""
     if y.size == 0 or y.all() or not y.any():
         return np.full(len(SCALAR_MEASURES) + thresholds.size, np.nan)
-    intercept, slope = calibration(y, prob)
-    scalars = [auroc(y, prob), intercept, slope, float(np.mean((prob - y) ** 2))]
-    return np.concatenate([scalars, net_benefit(y, prob, thresholds)])
+    total = np.bincount(of, minlength=prob.size)
+    events = np.bincount(of[y], minlength=prob.size)
+    seen = total > 0
+    prob_seen, total, events = prob[seen], total[seen], events[seen]
+    intercept, slope = calibration_of_counts(logit(prob_seen), events, total)
+    brier = float(np.mean((prob[of] - y) ** 2))
+    scalars = [auroc_of_counts(prob_seen, events, total), intercept, slope, brier]
+    return np.concatenate([scalars, net_benefit(prob_seen, events, total, y.size, thresholds)])
 
 
 def min_class(y: np.ndarray) -> int:
@@ -279,28 +338,27 @@ def bootstrap_validation(
     patterns = Patterns.of(x)
     everyone = np.arange(y.size)
 
-    def predict(beta: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return expit(patterns.design @ beta)[patterns.of_episode[rows]]
+    def measured(beta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        prob = expit(patterns.design @ beta)
+        return measures(prob, patterns.of_episode[rows], y[rows], thresholds)
 
     beta, best_c = tuned_coefficients(patterns, everyone, y, p, int(rng.integers(2**31)))
     nan = np.full(len(SCALAR_MEASURES) + thresholds.size, np.nan)
     if beta is None:
         return Validation(nan, nan, nan, nan, best_c, 0)
-    apparent = measures(y, predict(beta, everyone), thresholds)
+    apparent = measured(beta, everyone)
     optimism, out_of_bag = [], []
     for _ in range(p.bootstraps):
         drawn = rng.integers(0, y.size, y.size)
         inner_seed = int(rng.integers(2**31))
-        left_out = np.setdiff1d(everyone, drawn)
+        left_out = np.flatnonzero(np.bincount(drawn, minlength=y.size) == 0)
         if min_class(y[drawn]) < p.inner_folds or min_class(y[left_out]) < 1:
             continue
         fit, _ = tuned_coefficients(patterns, drawn, y, p, inner_seed)
         if fit is None:
             continue
-        own = measures(y[drawn], predict(fit, drawn), thresholds)
-        test = measures(y, predict(fit, everyone), thresholds)
-        optimism.append(own - test)
-        out_of_bag.append(measures(y[left_out], predict(fit, left_out), thresholds))
+        optimism.append(measured(fit, drawn) - measured(fit, everyone))
+        out_of_bag.append(measured(fit, left_out))
     alpha = 1 - p.confidence_level
     if not optimism:
         return Validation(apparent, nan, nan, nan, best_c, 0)

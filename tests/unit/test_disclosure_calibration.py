@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pipelines import analysis
 from pipelines.settings import StudySettings
+from pipelines.stats import smooth_calibration
 from pipelines.stats.disclosure import is_small
 from pipelines.stats.model import calibration_table
 from pipelines.stats.smooth_calibration import smoothed_calibration, tricube
@@ -175,3 +176,34 @@ def test_smoothed_points_of_a_hidden_model_subgroup_are_hidden(subgroup):
     released, _ = analysis.release_tables(frames, SETTINGS)
     points = released["calibration_smoothed"]
     assert points["observed_smoothed"].isna().all()
+
+
+def reference_window(y: np.ndarray, distance: np.ndarray, min_cell: int) -> float:
+    """smooth_calibration.window by its definition: every bisection step weighs all episodes
+    and sums the events' and the non-events' weights (the code before issue 16)."""
+    top = float(distance.max()) * 1e3 if distance.size and distance.max() > 0 else 1.0
+
+    def enough(h: float) -> bool:
+        w = tricube(distance / h)
+        return float(w[y].sum()) >= min_cell and float(w[~y].sum()) >= min_cell
+
+    if not enough(top):
+        return float("inf")
+    low, high = 0.0, top
+    for _ in range(smooth_calibration.BISECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_window_is_the_one_weighing_every_episode_to_the_bit(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.random(300)[rng.integers(0, 300, 20_000)] ** 3  # tied predictions, as from patterns
+    y = rng.random(p.size) < p
+    x = np.log(p / (1 - p))
+    for centre in np.quantile(x, [0.05, 0.5, 0.95]):
+        distance = np.abs(x - centre)
+        assert smooth_calibration.window(y, distance, MIN_CELL) == reference_window(
+            y, distance, MIN_CELL
+        )

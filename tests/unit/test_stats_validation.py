@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 
@@ -66,6 +67,18 @@ def test_penalty_choice_is_logistic_regression_cv_choice():
     assert chosen == pytest.approx(reference.C_[0])
 
 
+def test_stratified_folds_are_scikit_learns():
+    rng = np.random.default_rng(3)
+    for n, prevalence in ((60, 0.5), (297, 0.1), (2000, 0.03), (5001, 0.6)):
+        for seed in (0, 7, 2**31 - 1):
+            y = rng.random(n) < prevalence
+            y[:2] = [seed % 2 == 0, True]  # the first label is either class
+            folds = validation.stratified_folds(y, 5, seed)
+            splitter = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+            for fold, (_, test) in enumerate(splitter.split(np.zeros(n), y)):
+                np.testing.assert_array_equal(np.flatnonzero(folds == fold), test)
+
+
 def test_calibration_equals_the_statsmodels_fit():
     flags, y = simulated_flags(3, 600)
     x = flags.to_numpy(float)
@@ -73,6 +86,41 @@ def test_calibration_equals_the_statsmodels_fit():
     np.testing.assert_allclose(
         validation.calibration(y.to_numpy(), prob), calibration_intercept_slope(y, prob), atol=1e-6
     )
+
+
+def episode_measures(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """validation.measures by its definition, on the episodes (the code before issue 16 moved
+    it onto flag patterns): the reference its numbers must equal to the bit."""
+    if y.size == 0 or y.all() or not y.any():
+        return np.full(len(validation.SCALAR_MEASURES) + thresholds.size, np.nan)
+    intercept, slope = validation.calibration(y, prob)
+    ranks = rankdata(prob)
+    n1 = int(y.sum())
+    auroc = float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * (y.size - n1)))
+    treated = prob[None, :] >= thresholds[:, None]
+    tp, fp = (treated & y[None, :]).sum(axis=1), (treated & ~y[None, :]).sum(axis=1)
+    net_benefit = tp / y.size - fp / y.size * thresholds / (1 - thresholds)
+    scalars = [auroc, intercept, slope, float(np.mean((prob - y) ** 2))]
+    return np.concatenate([scalars, net_benefit])
+
+
+def test_measures_on_pattern_counts_equal_the_measures_on_episodes_to_the_bit():
+    thresholds = np.asarray(SETTINGS.decision_thresholds)
+    rng = np.random.default_rng(12)
+    for k, n in ((4, 50), (40, 3000), (300, 20_000)):
+        # patterns with tied probabilities (two patterns, one risk), clipped ones, and
+        # patterns no episode of the sample has
+        prob = np.concatenate([rng.random(k - 3), [0.25, 1e-14, 1 - 1e-14]])[rng.permutation(k)]
+        prob[: k // 4] = prob[k // 4 : 2 * (k // 4)]
+        of_episode = rng.integers(0, k, n)
+        y = rng.random(n) < prob[of_episode] * 0.5 + 0.02
+        for rows in (np.arange(n), rng.integers(0, n, n), np.arange(n // 3), np.arange(0)):
+            of, yy = of_episode[rows], y[rows]
+            assert np.array_equal(
+                validation.measures(prob, of, yy, thresholds),
+                episode_measures(yy, prob[of], thresholds),
+                equal_nan=True,
+            )
 
 
 # ---- optimism, EPV, seeds --------------------------------------------------------------
