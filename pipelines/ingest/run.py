@@ -46,7 +46,7 @@ def ingest_export(
     if export.ignored:
         log(f"ignored (not used by the study): {', '.join(export.ignored)}")
     held = wh.warehouse_lock(warehouse, wait_seconds) if lock else nullcontext()
-    with held, wh.open_warehouse(warehouse) as con:
+    with held, wh.open_warehouse(warehouse, memory_limit=wh.ingest_memory_limit()) as con:
         ensure_tables(con)
         changes = sync_landing(con, export, log)
         with Transaction(con):

@@ -676,3 +676,28 @@ def test_connections_get_a_memory_budget_from_the_environment(tmp_path, monkeypa
         wh.connect(tmp_path / "w.duckdb")
     monkeypatch.delenv(wh.MEMORY_LIMIT_ENV)
     assert wh.default_memory_limit().endswith("MB")
+
+
+def test_the_ingest_keeps_a_smaller_budget_unless_the_user_sets_one(ohdsi, tmp_path, monkeypatch):
+    """The ingest's DuckDB budget is capped at INGEST_MEMORY_LIMIT_MB (it only caches blocks it
+    already wrote beyond that: docs/ingest.md, "Memory budget"); REDFLAGS_MEMORY_LIMIT wins.
+    Read from the ingest's own connection, through DuckDB's settings, while it runs."""
+    from pipelines import warehouse as wh
+    from pipelines.ingest import tables
+
+    seen = []
+    real_ensure = tables.ensure_tables
+
+    def ensure_and_read(con):  # the ingest's first statement on its connection
+        seen.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        real_ensure(con)
+
+    monkeypatch.setattr("pipelines.ingest.run.ensure_tables", ensure_and_read)
+    export = ohdsi
+    monkeypatch.delenv(wh.MEMORY_LIMIT_ENV, raising=False)
+    run(export, tmp_path / "a.duckdb")
+    monkeypatch.setenv(wh.MEMORY_LIMIT_ENV, "3GB")
+    run(export, tmp_path / "b.duckdb")
+    mib = [float(v.split()[0]) * (1024 if "GiB" in v else 1) for v in seen]
+    assert mib[0] <= wh.INGEST_MEMORY_LIMIT_MB < 2000, seen  # 1.5 GiB, not 25% of RAM
+    assert mib[1] > 2500, seen  # the user's 3GB (2.7 GiB)
