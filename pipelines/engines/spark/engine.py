@@ -3,8 +3,10 @@
 `pipelines.study.run_study` calls the same stages for every engine (`pipelines/engines`);
 with a `SparkEngine`, the `SparkRun` it binds to the run does the engine's part:
 
-- ingest: the export is read by Spark (`execution.ingest_to_spark`) into Parquet under
-  the run's folder, `<spark-dir>/runs/<run_id>/{raw,meta}`. The DuckDB engine's `raw`,
+- ingest: a Synthea CSV export is read by Spark (`execution.ingest_to_spark`) into Parquet
+  under the run's folder, `<spark-dir>/runs/<run_id>/{raw,meta}`; an OMOP or FHIR export is
+  loaded by its DuckDB source adapter into a scratch warehouse whose tables are written as
+  the same Parquet (`ingest_with_adapter`). The DuckDB engine's `raw`,
   `meta` and `landing` tables are never touched, so the two engines can share a
   warehouse. The warehouse gets views `spark_raw__build.<table>` on the raw Parquet (the
   input contracts run on them) and copies of the small `meta` tables (quarantine,
@@ -36,11 +38,11 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines import schema
 from pipelines.engines.spark import execution as se
-from pipelines.errors import UserFacingError
 from pipelines.models import model_graph
 from pipelines.settings import StudySettings
-from pipelines.warehouse import BUILD_SUFFIX, open_for_run
+from pipelines.warehouse import BUILD_SUFFIX, open_for_run, open_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +104,12 @@ class SparkRun:
     ) -> dict[str, int]:
         from pipelines.sources import resolve_format
 
-        # the layout first (auto-detected as the DuckDB engine does): an OMOP or FHIR export
-        # is refused before Spark starts, not after, with a Synthea file list as the reason
+        # the layout first (auto-detected as the DuckDB engine does): Synthea CSV is read by
+        # Spark; OMOP and FHIR by their DuckDB source adapter, whose tables become Parquet
         fmt = resolve_format(Path(source), source_format, say)
         if fmt != "synthea":
-            how = "--source-format" if source_format == fmt else "detected source format"
-            raise UserFacingError(
-                f"--engine spark reads Synthea CSV only, not {how} {fmt}"
-                " (docs/sources.md): run it on the default engine"
+            return ingest_with_adapter(
+                Path(source), Path(warehouse), self, fmt, say, accept_shrink=accept_shrink
             )
         return ingest(Path(source), Path(warehouse), self, say)
 
@@ -158,6 +158,53 @@ def ingest(
     spark = _session(spark_run)
     say(f"Spark {spark.version} ready in {time.perf_counter() - started:.1f}s")
     counts = se.ingest_to_spark(spark, Path(source), spark_run.run_dir)
+    return _expose_ingest(warehouse, spark_run, counts, say)
+
+
+def ingest_with_adapter(
+    source: Path,
+    warehouse: Path,
+    spark_run: SparkRun,
+    fmt: str,
+    say: Callable[[str], None] = print,
+    *,
+    accept_shrink: bool = False,
+) -> dict[str, int]:
+    """An OMOP or FHIR export: its DuckDB source adapter (pipelines/sources) loads it into a
+    scratch warehouse in `<warehouse>.tmp/`, whose raw.* and ingest meta tables are written
+    as Parquet where `ingest_to_spark` writes its own (`<run>/raw/<table>/`,
+    `<run>/meta/<table>/`); the Spark models read them as they read a Synthea CSV ingest.
+    The scratch warehouse is removed whether the load succeeds or not."""
+    from pipelines.sources import adapters
+
+    scratch = Path(str(warehouse) + ".tmp") / f"spark-source-{spark_run.run_dir.name}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = adapters()[fmt].load(
+            Path(source), scratch / "source.duckdb", say, accept_shrink=accept_shrink, lock=False
+        )
+        say(summary.format())
+        with open_warehouse(scratch / "source.duckdb", read_only=True) as con:
+            for schema_name, tables in (("raw", schema.TABLES), ("meta", se.INGEST_META_TABLES)):
+                for table in tables:
+                    folder = spark_run.run_dir / schema_name / table
+                    folder.mkdir(parents=True, exist_ok=True)
+                    # a Python call, not COPY: the path is never part of SQL text
+                    con.table(f"{schema_name}.{table}").write_parquet(
+                        str(folder / "part-0.parquet")
+                    )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        with suppress(OSError):  # `<warehouse>.tmp/` too, when nothing else is in it
+            scratch.parent.rmdir()
+    return _expose_ingest(warehouse, spark_run, summary.counts(), say)
+
+
+def _expose_ingest(
+    warehouse: Path, spark_run: SparkRun, counts: dict[str, int], say: Callable[[str], None]
+) -> dict[str, int]:
+    """The run's raw Parquet as views `spark_raw__build.*`, its small meta tables copied into
+    `spark_meta__build`; returns rows loaded per raw table."""
     root = spark_run.run_dir
     with _connect(warehouse) as con:
         se.load_into_duckdb(con, _folders(root, "raw"), RAW_SCHEMA + "__build", as_views=True)

@@ -64,6 +64,9 @@ DATETIME_PATTERN = (
     r"([T ]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)?)?\s*$"
 )
 CORRUPT = "_corrupt_record"
+# The ingest meta tables `ingest_to_spark` writes beside raw.* (out_dir/meta/<table>/), with
+# the columns of the DuckDB ingest's (pipelines/ingest/tables.py META_DDL)
+INGEST_META_TABLES = ("quarantine", "source_tables", "observation_periods", "ingest_manifest")
 META_TABLES = (
     "value_sets",
     "unit_conversions",
@@ -579,7 +582,8 @@ def _write_ingest_meta(
     columns = [("table_name", "STRING"), ("is_required", "BOOLEAN"), ("is_present", "BOOLEAN"),
                ("n_files", "INT"), ("n_rows", "BIGINT"), ("note", "STRING")]  # fmt: skip
     _write(_local_frame(spark, source_tables, columns), out_dir, "meta", "source_tables")
-    # OMOP observation periods: none in a Synthea CSV export (the only layout read on Spark)
+    # OMOP observation periods: none in a Synthea CSV export (OMOP is read by its DuckDB
+    # source adapter, engine.ingest_with_adapter)
     columns = [("patient_id", "STRING"), ("start_date", "DATE"), ("end_date", "DATE"),
                ("source_file", "STRING"), ("source_line", "BIGINT")]  # fmt: skip
     _write(_local_frame(spark, [], columns), out_dir, "meta", "observation_periods")
