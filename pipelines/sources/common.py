@@ -45,8 +45,10 @@ def typed_sql(column: schema.Column, text: str) -> str:
     if column.type == "DATE":
         return f"try_cast(substr({text}, 1, 10) AS DATE)"
     if column.type == "TIMESTAMP":
+        # `...Z` is UTC already: DuckDB's TIMESTAMP parse drops the Z, which is exact (and a
+        # third of the cost of the offset regex and the TIMESTAMPTZ cast, for most FHIR times)
         return (
-            f"CASE WHEN regexp_matches({text}, '{_OFFSET}')"
+            f"CASE WHEN NOT ends_with({text}, 'Z') AND regexp_matches({text}, '{_OFFSET}')"
             f" THEN timezone('UTC', try_cast({text} AS TIMESTAMPTZ))"
             f" ELSE try_cast({text} AS TIMESTAMP) END"
         )
