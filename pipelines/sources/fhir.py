@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,12 +197,16 @@ def structure(group: str) -> dict:
 
 
 def _land_ndjson(
-    con: duckdb.DuckDBPyConnection, files: list[Path], counts: dict[Path, int], sources: dict
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path],
+    counts: dict[Path, Future[accounting.LineCount]],
+    sources: dict,
 ) -> None:
     """Each NDJSON file of a type the study reads, parsed once by DuckDB's parallel JSON
     reader straight into a typed temp table (`fhir_f<n>`, the fields its mapping reads; no
     text copy of the lines): a row's position is its line when the file has as many rows as
-    physical lines (counted by the byte scan) and every row is a resource of the file's type.
+    physical lines (counted by the byte scan, in a thread: asked for after the read) and
+    every row is a resource of the file's type.
     Otherwise (a line that is not JSON, a blank line, a value of an unexpected shape, another
     resource type) the file is read line by line instead (_land_lines)."""
     for n, p in enumerate(files):
@@ -215,7 +220,12 @@ def _land_ndjson(
 
 
 def _read_typed(
-    con: duckdb.DuckDBPyConnection, p: Path, table: str, group: str, rtype: str, lines: int
+    con: duckdb.DuckDBPyConnection,
+    p: Path,
+    table: str,
+    group: str,
+    rtype: str,
+    lines: Future[accounting.LineCount],
 ) -> bool:
     """True if `p` read cleanly into temp.<table>, one row per physical line, all of `rtype`."""
     try:
@@ -231,7 +241,7 @@ def _read_typed(
         f" FROM {table}",
         {"type": rtype},
     ).fetchone()
-    if rows == lines and other == 0:
+    if rows == lines.result().physical_lines and other == 0:
         return True
     con.execute(f"DROP TABLE temp.{table}")
     return False
@@ -575,10 +585,17 @@ def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Landed:
     con.execute(
         "CREATE OR REPLACE TEMP TABLE fhir_bundle_sizes (source_file VARCHAR, resources BIGINT)"
     )
-    # sha256 (for the manifest) and physical lines (for the row accounting and the fast read)
-    counts = {p: accounting.count_lines(p) for p in ndjson}
-    typed: dict[str, list[tuple[str, int]]] = {group: [] for group in GROUPS}
-    _land_ndjson(con, ndjson, {p: c.physical_lines for p, c in counts.items()}, typed)
+    # sha256 (for the manifest) and physical lines (for the row accounting and the fast
+    # read): the byte scans run in a thread while DuckDB reads the files (hashlib and DuckDB
+    # both release the GIL, so the two overlap); a file's count is asked for after its read
+    scans = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhir-scan")
+    try:
+        counting = {p: scans.submit(accounting.count_lines, p) for p in ndjson}
+        typed: dict[str, list[tuple[str, int]]] = {group: [] for group in GROUPS}
+        _land_ndjson(con, ndjson, counting, typed)
+        counts = {p: counting[p].result() for p in ndjson}
+    finally:
+        scans.shutdown(cancel_futures=True)
     for p in _land_bundles(con, bundles) if bundles else []:
         # the file's text stays out of the warehouse: it may be anything
         con.execute("INSERT INTO fhir_bad VALUES (?, 0, NULL)", [p.name])

