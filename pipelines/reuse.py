@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,22 +93,33 @@ def sha256_of(path: Path) -> str:
 def file_digests(source: Path, known: dict[str, FileDigest] | None = None) -> list[FileDigest]:
     """The digest of every file under the export, sorted by path. A file whose size, mtime
     and inode are those `known` recorded (and not racily so) keeps its recorded sha256
-    without being read; any other file is read in full and hashed."""
+    without being read; any other file is read in full and hashed, a few at a time.
+
+    The hash is the ingest's digest (pipelines/ingest/digests.py: sha256, line statistics
+    and, for a file that grew, the sha256 of its recorded size's first bytes, in one read),
+    so that within a study run the ingest that follows reads no file a second time."""
+    from pipelines.ingest.digests import file_digest
+
     source, known = Path(source), known or {}
-    out = []
+    found = []
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         relative, stat = path.relative_to(source).as_posix(), path.stat()
         old = known.get(relative)
-        if old is not None and old.still_holds(stat):
-            out.append(old)
-            continue
-        hashed_at = time.time_ns()
-        out.append(
-            FileDigest(
-                relative, stat.st_size, stat.st_mtime_ns, stat.st_ino, sha256_of(path), hashed_at
-            )
+        found.append(
+            (path, relative, stat, old if old is not None and old.still_holds(stat) else None, old)
         )
-    return out
+
+    def digest(entry: tuple) -> FileDigest:
+        path, relative, stat, kept, old = entry
+        if kept is not None:
+            return kept
+        hashed_at = time.time_ns()
+        # the size it had when last hashed: where an appended-to file's old bytes end
+        sha = file_digest(path, old.size if old is not None else 0).sha256
+        return FileDigest(relative, stat.st_size, stat.st_mtime_ns, stat.st_ino, sha, hashed_at)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
+        return list(pool.map(digest, found))
 
 
 def export_digest(source: Path) -> list[tuple[str, int, str]]:

@@ -26,6 +26,7 @@ import duckdb
 from pipelines import progress, reuse, table_docs, valuesets
 from pipelines.engines import DuckDBEngine, Engine, EngineRun
 from pipelines.errors import UserFacingError
+from pipelines.ingest import digests
 from pipelines.resources import code_version
 from pipelines.settings import StudySettings
 from pipelines.warehouse import (
@@ -584,6 +585,8 @@ def run_study(
         on.resources(warehouse),
         # every build loads the value sets: an unreviewed one is warned about once per run
         valuesets.one_warning_per_run(),
+        # the reuse check's file digests serve the ingest: each export file read once per run
+        digests.sharing(),
     ):
         stage = Stages(run, say)
         if kept := reuse.try_reuse(

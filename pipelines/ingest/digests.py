@@ -1,13 +1,26 @@
 """File digests: each file's sha256 (an unchanged file is not read again) and, in the same
 pass, its line statistics (newlines, last line end, stray bytes), which the parse's row
 accounting counts lines against (pipelines/ingest/parse.py).
+
+Within a study run (`sharing()`, entered by `pipelines.study.run_study`) a digest is taken
+once per file: the run's reuse check (pipelines/reuse.py) hashes the files that changed, and
+the ingest that follows gets those digests instead of reading every file again (a +1%
+export: 0.6 GB at 10k patients, 5.9 GB at 100k, read once instead of twice). A digest is
+served again only while the file keeps its identity (device, inode, size, mtime and ctime
+in nanoseconds) and was not modified just before it was read (the racy rule of
+pipelines/reuse.py).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -64,13 +77,89 @@ class ByteScan:
         return bool(self.bare_cr or self.nul or mixed_line_ends)
 
 
+# The digests taken in the current study run (`sharing`), by file identity; None outside one.
+_shared: dict[tuple, Digest] | None = None
+_shared_lock = threading.Lock()
+# A file modified less than this before it was read is read again when asked again (a second
+# write in the same timestamp tick could leave its identity as it was): pipelines/reuse.py.
+RACY_NS = 2_000_000_000
+
+
+@contextmanager
+def sharing() -> Iterator[None]:
+    """Within this block, a file whose digest was taken and that kept its identity since is
+    not read again (the reuse check and the ingest of one run); outside, every call reads."""
+    global _shared
+    with _shared_lock:
+        previous, _shared = _shared, {}
+    try:
+        yield
+    finally:
+        with _shared_lock:
+            _shared = previous
+
+
+def _identity(path: Path, stat: os.stat_result) -> tuple:
+    return (
+        str(path.resolve()),
+        stat.st_dev,
+        stat.st_ino,
+        stat.st_size,
+        stat.st_mtime_ns,
+        stat.st_ctime_ns,
+    )
+
+
+def _split(path: Path, size: int, prefix: int) -> int:
+    """The prefix a digest of this file covers (file_digest): 0 when there is none."""
+    plain = not path.name.lower().endswith(".gz")
+    return prefix if plain and 0 < prefix < size else 0
+
+
 def file_digest(path: Path, prefix: int = 0) -> Digest:
     """sha256 of the file's bytes; for plain CSV also its line statistics, in the same pass.
 
     With `prefix` (the size a plain file had when it was last loaded), a file that is now
     larger also gets the sha256 and line statistics of its first `prefix` bytes, from the
     same read (hashlib's state is copied at that offset): whether the old bytes are still
-    there, unchanged, costs no second read (pipelines/ingest/append.py)."""
+    there, unchanged, costs no second read (pipelines/ingest/append.py).
+
+    Within `sharing()`, a digest this run already took of the same file (same identity) is
+    returned without reading: as it was when it covers the same prefix, without its prefix
+    fields when none is asked for."""
+    path = Path(path)
+    stat = path.stat()
+    key, split = _identity(path, stat), _split(path, stat.st_size, prefix)
+    with _shared_lock:
+        taken = None if _shared is None else _shared.get(key)
+    if taken is not None and taken.prefix_bytes == split:
+        return taken
+    if taken is not None and split == 0:
+        return _without_prefix(taken)
+    read_at = time.time_ns()
+    digest = _read_digest(path, prefix)
+    after = path.stat()
+    settled = stat.st_mtime_ns < read_at - RACY_NS  # as pipelines/reuse.py's FileDigest
+    if settled and _identity(path, after) == key:
+        with _shared_lock:
+            if _shared is not None:
+                _shared[key] = digest
+    return digest
+
+
+def _without_prefix(digest: Digest) -> Digest:
+    return replace(
+        digest,
+        prefix_bytes=0,
+        prefix_sha256=None,
+        prefix_newlines=None,
+        prefix_ends_with_newline=None,
+        prefix_stray_bytes=None,
+    )
+
+
+def _read_digest(path: Path, prefix: int = 0) -> Digest:
+    """`file_digest`, the file read."""
     sha, scan = hashlib.sha256(), ByteScan()
     plain = not path.name.lower().endswith(".gz")
     size = path.stat().st_size

@@ -8,7 +8,9 @@ with bad rows, a duplicate and records of existing and unknown patients appended
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
@@ -19,7 +21,7 @@ from pipelines import schema
 from pipelines.errors import IngestError
 from pipelines.generator import generate
 from pipelines.generator.grow import grow_export
-from pipelines.ingest import ingest_export
+from pipelines.ingest import digests, ingest_export
 
 DIRECT = [t for t in schema.TABLES if t != "patients"]
 
@@ -123,6 +125,13 @@ def live_copy(source: Path, folder: Path) -> Path:
     for path in source.iterdir():
         shutil.copyfile(path, folder / path.name)
     return folder
+
+
+def settle(folder: Path, hours: int) -> None:
+    """Every file's mtime `hours` ago (not modified just before a run reads it)."""
+    past = time.time_ns() - hours * 3600 * 10**9
+    for path in folder.iterdir():
+        os.utime(path, ns=(past, past))
 
 
 def test_grow_export_appends_new_patients_and_keeps_the_base(base, grown):
@@ -309,14 +318,27 @@ def test_published_outputs_of_an_appended_run_equal_those_of_a_full_reload(
 
     def two_runs(name: str) -> tuple[Path, list[str]]:
         live, warehouse = live_copy(base, tmp_path / f"{name}-live"), tmp_path / f"{name}.duckdb"
+        settle(live, hours=2)
         assert run_study(live, warehouse, settings, say=lambda _: None).status == "succeeded"
         live_copy(folder, live)
+        settle(live, hours=1)  # written well before the run, as a nightly export is
         said: list[str] = []
+        reads.clear()
         assert run_study(live, warehouse, settings, say=said.append).status == "succeeded"
         return warehouse, said
 
+    # each export file read once by the grown run: its reuse check's digest serves the ingest
+    reads: list[str] = []
+    read = digests._read_digest
+    monkeypatch.setattr(
+        digests,
+        "_read_digest",
+        lambda path, prefix=0: reads.append(path.name) or read(path, prefix),
+    )
     appended, said = two_runs("appended")
     assert sum("parsed alone" in m for m in said) == len(DIRECT)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    assert sorted(r for r in reads if r in names) == names  # (not the new rows' spill files)
     with monkeypatch.context() as patch:
         patch.setattr(update, "find_tails", lambda con, plan: None)
         reloaded, said_full = two_runs("reloaded")
