@@ -44,6 +44,23 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="module")
+def spark():
+    """One local Spark session for a module of Spark-marked tests (2 cores, 4 shuffle
+    partitions); `run_study` on the Spark engine reuses the active session."""
+    import shutil
+
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("the Spark engine needs Java")
+    from pipelines.engines.spark import execution as se
+
+    session = se.spark_session("local[2]", {"spark.sql.shuffle.partitions": "4"})
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def warehouse(tmp_path) -> Path:
     """Path of a new, empty DuckDB warehouse file."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED
+from recording import RecordingConnection
 
 from pipelines import warehouse as wh
 from pipelines.sources import fhir, load_source
@@ -112,20 +113,6 @@ def test_a_resource_of_another_type_in_a_typed_file_is_loaded_as_its_own_type(tm
     assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
 
 
-class _Statements:
-    """A connection that records the SQL it runs."""
-
-    def __init__(self, con):
-        self.con, self.sql = con, []
-
-    def execute(self, sql, *args):
-        self.sql.append(sql)
-        return self.con.execute(sql, *args)
-
-    def __getattr__(self, name):
-        return getattr(self.con, name)
-
-
 def test_mapped_rows_go_straight_into_raw_without_a_temp_table_of_them(tmp_path):
     """No temp table holds every mapped row of a table beside the landed resources (at 100k
     patients that copy of the Observations made the load spill about 5 GB): each mapping is
@@ -145,7 +132,7 @@ def test_mapped_rows_go_straight_into_raw_without_a_temp_table_of_them(tmp_path)
         landed = fhir.land(con, folder)
         con.execute("BEGIN TRANSACTION")
         common.reset_warehouse(con)
-        spy = _Statements(con)
+        spy = RecordingConnection(con)
         fhir.load_tables(spy, landed, QUIET["log"])
         quarantined = con.execute(
             "SELECT table_name, source_file, source_line, column_name, reason, raw_line"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 from conftest import SHARED
+from recording import RecordingConnection
 
 from pipelines import schema
 from pipelines import warehouse as wh
@@ -110,20 +111,6 @@ def test_a_datetime_with_an_utc_offset_is_converted_to_utc(tmp_path):
     assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
 
 
-class _Statements:
-    """A connection that records the SQL it runs (for the tests of how often a table is read)."""
-
-    def __init__(self, con):
-        self.con, self.sql = con, []
-
-    def execute(self, sql, *args):
-        self.sql.append(sql)
-        return self.con.execute(sql, *args)
-
-    def __getattr__(self, name):
-        return getattr(self.con, name)
-
-
 def test_each_coded_record_is_mapped_once_for_raw_and_quarantine_and_checked_once(tmp_path):
     """One mapping pass per CDM table, straight into raw.* (a row with a problem is moved
     from there into meta.quarantine; before: the mapping ran twice, once per destination),
@@ -135,7 +122,7 @@ def test_each_coded_record_is_mapped_once_for_raw_and_quarantine_and_checked_onc
         cdm = omop.land(con, folder)
         con.execute("BEGIN TRANSACTION")
         common.reset_warehouse(con)
-        spy = _Statements(con)
+        spy = RecordingConnection(con)
         c = omop._Columns(con, cdm)
         omop.load_tables(spy, cdm, QUIET["log"])
         quarantined = con.execute(
@@ -187,7 +174,7 @@ def test_mapped_rows_go_straight_into_raw_without_a_temp_table_of_them(tmp_path)
         cdm = omop.land(con, folder)
         con.execute("BEGIN TRANSACTION")
         common.reset_warehouse(con)
-        spy = _Statements(con)
+        spy = RecordingConnection(con)
         omop.load_tables(spy, cdm, QUIET["log"])
         quarantined = con.execute(
             "SELECT table_name, source_file, source_line, column_name, reason, raw_line"

@@ -13,7 +13,6 @@ differently; a hand-made messy export is loaded and quarantined the same way.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import textwrap
 
 import duckdb
@@ -151,18 +150,6 @@ def test_spark_connect_without_its_client_libraries_is_a_clear_error():
 
 
 # ---------------------------------------------------------------- both engines (Spark)
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """One local Spark session for the module (2 cores, 4 shuffle partitions)."""
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None:
-        pytest.skip("the Spark engine needs Java")
-    session = se.spark_session("local[2]", {"spark.sql.shuffle.partitions": "4"})
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -105,18 +105,6 @@ def test_a_spark_run_whose_omop_load_fails_leaves_no_scratch_warehouse_nor_run_f
     assert not list((tmp_path / "w.duckdb.tmp").glob("spark-source-*"))
 
 
-@pytest.fixture(scope="module")
-def spark():
-    """One local Spark session for the module; `run_study` on the Spark engine reuses it."""
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None:
-        pytest.skip("the Spark engine needs Java")
-    session = se.spark_session("local[2]", {"spark.sql.shuffle.partitions": "4"})
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
 def headline_numbers(warehouse: Path) -> list[tuple[str, str]]:
     from pipelines.report.load import load_released
     from pipelines.report.tables import headline
