@@ -61,9 +61,7 @@ def parse_header(path: Path, sql: str) -> dict[str, str]:
 
 def model_docs(sql_dir: Path | None = None) -> list[ModelDoc]:
     """Every model's documentation, in build order; HeaderError if one lacks its header."""
-    import sqlglot
-
-    from pipelines.models import SQL_DIR, model_graph
+    from pipelines.models import SQL_DIR, model_graph, model_tree
 
     sql_dir = sql_dir or SQL_DIR
     models = model_graph(sql_dir)
@@ -74,7 +72,7 @@ def model_docs(sql_dir: Path | None = None) -> list[ModelDoc]:
     docs = []
     for m in models:
         header = parse_header(m.path, m.sql)
-        tree = sqlglot.parse_one(m.sql, read="duckdb")
+        tree = model_tree(m)  # parsed once per process (pipelines/models.py)
         docs.append(ModelDoc(
             name=m.qualified_name,
             path=_shown_path(m.path, sql_dir),

@@ -233,6 +233,46 @@ def test_a_variant_reusing_the_primary_build_equals_a_full_rebuild(generated_war
                 con.execute(f"drop schema {schema}{suffix} cascade")
 
 
+def test_each_model_is_parsed_once_per_process_however_many_builds_render_it(
+    generated_warehouse, monkeypatch
+):
+    """The primary build and every sensitivity variant render each model under their own
+    schema suffix (issue 16): from the one parse of its file, each render on its own copy,
+    so a second suffix never sees the first one's names and both builds hold the same rows."""
+    from pipelines.docsite import model_docs
+    from pipelines.engines.spark.execution import to_spark_sql
+
+    parsed: list[str] = []
+
+    def counting(real):
+        def parse(sql, *args, **kwargs):
+            parsed.append(sql)
+            return real(sql, *args, **kwargs)
+
+        return parse
+
+    monkeypatch.setattr(sqlglot, "parse", counting(sqlglot.parse))
+    monkeypatch.setattr(sqlglot, "parse_one", counting(sqlglot.parse_one))
+    models = model_graph()  # MODELS: every model file already parsed in this process
+    settings = StudySettings().replace(washout_days=180)
+    with duckdb.connect(str(generated_warehouse)) as con:
+        for suffix in ("__once_a", "__once_b"):
+            build_models(con, settings, schema_suffix=suffix)
+        assert _model_rows(con, "__once_a") == _model_rows(con, "__once_b")
+        for schema in ("staging", "intermediate", "mart"):
+            for suffix in ("__once_a", "__once_b"):
+                con.execute(f"drop schema {schema}{suffix} cascade")
+    first = [render_sql(m, schema_suffix="__once_a") for m in models]
+    second = [render_sql(m, schema_suffix="__once_b") for m in models]
+    assert [render_sql(m, schema_suffix="__once_a") for m in models] == first
+    assert first != second and not any("__once_a" in sql for sql in second)
+    values = parameter_values(settings)
+    assert all(to_spark_sql(m, values) for m in models)
+    assert {d.name for d in model_docs()} == {m.qualified_name for m in models}
+    again = [m.qualified_name for m in models if m.sql in parsed]
+    assert again == [], f"parsed again: {again}"
+
+
 def test_a_build_with_other_inputs_is_not_reused(generated_warehouse, tmp_path):
     from pipelines.study import BUILD_SUFFIX
 

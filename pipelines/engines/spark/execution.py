@@ -26,12 +26,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import sqlglot
 from sqlglot import exp
 
 from pipelines import ingest, schema
 from pipelines.errors import ModelError
-from pipelines.models import Model, model_graph, model_signatures, parameter_values
+from pipelines.models import (
+    Model,
+    model_graph,
+    model_signatures,
+    model_tree,
+    parameter_values,
+)
 from pipelines.settings import StudySettings
 from pipelines.valuesets import load_value_sets
 
@@ -136,11 +141,11 @@ def _rename_tables(tree: exp.Expression) -> exp.Expression:
 
 def to_spark_sql(model: Model, values: dict[str, Any]) -> str:
     """The model as Spark SQL: parameters bound, tables renamed to their temp views."""
-    tree = sqlglot.parse_one(model.sql, read="duckdb")
+    tree = model_tree(model)  # the process' one parse of it: not changed here
     problems = portability_problems(tree)
     if problems:
         raise ModelError(f"{model.path}: not portable to Spark: " + "; ".join(problems))
-    tree = bind_parameters(tree, values, str(model.path))
+    tree = bind_parameters(tree, values, str(model.path))  # a copy (`transform` copies)
     return _rename_tables(tree).sql(dialect="spark", pretty=True)
 
 
