@@ -146,3 +146,33 @@ def test_spark_run_of_an_omop_or_fhir_export_publishes_what_duckdb_does(
         assert rows(con, "spark_meta.quarantine", "run_id") == quarantine
         assert con.execute("SELECT engine FROM meta.runs").fetchall() == [("spark",)]
     assert not list(Path(str(warehouse) + ".tmp").glob("spark-source-*"))
+
+
+def test_a_spark_run_refuses_an_export_that_shrank_since_the_published_run(exports, tmp_path):
+    """The DuckDB engine's guards hold on Spark too (pipelines/guards.py, run at the end of
+    the Spark ingest): after a published run on 30 patients, an export of 10 fails the
+    ingest with one line naming the tables, so nothing is published from it; with
+    `--accept-shrink` it loads. Checked on the OMOP path (no Spark needed to ingest); the
+    Synthea CSV path runs the same check on the same tables."""
+    from pipelines.guards import ShrinkError
+    from pipelines.warehouse import open_for_run
+
+    warehouse = tmp_path / "w.duckdb"
+    engine = SparkEngine("local[1]", spark_dir=tmp_path / "spark")
+    first = engine.for_run(warehouse, "run1")
+    with first.resources(warehouse):
+        first.ingest(exports / "omop", warehouse, lambda m: None, "omop")
+    with open_for_run(warehouse) as con:  # what the study's publish step does for Spark
+        con.execute("BEGIN TRANSACTION")
+        first.publish_extra(con, "run1")
+        con.execute("COMMIT")
+    smaller = shutil.copytree(exports / "omop", tmp_path / "omop")
+    person = smaller / "person.csv"
+    person.write_text("\n".join(person.read_text().splitlines()[:11]) + "\n")  # 10 of 30
+    second = engine.for_run(warehouse, "run2")
+    with second.resources(warehouse), pytest.raises(ShrinkError, match=r"patients 30 -> 10"):
+        second.ingest(smaller, warehouse, lambda m: None, "omop")
+    third = engine.for_run(warehouse, "run3")
+    with third.resources(warehouse):
+        counts = third.ingest(smaller, warehouse, lambda m: None, "omop", accept_shrink=True)
+    assert counts["raw.patients"] == 10

@@ -40,9 +40,10 @@ import duckdb
 
 from pipelines import schema
 from pipelines.engines.spark import execution as se
+from pipelines.guards import check_table_sizes
 from pipelines.models import model_graph
 from pipelines.settings import StudySettings
-from pipelines.warehouse import BUILD_SUFFIX, open_for_run, open_warehouse
+from pipelines.warehouse import BUILD_SUFFIX, open_for_run, open_warehouse, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class SparkRun:
             return ingest_with_adapter(
                 Path(source), Path(warehouse), self, fmt, say, accept_shrink=accept_shrink
             )
-        return ingest(Path(source), Path(warehouse), self, say)
+        return ingest(Path(source), Path(warehouse), self, say, accept_shrink=accept_shrink)
 
     def build_models(
         self,
@@ -150,7 +151,12 @@ def _session(spark_run: SparkRun):
 
 
 def ingest(
-    source: Path, warehouse: Path, spark_run: SparkRun, say: Callable[[str], None] = print
+    source: Path,
+    warehouse: Path,
+    spark_run: SparkRun,
+    say: Callable[[str], None] = print,
+    *,
+    accept_shrink: bool = False,
 ) -> dict[str, int]:
     """Read the export on Spark into the run's raw and meta Parquet; expose them to DuckDB."""
     started = time.perf_counter()
@@ -158,7 +164,7 @@ def ingest(
     spark = _session(spark_run)
     say(f"Spark {spark.version} ready in {time.perf_counter() - started:.1f}s")
     counts = se.ingest_to_spark(spark, Path(source), spark_run.run_dir)
-    return _expose_ingest(warehouse, spark_run, counts, say)
+    return _expose_ingest(warehouse, spark_run, counts, say, accept_shrink)
 
 
 def ingest_with_adapter(
@@ -197,14 +203,24 @@ def ingest_with_adapter(
         shutil.rmtree(scratch, ignore_errors=True)
         with suppress(OSError):  # `<warehouse>.tmp/` too, when nothing else is in it
             scratch.parent.rmdir()
-    return _expose_ingest(warehouse, spark_run, summary.counts(), say)
+    return _expose_ingest(warehouse, spark_run, summary.counts(), say, accept_shrink)
 
 
 def _expose_ingest(
-    warehouse: Path, spark_run: SparkRun, counts: dict[str, int], say: Callable[[str], None]
+    warehouse: Path,
+    spark_run: SparkRun,
+    counts: dict[str, int],
+    say: Callable[[str], None],
+    accept_shrink: bool = False,
 ) -> dict[str, int]:
     """The run's raw Parquet as views `spark_raw__build.*`, its small meta tables copied into
-    `spark_meta__build`; returns rows loaded per raw table."""
+    `spark_meta__build`; returns rows loaded per raw table.
+
+    Then the guards of the DuckDB ingest (pipelines/guards.py): an empty required table, or
+    (unless `accept_shrink`) a table that lost more than MAX_ROW_DROP_FRACTION of its rows
+    since the published run, fails the ingest, so nothing is published from a truncated or
+    emptied export. The published run's sizes are `spark_meta.source_tables` (a Spark run)
+    or else `meta.source_tables` (the DuckDB engine's last ingest)."""
     root = spark_run.run_dir
     with _connect(warehouse) as con:
         se.load_into_duckdb(con, _folders(root, "raw"), RAW_SCHEMA + "__build", as_views=True)
@@ -213,11 +229,23 @@ def _expose_ingest(
         quarantined = con.execute(
             f"SELECT count(*) FROM {META_SCHEMA}__build.quarantine"
         ).fetchone()[0]
+        after = _table_sizes(con, META_SCHEMA + "__build")
+        before = _table_sizes(con, META_SCHEMA) or _table_sizes(con, "meta")
+    check_table_sizes(before, after, schema.REQUIRED_TABLES, accept_shrink=accept_shrink)
     say(
         f"spark ingest: {sum(counts.values()):,} rows in {len(counts)} tables, "
         f"{quarantined:,} quarantine rows ({META_SCHEMA}__build.quarantine), Parquet in {root}"
     )
     return {f"raw.{t}": n for t, n in counts.items()}
+
+
+def _table_sizes(con: duckdb.DuckDBPyConnection, schema_name: str) -> dict[str, int]:
+    """Rows per raw table in `<schema_name>.source_tables`; empty when there is none."""
+    if not table_exists(con, schema_name, "source_tables"):
+        return {}
+    return dict(
+        con.execute(f"SELECT table_name, n_rows FROM {schema_name}.source_tables").fetchall()
+    )
 
 
 def _prepare_session(spark_run: SparkRun):
