@@ -180,6 +180,86 @@ def test_attack_catches_releases_built_without_the_overlap_rule(runs):
     assert not [(k, d) for k, d in differences(read(runs.first), with_rule) if small(d)]
 
 
+# ---- pooled curves of two releases: the same step key subtracted -----------------------------
+
+
+def _near_count(value: float) -> float:
+    """A count rebuilt from a rate times a denominator, when it is one (else NaN)."""
+    return float(round(value)) if abs(value - round(value)) < 0.05 else float("nan")
+
+
+def curve_counts(tables: dict) -> dict[tuple, dict[str, float]]:
+    """What an outsider reads off each pooled curve of one release: (table, curve, step) ->
+    count per series. Counts as released (ROC and decision-curve cells), accumulated over
+    released bins (calibration: while every bin is shown), or rebuilt from a released
+    estimate times its released denominator (cumulative incidence x the stratum's episodes,
+    with the stratum's diagnoses at the end; 1 - survival x the diagnosed) when that gives a
+    whole number."""
+    out: dict[tuple, dict[str, float]] = {}
+
+    def put(key: tuple, column: str, value) -> None:
+        if value is not None and not pd.isna(value):
+            out.setdefault(key, {})[column] = float(value)
+
+    for row in tables.get("roc_points", pd.DataFrame()).itertuples():
+        for c in ("tp", "fp", "fn", "tn"):
+            put(("roc_points", row.subgroup, float(row.threshold)), c, getattr(row, c))
+    for row in tables.get("decision_curve", pd.DataFrame()).itertuples():
+        for c in ("tp", "fp"):
+            put(("decision_curve", row.subgroup, float(row.step_threshold)), c, getattr(row, c))
+    for sub, rows in tables.get("calibration", pd.DataFrame(columns=["subgroup"])).groupby(
+        "subgroup"
+    ):
+        rows = rows.sort_values("bin")
+        events, n = rows["n_events"].astype(float).cumsum(), rows["n"].astype(float).cumsum()
+        for b, e, k in zip(rows["bin_to"], events, n, strict=True):
+            put(("calibration", sub, int(b)), "n_events", e)
+            put(("calibration", sub, int(b)), "n_non_events", k - e)
+    ttd = tables.get("time_to_diagnosis")
+    for row in tables.get("cumulative_incidence", pd.DataFrame()).itertuples():
+        stratum = ttd[(ttd["stratum_variable"] == row.stratum_variable)
+                      & (ttd["stratum"] == row.stratum)].iloc[0]  # fmt: skip
+        curve = ("cumulative_incidence", row.stratum_variable, row.stratum)
+        if not pd.isna(stratum["n_episodes"]):
+            put((*curve, int(row.day)), "n_outcome",
+                _near_count(float(row.estimate) * float(stratum["n_episodes"])))  # fmt: skip
+        put((*curve, "end"), "n_outcome", stratum["n_diagnosed"])
+    summary = tables.get("prognosis_summary")
+    if summary is not None and len(summary) and not pd.isna(summary["n"].iloc[0]):
+        n = float(summary["n"].iloc[0])
+        for row in tables.get("survival_after_diagnosis", pd.DataFrame()).itertuples():
+            put(("survival_after_diagnosis", int(row.day)), "n_deaths",
+                _near_count((1 - float(row.estimate)) * n))  # fmt: skip
+    return out
+
+
+def curve_differences(first: dict, second: dict) -> list[tuple]:
+    """The two-release attack on pooled curves: at every step key both releases show, the
+    second count minus the first; and, per curve and series, any two such differences
+    subtracted (the change of the band between two keys: episodes added with a score in
+    [k, k'), diagnosed between two days)."""
+    a, b = curve_counts(first), curve_counts(second)
+    diffs = {(key, c): b[key][c] - a[key][c] for key in a.keys() & b.keys()
+             for c in a[key].keys() & b[key].keys()}  # fmt: skip
+    out = [(key, c, d) for (key, c), d in diffs.items()]
+    for ((k1, c1), d1), ((k2, c2), d2) in itertools.combinations(sorted(diffs.items(), key=str), 2):
+        if k1[:-1] == k2[:-1] and c1 == c2:
+            out.append(((*k1, "minus", k2[-1]), c1, d1 - d2))
+    return out
+
+
+def small_curve_differences(first: dict, second: dict) -> list[tuple]:
+    return [hit for hit in curve_differences(first, second) if small(hit[-1])]
+
+
+def test_attack_on_pooled_curves_of_two_releases_finds_no_small_difference(runs):
+    """An adversary holding both releases subtracts every pooled-curve step they both show
+    at the same key (and every two such differences): no difference of 1..min_cell-1."""
+    first, second = read(runs.first), read(runs.warehouse)
+    assert curve_differences(first, second)  # the releases share steps to subtract
+    assert small_curve_differences(first, second) == []
+
+
 def _previous_of_first(runs) -> dict[str, list[float]]:
     with duckdb.connect(str(runs.first), read_only=True) as con:
         return history.previous_counts(con)
