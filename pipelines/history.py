@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.settings import StudySettings
+from pipelines.stats import coarsen
 from pipelines.stats.disclosure import Group, Linkage, TableSpec, is_small, row_labels
 from pipelines.stats.release_tables import release_specs
 from pipelines.warehouse import quote_identifier
@@ -130,16 +132,19 @@ def tracked_cells(table: str, frame: pd.DataFrame, spec: TableSpec) -> dict[str,
 
 
 def previous_counts(con: duckdb.DuckDBPyConnection) -> dict[str, list[float]]:
-    """Cell key -> the exact values earlier runs released there (oldest first)."""
+    """Cell key -> the exact value each earlier run released there (oldest first; NaN where
+    that run did not release it, so position j is run j in every list: pooled curves
+    compare several keys of one earlier run, coarsen.Across)."""
     if not _table_exists(con, "meta", "release_history"):
         return {}
-    out: dict[str, list[float]] = {}
-    for (counts,) in con.execute(
-        "SELECT released_counts FROM meta.release_history ORDER BY finished_at, run_id"
-    ).fetchall():
-        for key, value in json.loads(counts or "{}").items():
-            out.setdefault(key, []).append(float(value))
-    return out
+    runs = [
+        json.loads(counts or "{}")
+        for (counts,) in con.execute(
+            "SELECT released_counts FROM meta.release_history ORDER BY finished_at, run_id"
+        ).fetchall()
+    ]
+    keys = {key for counts in runs for key in counts}
+    return {key: [float(counts.get(key, np.nan)) for counts in runs] for key in keys}
 
 
 def overlap_linkage(
@@ -173,12 +178,17 @@ def overlap_linkage(
 def with_overlap(
     specs: Mapping[str, TableSpec], previous: Mapping[str, Sequence[float]] | None, min_cell: int
 ) -> dict[str, TableSpec]:
-    """The specs, each table given the relations to what earlier runs released."""
+    """The specs, each table given the relations to what earlier runs released; a pooled
+    curve is given the earlier steps at its keys (coarsen.Across)."""
     if not previous:
         return dict(specs)
     out = dict(specs)
     for name, spec in specs.items():
-        if spec.coarsen is None:
+        if spec.coarsen is not None:
+            out[name] = dataclasses.replace(
+                spec, coarsen=functools.partial(spec.coarsen, earlier=previous)
+            )
+        else:
             base, extra = spec.linkage, overlap_linkage(name, spec, previous, min_cell)
             out[name] = dataclasses.replace(
                 spec, linkage=lambda f, base=base, extra=extra: base(f) + extra(f)
@@ -189,11 +199,15 @@ def with_overlap(
 def released_counts(
     con: duckdb.DuckDBPyConnection, specs: Mapping[str, TableSpec]
 ) -> dict[str, float]:
-    """Exact value (from mart) of every tracked count this run's release shows."""
+    """Exact value (from mart) of every tracked count this run's release shows, and of every
+    step of a pooled curve it shows (coarsen.released_steps)."""
     out: dict[str, float] = {}
     for table, spec in specs.items():
         release, mart = _frame(con, "release", table), _frame(con, "mart", table)
         if release.empty or mart.empty:
+            continue
+        if spec.coarsen is not None:
+            out.update(coarsen.released_steps(table, release, mart))
             continue
         exact = tracked_cells(table, mart, spec)  # matched by row labels, not positions
         for key, (i, col) in tracked_cells(table, release, spec).items():

@@ -14,16 +14,27 @@ incidence days are left out).
 `safe_steps` is the one greedy rule (walk from the start of the curve, keep a step when the
 difference from the last kept step and the rest to the end are both safe); the table
 functions below apply it. Each returns a `Coarsened` (the frame and one log note per curve).
+
+Earlier releases (docs/statistics.md 7.1): each table function also takes `earlier`, the
+exact counts earlier runs released at each step key (`step_key`; pipelines/history.py reads
+them from meta.release_history, `released_steps` writes them). A step is then kept only if,
+for every earlier run, its difference to that run at the same key is 0 or >= min_cell, and
+so is its difference minus every other difference an outsider can read for that run (the
+kept steps', the curve's start and end): a band of two keys differenced across two
+releases is the sum of two such differences (`Across`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pipelines.stats.disclosure import Coarsened
+
+Earlier = Mapping[str, Sequence[float]]
 
 
 def safe_difference(a: np.ndarray, b: np.ndarray, min_cell: int) -> bool:
@@ -38,12 +49,15 @@ def safe_steps(
     end: np.ndarray,
     min_cell: int,
     candidates: Sequence[bool] | None = None,
+    across: Across | None = None,
 ) -> list[int] | None:
     """Indices of the steps (rows of `values`, in curve order) that may be released.
 
     `values` holds one cumulative count per series (column) at each step; `start` and `end`
     are the counts at the two ends of the curve (known to an outsider: everyone / no one, or
     zero / the total). None when the whole curve cannot be released (start to end unsafe).
+    `across`: what earlier releases showed at the same keys (a step unsafe against them is
+    pooled into the next, like any other).
     """
     if not safe_difference(start, end, min_cell):
         return None
@@ -52,9 +66,100 @@ def safe_steps(
         if candidates is not None and not candidates[i]:
             continue
         if safe_difference(last, row, min_cell) and safe_difference(row, end, min_cell):
+            if across is not None and not across.take(i, kept[-1] if kept else -1, last):
+                continue
             kept.append(i)
             last = row
     return kept
+
+
+# ---- earlier releases: the same key in an earlier run ----------------------------------------
+
+START, END = (("step", "start"),), (("step", "end"),)
+
+
+def _label(value: object) -> str:
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        return format(float(value), ".10g")  # 3, 3.0 and np.int64(3) name the same step
+    return str(value)
+
+
+def step_key(table: str, labels: Sequence[tuple[str, object]], column: str) -> str:
+    """`table|k=v,...|column`: one count of one curve step (or of its START / END), named
+    the way pipelines/history.py names a released cell."""
+    where = ",".join(f"{k}={_label(v)}" for k, v in labels)
+    return f"{table}|{where}|{column}"
+
+
+@dataclass
+class Across:
+    """A curve's exact counts against those earlier runs released at the same keys.
+
+    An outsider holding an earlier release reads, per earlier run and series, the difference
+    at every key both releases show, at the curve's start and end, and 0; any two of them
+    subtract to a band of the curve (episodes added with a score in [k, k'), diagnosed
+    between two days). `take` keeps a step only if its difference is 0 or >= min_cell from
+    all of them. A step left out between two kept steps with equal counts is pinned (the
+    curve is flat there), so it is checked as if shown.
+    """
+
+    values: np.ndarray  # (steps, series): this run's counts
+    earlier: np.ndarray  # (steps, runs, series): earlier runs' released counts, NaN if none
+    min_cell: int
+    known: list[np.ndarray]  # differences (runs, series) an outsider can read
+
+    @classmethod
+    def of(
+        cls,
+        earlier: Mapping[str, Sequence[float]] | None,
+        table: str,
+        curve: Sequence[tuple[str, object]],
+        steps: Sequence[Sequence[tuple[str, object]]],
+        columns: Sequence[str],
+        values: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        min_cell: int,
+    ) -> Across | None:
+        """None when no earlier run released this curve (a first run: nothing changes)."""
+        if not earlier:
+            return None
+
+        def at(labels: Sequence[tuple[str, object]]) -> np.ndarray:
+            out = np.full((runs, len(columns)), np.nan)
+            for c, col in enumerate(columns):
+                found = earlier.get(step_key(table, (*curve, *labels), col), ())
+                out[: len(found), c] = found
+            return out
+
+        runs = max(len(v) for v in earlier.values())
+        at_steps = np.array([at(step) for step in steps]).reshape(len(steps), runs, len(columns))
+        ends = at(START), at(END)
+        if np.isnan(at_steps).all() and np.isnan(ends).all():
+            return None
+        values = np.asarray(values, dtype=float).reshape(len(steps), len(columns))
+        known = [np.zeros((runs, len(columns))), start - ends[0], end - ends[1]]
+        return cls(values, at_steps, min_cell, known)
+
+    def _safe(self, d: np.ndarray) -> bool:
+        for other in self.known:
+            x = np.abs(d - other)
+            if np.any(np.isfinite(x) & (x >= 1) & (x < self.min_cell)):
+                return False
+        return True
+
+    def take(self, i: int, last: int, last_value: np.ndarray) -> bool:
+        """Step i may be shown after step `last` (-1: the start, counts `last_value`);
+        if so, what it reveals is added to what the outsider knows."""
+        pinned = self.values[i] == np.asarray(last_value, dtype=float)
+        shown = [self.values[i] - self.earlier[i]]
+        shown += [
+            np.where(pinned, self.values[i] - self.earlier[k], np.nan) for k in range(last + 1, i)
+        ]
+        if not all(self._safe(d) for d in shown):
+            return False
+        self.known += shown
+        return True
 
 
 def _note(key: str, kept: int, total: int, what: str) -> dict:
@@ -79,7 +184,20 @@ def _roc_series(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return values, start
 
 
-def roc_points(frame: pd.DataFrame, min_cell: int) -> Coarsened:
+def _roc_across(
+    rows: pd.DataFrame,
+    values: np.ndarray,
+    start: np.ndarray,
+    earlier: Earlier | None,
+    min_cell: int,
+) -> Across | None:
+    steps = [(("threshold", t),) for t in rows["threshold"]]
+    curve = (("subgroup", rows["subgroup"].iloc[0]),)
+    return Across.of(earlier, "roc_points", curve, steps, ("tp", "fp"), values, start,
+                     np.zeros(2), min_cell)  # fmt: skip
+
+
+def roc_points(frame: pd.DataFrame, min_cell: int, earlier: Earlier | None = None) -> Coarsened:
     """Keep the cut-offs whose score bands hold 0 or >= min_cell cases and non-cases.
 
     `all` first; a nested subgroup keeps a cut-off only if its own bands are safe and, at
@@ -95,7 +213,8 @@ def roc_points(frame: pd.DataFrame, min_cell: int) -> Coarsened:
     parent_values, parent_start = _roc_series(parent) if len(parent) else (None, None)
     parent_kept: set = set()
     if len(parent):
-        kept = safe_steps(parent_values, parent_start, np.zeros(2), min_cell) or []
+        across = _roc_across(parent, parent_values, parent_start, earlier, min_cell)
+        kept = safe_steps(parent_values, parent_start, np.zeros(2), min_cell, None, across) or []
         keep[parent.index[kept]] = True
         parent_kept = set(parent["threshold"].iloc[kept])
         notes.append(_note("subgroup=all", len(kept), len(parent), "cut-offs"))
@@ -103,7 +222,8 @@ def roc_points(frame: pd.DataFrame, min_cell: int) -> Coarsened:
         if name == "all":
             continue
         values, start = _roc_series(rows)
-        kept = _nested_steps(rows, values, start, parent, parent_kept, min_cell)
+        across = _roc_across(rows, values, start, earlier, min_cell)
+        kept = _nested_steps(rows, values, start, parent, parent_kept, min_cell, across)
         keep[rows.index[kept]] = True
         notes.append(_note(f"subgroup={name}", len(kept), len(rows), "cut-offs"))
     return Coarsened(frame[keep].reset_index(drop=True), tuple(notes))
@@ -116,10 +236,11 @@ def _nested_steps(
     parent: pd.DataFrame,
     parent_kept: set,
     min_cell: int,
+    across: Across | None = None,
 ) -> list[int]:
     end = np.zeros(2)
     if rows["subgroup"].iloc[0] not in NESTED or parent.empty:
-        return safe_steps(values, start, end, min_cell) or []
+        return safe_steps(values, start, end, min_cell, None, across) or []
     by_threshold = parent.set_index("threshold")[["tp", "fp"]].astype(float)
     parent_start = _roc_series(parent)[1]
     rest_last = parent_start - start  # the complement's curve starts at its margins
@@ -135,6 +256,9 @@ def _nested_steps(
                 safe_difference(rest_last, rest, min_cell) and safe_difference(rest, end, min_cell)
             ):
                 continue
+        if across is not None and not across.take(i, kept[-1] if kept else -1, last):
+            continue
+        if threshold in parent_kept:
             rest_last = rest
         kept.append(i)
         last = row
@@ -144,7 +268,7 @@ def _nested_steps(
 # ---- decision curve: cut-offs of each subgroup's own model ----------------------------------
 
 
-def decision_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
+def decision_curve(frame: pd.DataFrame, min_cell: int, earlier: Earlier | None = None) -> Coarsened:
     """Per subgroup, the model's tp/fp at each threshold are those of the nearest released
     cut-off (`step_threshold`; 0 = treat all; a tie goes to the lower one).
 
@@ -162,7 +286,14 @@ def decision_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
         values = rows[["tp", "fp"]].to_numpy(dtype=float)
         start = np.array([events, n - events])
         fitted = np.isfinite(values).all(axis=1)
-        kept = safe_steps(values, start, np.zeros(2), min_cell, fitted) if fitted.any() else None
+        steps = [(("step_threshold", t),) for t in rows["threshold"]]
+        across = Across.of(earlier, "decision_curve", (("subgroup", name),), steps, ("tp", "fp"),
+                           values, start, np.zeros(2), min_cell)  # fmt: skip
+        kept = (
+            safe_steps(values, start, np.zeros(2), min_cell, fitted, across)
+            if fitted.any()
+            else None
+        )
         step = np.full(len(rows), np.nan)
         if kept is not None:
             pt = rows["threshold"].to_numpy(dtype=float)
@@ -183,8 +314,10 @@ def decision_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
 
 # ---- calibration: bins of predicted risk ---------------------------------------------------
 
+CALIBRATION = ("n_events", "n_non_events")  # accumulated up to a decile (`bin_to`)
 
-def calibration(frame: pd.DataFrame, min_cell: int) -> Coarsened:
+
+def calibration(frame: pd.DataFrame, min_cell: int, earlier: Earlier | None = None) -> Coarsened:
     """Adjacent bins merged until each holds 0 or >= min_cell events and non-events.
 
     `bin` is the first decile of the pooled bin and `bin_to` the last; `mean_predicted` is
@@ -198,7 +331,10 @@ def calibration(frame: pd.DataFrame, min_cell: int) -> Coarsened:
         n = rows["n"].to_numpy(dtype=float)
         events = rows["n_events"].to_numpy(dtype=float)
         cumulative = np.column_stack([np.cumsum(events), np.cumsum(n - events)])
-        kept = safe_steps(cumulative, np.zeros(2), cumulative[-1], min_cell) or []
+        steps = [(("bin_to", b),) for b in rows["bin"]]
+        across = Across.of(earlier, "calibration", (("subgroup", name),), steps, CALIBRATION,
+                           cumulative, np.zeros(2), cumulative[-1], min_cell)  # fmt: skip
+        kept = safe_steps(cumulative, np.zeros(2), cumulative[-1], min_cell, None, across) or []
         pooled, first = [], 0
         for last in kept:
             part = rows.iloc[first : last + 1]
@@ -220,7 +356,9 @@ def calibration(frame: pd.DataFrame, min_cell: int) -> Coarsened:
 # ---- cumulative incidence: days -------------------------------------------------------------
 
 
-def cumulative_incidence(frame: pd.DataFrame, min_cell: int) -> Coarsened:
+def cumulative_incidence(
+    frame: pd.DataFrame, min_cell: int, earlier: Earlier | None = None
+) -> Coarsened:
     """Per stratum, the days where the curve may step: >= min_cell diagnoses since the last.
 
     Needs the mart's daily `n_outcome` (diagnoses that day). Day 0 is kept when nothing
@@ -237,7 +375,11 @@ def cumulative_incidence(frame: pd.DataFrame, min_cell: int) -> Coarsened:
         cumulative = np.cumsum(rows["n_outcome"].to_numpy(dtype=float))[:, None]
         at_risk = rows["at_risk"].to_numpy(dtype=float)
         step_day = np.concatenate(([True], np.diff(cumulative[:, 0]) > 0)) & (at_risk >= min_cell)
-        kept = safe_steps(cumulative, np.zeros(1), cumulative[-1], min_cell, step_day) or []
+        steps = [(("day", d),) for d in rows["day"]]
+        curve = (("stratum_variable", variable), ("stratum", stratum))
+        across = Across.of(earlier, "cumulative_incidence", curve, steps, ("n_outcome",),
+                           cumulative, np.zeros(1), cumulative[-1], min_cell)  # fmt: skip
+        kept = safe_steps(cumulative, np.zeros(1), cumulative[-1], min_cell, step_day, across) or []
         frames.append(rows.iloc[kept])
         key = f"stratum_variable={variable}, stratum={stratum}"
         notes.append(_note(key, len(kept), int(step_day.sum()), "days"))
@@ -255,7 +397,7 @@ def step_value(curve: pd.DataFrame, day: float, column: str) -> float:
 # ---- Kaplan-Meier survival: days --------------------------------------------------------------
 
 
-def survival_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
+def survival_curve(frame: pd.DataFrame, min_cell: int, earlier: Earlier | None = None) -> Coarsened:
     """The days where the survival curve may step: >= min_cell deaths since the last one.
 
     Like cumulative incidence: day 0 (the origin) is kept when no one died on it, a step
@@ -269,7 +411,10 @@ def survival_curve(frame: pd.DataFrame, min_cell: int) -> Coarsened:
     cumulative = np.cumsum(rows["n_deaths"].to_numpy(dtype=float))[:, None]
     at_risk = rows["at_risk"].to_numpy(dtype=float)
     step_day = np.concatenate(([True], np.diff(cumulative[:, 0]) > 0)) & (at_risk >= min_cell)
-    kept = safe_steps(cumulative, np.zeros(1), cumulative[-1], min_cell, step_day) or []
+    steps = [(("day", d),) for d in rows["day"]]
+    across = Across.of(earlier, "survival_after_diagnosis", (), steps, ("n_deaths",),
+                       cumulative, np.zeros(1), cumulative[-1], min_cell)  # fmt: skip
+    kept = safe_steps(cumulative, np.zeros(1), cumulative[-1], min_cell, step_day, across) or []
     out = rows.iloc[kept].drop(columns=["n_deaths"]).reset_index(drop=True)
     return Coarsened(out, (_note("overall", len(kept), int(step_day.sum()), "days"),))
 
@@ -279,3 +424,83 @@ def first_day_at_or_below(curve: pd.DataFrame, column: str, level: float) -> flo
     0.5), inf when it never gets there (not reached)."""
     below = curve[curve[column].astype(float) <= level]
     return float(below["day"].min()) if len(below) else float("inf")
+
+
+# ---- what a run released, for the next runs (pipelines/history.py) ---------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    """How to read one pooled curve table's count series from its mart rows."""
+
+    curve: tuple[str, ...]  # columns naming one curve
+    step: str  # the mart column naming a step
+    released_step: str  # the release column naming the step a row shows
+    columns: tuple[str, ...]  # the series (cumulative counts)
+    counts: Callable[[pd.DataFrame], tuple[pd.DataFrame, np.ndarray, np.ndarray]]
+
+
+def _cumulative(column: str) -> Callable:
+    def counts(rows: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        total = rows[column].astype(float).cumsum()
+        return total.to_frame(column), np.zeros(1), np.array([total.iloc[-1]])
+
+    return counts
+
+
+def _cut_offs(start: Callable[[pd.Series], list[float]]) -> Callable:
+    def counts(rows: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        return rows[["tp", "fp"]].astype(float), np.array(start(rows.iloc[0])), np.zeros(2)
+
+    return counts
+
+
+def _calibration_counts(rows: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    events = rows["n_events"].astype(float).cumsum()
+    non_events = (rows["n"] - rows["n_events"]).astype(float).cumsum()
+    values = pd.DataFrame({CALIBRATION[0]: events, CALIBRATION[1]: non_events})
+    return values, np.zeros(2), values.iloc[-1].to_numpy()
+
+
+SERIES = {
+    "roc_points": Series(("subgroup",), "threshold", "threshold", ("tp", "fp"),
+                         _cut_offs(lambda r: [r["tp"] + r["fn"], r["fp"] + r["tn"]])),
+    "decision_curve": Series(("subgroup",), "threshold", "step_threshold", ("tp", "fp"),
+                             _cut_offs(lambda r: [r["n_events"], r["n"] - r["n_events"]])),
+    "calibration": Series(("subgroup",), "bin", "bin_to", CALIBRATION, _calibration_counts),
+    "cumulative_incidence": Series(("stratum_variable", "stratum"), "day", "day", ("n_outcome",),
+                                   _cumulative("n_outcome")),
+    "survival_after_diagnosis": Series((), "day", "day", ("n_deaths",), _cumulative("n_deaths")),
+}  # fmt: skip
+
+
+def released_steps(table: str, release: pd.DataFrame, mart: pd.DataFrame) -> dict[str, float]:
+    """`step_key` -> exact count (from the mart) of every step of `table`'s curves that the
+    release shows, and of each shown curve's START and END: what later runs compare with."""
+    series = SERIES.get(table)
+    if series is None or release.empty or mart.empty:
+        return {}
+    shown = {
+        tuple(_label(v) for v in key)
+        for key in release[[*series.curve, series.released_step]].itertuples(index=False)
+        if not pd.isna(key[-1])
+    }
+    out: dict[str, float] = {}
+    mart = mart.sort_values([*series.curve, series.step], kind="stable")
+    groups = mart.groupby(list(series.curve), sort=False) if series.curve else [((), mart)]
+    for names, rows in groups:
+        names = names if isinstance(names, tuple) else (names,)
+        curve = tuple(zip(series.curve, names, strict=True))
+        values, start, end = series.counts(rows)
+        steps = [_label(v) for v in rows[series.step]]
+        hits = [i for i, step in enumerate(steps) if (*(_label(n) for n in names), step) in shown]
+        if not hits:
+            continue
+        for c, col in enumerate(series.columns):
+            out[step_key(table, (*curve, *START), col)] = float(start[c])
+            out[step_key(table, (*curve, *END), col)] = float(end[c])
+            for i in hits:
+                value = float(values[col].iloc[i])
+                if np.isfinite(value):
+                    out[step_key(table, (*curve, (series.released_step, steps[i])), col)] = value
+    return out

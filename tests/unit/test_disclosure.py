@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
+from pipelines import history
+from pipelines.stats import coarsen
 from pipelines.stats.accuracy import MEASURES, TwoByTwo, accuracy_row
 from pipelines.stats.disclosure import (
     STATUSES,
@@ -662,6 +664,48 @@ def test_roc_keeps_cut_offs_whose_bands_are_large():
     out = disclose(frame, SPECS["roc_points"], MIN_CELL).frame
     assert out["threshold"].tolist() == [0, 2, 6, 7]
     assert out["sensitivity"].notna().all()
+
+
+def _roc_released(previous: dict) -> list:
+    """The demo's ROC cut-offs ('all') released after earlier runs released `previous`."""
+    tp, fp = [52, 51, 39, 21, 8, 1, 0, 0], [1234, 499, 84, 8, 1, 0, 0, 0]
+    frame = pd.DataFrame({"subgroup": "all", "threshold": range(8), "tp": tp, "fp": fp,
+                          "fn": [52 - t for t in tp], "tn": [1234 - f for f in fp]})  # fmt: skip
+    frame = frame.assign(sensitivity=frame["tp"] / 52, false_positive_rate=frame["fp"] / 1234)
+    spec = history.with_overlap(SPECS, previous, MIN_CELL)["roc_points"]
+    return disclose(frame, spec, MIN_CELL).frame["threshold"].tolist()
+
+
+def _roc_key(threshold: int, column: str) -> str:
+    return coarsen.step_key("roc_points", (("subgroup", "all"), ("threshold", threshold)), column)
+
+
+def test_a_curve_step_a_little_away_from_an_earlier_release_is_pooled():
+    """An earlier release showed 33 cases at >= 2 (now 39: six added) -> the cut-off is not
+    released again; 0 or >= min_cell away -> the curve is the first run's."""
+    assert _roc_released({}) == [0, 2, 6, 7]
+    assert _roc_released({_roc_key(2, "tp"): [33.0], _roc_key(2, "fp"): [84.0]}) == [0, 6, 7]
+    assert _roc_released({_roc_key(2, "tp"): [39.0], _roc_key(2, "fp"): [70.0]}) == [0, 2, 6, 7]
+    # two earlier runs: the older one 3 away, the newer one 0 away
+    assert _roc_released({_roc_key(2, "tp"): [36.0, 39.0]}) == [0, 6, 7]
+
+
+def test_a_band_of_two_cut_offs_differenced_across_releases_is_not_small():
+    """The earlier run showed 40 cases at >= 0 and 25 at >= 2: each differs from now by
+    >= min_cell (12, 14), but the band [0, 2) gained 2 cases: cut-off 2 is pooled."""
+    previous = {_roc_key(0, "tp"): [40.0], _roc_key(2, "tp"): [25.0]}
+    assert _roc_released(previous) == [0, 6, 7]
+
+
+def test_a_step_pooled_for_an_earlier_release_is_not_pinned_by_equal_neighbours():
+    """Counts 20, 20, 20: with the middle step left out (2 away from the earlier run's 18),
+    showing the third would pin the middle (the curve is flat between): it is left out too."""
+    values, start, end = np.array([[20.0], [20.0], [20.0]]), np.array([40.0]), np.zeros(1)
+    earlier = {coarsen.step_key("t", (("k", 1),), "x"): [18.0]}
+    steps = [(("k", i),) for i in range(3)]
+    across = coarsen.Across.of(earlier, "t", (), steps, ("x",), values, start, end, MIN_CELL)
+    assert coarsen.safe_steps(values, start, end, MIN_CELL) == [0, 1, 2]
+    assert coarsen.safe_steps(values, start, end, MIN_CELL, None, across) == [0]
 
 
 def test_decision_curve_is_drawn_at_every_threshold_from_released_steps():
