@@ -677,7 +677,8 @@ def _roc_released(previous: dict) -> list:
 
 
 def _roc_key(threshold: int, column: str) -> str:
-    return coarsen.step_key("roc_points", (("subgroup", "all"), ("threshold", threshold)), column)
+    """How meta.release_history names a released ROC step's count (coarsen.step_key)."""
+    return f"roc_points|subgroup=all,threshold={threshold}|{column}"
 
 
 def test_a_curve_step_a_little_away_from_an_earlier_release_is_pooled():
