@@ -26,6 +26,7 @@ releases is the sum of two such differences (`Across`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -499,8 +500,22 @@ def released_steps(table: str, release: pd.DataFrame, mart: pd.DataFrame) -> dic
         for c, col in enumerate(series.columns):
             out[step_key(table, (*curve, *START), col)] = float(start[c])
             out[step_key(table, (*curve, *END), col)] = float(end[c])
-            for i in hits:
-                value = float(values[col].iloc[i])
-                if np.isfinite(value):
-                    out[step_key(table, (*curve, (series.released_step, steps[i])), col)] = value
+            column = values[col].to_numpy(dtype=float)
+            for i in _known_steps(column, hits, start[c], end[c]):
+                key = step_key(table, (*curve, (series.released_step, steps[i])), col)
+                if np.isfinite(column[i]):
+                    out[key] = float(column[i])
     return out
+
+
+def _known_steps(values: np.ndarray, shown: list[int], start: float, end: float) -> list[int]:
+    """The steps whose count an outsider knows: the shown ones, and those between two shown
+    points (or a shown point and an end) with equal counts (a monotone curve is flat there)."""
+    known = []
+    bounds = [(-1, start), *((i, values[i]) for i in shown), (len(values), end)]
+    for (a, low), (b, high) in itertools.pairwise(bounds):
+        if b < len(values):
+            known.append(b)
+        if low == high:
+            known.extend(range(a + 1, b))
+    return sorted(set(known))

@@ -709,6 +709,21 @@ def test_a_step_pooled_for_an_earlier_release_is_not_pinned_by_equal_neighbours(
     assert coarsen.safe_steps(values, start, end, MIN_CELL, None, across) == [0]
 
 
+def test_a_run_keeps_the_curve_steps_it_showed_and_those_flat_between_them():
+    """What the next run compares with: the ROC cut-offs shown (0, 1, 3), cut-off 2 for tp
+    (8 at 1 and at 3: flat between) but not for fp (30 and 10), margins and the end."""
+    mart = pd.DataFrame({"subgroup": "all", "threshold": range(5), "tp": [10, 8, 8, 8, 0],
+                         "fp": [50, 30, 20, 10, 0], "fn": [0, 2, 2, 2, 10],
+                         "tn": [0, 20, 30, 40, 50]})  # fmt: skip
+    release = mart[mart["threshold"].isin([0, 1, 3])]
+    kept = coarsen.released_steps("roc_points", release, mart)
+    assert {k: v for k, v in kept.items() if k.endswith("|tp")} == {
+        "roc_points|subgroup=all,step=start|tp": 10, "roc_points|subgroup=all,step=end|tp": 0,
+        **{_roc_key(t, "tp"): v for t, v in [(0, 10), (1, 8), (2, 8), (3, 8)]},
+    }  # fmt: skip
+    assert _roc_key(2, "fp") not in kept and kept[_roc_key(3, "fp")] == 10
+
+
 def test_decision_curve_is_drawn_at_every_threshold_from_released_steps():
     tp = [51, 50, 49, 49, 49, 47, 46, 45, 44, 44, 43, 43, 43, 43, 43, 43, 42, 42, 42, 41]
     fp = [356, 217, 134, 105, 84, 71, 56, 47, 40, 34, 31, 29, 27, 25, 24, 22, 19, 19, 19, 18]
