@@ -14,7 +14,7 @@ import shutil
 import duckdb
 import pandas as pd
 import pytest
-from history_fixtures import FIRST, SECOND, SETTINGS, two_runs
+from history_fixtures import FIRST, SECOND, SETTINGS, cases_added, two_runs
 
 from pipelines import analysis, history, study
 from pipelines.errors import IngestError
@@ -252,10 +252,19 @@ def small_curve_differences(first: dict, second: dict) -> list[tuple]:
     return [hit for hit in curve_differences(first, second) if small(hit[-1])]
 
 
-def test_attack_on_pooled_curves_of_two_releases_finds_no_small_difference(runs):
-    """An adversary holding both releases subtracts every pooled-curve step they both show
-    at the same key (and every two such differences): no difference of 1..min_cell-1."""
-    first, second = read(runs.first), read(runs.warehouse)
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    return cases_added(tmp_path_factory)
+
+
+def test_attack_on_pooled_curves_after_a_few_cases_were_added(grown):
+    """The export grows by 42 cases (2 with a red-flag count >= 4) and 40 non-cases: the
+    curves stay released, and no step both releases show differs by 1..min_cell-1. (The
+    1,500 -> 1,540 growth of `runs` hides the second run's curves with their populations, so
+    it gives the attack nothing to subtract; before the curves were compared across runs,
+    this one found 'exactly 2 more cases with a red-flag count >= 3, and >= 4'.)"""
+    first, second = read(grown.first), read(grown.warehouse)
+    assert len(second["roc_points"]) and len(second["cumulative_incidence"])
     assert curve_differences(first, second)  # the releases share steps to subtract
     assert small_curve_differences(first, second) == []
 
