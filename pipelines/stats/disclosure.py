@@ -616,7 +616,9 @@ def _shown(row: dict[int, float], tolerance: float = 1e-9) -> list[int]:
     return sorted(c for c, v in row.items() if abs(v) > tolerance)
 
 
-@functools.lru_cache(maxsize=64)
+# a few MB for the largest component (rows and steps): kept only from `recoverable` to
+# `revealing` of the same round, so a few entries suffice
+@functools.lru_cache(maxsize=16)
 def _elimination(
     groups: tuple[Group, ...], cells: tuple[Cell, ...]
 ) -> tuple[list[dict[int, float]], list[int], list[Step]]:
