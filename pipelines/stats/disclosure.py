@@ -462,46 +462,172 @@ def _components(state: _State) -> list[tuple[list[Group], list[Cell]]]:
 def _reduced_row_echelon(
     matrix: np.ndarray, tolerance: float = 1e-9, pivots: int | None = None
 ) -> np.ndarray:
-    """Reduced row echelon form by Gauss-Jordan elimination with partial pivoting.
+    """Reduced row echelon form by Gauss-Jordan elimination with partial pivoting (dense in,
+    dense out): `_eliminate` on the matrix's nonzero entries, its pivot rows then written
+    out with entries of magnitude <= tolerance set to 0. `pivots`: pivot only in the first
+    columns (the rest records the row operations, as in [A | I])."""
+    matrix = np.asarray(matrix, dtype=float)
+    rows: list[dict[int, float]] = [{} for _ in range(matrix.shape[0])]
+    for r, c in zip(*(side.tolist() for side in matrix.nonzero()), strict=True):
+        rows[r][c] = float(matrix[r, c])
+    width = matrix.shape[1]
+    order = _eliminate(rows, width, width if pivots is None else pivots, tolerance)
+    out = np.zeros((len(order), width))
+    for k, r in enumerate(order):
+        out[k, list(rows[r])] = list(rows[r].values())
+    out[np.abs(out) <= tolerance] = 0.0
+    return out
 
-    Plain numpy on small 0/+-1 matrices: no LAPACK call, whose thread start-up costs far
-    more than the arithmetic here. `pivots`: pivot only in the first columns (the rest
-    records the row operations, as in [A | I]).
-    """
-    reduced = matrix.astype(float).copy()
-    row = 0
-    for col in range(reduced.shape[1] if pivots is None else pivots):
-        if row == reduced.shape[0]:
+
+# One pivot step of `_eliminate`: the pivot row, its value before it was divided by it, and
+# the (row, factor) pairs that then lost factor * pivot row.
+Step = tuple[int, float, list[tuple[int, float]]]
+
+
+def _eliminate(
+    rows: list[dict[int, float]],
+    width: int,
+    pivots: int,
+    tolerance: float = 1e-9,
+    steps: list[Step] | None = None,
+) -> list[int]:
+    """Gauss-Jordan elimination with partial pivoting on a sparse matrix (row -> {column:
+    nonzero value}), in place; returns the pivot rows in order (the reduced form's rows) and
+    appends each step to `steps` when given.
+
+    The same floating-point operations as the dense elimination this replaced, in the same
+    order per entry, so the same result bit for bit (tests/unit/test_release_speed.py): per
+    column (the first `pivots` only), the pivot is the first row (from the current one on)
+    of largest magnitude, skipped when <= tolerance; it is swapped up and divided by itself;
+    every other row whose entry there is > tolerance in magnitude loses entry * pivot row,
+    over the pivot row's nonzero columns. Entries that become exactly 0 are dropped (the
+    dense form kept them as zeros, which no later step reads as nonzero). The relations are
+    sparse 0/+-1 rows and stay sparse, so a loop over the nonzero entries does less than
+    numpy calls over whole rows and columns, and the copies of the dense matrix are gone."""
+    n_rows = len(rows)
+    in_column: list[set[int]] = [set() for _ in range(width)]
+    for r, entries in enumerate(rows):
+        for c in entries:
+            in_column[c].add(r)
+    position = list(range(n_rows))  # row -> its position after the swaps
+    at = list(range(n_rows))  # position -> row
+    done = 0  # pivot rows found so far, at positions 0..done-1
+    for col in range(pivots):
+        if done == n_rows:
             break
-        pivot = row + int(np.argmax(np.abs(reduced[row:, col])))
-        if abs(reduced[pivot, col]) <= tolerance:
+        here = [(r, rows[r][col]) for r in in_column[col]]
+        best, best_size, best_at = -1, -1.0, n_rows
+        for r, v in here:
+            where = position[r]
+            if where >= done:
+                size = abs(v)
+                if size > best_size or (size == best_size and where < best_at):
+                    best, best_size, best_at = r, size, where
+        if best_size <= tolerance:
             continue
-        reduced[[row, pivot]] = reduced[[pivot, row]]
-        reduced[row] /= reduced[row, col]
-        others = np.abs(reduced[:, col]) > tolerance
-        others[row] = False
-        # only the pivot row's nonzero columns change (x - f * 0 is x): the same arithmetic
-        # on far fewer entries, as the rows are sparse 0/+-1 relations (and [A | I] is too)
-        targets, nonzero = others.nonzero()[0], reduced[row].nonzero()[0]
-        if len(targets):
-            reduced[np.ix_(targets, nonzero)] -= np.outer(
-                reduced[targets, col], reduced[row, nonzero]
-            )
-        row += 1
-    reduced[np.abs(reduced) <= tolerance] = 0.0
-    return reduced[:row]
+        displaced = at[done]
+        at[done], at[best_at] = best, displaced
+        position[best], position[displaced] = done, best_at
+        value = rows[best][col]
+        pivot_row = {c: v / value for c, v in rows[best].items()}
+        for c in [c for c, v in pivot_row.items() if v == 0]:  # underflow
+            del pivot_row[c]
+            in_column[c].discard(best)
+        rows[best] = pivot_row
+        # only the columns still to be pivoted need to know their rows (`in_column`)
+        indexed = [(c, v) for c, v in pivot_row.items() if col < c < pivots]
+        plain = [(c, v) for c, v in pivot_row.items() if not col < c < pivots]
+        targets = [(r, f) for r, f in here if r != best and abs(f) > tolerance]
+        for r, factor in targets:
+            row = rows[r]
+            for c, v in indexed:
+                x = row.get(c, 0.0) - factor * v
+                if x != 0:
+                    if c not in row:
+                        in_column[c].add(r)
+                    row[c] = x
+                elif c in row:
+                    del row[c]
+                    in_column[c].discard(r)
+            for c, v in plain:
+                x = row.get(c, 0.0) - factor * v
+                if x != 0:
+                    row[c] = x
+                elif c in row:
+                    del row[c]
+        if steps is not None:
+            steps.append((best, value, targets))
+        done += 1
+    return at[:done]
 
 
-def _relation_matrix(groups: list[Group], index: Mapping[Cell, int]) -> np.ndarray:
-    """One row per relation, one column per unknown cell (+1 for a part, -1 for the total)."""
-    matrix = np.zeros((len(groups), len(index)))
-    for r, g in enumerate(groups):
+def _combination(steps: list[Step], row: int) -> dict[int, float]:
+    """The row operations that made `row` of the reduced form: relation -> coefficient, as
+    the identity part of [A | I] holds it after the same elimination, bit for bit.
+
+    The identity part never decides a pivot or a factor (those come from A), so it can be
+    replayed from A's `steps` alone, and only for the rows this one was built from: a
+    backward pass finds them (and up to which step each is needed), a forward pass repeats,
+    on those rows only, the division and the subtractions the full elimination does."""
+    needed = {row: len(steps)}  # row -> the number of steps whose effect on it is needed
+    for t in range(len(steps) - 1, -1, -1):
+        pivot, _, targets = steps[t]
+        if any(needed.get(r, -1) > t for r, _ in targets):
+            needed[pivot] = max(needed.get(pivot, -1), t + 1)
+    state = {r: {r: 1.0} for r in needed}
+    for t, (pivot, value, targets) in enumerate(steps):
+        if needed.get(pivot, -1) <= t:
+            continue
+        source = state[pivot]
+        for c in source:
+            source[c] = source[c] / value
+        for c in [c for c, v in source.items() if v == 0]:  # underflow
+            del source[c]
+        entries = list(source.items())
+        for r, factor in targets:
+            if needed.get(r, -1) <= t:
+                continue
+            out = state[r]
+            for c, v in entries:
+                x = out.get(c, 0.0) - factor * v
+                if x != 0:
+                    out[c] = x
+                elif c in out:
+                    del out[c]
+    return state[row]
+
+
+def _relation_rows(groups: tuple[Group, ...], index: Mapping[Cell, int]) -> list[dict[int, float]]:
+    """One sparse row per relation over the unknown cells (+1 for a part, -1 for the total)."""
+    rows = []
+    for g in groups:
+        row: dict[int, float] = {}
         for m in g.parts:
             if m in index:
-                matrix[r, index[m]] += 1.0
+                row[index[m]] = row.get(index[m], 0.0) + 1.0
         if g.total is not None and g.total in index:
-            matrix[r, index[g.total]] -= 1.0
-    return matrix
+            row[index[g.total]] = row.get(index[g.total], 0.0) - 1.0
+        rows.append({c: v for c, v in row.items() if v != 0})
+    return rows
+
+
+def _shown(row: dict[int, float], tolerance: float = 1e-9) -> list[int]:
+    """The columns of a reduced row that the dense form keeps nonzero, in column order."""
+    return sorted(c for c, v in row.items() if abs(v) > tolerance)
+
+
+# a few MB for the largest component (rows and steps): kept only from `recoverable` to
+# `revealing` of the same round, so a few entries suffice
+@functools.lru_cache(maxsize=16)
+def _elimination(
+    groups: tuple[Group, ...], cells: tuple[Cell, ...]
+) -> tuple[list[dict[int, float]], list[int], list[Step]]:
+    """A's elimination (rows, pivot rows in order, steps): `recoverable` reads the pivot
+    rows, `revealing` (next, in the same round) the steps. Not to be changed by callers."""
+    rows = _relation_rows(groups, {c: j for j, c in enumerate(cells)})
+    steps: list[Step] = []
+    order = _eliminate(rows, len(cells), len(cells), steps=steps)
+    return rows, order, steps
 
 
 def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
@@ -521,16 +647,17 @@ def recoverable(groups: list[Group], cells: list[Cell]) -> list[Cell]:
 # (bounded), they are solved once; the answers are the same, so is every released value.
 @functools.lru_cache(maxsize=8192)
 def _recoverable(groups: tuple[Group, ...], cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
-    index = {c: j for j, c in enumerate(cells)}
-    matrix = _relation_matrix(list(groups), index)
     if len(cells) == 1:
         # one unknown cell (most components): determined iff a relation moves it, which is
         # what the elimination of this one column would find, without running it
-        return cells if matrix.any() else ()
-    reduced = _reduced_row_echelon(matrix)
-    single = reduced[(reduced != 0).sum(axis=1) == 1]
-    determined = set(np.flatnonzero(single.any(axis=0)).tolist())
-    return tuple(c for c, j in index.items() if j in determined)
+        return cells if any(_relation_rows(groups, {cells[0]: 0})) else ()
+    rows, order, _ = _elimination(groups, cells)
+    determined = set()
+    for r in order:
+        shown = _shown(rows[r])
+        if len(shown) == 1:
+            determined.add(shown[0])
+    return tuple(c for j, c in enumerate(cells) if j in determined)
 
 
 def revealing(groups: list[Group], cells: list[Cell], target: Cell) -> list[Group]:
@@ -538,7 +665,8 @@ def revealing(groups: list[Group], cells: list[Cell], target: Cell) -> list[Grou
     `recoverable` finds): y with y'A = e_target, read off [A | I] in reduced row echelon
     form; the relations with y != 0. Hiding a shown member of one of them breaks this
     combination, so complements are looked for there (empty if `target` is not recoverable).
-    """
+    The I part is not eliminated whole: `_combination` replays A's elimination on the one
+    row needed, with the same arithmetic (the same relations, bit for bit)."""
     return list(_revealing(tuple(groups), tuple(cells), target))
 
 
@@ -546,16 +674,12 @@ def revealing(groups: list[Group], cells: list[Cell], target: Cell) -> list[Grou
 def _revealing(
     groups: tuple[Group, ...], cells: tuple[Cell, ...], target: Cell
 ) -> tuple[Group, ...]:
-    index = {c: j for j, c in enumerate(cells)}
-    matrix = _relation_matrix(list(groups), index)
-    augmented = np.hstack([matrix, np.eye(len(groups))])
-    reduced = _reduced_row_echelon(augmented, pivots=len(cells))
-    left, right = reduced[:, : len(cells)], reduced[:, len(cells) :]
-    j = index[target]
-    rows = np.flatnonzero(((left != 0).sum(axis=1) == 1) & (left[:, j] != 0))
-    if not len(rows):
-        return ()
-    return tuple(groups[k] for k in np.flatnonzero(right[rows[0]]))
+    rows, order, steps = _elimination(groups, cells)
+    j = cells.index(target)
+    for r in order:
+        if _shown(rows[r]) == [j]:
+            return tuple(groups[k] for k in _shown(_combination(steps, r)))
+    return ()
 
 
 def suppressed_cells(
