@@ -129,9 +129,9 @@ def start_server_early() -> Callable[[], None]:
     stopped at exit, and by the watchdog (started first, here) if the process is killed.
     Nothing is started when PREFECT_API_URL or PREFECT_SERVER_EPHEMERAL_ENABLED=false is in
     the environment; when Prefect's profile or settings files say so instead (read once
-    Prefect is imported, in `wait()`), the server started is stopped unused. If the server
-    does not answer, `wait()` stops it and leaves Prefect to start its own (which reports
-    its own error)."""
+    Prefect is imported, in `wait()`), the server started is stopped unused (its watchdog
+    then idles until the command ends). If the server does not answer, `wait()` stops it
+    and leaves Prefect to start its own (which reports its own error)."""
     if os.environ.get("PREFECT_API_URL") or _false(
         os.environ.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
     ):
@@ -206,7 +206,8 @@ PATIENCE_SECONDS = 600.0
 
 # The server process's main: `python -m uvicorn ...` as Prefect runs it, after marking the
 # imports no server uses as absent (`skip_unused_imports`: the server imports prefect, and so
-# jsonschema, as the command does; the IRI grammar was about 1.3 CPU s of its start).
+# jsonschema, as the command does; the IRI grammar cost 1.2 CPU s alone, and skipping it
+# took the server's start from 6.3-6.9 to 2.5-3.1 CPU s: docs/benchmark.md).
 SERVER_MAIN = (
     "import sys; sys.modules.setdefault('rfc3987_syntax', None); sys.argv[0] = 'uvicorn'; "
     "from uvicorn.main import main; main(prog_name='uvicorn')"
@@ -216,9 +217,10 @@ SERVER_MAIN = (
 class TemporaryServer:
     """Prefect's temporary API server as `prefect.server.api.server.SubprocessASGIServer`
     starts it (Prefect 3.8: `python -m uvicorn --factory
-    prefect.server.api.server:create_app` on a free local port, the UI off, the current
-    settings in its environment), without importing that module here, and with the same
-    unused import skipped as in the command (`SERVER_MAIN`)."""
+    prefect.server.api.server:create_app` on a free local port, the UI off), without
+    importing that module (nor Prefect) here, and with the same unused import skipped as in
+    the command (`SERVER_MAIN`). Prefect also passes the settings its own process read; this
+    server reads them itself, from the same environment, profile and files."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
@@ -230,8 +232,6 @@ class TemporaryServer:
 
     def start(self) -> None:
         self.port = _free_port()
-        # Prefect also passes the settings its process read (`to_environment_variables`);
-        # the server reads them itself from the same environment, profile and files.
         env = {
             **SINGLE_RUN_SERVER_SETTINGS,
             **os.environ,
