@@ -62,9 +62,9 @@ def main() -> int:
     lap("import the command")
     load = os.getloadavg()
 
-    # as run_demo_cli: the server starts in a thread while the export is generated
-    prefect_server.start_watchdog()
+    # as run_demo_cli: the server (a process of its own) starts while the export is generated
     server_ready = prefect_server.start_server_early()
+    prefect_server.start_watchdog()
     server_t0 = time.perf_counter()
     from pipelines.generator.convert import generate_in_format
 

@@ -73,11 +73,25 @@ for pid in alive:
 
 def start_watchdog() -> bool:
     """Start the watchdog of Prefect's temporary server for this process; False when there
-    is nothing to watch (a Prefect server is configured, or no Linux /proc)."""
+    is nothing to watch (a Prefect server is configured, or no Linux /proc). One per
+    process: True at once when `start_server_early` started it."""
+    if WATCHDOG_STARTED:
+        return True
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value() or not os.path.isdir(f"/proc/{os.getpid()}"):
+    if PREFECT_API_URL.value():
         return False
+    return _start_watchdog_process()
+
+
+WATCHDOG_STARTED = False  # this process started its watchdog
+
+
+def _start_watchdog_process() -> bool:
+    global WATCHDOG_STARTED
+    if not os.path.isdir(f"/proc/{os.getpid()}"):
+        return False
+    WATCHDOG_STARTED = True
     subprocess.Popen(
         [sys.executable, "-c", WATCHDOG, str(os.getpid())],
         stdin=subprocess.DEVNULL,
@@ -101,35 +115,49 @@ def skip_unused_imports() -> None:
 
 
 def start_server_early() -> Callable[[], None]:
-    """Start Prefect's temporary server now and return `wait()`: call it before the first flow
-    run. The server (a uvicorn child process, 5-15 s to answer; more on a fresh database,
-    which it migrates) then starts while this process imports the pipeline, checks its
-    inputs and, in `redflags demo`, generates the export.
+    """Start Prefect's temporary server now, before this process imports Prefect, and return
+    `wait()`: call it before the first flow run. The server (a uvicorn child process, 3-15 s
+    to answer; more on a fresh database, which it migrates) then starts while this process
+    imports Prefect and the pipeline, checks its inputs and, in `redflags demo`, generates
+    the export.
 
-    The child is the one Prefect itself would start (same command and environment: see
-    `TemporaryServer`), started without importing Prefect's server modules into this
-    process (2 s of CPU that only the server needs). This process then points Prefect at it
-    through PREFECT_API_URL, so flow runs, task runs, states and logs go to it as they
-    would to Prefect's own temporary server, and stops it at exit (the watchdog does if the
-    process is killed). Nothing happens when a server is configured (PREFECT_API_URL) or the
-    temporary server is disabled. If the server does not answer, `wait()` stops it and
-    leaves Prefect to start its own (which reports its own error)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+    The child is the one Prefect itself would start (same command; see `TemporaryServer`),
+    started without importing Prefect's server modules into this process (2 s of CPU that
+    only the server needs), nor Prefect itself (about 1.5 s before the server could start).
+    `wait()` then points Prefect at it through PREFECT_API_URL, so flow runs, task runs,
+    states and logs go to it as they would to Prefect's own temporary server; the server is
+    stopped at exit, and by the watchdog (started first, here) if the process is killed.
+    Nothing is started when PREFECT_API_URL or PREFECT_SERVER_EPHEMERAL_ENABLED=false is in
+    the environment; when Prefect's profile or settings files say so instead (read once
+    Prefect is imported, in `wait()`), the server started is stopped unused (its watchdog
+    then idles until the command ends). If the server does not answer, `wait()` stops it
+    and leaves Prefect to start its own (which reports its own error)."""
+    if os.environ.get("PREFECT_API_URL") or _false(
+        os.environ.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
+    ):
         return lambda: None
     global TEMPORARY_SERVER
+    _start_watchdog_process()  # before the server: a kill from now on still stops it
     server = TEMPORARY_SERVER = TemporaryServer()
     server.start()
     atexit.register(server.stop)
-    _point_prefect_at(server.api_url)
 
     def wait() -> None:
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            server.stop()  # a server configured outside the environment, or none wanted
+            return
+        _point_prefect_at(server.api_url)
         if not server.wait_ready():
             server.stop()
             _point_prefect_at(None)
 
     return wait
+
+
+def _false(value: str) -> bool:
+    return value.strip().lower() in ("0", "false", "no", "off", "f", "n")
 
 
 # The address of the temporary server this process started (None: none). Prefect logs a
@@ -176,11 +204,23 @@ SINGLE_RUN_SERVER_SETTINGS = {
 PATIENCE_SECONDS = 600.0
 
 
+# The server process's main: `python -m uvicorn ...` as Prefect runs it, after marking the
+# imports no server uses as absent (`skip_unused_imports`: the server imports prefect, and so
+# jsonschema, as the command does; the IRI grammar cost 1.2 CPU s alone, and skipping it
+# took the server's start from 6.3-6.9 to 2.5-3.1 CPU s: docs/benchmark.md).
+SERVER_MAIN = (
+    "import sys; sys.modules.setdefault('rfc3987_syntax', None); sys.argv[0] = 'uvicorn'; "
+    "from uvicorn.main import main; main(prog_name='uvicorn')"
+)
+
+
 class TemporaryServer:
     """Prefect's temporary API server as `prefect.server.api.server.SubprocessASGIServer`
     starts it (Prefect 3.8: `python -m uvicorn --factory
-    prefect.server.api.server:create_app` on a free local port, the UI off, the current
-    settings in its environment), without importing that module here."""
+    prefect.server.api.server:create_app` on a free local port, the UI off), without
+    importing that module (nor Prefect) here, and with the same unused import skipped as in
+    the command (`SERVER_MAIN`). Prefect also passes the settings its own process read; this
+    server reads them itself, from the same environment, profile and files."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
@@ -191,9 +231,6 @@ class TemporaryServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> None:
-        import prefect
-        from prefect.settings import get_current_settings
-
         self.port = _free_port()
         env = {
             **SINGLE_RUN_SERVER_SETTINGS,
@@ -201,16 +238,15 @@ class TemporaryServer:
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
-            **get_current_settings().to_environment_variables(exclude_unset=True),
         }
         env.pop("PREFECT_API_URL", None)  # the server's own settings: no client URL
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "uvicorn",
+                "-c",
+                SERVER_MAIN,
                 "--app-dir",
-                str(prefect.__module_path__.parent),
+                str(_site_packages_of("prefect")),
                 "--factory",
                 "prefect.server.api.server:create_app",
                 "--host",
@@ -256,6 +292,15 @@ class TemporaryServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def _site_packages_of(package: str):
+    """The folder `package` is installed in (what `prefect.__module_path__.parent` is),
+    found without importing it."""
+    import importlib.util
+    from pathlib import Path
+
+    return Path(importlib.util.find_spec(package).origin).parent.parent
 
 
 def _free_port() -> int:

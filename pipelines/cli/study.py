@@ -165,8 +165,9 @@ def run_run_cli(args: argparse.Namespace) -> int:
 
     prefect_server.skip_unused_imports()  # before anything imports prefect
     _preflight(args, args.source, args.warehouse)
-    prefect_server.start_watchdog()  # Prefect's temporary server stops even if this process is killed
-    server_ready = prefect_server.start_server_early()  # starts while the pipeline imports
+    # the server (and its watchdog) start now, while Prefect and the pipeline import
+    server_ready = prefect_server.start_server_early()
+    prefect_server.start_watchdog()  # when Prefect starts a server of its own
     from pipelines.flows import study_flow
 
     server_ready()
@@ -190,10 +191,10 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     prefect_server.skip_unused_imports()  # before anything imports prefect
     # fail fast on a bad config or a busy warehouse, before generating anything
     _preflight(args, warehouse=args.out / "warehouse.duckdb")
-    prefect_server.start_watchdog()  # Prefect's temporary server stops even if this process is killed
-    # first, so that the server (a process of its own) starts while the pipeline imports
-    # and the export is generated
+    # first, so that the server (a process of its own) starts while Prefect and the pipeline
+    # import and the export is generated; it starts its watchdog
     server_ready = prefect_server.start_server_early()
+    prefect_server.start_watchdog()  # when Prefect starts a server of its own
     from pipelines.flows import study_flow
     from pipelines.generator.convert import generate_in_format
 
