@@ -337,10 +337,11 @@ def _land_csv_slowly(
         _read_csv(con, clean, {"__line": "BIGINT", **columns}, parallel=False)
         # a rejected record of the clean copy starts with its original line number
         _insert_rejects(con, table, path, "try_cast(split_part(csv_line, ',', 1) AS BIGINT)")
-    con.executemany(
-        "INSERT INTO omop_rejects VALUES (?, ?, ?, NULL, ?, ?)",
-        [(table, path.name, b.line, b.reason, b.text) for b in split.bad],
-    )
+    if split.bad:  # none: only blank or continuation lines sent the file here
+        con.executemany(
+            "INSERT INTO omop_rejects VALUES (?, ?, ?, NULL, ?, ?)",
+            [(table, path.name, b.line, b.reason, b.text) for b in split.bad],
+        )
     con.execute(f"CREATE OR REPLACE TEMP TABLE omop_{table} AS SELECT * FROM omop_read")
     con.execute("DROP TABLE temp.omop_read")
     return split.blank_lines + split.extra_lines

