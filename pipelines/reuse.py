@@ -90,17 +90,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_digests(source: Path, known: dict[str, FileDigest] | None = None) -> list[FileDigest]:
+def file_digests(
+    source: Path,
+    known: dict[str, FileDigest] | None = None,
+    loaded_sizes: dict[str, int] | None = None,
+) -> list[FileDigest]:
     """The digest of every file under the export, sorted by path. A file whose size, mtime
     and inode are those `known` recorded (and not racily so) keeps its recorded sha256
     without being read; any other file is read in full and hashed, a few at a time.
 
     The hash is the ingest's digest (pipelines/ingest/digests.py: sha256, line statistics
-    and, for a file that grew, the sha256 of its recorded size's first bytes, in one read),
-    so that within a study run the ingest that follows reads no file a second time."""
+    and, for a file that grew, the sha256 of its first bytes up to the size the ingest last
+    loaded, in one read), so that within a study run the ingest that follows reads no file a
+    second time. `loaded_sizes` (relative path -> size at the last load,
+    pipelines/ingest/landing.py `previous_sizes`) gives that size; without it, the size this
+    folder's file had when last hashed (the same, unless the export moved to another folder
+    or was loaded by `redflags ingest` alone)."""
     from pipelines.ingest.digests import file_digest
 
-    source, known = Path(source), known or {}
+    source, known, loaded_sizes = Path(source), known or {}, loaded_sizes or {}
     found = []
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         relative, stat = path.relative_to(source).as_posix(), path.stat()
@@ -114,8 +122,9 @@ def file_digests(source: Path, known: dict[str, FileDigest] | None = None) -> li
         if kept is not None:
             return kept
         hashed_at = time.time_ns()
-        # the size it had when last hashed: where an appended-to file's old bytes end
-        sha = file_digest(path, old.size if old is not None else 0).sha256
+        # where an appended-to file's old bytes end: the prefix the ingest's append check asks
+        prefix = loaded_sizes.get(relative, old.size if old is not None else 0)
+        sha = file_digest(path, prefix).sha256
         return FileDigest(relative, stat.st_size, stat.st_mtime_ns, stat.st_ino, sha, hashed_at)
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
@@ -126,6 +135,15 @@ def export_digest(source: Path) -> list[tuple[str, int, str]]:
     """(relative path, size, sha256) of every file under the export, sorted, every file read:
     any added, removed or changed file (a single row) changes it, whatever the source layout."""
     return [(d.path, d.size, d.sha256) for d in file_digests(source)]
+
+
+def loaded_file_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """The size of each export file at the warehouse's last load (empty before the first):
+    the prefix the ingest will hash a grown file up to, whatever folder it was loaded from."""
+    from pipelines.ingest.landing import previous_sizes
+    from pipelines.warehouse import table_exists
+
+    return previous_sizes(con) if table_exists(con, "landing", "files") else {}
 
 
 def known_digests(con: duckdb.DuckDBPyConnection, source: Path) -> dict[str, FileDigest]:
@@ -247,7 +265,7 @@ def try_reuse(
         # Files unchanged in size, mtime and inode since an earlier run are not read again
         # (docs/operations.md, "An unchanged export"). Not a stage: the stages of a full run
         # stay those of docs/architecture.md.
-        digests = file_digests(source, known_digests(con, source))
+        digests = file_digests(source, known_digests(con, source), loaded_file_sizes(con))
         save_digests(con, source, digests)
         print_ = fingerprint(source, settings, run.engine, source_format, digests)
         con.execute(FINGERPRINTS_DDL)
