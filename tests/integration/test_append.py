@@ -134,6 +134,18 @@ def settle(folder: Path, hours: int) -> None:
         os.utime(path, ns=(past, past))
 
 
+def spy_on_reads(monkeypatch) -> list[str]:
+    """The names of the files the digests actually read from now on (a spy on the reader)."""
+    reads: list[str] = []
+    read = digests._read_digest
+    monkeypatch.setattr(
+        digests,
+        "_read_digest",
+        lambda path, prefix=0: reads.append(path.name) or read(path, prefix),
+    )
+    return reads
+
+
 def test_grow_export_appends_new_patients_and_keeps_the_base(base, grown):
     folder, counts, _ = grown
     assert counts["patients_added"] == 15
@@ -328,13 +340,7 @@ def test_published_outputs_of_an_appended_run_equal_those_of_a_full_reload(
         return warehouse, said
 
     # each export file read once by the grown run: its reuse check's digest serves the ingest
-    reads: list[str] = []
-    read = digests._read_digest
-    monkeypatch.setattr(
-        digests,
-        "_read_digest",
-        lambda path, prefix=0: reads.append(path.name) or read(path, prefix),
-    )
+    reads = spy_on_reads(monkeypatch)
     appended, said = two_runs("appended")
     assert sum("parsed alone" in m for m in said) == len(DIRECT)
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
@@ -372,13 +378,7 @@ def test_a_grown_export_in_another_folder_is_still_read_once_per_run(
     warehouse = tmp_path / "warehouse.duckdb"
     assert run_study(first, warehouse, settings, say=lambda _: None).status == "succeeded"
 
-    reads: list[str] = []
-    read = digests._read_digest
-    monkeypatch.setattr(
-        digests,
-        "_read_digest",
-        lambda path, prefix=0: reads.append(path.name) or read(path, prefix),
-    )
+    reads = spy_on_reads(monkeypatch)
     said: list[str] = []
     assert run_study(second, warehouse, settings, say=said.append).status == "succeeded"
     assert sum("parsed alone" in m for m in said) == len(DIRECT)  # appended rows only
