@@ -7,17 +7,16 @@ would not catch that again on a small export; counting the copies does."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections import Counter
 from pathlib import Path
 
 import duckdb
+from recording import wrap_ingest_connections
 
 from pipelines import schema
 from pipelines.generator import generate
 from pipelines.ingest import ingest_export
-from pipelines.ingest import run as ingest_run
 
 CREATED = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+)?TABLE\s+(\S+)\s+AS\b", re.I)
 
@@ -53,16 +52,7 @@ def test_each_file_is_read_once_and_its_rows_copied_once_before_raw(tmp_path, mo
     conditions = export / "conditions.csv"
     lines = conditions.read_bytes().splitlines(keepends=True)
     conditions.write_bytes(b"".join(lines + lines[1:4]))  # 3 duplicate_record rows to set apart
-    recorders: list[RecordingConnection] = []
-    real_open = ingest_run.wh.open_warehouse
-
-    @contextlib.contextmanager
-    def recording_open(*args, **kwargs):
-        with real_open(*args, **kwargs) as con:
-            recorders.append(RecordingConnection(con))
-            yield recorders[-1]
-
-    monkeypatch.setattr(ingest_run.wh, "open_warehouse", recording_open)
+    recorders = wrap_ingest_connections(monkeypatch, RecordingConnection)
     warehouse = tmp_path / "w.duckdb"
     summary = ingest_export(export, warehouse, log=lambda _m: None)
     (rec,) = recorders

@@ -9,13 +9,13 @@ in-memory (temporary) tables tells them apart on a file of a few row groups, det
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from recording import wrap_ingest_connections
+
 from pipelines.generator import generate
 from pipelines.ingest import ingest_export
-from pipelines.ingest import run as ingest_run
 
 ROWS = 400_000  # more than three of DuckDB's row groups (122,880 rows)
 
@@ -67,16 +67,7 @@ def test_the_stage_is_compressed_in_the_warehouse_not_held_in_memory(tmp_path, m
     export = tmp_path / "export"
     generate(export, patients=40, seed=11)
     size = _big_observations(export)
-    sampled: list[SamplingConnection] = []
-    real_open = ingest_run.wh.open_warehouse
-
-    @contextlib.contextmanager
-    def sampling_open(*args, **kwargs):
-        with real_open(*args, **kwargs) as con:
-            sampled.append(SamplingConnection(con))
-            yield sampled[-1]
-
-    monkeypatch.setattr(ingest_run.wh, "open_warehouse", sampling_open)
+    sampled = wrap_ingest_connections(monkeypatch, SamplingConnection)
     summary = ingest_export(export, tmp_path / "w.duckdb", log=lambda _m: None)
     (con,) = sampled
 
