@@ -24,6 +24,7 @@ count: the attack is strong enough to catch the leak that existed.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -726,24 +727,30 @@ def test_few_men_among_the_cases_hide_the_female_rows_not_the_all_rows(tmp_path)
 # ---- indeterminate results: population minus a rule's 2x2 ------------------------------------
 
 
-def test_a_small_number_of_indeterminate_results_cannot_be_worked_out(tmp_path):
-    """3 episodes of the landmark population lack the ALP flag (not assessable): the attack
-    `indeterminate_results` must not get the 3 from flag_accuracy and model_performance (or
-    inside sensitivity_analyses); before `analysis.indeterminate_cells` it did."""
+def planted_episodes(root: Path, **planted: float) -> pd.DataFrame:
+    """The episodes (mart, as analysis reads them) of a generated export with many cases:
+    1,200 patients, seed 7, a fifth of them cases, other planted parameters as given."""
     from pipelines import warehouse as wh
     from pipelines.generator import PlantedParameters, generate
     from pipelines.ingest import ingest_export
     from pipelines.models import build_models
 
-    planted = PlantedParameters(case_fraction=0.2, female_fraction_cases=0.9)  # large cells
-    generate(tmp_path / "export", patients=1200, seed=7, planted=planted)
-    ingest_export(tmp_path / "export", tmp_path / "w.duckdb", log=lambda message: None)
-    con = wh.connect(tmp_path / "w.duckdb")
+    parameters = PlantedParameters(case_fraction=0.2, **planted)
+    generate(root / "export", patients=1200, seed=7, planted=parameters)
+    ingest_export(root / "export", root / "w.duckdb", log=lambda message: None)
+    con = wh.connect(root / "w.duckdb")
     try:
         build_models(con, SETTINGS)
-        episodes = analysis.load_episodes(con)
+        return analysis.load_episodes(con)
     finally:
         con.close()
+
+
+def test_a_small_number_of_indeterminate_results_cannot_be_worked_out(tmp_path):
+    """3 episodes of the landmark population lack the ALP flag (not assessable): the attack
+    `indeterminate_results` must not get the 3 from flag_accuracy and model_performance (or
+    inside sensitivity_analyses); before `analysis.indeterminate_cells` it did."""
+    episodes = planted_episodes(tmp_path, female_fraction_cases=0.9)  # large cells
     landmark = analysis.landmark_population(episodes).index[:3]
     episodes.loc[landmark, "flag_elevated_alp"] = pd.NA
     frames = analysis.analysis_tables(episodes, SETTINGS)
@@ -830,20 +837,7 @@ def planted_tables(tmp_path_factory) -> dict[str, pd.DataFrame]:
     """The analysis tables (as in mart, before disclosure) of a generated export with many
     cases (1,200 patients, seed 7, a fifth of them cases): the ROC curves of `all` and
     `female` are released on their own."""
-    from pipelines import warehouse as wh
-    from pipelines.generator import PlantedParameters, generate
-    from pipelines.ingest import ingest_export
-    from pipelines.models import build_models
-
-    root = tmp_path_factory.mktemp("planted")
-    generate(root / "export", patients=1200, seed=7, planted=PlantedParameters(case_fraction=0.2))
-    ingest_export(root / "export", root / "w.duckdb", log=lambda message: None)
-    con = wh.connect(root / "w.duckdb")
-    try:
-        build_models(con, SETTINGS)
-        episodes = analysis.load_episodes(con)
-    finally:
-        con.close()
+    episodes = planted_episodes(tmp_path_factory.mktemp("planted"))
     return analysis.analysis_tables(episodes, SETTINGS)
 
 
