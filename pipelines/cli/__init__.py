@@ -36,7 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipelines.generator.cli",
         "write a synthetic Synthea-layout export with planted truth",
     ),
-    "ingest": ("pipelines.cli.ingest", "load a Synthea export into the DuckDB warehouse"),
+    "ingest": (
+        "pipelines.cli.ingest",
+        "load an export (Synthea CSV, OMOP CDM or FHIR R4) into the DuckDB warehouse",
+    ),
     "run": ("pipelines.cli.study", "run the whole study flow on an export"),
     "report": ("pipelines.cli.outputs", "write the HTML report from the release tables"),
     "export": (

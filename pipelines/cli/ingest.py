@@ -13,7 +13,11 @@ from pipelines.warehouse import warehouse_lock
 
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", required=True, help="folder of the Synthea CSV export")
+    parser.add_argument(
+        "--source",
+        required=True,
+        help="folder of the export (Synthea CSV, OMOP CDM or FHIR R4; see --source-format)",
+    )
     parser.add_argument(
         "--warehouse", required=True, help="DuckDB warehouse file (created if needed)"
     )

@@ -84,7 +84,10 @@ def _parquet_dir(args: argparse.Namespace) -> str | None:
 
 def configure_run_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--source", type=Path, required=True, help="folder of the Synthea CSV export"
+        "--source",
+        type=Path,
+        required=True,
+        help="folder of the export (Synthea CSV, OMOP CDM or FHIR R4; see --source-format)",
     )
     parser.add_argument(
         "--warehouse", type=Path, required=True, help="DuckDB file to build (created if absent)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -32,6 +33,22 @@ def test_top_level_help_is_a_whole_sentence():
     description = build_parser().description
     assert description.endswith(".") and "Each sub-command" not in description
     assert "red flags" in description
+
+
+def test_ingest_and_run_help_name_all_three_source_layouts():
+    """The ingest and the run load Synthea CSV, OMOP CDM and FHIR R4 (issue 13); their help
+    said "Synthea" only."""
+    from pipelines.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    summary = {a.dest: a.help for a in commands._choices_actions}
+    texts = [summary["ingest"]]
+    for name in ("ingest", "run"):
+        texts += [a.help for a in commands.choices[name]._actions if "--source" in a.option_strings]
+    assert len(texts) == 3
+    for text in texts:
+        assert all(layout in text for layout in ("Synthea", "OMOP", "FHIR")), text
 
 
 def test_gx_and_prefect_info_lines_are_hidden_without_verbose():
