@@ -174,6 +174,9 @@ USER_ERRNOS = {
     errno.EEXIST: "already exists",
     errno.ENAMETOOLONG: "file name too long",
 }
+# Prefect's error when its own temporary server does not answer within its start-up timeout
+# (prefect.server.api.server.SubprocessASGIServer, Prefect 3.8)
+PREFECT_START_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 # DuckDB reports the same conditions in its own exceptions' text.
 DUCKDB_USER_MESSAGES = (
     "No space left on device",
@@ -200,6 +203,13 @@ def classify(exc: BaseException) -> tuple[int, str]:
         if any(m.lower() in text.lower() for m in DUCKDB_USER_MESSAGES):
             full = "no space left" in text.lower()
             return 2, text + (" (free some space; the previous outputs are unchanged)" * full)
+    if isinstance(exc, RuntimeError) and PREFECT_START_TIMEOUT in str(exc):
+        return 2, (
+            "Prefect's temporary API server did not start in time (a busy machine?); the"
+            " previous outputs are unchanged. Run again, raise"
+            " PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or point PREFECT_API_URL at"
+            " a running Prefect server (docs/operations.md)"
+        )
     text = _one_line(str(exc)) or type(exc).__name__
     return 1, f"internal error ({type(exc).__name__}: {text}); run with -v for the traceback"
 

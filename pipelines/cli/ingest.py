@@ -37,6 +37,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from pipelines import prefect_server
+
+    prefect_server.skip_unused_imports()  # before anything imports prefect
     # Checked before Prefect starts, so a bad export or a busy warehouse is one clear line:
     # the export's headers, then the lock, held for the whole flow (ingest and contracts).
     from pipelines.ingest import discover_export
@@ -45,11 +48,14 @@ def run_cli(args: argparse.Namespace) -> int:
     if resolve_format(Path(args.source), args.source_format) == "synthea":
         discover_export(Path(args.source))
     with warehouse_lock(args.warehouse, args.wait):
+        # the temporary server starts now, as in `redflags run`, and is waited for with the
+        # same patience: Prefect's own start gave up after its 20 s start-up timeout on a
+        # busy machine, and the ingest ended in an error before reading a row
+        server_ready = prefect_server.start_server_early()
+        prefect_server.start_watchdog()  # when Prefect starts a server of its own
         from pipelines.flows import ingest_flow  # Prefect and GX load only when needed
-        from pipelines.prefect_server import start_watchdog
 
-        start_watchdog()  # Prefect's temporary server stops even if this process is killed
-
+        server_ready()
         summary = ingest_flow(
             source=str(args.source),
             warehouse=str(args.warehouse),

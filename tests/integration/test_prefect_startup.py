@@ -254,3 +254,41 @@ def test_a_server_configured_in_prefects_profile_is_used_and_the_early_one_stopp
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-3:] == ["http://127.0.0.1:9/api", "True", "None"]
+
+
+def test_redflags_ingest_waits_for_its_early_server_past_prefects_timeout(tmp_path):
+    """`redflags ingest` left the temporary server to Prefect, whose own start gives up after
+    its start-up timeout (20 s by default): on a busy machine (load 20, 2026-12-08) the
+    ingest of a 1,130-patient OMOP sample ended in "internal error (RuntimeError: Timed out
+    while attempting to connect to ephemeral Prefect API server.)" before reading a row.
+    It now starts its server early, as `redflags run` does, and waits for it (a timeout of
+    0 s stands in for the busy machine: Prefect's own start then gives up at once)."""
+    export, warehouse = tmp_path / "export", tmp_path / "w.duckdb"
+    made = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "-q", "generate", "--patients", "60",
+         "--out", str(export)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "-q", "ingest", "--source", str(export),
+         "--warehouse", str(warehouse)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw.patients").fetchone()[0] == 60
+
+
+def test_prefects_own_start_timeout_is_one_clear_line_not_an_internal_error():
+    from pipelines.cli import classify
+
+    code, message = classify(
+        RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+    )
+    assert code == 2 and "internal error" not in message
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in message
+    assert "PREFECT_API_URL" in message and "unchanged" in message
