@@ -474,15 +474,18 @@ MAPPINGS = {
         FROM (SELECT *, {_codings("r.code")} AS coding
               FROM fhir_conditions)""",
     # One row per coding of the Observation's code when it has a value or no components,
-    # and one per coding of each component (as the Synthea CSV writes blood pressure).
+    # and one per coding of each component (as the Synthea CSV writes blood pressure). One
+    # scan: part 0 is the Observation itself, part i its i-th component.
     "observations": f"""
         WITH parts AS (
-            SELECT source_file, source_line, r, {_AS_COMPONENT} AS part FROM fhir_observations
-            WHERE (coalesce(len(r.component), 0) = 0 OR r.valueQuantity IS NOT NULL
-                   OR r.valueString IS NOT NULL OR r.valueCodeableConcept IS NOT NULL)
-            UNION ALL
-            SELECT source_file, source_line, r, unnest(r.component) AS part
-            FROM fhir_observations WHERE len(r.component) > 0
+            SELECT *, CASE WHEN i = 0 THEN {_AS_COMPONENT} ELSE r.component[i] END AS part
+            FROM (SELECT source_file, source_line, r,
+                         unnest(CASE WHEN coalesce(len(r.component), 0) = 0 THEN [0]
+                                     WHEN r.valueQuantity IS NOT NULL OR r.valueString IS NOT NULL
+                                          OR r.valueCodeableConcept IS NOT NULL
+                                     THEN range(0, len(r.component) + 1)
+                                     ELSE range(1, len(r.component) + 1) END) AS i
+                  FROM fhir_observations)
         )
         SELECT {_ref("subject")} AS patient_id,
                {_ref("encounter")} AS encounter_id,

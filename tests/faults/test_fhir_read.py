@@ -6,6 +6,7 @@ the study does not use is not read at all."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -153,3 +154,56 @@ def test_mapped_rows_go_straight_into_raw_without_a_temp_table_of_them(tmp_path)
     ]
     assert "not a date" in quarantined[0][5]
     assert in_raw == 0
+
+
+def _coded(*codes: str) -> dict:
+    return {"coding": [{"system": "http://loinc.org", "code": c} for c in codes]}
+
+
+def test_an_observation_and_its_components_are_mapped_from_one_scan_with_their_lines(tmp_path):
+    """The Observation mapping reads the landed Observations once (part 0 the Observation
+    itself, part i its i-th component; it was a UNION ALL of two scans), with the same rows:
+    one per coding of the Observation when it has a value or no components, one per coding
+    of each component, each with its line; a component without a code still quarantines its
+    line."""
+    folder = bulk_copy(tmp_path)
+    observations = [
+        {"component": [{"code": _coded("8480-6"), "valueQuantity": {"value": 120}},
+                       {"code": _coded("8462-4"), "valueQuantity": {"value": 80}}]},
+        {"valueQuantity": {"value": 7.5}, "component": [{"code": _coded("c1"), "valueString": "x"}]},
+        {"component": []},
+        {"component": [{"code": {"text": "no coding"}, "valueString": "y"}]},
+        {"code": _coded("a", "b"), "valueString": "z"},
+    ]  # fmt: skip
+    patient = json.loads((folder / "Patient.000.ndjson").read_text().splitlines()[0])["id"]
+    lines = [
+        json.dumps({"resourceType": "Observation", "subject": {"reference": f"Patient/{patient}"},
+                    "effectiveDateTime": "2020-01-01T00:00:00Z", "code": _coded(f"own{n}"), **o})
+        for n, o in enumerate(observations, 1)
+    ]  # fmt: skip
+    (folder / "Observation.000.ndjson").write_text("\n".join(lines) + "\n")
+    warehouse = tmp_path / "w.duckdb"
+    load_source(folder, warehouse, "fhir", **QUIET)
+    assert rows(
+        warehouse, "SELECT source_line, code, value FROM raw.observations ORDER BY ALL"
+    ) == [
+        (1, "8462-4", "80"), (1, "8480-6", "120"),
+        (2, "c1", "x"), (2, "own2", "7.5"),
+        (3, "own3", None),
+        (5, "a", "z"), (5, "b", "z"),
+    ]  # fmt: skip
+    assert rows(
+        warehouse,
+        "SELECT table_name, source_line, column_name, reason FROM meta.quarantine"
+        " WHERE source_file = 'Observation.000.ndjson'",
+    ) == [("observations", 4, "code", "missing_value")]
+    con = wh.connect(tmp_path / "plan.duckdb")
+    try:
+        fhir.land(con, folder)
+        plan = "\n".join(
+            r[1] for r in con.execute(f"EXPLAIN {fhir.MAPPINGS['observations']}").fetchall()
+        )
+    finally:
+        con.close()
+    # the landed Observation file (fhir_f<n>, one clean file) is scanned once
+    assert len(re.findall(r"Table: \S*fhir_f[0-9]+\b", plan)) == 1, plan
