@@ -494,7 +494,7 @@ class _Columns:
         if kind is None:
             return "CAST(NULL AS VARCHAR)"
         if kind == "VARCHAR":
-            return f"nullif(trim({alias}.{_quote(column)}), '')"
+            return _blank_to_null(f"{alias}.{_quote(column)}")
         return f"nullif(trim(CAST({alias}.{_quote(column)} AS VARCHAR)), '')"
 
     def id(self, table: str, column: str, alias: str = "t") -> str:
@@ -552,6 +552,15 @@ class _Columns:
         if "__line" in self.types.get(table, {}):
             return "t.__line"
         return f"(t.rowid + {int(self.first[table])})"
+
+
+def _blank_to_null(text: str) -> str:
+    """`nullif(trim(text), '')`, with the trim (a copy of every string) only for the values
+    that have a space at either end or are empty: most have neither."""
+    return (
+        f"CASE WHEN {text} = '' OR starts_with({text}, ' ') OR ends_with({text}, ' ')"
+        f" THEN nullif(trim({text}), '') ELSE {text} END"
+    )
 
 
 def _id_sql(text: str) -> str:
