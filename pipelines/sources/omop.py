@@ -412,8 +412,12 @@ def _read_csv_utc(
             columns = $columns, store_rejects = true,
             rejects_table = 'omop_reject_errors', rejects_scan = 'omop_reject_scans',
             parallel = $parallel)""",
-        {"path": str(path), "columns": columns, "used": None if used is None else list(used),
-         "parallel": parallel},
+        {
+            "path": str(path),
+            "columns": columns,
+            "used": None if used is None else list(used),
+            "parallel": parallel,
+        },
     )
 
 
