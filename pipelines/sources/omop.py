@@ -142,7 +142,8 @@ def describe(folder: Path) -> str:
 
 
 # DuckDB reject error_type -> quarantine reason (as the CSV ingest names them); CAST: a date
-# column (the only columns read with a type, DATE_COLUMNS) whose value is not a date
+# or datetime column (the only columns read with a type, DATE_COLUMNS and DATETIME_COLUMNS)
+# whose value is not a date
 _REJECT_REASONS = {
     "MISSING COLUMNS": "wrong_field_count",
     "TOO MANY COLUMNS": "wrong_field_count",
@@ -152,9 +153,8 @@ _REJECT_REASONS = {
     "CAST": "unparseable_date",
 }
 # The CDM date columns the study reads, read as DATE (the CDM DDL's type) -> the canonical
-# column a bad value is quarantined under. Ids, datetimes and values stay text: a DOUBLE id
-# `6.0` is kept as `6` (DuckDB's BIGINT parse would round `6.5` to 7), a datetime's UTC offset
-# is applied (DuckDB's TIMESTAMP parse drops it), a value is kept as written.
+# column a bad value is quarantined under. Ids and values stay text: a DOUBLE id `6.0` is kept
+# as `6` (DuckDB's BIGINT parse would round `6.5` to 7), a value is kept as written.
 DATE_COLUMNS = {
     "death": {"death_date": "death_date"},
     "visit_occurrence": {"visit_start_date": "start_at", "visit_end_date": "stop_at"},
@@ -171,6 +171,66 @@ DATE_COLUMNS = {
         "observation_period_end_date": "observation_period_end_date",
     },
 }
+# The CDM datetime columns the study reads only as a time (_Columns.day_time), read as
+# TIMESTAMPTZ with the session's time zone set to UTC for the read (_read_csv): a UTC offset
+# is applied, a datetime without one is taken as written (as typed_sql does); -> the
+# canonical column a bad value is quarantined under. Parsed at read, not landed as text and
+# parsed again: at 20k patients that text was the dearest column of measurement. Not
+# observation's and death's datetimes: their day as written is read too (_Columns.day).
+DATETIME_COLUMNS = {
+    "visit_occurrence": {"visit_start_datetime": "start_at", "visit_end_datetime": "stop_at"},
+    "measurement": {"measurement_datetime": "observed_at"},
+    "drug_exposure": {
+        "drug_exposure_start_datetime": "start_at",
+        "drug_exposure_end_datetime": "stop_at",
+    },
+    "procedure_occurrence": {"procedure_datetime": "start_at", "procedure_end_datetime": "stop_at"},
+}
+
+# The CDM columns the mapping reads (step 2), by CDM table: a CSV table is landed with these
+# only (matched case-insensitively), so the read does not materialise the columns no
+# canonical column comes from (GiBleed's measurement: 10 of 20). A column missing from here
+# would read as NULL: tests/test_omop_source.py checks that the mapping asks for no other.
+USED_COLUMNS = {
+    "person": (
+        "person_id", "gender_concept_id", "year_of_birth", "month_of_birth", "day_of_birth",
+        "birth_datetime", "gender_source_value", "race_source_value", "ethnicity_source_value",
+    ),
+    "death": ("person_id", "death_date", "death_datetime"),
+    "visit_occurrence": (
+        "visit_occurrence_id", "person_id", "visit_concept_id", "visit_start_date",
+        "visit_start_datetime", "visit_end_date", "visit_end_datetime",
+    ),
+    "condition_occurrence": (
+        "person_id", "visit_occurrence_id", "condition_concept_id",
+        "condition_source_concept_id", "condition_source_value", "condition_start_date",
+        "condition_end_date",
+    ),
+    "observation": (
+        "person_id", "visit_occurrence_id", "observation_concept_id",
+        "observation_source_concept_id", "observation_source_value", "observation_date",
+        "observation_datetime", "value_as_number", "value_as_string", "unit_source_value",
+    ),
+    "measurement": (
+        "person_id", "visit_occurrence_id", "measurement_concept_id",
+        "measurement_source_concept_id", "measurement_source_value", "measurement_date",
+        "measurement_datetime", "value_as_number", "value_source_value", "unit_source_value",
+    ),
+    "drug_exposure": (
+        "person_id", "visit_occurrence_id", "drug_concept_id", "drug_source_concept_id",
+        "drug_source_value", "drug_exposure_start_date", "drug_exposure_start_datetime",
+        "drug_exposure_end_date", "drug_exposure_end_datetime",
+    ),
+    "procedure_occurrence": (
+        "person_id", "visit_occurrence_id", "procedure_concept_id",
+        "procedure_source_concept_id", "procedure_source_value", "procedure_date",
+        "procedure_datetime", "procedure_end_date", "procedure_end_datetime",
+    ),
+    "concept": ("concept_id", "vocabulary_id", "concept_code", "concept_name"),
+    "observation_period": (
+        "person_id", "observation_period_start_date", "observation_period_end_date",
+    ),
+}  # fmt: skip
 
 
 def land(con: duckdb.DuckDBPyConnection, folder: Path) -> Cdm:
@@ -241,7 +301,9 @@ def _lines(cdm: Cdm, table: str, counting: Future) -> int:
 def _land_csv(
     con: duckdb.DuckDBPyConnection, table: str, path: Path, lines: Callable[[], int]
 ) -> int:
-    """One CSV table: the study's date columns as DATE, the others VARCHAR (DATE_COLUMNS).
+    """One CSV table: the study's date columns as DATE, the datetimes it reads only as times
+    as TIMESTAMPTZ, the others VARCHAR (DATE_COLUMNS, DATETIME_COLUMNS); only the columns
+    the mapping reads are landed (USED_COLUMNS).
 
     Fast path: one read_csv, kept when its rows and rejected lines are every physical line
     (`lines()`, from the byte scan, asked for after the read), one line each; with no
@@ -253,15 +315,17 @@ def _land_csv(
     header = read_header(path)
     if not header:
         raise IngestError(f"{path.name}: file is empty (no header line)")
-    dates = DATE_COLUMNS.get(table, {})
-    columns = {name: "DATE" if name.lower() in dates else "VARCHAR" for name in header}
+    columns = {name: _CSV_TYPES.get((table, name.lower()), "VARCHAR") for name in header}
     try:
-        _read_csv(con, path, columns)
-        rows, rejected, spanning = con.execute(
-            "SELECT (SELECT count(*) FROM omop_read), count(DISTINCT line),"
-            " count(*) FILTER (WHERE trim(csv_line, chr(13) || chr(10)) LIKE '%' || chr(10) || '%')"
-            " FROM temp.omop_reject_errors"
-        ).fetchone()
+        used = USED_COLUMNS[table]
+        if not any(name.lower() in used for name in header):
+            used = None  # a projection needs a column
+        rows, rejected, spanning, encoding = _read_counted(con, path, columns, used)
+        if encoding:
+            # a line whose bytes are not UTF-8 in a column not landed is landed and rejected
+            # both by DuckDB (it checks the encoding of every column, keeps the row when the
+            # bad one is not read): read every column, so it is rejected only
+            rows, rejected, spanning, _ = _read_counted(con, path, columns, None)
         fast = 1 + rows + rejected == lines() and not spanning
     except duckdb.Error:
         fast = False  # DuckDB's parser stopped (a bare CR): the slow path reads it
@@ -288,18 +352,72 @@ def _land_csv(
     return _land_csv_slowly(con, table, path, columns)
 
 
+# (cdm table, column) -> the type it is read as from CSV (the rest: VARCHAR)
+_CSV_TYPES = {
+    **{(t, c): "DATE" for t, cols in DATE_COLUMNS.items() for c in cols},
+    **{(t, c): "TIMESTAMPTZ" for t, cols in DATETIME_COLUMNS.items() for c in cols},
+}
+
+
+def _read_counted(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    columns: dict[str, str],
+    used: tuple[str, ...] | None,
+) -> tuple[int, int, int, int]:
+    """_read_csv, then (rows landed, lines rejected, rejected records spanning lines,
+    rejects for an invalid encoding)."""
+    _read_csv(con, path, columns, used)
+    return con.execute(
+        "SELECT (SELECT count(*) FROM omop_read), count(DISTINCT line),"
+        " count(*) FILTER (WHERE trim(csv_line, chr(13) || chr(10)) LIKE '%' || chr(10) || '%'),"
+        " count(*) FILTER (WHERE error_type::VARCHAR = 'INVALID ENCODING')"
+        " FROM temp.omop_reject_errors"
+    ).fetchone()
+
+
 def _read_csv(
-    con: duckdb.DuckDBPyConnection, path: Path, columns: dict[str, str], parallel: bool = True
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    columns: dict[str, str],
+    used: tuple[str, ...] | None = None,
+    parallel: bool = True,
 ) -> None:
+    """temp.omop_read: the file parsed with every column of `columns` (so a line with too
+    few or too many fields is rejected), landing only those named in `used` (lower case;
+    None: all), in the order read; its rejected lines in temp.omop_reject_errors."""
     con.execute("DROP TABLE IF EXISTS temp.omop_reject_errors")
     con.execute("DROP TABLE IF EXISTS temp.omop_reject_scans")
+    # a TIMESTAMPTZ without an offset is read in the session's time zone: UTC, so that it is
+    # the wall-clock time as written (the connection's own setting is put back)
+    zone = con.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        _read_csv_utc(con, path, columns, used, parallel)
+    finally:
+        con.execute("SET TimeZone = $zone", {"zone": zone})
+
+
+def _read_csv_utc(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    columns: dict[str, str],
+    used: tuple[str, ...] | None,
+    parallel: bool,
+) -> None:
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE omop_read AS SELECT * FROM read_csv($path,
+        """CREATE OR REPLACE TEMP TABLE omop_read AS
+        SELECT COLUMNS(lambda c: $used IS NULL OR list_contains($used, lower(c))) FROM read_csv($path,
             header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
             columns = $columns, store_rejects = true,
             rejects_table = 'omop_reject_errors', rejects_scan = 'omop_reject_scans',
             parallel = $parallel)""",
-        {"path": str(path), "columns": columns, "parallel": parallel},
+        {
+            "path": str(path),
+            "columns": columns,
+            "used": None if used is None else list(used),
+            "parallel": parallel,
+        },
     )
 
 
@@ -308,7 +426,10 @@ def _insert_rejects(con: duckdb.DuckDBPyConnection, table: str, path: Path, line
     a date that does not parse is named by its canonical column."""
     reasons = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _REJECT_REASONS.items())
     columns = (
-        " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in DATE_COLUMNS.get(table, {}).items())
+        " ".join(
+            f"WHEN '{k}' THEN '{v}'"
+            for k, v in {**DATE_COLUMNS.get(table, {}), **DATETIME_COLUMNS.get(table, {})}.items()
+        )
         or "WHEN NULL THEN NULL"
     )
     con.execute(
@@ -334,6 +455,7 @@ def _land_csv_slowly(
             split = resync.split_file(path, len(columns), clean)
         except (OSError, EOFError, zlib.error) as exc:
             raise IngestError(f"{path.name}: cannot be read: {exc}") from exc
+        # every column: a projection could land a line it also rejects (see _land_csv)
         _read_csv(con, clean, {"__line": "BIGINT", **columns}, parallel=False)
         # a rejected record of the clean copy starts with its original line number
         _insert_rejects(con, table, path, "try_cast(split_part(csv_line, ',', 1) AS BIGINT)")
@@ -353,7 +475,8 @@ def _land_csv_slowly(
 class _Columns:
     """SQL over a landed CDM table (alias t): its columns as text, ids, dates and timestamps,
     NULL for a column the CDM version lacks; whatever type the column was landed as (CSV:
-    DATE_COLUMNS are DATE, the rest VARCHAR; Parquet and DuckDB: their own types)."""
+    DATE_COLUMNS are DATE, DATETIME_COLUMNS TIMESTAMPTZ, the rest VARCHAR; Parquet and
+    DuckDB: their own types)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, cdm: Cdm):
         self.types: dict[str, dict[str, str]] = {}
@@ -375,7 +498,7 @@ class _Columns:
         if kind is None:
             return "CAST(NULL AS VARCHAR)"
         if kind == "VARCHAR":
-            return f"nullif(trim({alias}.{_quote(column)}), '')"
+            return _blank_to_null(f"{alias}.{_quote(column)}")
         return f"nullif(trim(CAST({alias}.{_quote(column)} AS VARCHAR)), '')"
 
     def id(self, table: str, column: str, alias: str = "t") -> str:
@@ -396,6 +519,14 @@ class _Columns:
     def day_time(self, table: str, datetime_col: str, date_col: str) -> tuple[str, str]:
         """(the datetime, else the date at midnight, as TIMESTAMP; SQL true when the value
         used is not a date or time)."""
+        day, day_bad = self.date(table, date_col)
+        if self.types.get(table, {}).get(datetime_col) == "TIMESTAMP WITH TIME ZONE":
+            # typed when read (CSV: DATETIME_COLUMNS): the instant, as naive UTC
+            at = f"timezone('UTC', t.{_quote(datetime_col)})"
+            return (
+                f"CASE WHEN {at} IS NOT NULL THEN {at} ELSE CAST({day} AS TIMESTAMP) END",
+                f"CASE WHEN {at} IS NOT NULL THEN false ELSE {day_bad} END",
+            )
         text = self.text(table, datetime_col)
         # common.typed_sql's UTC offset test, skipped for the 19-character datetimes that
         # cannot have one (most CDM rows: the regex is the dearest part of the cast)
@@ -404,7 +535,6 @@ class _Columns:
             f" THEN timezone('UTC', try_cast({text} AS TIMESTAMPTZ))"
             f" ELSE try_cast({text} AS TIMESTAMP) END"
         )
-        day, day_bad = self.date(table, date_col)
         return (
             f"CASE WHEN {text} IS NOT NULL THEN {at} ELSE CAST({day} AS TIMESTAMP) END",
             f"CASE WHEN {text} IS NOT NULL THEN {at} IS NULL ELSE {day_bad} END",
@@ -426,6 +556,15 @@ class _Columns:
         if "__line" in self.types.get(table, {}):
             return "t.__line"
         return f"(t.rowid + {int(self.first[table])})"
+
+
+def _blank_to_null(text: str) -> str:
+    """`nullif(trim(text), '')`, with the trim (a copy of every string) only for the values
+    that have a space at either end or are empty: most have neither."""
+    return (
+        f"CASE WHEN {text} = '' OR starts_with({text}, ' ') OR ends_with({text}, ' ')"
+        f" THEN nullif(trim({text}), '') ELSE {text} END"
+    )
 
 
 def _id_sql(text: str) -> str:

