@@ -175,7 +175,8 @@ DATE_COLUMNS = {
 # TIMESTAMPTZ with the session's time zone set to UTC for the read (_read_csv): a UTC offset
 # is applied, a datetime without one is taken as written (as typed_sql does); -> the
 # canonical column a bad value is quarantined under. Parsed at read, not landed as text and
-# parsed again: at 20k patients that text was the dearest column of measurement. Not
+# parsed again: at 20k patients that text was the dearest column of measurement (a file with
+# a value that does not read as a time is read again with these as text: _land_csv). Not
 # observation's and death's datetimes: their day as written is read too (_Columns.day).
 DATETIME_COLUMNS = {
     "visit_occurrence": {"visit_start_datetime": "start_at", "visit_end_datetime": "stop_at"},
@@ -320,12 +321,19 @@ def _land_csv(
         used = USED_COLUMNS[table]
         if not any(name.lower() in used for name in header):
             used = None  # a projection needs a column
-        rows, rejected, spanning, encoding = _read_counted(con, path, columns, used)
+        rows, rejected, spanning, encoding, untimed = _read_counted(con, path, columns, used)
+        if untimed:
+            # a datetime read as TIMESTAMPTZ that is not one (blank, only spaces, or not a
+            # time) would reject its whole line, where the mapping takes a blank datetime as
+            # absent (the date is used) and quarantines the row of a bad one: such a file's
+            # datetimes are read as text, as before, and parsed by the mapping
+            columns = {n: "VARCHAR" if t == "TIMESTAMPTZ" else t for n, t in columns.items()}
+            rows, rejected, spanning, encoding, _ = _read_counted(con, path, columns, used)
         if encoding:
             # a line whose bytes are not UTF-8 in a column not landed is landed and rejected
             # both by DuckDB (it checks the encoding of every column, keeps the row when the
             # bad one is not read): read every column, so it is rejected only
-            rows, rejected, spanning, _ = _read_counted(con, path, columns, None)
+            rows, rejected, spanning, _, _ = _read_counted(con, path, columns, None)
         fast = 1 + rows + rejected == lines() and not spanning
     except duckdb.Error:
         fast = False  # DuckDB's parser stopped (a bare CR): the slow path reads it
@@ -364,15 +372,19 @@ def _read_counted(
     path: Path,
     columns: dict[str, str],
     used: tuple[str, ...] | None,
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int, int]:
     """_read_csv, then (rows landed, lines rejected, rejected records spanning lines,
-    rejects for an invalid encoding)."""
+    rejects for an invalid encoding, rejects of a value read as TIMESTAMPTZ)."""
     _read_csv(con, path, columns, used)
+    timed = [n.lower() for n, t in columns.items() if t == "TIMESTAMPTZ"]
     return con.execute(
         "SELECT (SELECT count(*) FROM omop_read), count(DISTINCT line),"
         " count(*) FILTER (WHERE trim(csv_line, chr(13) || chr(10)) LIKE '%' || chr(10) || '%'),"
-        " count(*) FILTER (WHERE error_type::VARCHAR = 'INVALID ENCODING')"
-        " FROM temp.omop_reject_errors"
+        " count(*) FILTER (WHERE error_type::VARCHAR = 'INVALID ENCODING'),"
+        " count(*) FILTER (WHERE error_type::VARCHAR = 'CAST'"
+        "                  AND list_contains($timed, lower(column_name)))"
+        " FROM temp.omop_reject_errors",
+        {"timed": timed},
     ).fetchone()
 
 

@@ -307,20 +307,32 @@ def test_a_datetime_is_parsed_when_read_in_utc_whatever_the_session_time_zone(tm
     assert zone == "Asia/Tokyo"
 
 
-def test_a_datetime_that_is_not_a_time_quarantines_its_line_with_its_text(tmp_path):
-    """A measurement/visit/drug/procedure datetime is parsed when read: a value that is not a
-    time quarantines its line (unparseable_date, the canonical column) with the line as
-    written (before: its row was quarantined by the mapping with the text of its typed
-    values); the other lines load."""
+def test_a_datetime_that_is_not_a_time_quarantines_its_row_and_the_rest_loads(tmp_path):
+    """A measurement/visit/drug/procedure datetime is parsed when read; a file where one is
+    not a time is read again with its datetimes as text, and the mapping quarantines that
+    row (unparseable_date, the canonical column, its line); the other lines load."""
     name = "VISIT_OCCURRENCE.csv"
     folder = edited_copy(tmp_path, name, 4, "visit_end_datetime", "2014-08-22 25:99:00")
     warehouse = tmp_path / "warehouse.duckdb"
     load_source(folder, warehouse, "omop", **QUIET)
-    written = (folder / name).read_text(encoding="utf-8").split("\n")[3]
     assert rows(
         warehouse,
-        "SELECT table_name, source_file, source_line, column_name, reason, raw_line"
-        " FROM meta.quarantine",
-    ) == [("encounters", name, 4, "stop_at", "unparseable_date", written)]
+        "SELECT table_name, source_file, source_line, column_name, reason FROM meta.quarantine",
+    ) == [("encounters", name, 4, "stop_at", "unparseable_date")]
     loaded = {line for (line,) in rows(warehouse, "SELECT source_line FROM raw.encounters")}
     assert 4 not in loaded and {3, 5} <= loaded
+
+
+def test_a_datetime_of_spaces_only_is_absent_and_its_row_loads_with_the_date(tmp_path):
+    """A datetime of spaces is no value: the row loads and its time is its date's midnight,
+    as before datetimes were parsed at read (then a CAST reject of the whole line, a good
+    row lost, 2026-12-08)."""
+    name = "VISIT_OCCURRENCE.csv"
+    folder = edited_copy(tmp_path, name, 4, "visit_end_datetime", "   ")
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(folder, warehouse, "omop", **QUIET)
+    assert rows(warehouse, "SELECT count(*) FROM meta.quarantine") == [(0,)]
+    assert rows(
+        warehouse,
+        "SELECT CAST(stop_at AS VARCHAR) FROM raw.encounters WHERE source_line = 4",
+    ) == [("2014-08-22 00:00:00",)]
